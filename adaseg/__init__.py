@@ -1,0 +1,21 @@
+"""adaseg: segmentation transformers that adapt their compute to each image.
+
+Two methods over one adaptive encoder: per-image early exits chosen by a gate
+(ECO-M2F) and per-token pausing driven by an auxiliary decoder's entropy (PAUMER).
+"""
+
+__version__ = "0.1.0"
+
+
+def create_model(name, **overrides):
+    """Build a registered model by name (see :func:`list_models`)."""
+    from adaseg.registry import create_model as _create
+
+    return _create(name, **overrides)
+
+
+def list_models():
+    """Names accepted by :func:`create_model`."""
+    from adaseg.registry import list_models as _list
+
+    return _list()

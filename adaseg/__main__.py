@@ -1,0 +1,5 @@
+"""``python -m adaseg`` == ``adaseg``."""
+
+from adaseg.cli.main import main
+
+main()

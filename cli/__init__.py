@@ -1,0 +1,1 @@
+"""adaseg's command line (installed as the package ``adaseg.cli``)."""

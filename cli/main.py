@@ -1,0 +1,34 @@
+"""The ``adaseg`` Click group. Each subcommand lives in its own module of this package
+and is added to the group below; modules import heavy libraries inside the command
+body so that ``adaseg --help`` stays fast."""
+
+from __future__ import annotations
+
+import click
+
+from adaseg import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="adaseg")
+def main() -> None:
+    """adaseg: segmentation transformers that adapt their compute to each image.
+
+    \b
+    The recipe (ECO-M2F + PAUMER), chained through one run directory:
+      adaseg train-parent            Step A: weighted stochastic depth + random pausing
+      adaseg derive                  Step B: per-image quality at every exit
+      adaseg fit-gate --beta 0.0005  Step C: the gate for one trade-off
+      adaseg eval --pause 3:0.4,5:0.3
+    """
+
+
+def _register() -> None:
+    # Subcommand modules register here, one import each.
+    pass
+
+
+_register()
+
+if __name__ == "__main__":
+    main()
