@@ -25,7 +25,9 @@ def main() -> None:
 
 def _register() -> None:
     # Subcommand modules register here, one import each.
-    pass
+    from adaseg.cli.bench import bench
+
+    main.add_command(bench)
 
 
 _register()

@@ -1,0 +1,18 @@
+"""``adaseg bench``: benchmarks that print figures (ratios measured in one run)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(name="bench")
+def bench() -> None:
+    """Benchmarks: each prints its figures and the ratios measured in one run."""
+
+
+def _register() -> None:
+    # Each benchmark registers here, one import each.
+    pass
+
+
+_register()
