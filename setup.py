@@ -52,10 +52,15 @@ def _extension_setup() -> dict:
         and cpp_extension.CUDA_HOME is not None
         and os.environ.get("ADASEG_NO_CUDA") != "1"
     )
-    extra_compile_args = {"cxx": ["-O3", "-std=c++17"]}
+    # at::parallel_for only runs in parallel when the extension itself is compiled with
+    # OpenMP (torch's CPU build uses the OpenMP backend; the runtime is torch's libgomp).
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    # No -std flag: torch's cpp_extension adds the standard its headers need (C++20 for
+    # recent torch, C++17 for older releases).
+    extra_compile_args = {"cxx": ["-O3", *openmp]}
     define_macros = []
     if with_cuda:
-        extra_compile_args["nvcc"] = ["-O3", "--use_fast_math", "-std=c++17"]
+        extra_compile_args["nvcc"] = ["-O3"]  # no fast-math: gradients are compared in float64
         define_macros.append(("WITH_CUDA", None))
         ext_cls = cpp_extension.CUDAExtension
         sources = sources + cuda_sources
@@ -66,6 +71,7 @@ def _extension_setup() -> dict:
         sources=sources,
         include_dirs=[os.path.join(ROOT, "csrc")],
         extra_compile_args=extra_compile_args,
+        extra_link_args=openmp,
         define_macros=define_macros,
     )
 
