@@ -1,0 +1,169 @@
+"""Top-k keep: per image, keep the n_keep highest-entropy tokens (lower index wins ties).
+
+Two kernels, one read of the kept tokens:
+
+1. ``keep flags`` (B, N) int8. For N up to ``COUNT_MAX_N`` a token's rank is counted
+   directly: rank_i = #{j : H_j > H_i, or H_j == H_i and j < i} (NaN ranks above every
+   number, like ``torch.sort``), kept iff rank_i < n_keep. That is O(N^2) compares, but
+   they run from registers with the grid spread over (token blocks x images), so a
+   (32, 1024) or (2, 5376) batch takes one short launch where ``torch.sort`` (segmented
+   radix sort) takes several. Above ``COUNT_MAX_N`` the quadratic cost wins over the
+   launches and the flags come from a stable ``torch.sort`` instead; both orders are
+   exactly the reference's.
+2. ``compact``: each (token block, image) program counts the kept flags before its block,
+   prefix-sums its own, and writes keep_idx and pause_idx (both ascending, because
+   positions follow token order) and the kept rows of x into (B, n_keep, D). Paused rows
+   are not read here; the patch assembler reads them once, when it files them.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from adaseg.ops.triton._common import INTERPRET, check_device, pow2_at_least
+from adaseg.ops.triton.rows import move_rows
+
+COUNT_MAX_N = 8192
+
+
+@triton.jit
+def _keep_flags_kernel(h_ptr, flag_ptr, N, n_keep, shb, shn, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr):
+    i = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
+    b = tl.program_id(1).to(tl.int64)
+    i_ok = i < N
+    hi = tl.load(h_ptr + b * shb + i * shn, mask=i_ok, other=0.0)
+    nan_i = hi != hi
+    rank = tl.zeros((BLOCK_I,), tl.int32)
+    for j0 in range(0, N, BLOCK_J):
+        j = j0 + tl.arange(0, BLOCK_J)
+        j_ok = j < N
+        hj = tl.load(h_ptr + b * shb + j * shn, mask=j_ok, other=0.0)
+        nan_j = hj != hj
+        before = j[None, :] < i[:, None]
+        beats = (hj[None, :] > hi[:, None]) | ((hj[None, :] == hi[:, None]) & before) | nan_j[None, :]
+        # A NaN token is beaten only by NaNs before it (torch.sort puts NaN first, stably).
+        beats = tl.where(nan_i[:, None], nan_j[None, :] & before, beats) & j_ok[None, :]
+        rank += tl.sum(beats.to(tl.int32), axis=1)
+    tl.store(flag_ptr + b * N + i, (rank < n_keep).to(tl.int8), mask=i_ok)
+
+
+@triton.jit
+def _compact_kernel(
+    flag_ptr, x_ptr, keep_ptr, pause_ptr, kept_ptr,
+    N, D, n_keep, n_pause,
+    sxb, sxn, sxd,
+    BLOCK_I: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    blk = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    start = blk * BLOCK_I
+    # Kept tokens before this block (whole blocks, all in range).
+    base = 0
+    for j0 in range(0, start, BLOCK_I):
+        f = tl.load(flag_ptr + b * N + j0 + tl.arange(0, BLOCK_I))
+        base += tl.sum(f.to(tl.int32), axis=0)
+    i = start + tl.arange(0, BLOCK_I)
+    i_ok = i < N
+    f = tl.load(flag_ptr + b * N + i, mask=i_ok, other=0).to(tl.int32)
+    pos_keep = base + tl.cumsum(f, axis=0) - f  # kept tokens before i
+    pos_pause = i - pos_keep  # paused tokens before i
+    is_keep = i_ok & (f == 1)
+    is_pause = i_ok & (f == 0)
+    i64 = i.to(tl.int64)
+    tl.store(keep_ptr + b * n_keep + pos_keep, i64, mask=is_keep)
+    tl.store(pause_ptr + b * n_pause + pos_pause, i64, mask=is_pause)
+    x_rows = x_ptr + b * sxb + i64 * sxn
+    kept_rows = kept_ptr + (b * n_keep + pos_keep.to(tl.int64)) * D
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        ok = is_keep[:, None] & (ds < D)[None, :]
+        v = tl.load(x_rows[:, None] + ds[None, :] * sxd, mask=ok)
+        tl.store(kept_rows[:, None] + ds[None, :], v, mask=ok)
+
+
+def keep_flags(entropy: torch.Tensor, n_keep: int, *, method: str = "auto", block_i: int | None = None, block_j: int | None = None) -> torch.Tensor:
+    """(B, N) entropy -> (B, N) int8, 1 for the n_keep highest (ties: lower index), else 0.
+
+    ``method``: "count" (rank-by-counting kernel), "sort" (stable torch.sort) or "auto"
+    (count for N <= COUNT_MAX_N).
+    """
+    b, n = entropy.shape
+    if method == "auto":
+        method = "count" if n <= COUNT_MAX_N else "sort"
+    flags = torch.zeros((b, n), dtype=torch.int8, device=entropy.device)
+    if method == "sort":
+        order = torch.sort(entropy, dim=1, descending=True, stable=True).indices
+        flags.scatter_(1, order[:, :n_keep], 1)
+        return flags
+    if method != "count":
+        raise ValueError(f"keep_flags: method must be auto, count or sort, got {method!r}")
+    bi = block_i or (64 if INTERPRET else 128)
+    bj = block_j or (pow2_at_least(n, hi=1024) if INTERPRET else 128)
+    _keep_flags_kernel[(triton.cdiv(n, bi), b)](entropy, flags, n, n_keep, *entropy.stride(), BLOCK_I=bi, BLOCK_J=bj)
+    return flags
+
+
+def topk_keep_forward(
+    x: torch.Tensor, entropy: torch.Tensor, n_keep: int, *, method: str = "auto",
+    block_i: int | None = None, block_d: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """keep_idx (B, n_keep), pause_idx (B, n - n_keep) int64 ascending, kept (B, n_keep, D); no autograd."""
+    b, n, d = x.shape
+    flags = keep_flags(entropy, n_keep, method=method)
+    keep_idx = torch.empty((b, n_keep), dtype=torch.int64, device=x.device)
+    pause_idx = torch.empty((b, n - n_keep), dtype=torch.int64, device=x.device)
+    kept = torch.empty((b, n_keep, d), dtype=x.dtype, device=x.device)
+    if b == 0 or n == 0:
+        return keep_idx, pause_idx, kept
+    bi = block_i or (64 if INTERPRET else 32)
+    bd = block_d or pow2_at_least(d, hi=256 if INTERPRET else 128)
+    _compact_kernel[(triton.cdiv(n, bi), b)](
+        flags, x, keep_idx, pause_idx, kept, n, d, n_keep, n - n_keep, *x.stride(), BLOCK_I=bi, BLOCK_D=bd
+    )
+    return keep_idx, pause_idx, kept
+
+
+class TopkKeep(torch.autograd.Function):
+    """Autograd over :func:`topk_keep_forward`: indices carry no gradient; the kept rows'
+    gradient goes back to their rows of x (paused rows get zero)."""
+
+    @staticmethod
+    def forward(ctx, x, entropy, n_keep, method):
+        keep_idx, pause_idx, kept = topk_keep_forward(x, entropy, n_keep, method=method)
+        ctx.save_for_backward(keep_idx)
+        ctx.x_shape = x.shape
+        ctx.mark_non_differentiable(keep_idx, pause_idx)
+        return keep_idx, pause_idx, kept
+
+    @staticmethod
+    def backward(ctx, _g_keep, _g_pause, grad_kept):
+        (keep_idx,) = ctx.saved_tensors
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_kept.new_zeros(ctx.x_shape)
+            move_rows(grad_x, grad_kept, dst_idx=keep_idx)
+        return grad_x, None, None, None
+
+
+def topk_keep(x: torch.Tensor, entropy: torch.Tensor, n_keep: int, *, method: str = "auto"):
+    """Keep the n_keep highest-entropy tokens per image (see module docstring).
+
+    Args:
+        x: (B, n, D) tokens, any strides; entropy: (B, n) any float dtype (compared as is);
+        n_keep: 1 <= n_keep <= n.
+
+    Returns:
+        keep_idx (B, n_keep) int64 ascending, pause_idx (B, n - n_keep) int64 ascending,
+        kept (B, n_keep, D) contiguous, differentiable w.r.t. x.
+    """
+    if x.dim() != 3:
+        raise ValueError(f"topk_keep: x must be (B, n, D), got shape {tuple(x.shape)}")
+    b, n, _ = x.shape
+    if entropy.shape != (b, n):
+        raise ValueError(f"topk_keep: entropy must be ({b}, {n}), got {tuple(entropy.shape)}")
+    if not 1 <= n_keep <= n:
+        raise ValueError(f"n_keep must be in [1, {n}], got {n_keep}")
+    check_device(x, entropy)
+    return TopkKeep.apply(x, entropy.detach(), int(n_keep), method)
