@@ -28,6 +28,7 @@ def _register() -> None:
     from adaseg.cli.bench import bench
 
     main.add_command(bench)
+    from adaseg.cli.fit_gate import fit_gate; main.add_command(fit_gate)  # noqa: E702
 
 
 _register()

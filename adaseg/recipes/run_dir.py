@@ -1,0 +1,189 @@
+"""The run directory: everything a step needs from an earlier step is read from here.
+
+Layout of ``--run DIR`` (default ``runs/default``)::
+
+    DIR/
+      config.json                    the run's settings (model, data, recipe), from train-parent
+      checkpoints/
+        parent.safetensors (+ .json) Step A's parent (tensors + config + fingerprint)
+        last.safetensors   (+ .json) train-parent's resumable state (weights, optimiser, step)
+      derived.safetensors  (+ .json) Step B's derived dataset (see adaseg.recipes.derived)
+      gates/
+        gate_beta0.0005_K6_hard-ce.safetensors (+ .json)   one file per Step C setting
+      reports/
+        eval_<name>.json             evaluation reports
+      log.jsonl                      one JSON object per line: every command's events
+
+Every file is written atomically (:mod:`adaseg.recipes.atomic`). When a step's input is
+missing, :meth:`RunDir.require` raises :class:`MissingStepError` whose message names the
+command to run first, e.g. ``runs/default has no derived dataset: run `adaseg derive --run
+runs/default` first``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from adaseg.recipes.atomic import atomic_write_json
+
+DEFAULT_RUN = "runs/default"
+
+
+class MissingStepError(FileNotFoundError):
+    """A step's input is not in the run directory; the message says which command makes it."""
+
+
+class RunDirError(ValueError):
+    """The run directory holds something inconsistent (e.g. artefacts of another parent)."""
+
+
+# artefact -> (what it is called in messages, the command that makes it)
+_STEPS = {
+    "config": ("config.json", "train-parent"),
+    "parent": ("parent checkpoint", "train-parent"),
+    "derived": ("derived dataset", "derive"),
+    "gate": ("gate", "fit-gate --beta 0.0005"),
+}
+_ORDER = ("config", "parent", "derived", "gate")
+
+_REPORT_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+class RunDir:
+    """Paths of one run and the checks that say which step is missing.
+
+    Args:
+        root: the run directory (need not exist yet; it is created on the first write).
+    """
+
+    def __init__(self, root: str | os.PathLike = DEFAULT_RUN):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    # --- paths -----------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def parent_path(self) -> Path:
+        return self.checkpoints_dir / "parent.safetensors"
+
+    @property
+    def last_path(self) -> Path:
+        return self.checkpoints_dir / "last.safetensors"
+
+    @property
+    def derived_path(self) -> Path:
+        return self.root / "derived.safetensors"
+
+    @property
+    def gates_dir(self) -> Path:
+        return self.root / "gates"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "log.jsonl"
+
+    def gate_path(self, *, beta: float, K: int, loss: str, temperature: float | None = None) -> Path:
+        """``gates/gate_beta{beta}_K{K}_{loss}[_T{temperature}].safetensors``."""
+        return self.gates_dir / (gate_stem(beta=beta, K=K, loss=loss, temperature=temperature) + ".safetensors")
+
+    def report_path(self, name: str) -> Path:
+        """``reports/eval_{name}.json``; ``name`` may hold letters, digits and ``_.+-``."""
+        if not _REPORT_NAME.match(name):
+            raise RunDirError(f"report name {name!r} may only hold letters, digits and _ . + -")
+        return self.reports_dir / f"eval_{name}.json"
+
+    # --- presence --------------------------------------------------------------------
+    def has(self, step: str) -> bool:
+        if step == "config":
+            return self.config_path.is_file()
+        if step == "parent":
+            return self.parent_path.is_file()
+        if step == "derived":
+            return self.derived_path.is_file()
+        if step == "gate":
+            return bool(self.gate_files())
+        raise ValueError(f"unknown step {step!r}; one of {_ORDER}")
+
+    def command_for(self, step: str) -> str:
+        """The command line that produces ``step``'s artefact in this run directory."""
+        _, command = _STEPS[step]
+        return f"adaseg {command} --run {self.root}"
+
+    def require(self, *steps: str) -> None:
+        """Raise :class:`MissingStepError` for the earliest missing artefact among ``steps``.
+
+        The earliest is reported first because running a later command cannot succeed
+        before it (derive needs the parent).
+        """
+        for step in sorted(steps, key=_ORDER.index):
+            if not self.has(step):
+                what, _ = _STEPS[step]
+                raise MissingStepError(f"{self.root} has no {what}: run `{self.command_for(step)}` first")
+
+    def gate_files(self) -> list[Path]:
+        """Gate files in ``gates/``, sorted by name."""
+        if not self.gates_dir.is_dir():
+            return []
+        return sorted(p for p in self.gates_dir.glob("gate_*.safetensors") if p.is_file())
+
+    # --- config and reports ----------------------------------------------------------
+    def write_config(self, config: dict[str, Any]) -> Path:
+        return atomic_write_json(self.config_path, config)
+
+    def read_config(self) -> dict[str, Any]:
+        import json
+
+        self.require("config")
+        try:
+            return json.loads(self.config_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RunDirError(f"{self.config_path} is not valid JSON ({exc})") from None
+
+    def write_report(self, name: str, report: dict[str, Any]) -> Path:
+        return atomic_write_json(self.report_path(name), report)
+
+    def parent_fingerprint(self) -> str:
+        """The fingerprint recorded in the parent checkpoint (header only, fast)."""
+        from adaseg.recipes.checkpoint import read_checkpoint_meta
+
+        self.require("parent")
+        return read_checkpoint_meta(self.parent_path).fingerprint
+
+    def load_derived(self, *, check_parent: bool = True):
+        """The derived dataset; with ``check_parent`` it must come from this run's parent."""
+        from adaseg.recipes.derived import DerivedDataset
+
+        self.require(*(("parent", "derived") if check_parent else ("derived",)))
+        derived = DerivedDataset.load(self.derived_path)
+        if check_parent:
+            fp = self.parent_fingerprint()
+            if derived.parent_fingerprint != fp:
+                raise RunDirError(
+                    f"{self.derived_path} was derived from parent {derived.parent_fingerprint[:12]}, but "
+                    f"{self.parent_path} is {fp[:12]}: run `adaseg derive --run {self.root}` again"
+                )
+        return derived
+
+
+def gate_stem(*, beta: float, K: int, loss: str, temperature: float | None = None) -> str:
+    """File stem naming a gate's settings, e.g. ``gate_beta0.0005_K6_hard-ce``."""
+    stem = f"gate_beta{beta:g}_K{K}_{loss}"
+    if temperature is not None:
+        stem += f"_T{temperature:g}"
+    return stem

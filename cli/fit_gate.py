@@ -1,0 +1,106 @@
+"""``adaseg fit-gate``: Step C, the gate for one trade-off, on the derived dataset's cached
+features (seconds). Reads the run directory's derived dataset (and parent, to check it is
+the same parent); writes ``gates/gate_beta{B}_K{K}_{loss}.safetensors`` (+ ``.json``)."""
+
+from __future__ import annotations
+
+import click
+
+from adaseg.cli.options import json_option, quiet_option, run_option, seed_option
+
+# Mirrors adaseg.recipes.gate_targets.LOSSES (kept literal so `adaseg --help` does not import
+# torch); a test checks the two agree.
+LOSS_CHOICES = ("hard-ce", "u-ce", "soft-ce", "soft-mse")
+
+
+@click.command(name="fit-gate")
+@click.option("--beta", type=float, required=True,
+              help="Trade-off: targets are argmax_k (q_k - beta*k); larger beta, earlier exits. Paper: 0.0005 (COCO).")
+@click.option("--K", "K", type=int, default=None,
+              help="Largest exit the gate may choose (default: the parent's encoder depth).")
+@click.option("--loss", type=click.Choice(LOSS_CHOICES), default="hard-ce", show_default=True,
+              help="Gate loss (paper, Table T2); hard-ce is the paper's choice.")
+@click.option("--temperature", type=float, default=None,
+              help="Temperature of soft-ce/soft-mse targets softmax(u/T) (default 1, as in the paper).")
+@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
+              help="Adam learning rate.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@seed_option
+@run_option
+@quiet_option
+@json_option
+def fit_gate(beta, K, loss, temperature, epochs, lr, batch_size, seed, run, quiet, as_json):
+    """Step C: fit the gate for one trade-off (beta, K) on the derived dataset."""
+    import json
+    import math
+
+    from adaseg.recipes.checkpoint import CheckpointError
+    from adaseg.recipes.derived import DerivedDatasetError
+    from adaseg.recipes.fit_gate import GateSettingError, fit_gate as fit, resolve_settings, save_gate
+    from adaseg.recipes.progress import JsonlLog, Reporter
+    from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
+
+    if not math.isfinite(beta) or beta < 0:
+        raise click.BadParameter(f"{beta!r}: must be a finite number >= 0", param_hint="--beta")
+    run_dir = RunDir(run)
+    try:
+        derived = run_dir.load_derived(check_parent=True)
+    except (MissingStepError, RunDirError, DerivedDatasetError, CheckpointError) as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        K, temperature = resolve_settings(derived, beta=beta, K=K, loss=loss, temperature=temperature)
+    except GateSettingError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"--{exc.param}") from None
+
+    # Everything is validated: from here on the run directory is written.
+    reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="fit-gate"))
+    settings = dict(beta=beta, K=K, loss=loss, temperature=temperature, epochs=epochs, lr=lr,
+                    batch_size=batch_size, seed=seed)
+    reporter.event("start", run=str(run_dir.root), **settings)
+    with reporter.progress(total=epochs, description="fit-gate", unit="epoch") as progress:
+        try:
+            result = fit(derived, **settings, on_epoch=lambda _, value: progress.update(loss=value))
+        except GateSettingError as exc:
+            raise click.ClickException(str(exc)) from None
+    path = save_gate(run_dir, result, derived)
+    summary = result.summary()
+    summary["path"] = str(path)
+    reporter.event("done", **summary)
+
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+        return
+    _print_tables(reporter, result, path)
+
+
+def _print_tables(reporter, result, path) -> None:
+    from rich.table import Table
+
+    n = result.num_images
+    table = Table(title=f"Gate targets on the training set (beta={result.beta:g}, K={result.K}, {result.loss})")
+    table.add_column("exit (layers)", justify="right")
+    table.add_column("targets", justify="right")
+    table.add_column("share", justify="right")
+    table.add_column("gate picks", justify="right")
+    for ex in result.exits:
+        t, g = result.target_counts[ex], result.gate_counts[ex]
+        table.add_row(str(ex), str(t), f"{100.0 * t / n:.1f}%", str(g))
+    reporter.print(table)
+
+    cost = Table(title="Expected encoder cost on the training set")
+    cost.add_column("")
+    cost.add_column("layers", justify="right")
+    cost.add_column(f"of full depth ({result.depth})", justify="right")
+    cost.add_column("mean quality", justify="right")
+    cost.add_row("targets", f"{result.target_cost_layers:.3f}", f"{100 * result.target_cost_relative:.1f}%",
+                 f"{result.quality_at_targets:.4f}")
+    cost.add_row("fitted gate", f"{result.gate_cost_layers:.3f}", f"{100 * result.gate_cost_relative:.1f}%",
+                 f"{result.quality_at_gate:.4f}")
+    cost.add_row(f"always exit {result.exits[-1]}", f"{result.exits[-1]:.3f}",
+                 f"{100 * result.exits[-1] / result.depth:.1f}%", f"{result.quality_at_full:.4f}")
+    reporter.print(cost)
+    reporter.info(
+        f"{n} images ({result.num_excluded} excluded: quality undefined at every exit); "
+        f"gate agrees with its targets on {100 * result.train_accuracy:.1f}%; wrote {path}"
+    )
