@@ -1,0 +1,58 @@
+"""ECO-M2F's gating network: pooled lowest-resolution tokens -> one logit per exit.
+
+The gate reads ``out["gate_features"]`` (B, C), computed before the encoder runs, so Step C
+trains on cached features and inference picks each image's exit before spending encoder
+compute on it. Every image is gated independently (any batch size).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def pool_features(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Adaptive average pool over the valid tokens of a map.
+
+    Args:
+        x: (B, C, h, w) tokens (the lowest-resolution level after input projection).
+        mask: (B, h, w) bool, True on padding, or None.
+
+    Returns:
+        (B, C) mean over the positions that are not padding.
+    """
+    if mask is None:
+        return x.mean((2, 3))
+    valid = (~mask).to(x.dtype)[:, None]
+    return (x * valid).sum((2, 3)) / valid.sum((2, 3)).clamp(min=1)
+
+
+class Gate(nn.Module):
+    """One linear layer from pooled features to K exit logits.
+
+    Args:
+        in_channels: C of the pooled features.
+        exits: the exit (encoder layer, 1-based) each logit stands for, increasing, e.g.
+            (2, 3, 4, 5, 6).
+    """
+
+    def __init__(self, *, in_channels: int, exits: tuple[int, ...]):
+        super().__init__()
+        exits = tuple(int(e) for e in exits)
+        if not exits or any(b <= a for a, b in zip(exits, exits[1:])) or exits[0] < 1:
+            raise ValueError(f"gate exits must be positive and strictly increasing, got {exits}")
+        self.in_channels = in_channels
+        self.exits = exits
+        self.linear = nn.Linear(in_channels, len(exits))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C) pooled features -> (B, K) logits."""
+        if features.dim() != 2 or features.shape[1] != self.in_channels:
+            raise ValueError(f"gate expects (B, {self.in_channels}) features, got {tuple(features.shape)}")
+        return self.linear(features)
+
+    @torch.no_grad()
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C) -> (B,) int64 exit layer per image (the exit with the highest logit)."""
+        index = self.forward(features).argmax(-1)
+        return torch.as_tensor(self.exits, device=features.device)[index]

@@ -1,0 +1,99 @@
+"""Builders for the registered Mask2Former configurations (one small function per name).
+
+Backbones come from :mod:`adaseg.models.backbones`, looked up by name when a model is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from adaseg.models.mask2former.model import Mask2Former
+
+# COCO panoptic: 133 contiguous categories, the first 80 are things
+COCO_CLASSES = 133
+COCO_THING_IDS = tuple(range(80))
+
+
+def backbone_by_name(name: str, **kwargs):
+    """Instantiate ``adaseg.models.backbones.<name>(**kwargs)``."""
+    module = importlib.import_module("adaseg.models.backbones")
+    factory = getattr(module, name, None)
+    if factory is None:
+        raise ValueError(f"unknown backbone {name!r} in adaseg.models.backbones")
+    return factory(**kwargs)
+
+
+def _paper(backbone: str, **settings) -> Mask2Former:
+    """Mask2Former's paper configuration (d 256, 6 encoder layers, 9 decoder layers, 100 queries)."""
+    return Mask2Former(backbone=backbone_by_name(backbone), **settings)
+
+
+def m2f_r50(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING_IDS, exits: tuple = (2, 3, 4, 5, 6),
+            num_queries: int = 100, train_points: int = 12544) -> Mask2Former:
+    """Mask2Former R-50 (COCO panoptic by default)."""
+    return _paper("resnet50", num_classes=num_classes, thing_ids=thing_ids, exits=exits,
+                  num_queries=num_queries, train_points=train_points)
+
+
+def m2f_swin_t(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING_IDS, exits: tuple = (2, 3, 4, 5, 6),
+               num_queries: int = 100, train_points: int = 12544) -> Mask2Former:
+    """Mask2Former Swin-T (COCO panoptic by default)."""
+    return _paper("swin_t", num_classes=num_classes, thing_ids=thing_ids, exits=exits,
+                  num_queries=num_queries, train_points=train_points)
+
+
+def m2f_swin_s(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING_IDS, exits: tuple = (2, 3, 4, 5, 6),
+               num_queries: int = 100, train_points: int = 12544) -> Mask2Former:
+    """Mask2Former Swin-S (COCO panoptic by default)."""
+    return _paper("swin_s", num_classes=num_classes, thing_ids=thing_ids, exits=exits,
+                  num_queries=num_queries, train_points=train_points)
+
+
+def m2f_swin_b(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING_IDS, exits: tuple = (2, 3, 4, 5, 6),
+               num_queries: int = 100, train_points: int = 12544) -> Mask2Former:
+    """Mask2Former Swin-B (COCO panoptic by default; the paper's Swin-B uses 384 px windows
+    and 200 queries on COCO, pass ``num_queries=200`` for that)."""
+    return _paper("swin_b", num_classes=num_classes, thing_ids=thing_ids, exits=exits,
+                  num_queries=num_queries, train_points=train_points)
+
+
+def m2f_tiny(
+    *,
+    num_classes: int = 8,
+    thing_ids: tuple = (3, 4, 5, 6, 7),
+    backbone: str = "resnet_tiny",
+    hidden_dim: int = 64,
+    enc_layers: int = 6,
+    enc_heads: int = 4,
+    enc_points: int = 4,
+    enc_ffn: int = 256,
+    dec_layers: int = 3,
+    dec_heads: int = 4,
+    dec_ffn: int = 256,
+    num_queries: int = 24,
+    exits: tuple = (2, 3, 4, 5, 6),
+    train_points: int = 1024,
+) -> Mask2Former:
+    """CPU-sized Mask2Former: the same architecture, narrow and shallow in the decoder.
+
+    ``train_points`` = 1024 is one point per mask-feature pixel at 128x128 input (Mask2Former's
+    12544 is 112^2 for ~1024 px crops). Pass the dataset's ``num_classes``/``thing_ids``.
+    """
+    return Mask2Former(
+        backbone=backbone_by_name(backbone),
+        num_classes=num_classes,
+        thing_ids=thing_ids,
+        hidden_dim=hidden_dim,
+        mask_dim=hidden_dim,
+        enc_layers=enc_layers,
+        enc_heads=enc_heads,
+        enc_points=enc_points,
+        enc_ffn=enc_ffn,
+        dec_layers=dec_layers,
+        dec_heads=dec_heads,
+        dec_ffn=dec_ffn,
+        num_queries=num_queries,
+        norm_groups=32,
+        exits=exits,
+        train_points=train_points,
+    )

@@ -1,0 +1,202 @@
+"""Mask2Former with the adaptive encoder (ECO-M2F exits, PAUMER pausing) and a gate."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from adaseg.models.adaptive import PausePlan, normalise_exits
+from adaseg.models.gate import Gate
+from adaseg.models.mask2former.criterion import SetCriterion
+from adaseg.models.mask2former.matcher import HungarianMatcher
+from adaseg.models.mask2former.pixel_decoder import MSDeformAttnPixelDecoder
+from adaseg.models.mask2former.postprocess import postprocess as _postprocess
+from adaseg.models.mask2former.transformer_decoder import MultiScaleMaskedTransformerDecoder
+
+
+class Mask2Former(nn.Module):
+    """Backbone -> adaptive pixel decoder -> masked-attention decoder.
+
+    Args:
+        backbone: module with ``forward(x) -> {"s1", "s2", "s3", "s4"}`` maps at strides
+            32/16/8/4 and ``channels: dict`` of their widths.
+        num_classes: K contiguous categories (class logits have K+1, the last "no object").
+        thing_ids: contiguous ids of "thing" categories (the rest are "stuff").
+        hidden_dim: pixel-decoder conv dim and decoder hidden dim.
+        mask_dim: mask-feature / mask-embedding channels.
+        enc_layers, enc_heads, enc_points, enc_ffn, enc_dropout: adaptive encoder settings.
+        dec_layers, dec_heads, dec_ffn, num_queries: transformer-decoder settings.
+        norm_groups: GroupNorm groups in the pixel decoder.
+        exits: potential exits (encoder layers), e.g. (2, ..., 6); ``all_exits`` returns these.
+        object_mask_threshold, overlap_threshold, test_topk: post-processing settings.
+        train_points: points per mask for matching and losses (12544 in Mask2Former; scale
+            it with the mask-feature size for small inputs).
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        num_classes: int,
+        thing_ids: tuple[int, ...],
+        hidden_dim: int = 256,
+        mask_dim: int = 256,
+        enc_layers: int = 6,
+        enc_heads: int = 8,
+        enc_points: int = 4,
+        enc_ffn: int = 1024,
+        enc_dropout: float = 0.0,
+        dec_layers: int = 9,
+        dec_heads: int = 8,
+        dec_ffn: int = 2048,
+        num_queries: int = 100,
+        norm_groups: int = 32,
+        exits: tuple[int, ...] | None = None,
+        object_mask_threshold: float = 0.8,
+        overlap_threshold: float = 0.8,
+        test_topk: int = 100,
+        train_points: int = 12544,
+    ):
+        super().__init__()
+        thing_ids = tuple(int(t) for t in thing_ids)
+        if any(not 0 <= t < num_classes for t in thing_ids):
+            raise ValueError(f"thing_ids must be in 0..{num_classes - 1}, got {thing_ids}")
+        exits = tuple(range(2, enc_layers + 1)) if exits is None else tuple(int(e) for e in exits)
+        if not exits or any(not 1 <= e <= enc_layers for e in exits) or list(exits) != sorted(set(exits)):
+            raise ValueError(f"exits must be increasing layers in 1..{enc_layers}, got {exits}")
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.thing_ids = thing_ids
+        self.exits = exits
+        self.object_mask_threshold = object_mask_threshold
+        self.overlap_threshold = overlap_threshold
+        self.test_topk = test_topk
+        self.train_points = train_points
+        self.pixel_decoder = MSDeformAttnPixelDecoder(
+            in_channels=dict(backbone.channels),
+            conv_dim=hidden_dim,
+            mask_dim=mask_dim,
+            num_layers=enc_layers,
+            n_heads=enc_heads,
+            n_points=enc_points,
+            dim_feedforward=enc_ffn,
+            dropout=enc_dropout,
+            num_classes=num_classes,
+            norm_groups=norm_groups,
+        )
+        self.predictor = MultiScaleMaskedTransformerDecoder(
+            in_channels=hidden_dim,
+            num_classes=num_classes,
+            hidden_dim=hidden_dim,
+            num_queries=num_queries,
+            nheads=dec_heads,
+            dim_feedforward=dec_ffn,
+            dec_layers=dec_layers,
+            mask_dim=mask_dim,
+        )
+        self.gate: Gate | None = None
+
+    @property
+    def depth(self) -> int:
+        """K, the number of encoder layers."""
+        return self.pixel_decoder.num_layers
+
+    def set_gate(self, gate: Gate | None) -> None:
+        """Attach a trained gate (used by ``exits="gate"``); its exits must be encoder layers."""
+        if gate is not None and (max(gate.exits) > self.depth or gate.in_channels != self.pixel_decoder.conv_dim):
+            raise ValueError(
+                f"gate (exits {gate.exits}, {gate.in_channels} channels) does not fit this model "
+                f"(depth {self.depth}, {self.pixel_decoder.conv_dim} channels)"
+            )
+        self.gate = gate
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        *,
+        exits=None,
+        pause: PausePlan | None = None,
+        pause_mode: str = "entropy",
+        all_exits: bool = False,
+    ) -> dict:
+        """
+        Args:
+            images: (B, 3, H, W) normalised images.
+            padding_mask: (B, H, W) bool True on padding, or None.
+            exits: None (full depth) | int | (B,) per-image exit layers | "gate" (ask
+                ``self.gate`` per image); ignored with ``all_exits``.
+            pause: pause plan or None; pause_mode: "entropy" | "random".
+            all_exits: return the decoder outputs at every exit in ``self.exits``.
+
+        Returns:
+            dict with ``pred_logits`` (B, Q, K+1), ``pred_masks`` (B, Q, H/4, W/4),
+            ``aux_outputs`` (per decoder layer) -- or, with ``all_exits``, ``exits``:
+            {k: that dict} -- plus ``gate_features`` (B, C), ``exit_plan`` (B,) (None with
+            all_exits), ``aux_logits`` (auxiliary-decoder records, training only),
+            ``paused`` (pause records), ``token_shapes`` (L, 2), ``input_size`` (H, W) and
+            ``padding_mask``.
+        """
+        if images.dim() != 4:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        b, _, h, w = images.shape
+        if padding_mask is not None and tuple(padding_mask.shape) != (b, h, w):
+            raise ValueError(f"padding_mask must be {(b, h, w)}, got {tuple(padding_mask.shape)}")
+        features = self.backbone(images)
+        prep = self.pixel_decoder.prepare(features, padding_mask)
+        plan = None
+        if not all_exits:
+            if isinstance(exits, str):
+                if exits != "gate":
+                    raise ValueError(f"exits must be None, an int, a per-image tensor or 'gate', got {exits!r}")
+                if self.gate is None:
+                    raise ValueError("exits='gate' needs a gate: call model.set_gate(gate) first")
+                exits = self.gate.predict(prep.gate_features)
+            plan = normalise_exits(exits, b, self.depth, device=images.device)
+        enc = self.pixel_decoder.encode(
+            prep,
+            exits=plan,
+            pause=pause,
+            pause_mode=pause_mode,
+            all_exits=self.exits if all_exits else None,
+            collect_aux=self.training,
+        )
+        out = {
+            "gate_features": prep.gate_features,
+            "exit_plan": plan,
+            "aux_logits": enc.aux,
+            "paused": enc.paused,
+            "token_shapes": prep.spatial_shapes,
+            "input_size": (h, w),
+            "padding_mask": padding_mask,
+        }
+        if all_exits:
+            out["exits"] = {k: self._decode(enc.per_exit[k], prep, features["s4"], padding_mask) for k in self.exits}
+        else:
+            out.update(self._decode(enc.tokens, prep, features["s4"], padding_mask))
+        return out
+
+    def _decode(self, tokens, prep, s4, padding_mask) -> dict:
+        mask_features, maps = self.pixel_decoder.finish(tokens, prep, s4, padding_mask)
+        return self.predictor(maps, mask_features, prep.level_masks)
+
+    def build_criterion(self, *, aux_weight: float = 0.1, **overrides) -> SetCriterion:
+        """The training loss for this model (Mask2Former's weights, ``train_points`` points
+        for matching and losses); ``overrides`` go to :class:`SetCriterion`."""
+        matcher = HungarianMatcher(cost_class=2.0, cost_mask=5.0, cost_dice=5.0, num_points=self.train_points)
+        kwargs = {"num_points": self.train_points, **overrides}
+        return SetCriterion(num_classes=self.num_classes, matcher=matcher, aux_weight=aux_weight, **kwargs)
+
+    def postprocess(self, out: dict, image_sizes, *, task: str = "panoptic", output_sizes=None) -> list:
+        """Per-image predictions; see :func:`adaseg.models.mask2former.postprocess.postprocess`."""
+        return _postprocess(
+            out,
+            image_sizes,
+            task=task,
+            num_classes=self.num_classes,
+            thing_ids=self.thing_ids,
+            object_mask_threshold=self.object_mask_threshold,
+            overlap_threshold=self.overlap_threshold,
+            test_topk=self.test_topk,
+            output_sizes=output_sizes,
+        )
