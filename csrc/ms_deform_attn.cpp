@@ -101,6 +101,8 @@ void check_ms_deform_attn_grad_output(const at::Tensor& grad_output, const at::T
 }  // namespace adaseg
 
 TORCH_LIBRARY(adaseg, m) {
+  // Where the fake (meta) kernels live: torch.compile imports it when it meets the op.
+  m.set_python_module("adaseg.ops._registration");
   m.def(
       "ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
       "Tensor sampling_locations, Tensor attention_weights) -> Tensor");

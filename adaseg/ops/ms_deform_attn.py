@@ -1,14 +1,54 @@
-"""Dispatcher for multi-scale deformable attention.
+"""Dispatcher for multi-scale deformable attention: compiled extension, else reference.
 
-For now only the pure-PyTorch reference exists; the compiled extension
-(``adaseg._C``, registered as ``torch.ops.adaseg.ms_deform_attn``) plugs in here.
+The choice is explicit: the extension runs when it is built and has a kernel for the
+inputs' device and dtype (see :mod:`adaseg.ops._extension`); otherwise the pure-PyTorch
+reference runs and one warning per reason says how to get the fast path. The environment
+variable ``ADASEG_MSDA_BACKEND`` forces a backend: ``reference``, or ``ext`` (an error
+when the extension cannot run the inputs); ``auto`` or unset chooses as above.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
 
-from adaseg.ops import reference
+from adaseg.ops import _extension, reference
+
+ENV_VAR = "ADASEG_MSDA_BACKEND"
+BACKENDS = ("auto", "reference", "ext")
+
+_warned: set[str] = set()
+
+
+def select_backend(value: torch.Tensor) -> str:
+    """``"ext"`` or ``"reference"`` for inputs like ``value`` (device and dtype decide).
+
+    Raises:
+        ValueError: ``ADASEG_MSDA_BACKEND`` holds an unknown name.
+        RuntimeError: ``ADASEG_MSDA_BACKEND=ext`` but the extension cannot run these inputs.
+    """
+    forced = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if forced not in BACKENDS:
+        raise ValueError(f"{ENV_VAR}={os.environ[ENV_VAR]!r}: expected one of {', '.join(BACKENDS)}")
+    if forced == "reference":
+        return "reference"
+    reason = _extension.unsupported_reason(value.device, value.dtype)
+    if reason is None:
+        _extension.load()
+        return "ext"
+    if forced == "ext":
+        raise RuntimeError(f"{ENV_VAR}=ext, but {reason}")
+    if reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(
+            f"adaseg.ops.ms_deform_attn: using the slow pure-PyTorch reference because {reason} "
+            f"(set {ENV_VAR}=reference to silence this).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return "reference"
 
 
 def ms_deform_attn(
@@ -18,12 +58,22 @@ def ms_deform_attn(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
-    """Multi-scale deformable attention; see :func:`adaseg.ops.reference.ms_deform_attn`.
+    """Multi-scale deformable attention; semantics of :func:`adaseg.ops.reference.ms_deform_attn`.
 
-    Shapes: value (N, S, M, D); spatial_shapes (L, 2); level_start_index (L,);
-    sampling_locations (N, Lq, M, L, P, 2) in [0, 1]; attention_weights (N, Lq, M, L, P)
-    -> (N, Lq, M*D).
+    Args:
+        value: (N, S, M, D) per-head values of all levels, flattened level after level.
+        spatial_shapes: (L, 2) int64 (H_l, W_l); sum of H_l*W_l == S.
+        level_start_index: (L,) int64 exclusive prefix sum of H_l*W_l.
+        sampling_locations: (N, Lq, M, L, P, 2) (x, y) normalised to [0, 1].
+        attention_weights: (N, Lq, M, L, P).
+
+    Returns:
+        (N, Lq, M*D). Differentiable w.r.t. value, sampling_locations and attention_weights.
     """
+    if select_backend(value) == "ext":
+        return torch.ops.adaseg.ms_deform_attn(
+            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+        )
     return reference.ms_deform_attn(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights
     )
