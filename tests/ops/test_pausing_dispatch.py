@@ -1,0 +1,212 @@
+"""The pausing dispatcher (adaseg.ops.pausing): backend choice and the PatchAssembler.
+
+The Triton backend runs on CPU under the interpreter (tests/conftest.py sets
+TRITON_INTERPRET=1); the assembler is checked against PAUMER's Appendix A algorithm
+built from the reference ops (one full copy per stage).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from adaseg.ops import pausing, reference
+from adaseg.ops.reference import num_kept
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+needs_interpreter = pytest.mark.skipif(
+    not INTERPRETED or pausing.importlib.util.find_spec("triton") is None,
+    reason="the Triton backend on CPU needs triton and TRITON_INTERPRET=1 (tests/conftest.py)",
+)
+BACKENDS = ["reference", pytest.param("triton", marks=needs_interpreter)]
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", pausing.BACKEND_ENV)}
+    full_env.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120)
+
+
+# ------------------------------------------------------------------------------ backend choice
+
+
+def test_auto_picks_reference_for_cpu_tensors(monkeypatch):
+    monkeypatch.delenv(pausing.BACKEND_ENV, raising=False)
+    x = torch.zeros(1, 2, 3)
+    assert pausing.select_backend("topk_keep", x) == "reference"
+    monkeypatch.setenv(pausing.BACKEND_ENV, "auto")
+    assert pausing.select_backend("topk_keep", x) == "reference"
+
+
+@needs_interpreter
+def test_forcing_each_backend(monkeypatch):
+    x = torch.zeros(1, 2, 3)
+    monkeypatch.setenv(pausing.BACKEND_ENV, "reference")
+    assert pausing.select_backend("aux_entropy", x) == "reference"
+    monkeypatch.setenv(pausing.BACKEND_ENV, " Triton ")
+    assert pausing.select_backend("aux_entropy", x) == "triton"
+
+
+def test_unknown_backend_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv(pausing.BACKEND_ENV, "cuda")
+    with pytest.raises(ValueError, match=r"ADASEG_PAUSE_BACKEND='cuda': expected 'reference', 'triton' or 'auto'"):
+        pausing.topk_keep(torch.zeros(1, 2, 3), torch.zeros(1, 2), 1)
+
+
+def test_forced_triton_on_cpu_without_interpreter_fails_clearly():
+    code = (
+        "import torch\nfrom adaseg.ops import pausing\n"
+        "pausing.aux_entropy(torch.zeros(1, 2, 16), torch.zeros(3, 16), torch.zeros(3))\n"
+    )
+    proc = _run_python(code, ADASEG_PAUSE_BACKEND="triton", TRITON_INTERPRET="0")
+    assert proc.returncode != 0
+    assert "RuntimeError: ADASEG_PAUSE_BACKEND=triton: aux_entropy got tensors on cpu" in proc.stderr
+    assert "TRITON_INTERPRET=1" in proc.stderr
+
+
+def test_adaseg_imports_and_runs_without_triton():
+    # A platform without triton: importing adaseg (and the dispatcher) must work, auto mode
+    # must run the reference, and forcing triton must say what is missing.
+    code = (
+        "import sys\nsys.modules['triton'] = None  # import triton now fails\n"
+        "import torch, adaseg, adaseg.ops\nfrom adaseg.ops import pausing, reference\n"
+        "x = torch.randn(2, 9, 4); h = torch.rand(2, 9)\n"
+        "got = pausing.topk_keep(x, h, 5); want = reference.topk_keep(x, h, 5)\n"
+        "assert all(torch.equal(a, b) for a, b in zip(got, want))\n"
+        "import os\nos.environ['ADASEG_PAUSE_BACKEND'] = 'triton'\n"
+        "try:\n    pausing.topk_keep(x, h, 5)\nexcept RuntimeError as e:\n    print('ERR', e)\n"
+        "assert 'triton' not in sys.modules or sys.modules['triton'] is None\n"
+    )
+    proc = _run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "ERR ADASEG_PAUSE_BACKEND=triton but triton is not installed" in proc.stdout
+
+
+def test_float64_entropy_stays_on_reference_in_auto_mode(monkeypatch):
+    monkeypatch.delenv(pausing.BACKEND_ENV, raising=False)
+    x = torch.randn(1, 5, 8, dtype=torch.float64, requires_grad=True)
+    w, b = torch.randn(3, 8, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    h = pausing.aux_entropy(x, w, b)
+    assert h.dtype == torch.float64 and not h.requires_grad
+    torch.testing.assert_close(h, reference.aux_entropy(x, w, b).detach())
+
+
+# ------------------------------------------------------------------------------ ops through the dispatcher
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dispatched_ops_match_reference(backend, monkeypatch):
+    monkeypatch.setenv(pausing.BACKEND_ENV, backend)
+    b, n, d, c = 2, 27, 16, 19
+    x = torch.randn(b, n, d, generator=_gen(0))
+    w, bias = torch.randn(c, d, generator=_gen(1)), torch.randn(c, generator=_gen(2))
+    h = pausing.aux_entropy(x, w, bias)
+    torch.testing.assert_close(h, reference.aux_entropy(x, w, bias), rtol=2e-5, atol=2e-5)
+    n_keep = num_kept(n, 0.3)
+    for got, want in zip(pausing.topk_keep(x, h, n_keep), reference.topk_keep(x, h, n_keep)):
+        assert torch.equal(got, want)
+    idx = torch.randint(0, n, (b, 6), generator=_gen(3))
+    assert torch.equal(pausing.gather_tokens(x, idx), reference.gather_tokens(x, idx))
+    mask = x[..., :1] > 0  # bool rows, as models gather padding masks
+    assert torch.equal(pausing.gather_tokens(mask, idx), reference.gather_tokens(mask, idx))
+    uniq = torch.stack([torch.randperm(n, generator=_gen(4 + i))[:6] for i in range(b)])
+    tokens = torch.randn(b, 6, d, generator=_gen(9))
+    assert torch.equal(pausing.assemble(x, uniq, tokens), reference.assemble(x, uniq, tokens))
+
+
+@needs_interpreter
+def test_triton_backend_checks_indices_on_cpu(monkeypatch):
+    monkeypatch.setenv(pausing.BACKEND_ENV, "triton")
+    x = torch.randn(1, 4, 3)
+    with pytest.raises(IndexError, match=r"idx values must be in \[0, 4\)"):
+        pausing.gather_tokens(x, torch.tensor([[0, 4]]))
+    with pytest.raises(ValueError, match="idx must be int64"):
+        pausing.assemble(x, torch.tensor([[0, 1]], dtype=torch.int32), torch.randn(1, 2, 3))
+
+
+# ------------------------------------------------------------------------------ PatchAssembler
+
+
+def _layer(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """A stand-in encoder layer: changes every active token, differentiably."""
+    return x + torch.tanh(x @ m)
+
+
+def _score(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    # One scorer for both sides, so this test is about selection + assembly only (the
+    # entropy kernel has its own tests); float64 tokens keep the gradient comparison exact.
+    return reference.aux_entropy(x.detach().float(), weight, bias)
+
+
+def _paper_assembler(x, weight, bias, ms, n_keeps):
+    """PAUMER Appendix A with the reference ops: keep a full copy per stage, assemble backwards."""
+    copies, keeps = [], []
+    for m, n_keep in zip(ms, n_keeps):
+        x = _layer(x, m)
+        keep_idx, _, kept = reference.topk_keep(x, _score(x, weight, bias), n_keep)
+        copies.append(x)
+        keeps.append(keep_idx)
+        x = kept
+    x = _layer(x, ms[-1])
+    for keep_idx, copy in zip(keeps[::-1], copies[::-1]):
+        x = reference.assemble(copy, keep_idx, x)
+    return x
+
+
+def _with_assembler(x, weight, bias, ms, n_keeps):
+    """The same network through the dispatcher and one PatchAssembler buffer."""
+    asm = pausing.PatchAssembler.for_tokens(x)
+    for m, n_keep in zip(ms, n_keeps):
+        x = _layer(x, m)
+        keep_idx, pause_idx, kept = pausing.topk_keep(x, _score(x, weight, bias), n_keep)
+        asm.pause(x, keep_idx=keep_idx, pause_idx=pause_idx)
+        x = kept
+        # full(): what deformable attention reads mid-encoder (paused rows + active rows)
+        mid = pausing.assemble(asm.full(x).detach(), asm.positions, x.detach())
+        assert torch.equal(asm.full(x), mid)
+        assert asm.n_active == n_keep and torch.equal(asm.positions, asm.positions.sort(dim=1).values)
+    return asm.finish(_layer(x, ms[-1]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n,ratios", [(31, (0.4, 0.3, 0.5)), (20, (0.95,)), (17, (1 / 17 + 1e-3, 0.5))])
+def test_patch_assembler_matches_paper_algorithm(backend, n, ratios, monkeypatch):
+    monkeypatch.setenv(pausing.BACKEND_ENV, backend)
+    b, d, c = 2, 8, 7
+    n_keeps, active = [], n
+    for r in ratios:
+        active = num_kept(active, r)
+        n_keeps.append(active)
+    x0 = torch.randn(b, n, d, generator=_gen(10), dtype=torch.float64).requires_grad_()
+    weight, bias = torch.randn(c, d, generator=_gen(11)), torch.randn(c, generator=_gen(12))
+    ms = [torch.randn(d, d, generator=_gen(13 + i), dtype=torch.float64) * 0.3 for i in range(len(ratios) + 1)]
+    got = _with_assembler(x0, weight, bias, ms, n_keeps)
+    want = _paper_assembler(x0, weight, bias, ms, n_keeps)
+    assert got.shape == (b, n, d) and torch.equal(got, want)
+    up = torch.randn(b, n, d, generator=_gen(20), dtype=torch.float64)
+    (g_got,) = torch.autograd.grad((got * up).sum(), x0)
+    (g_want,) = torch.autograd.grad((want * up).sum(), x0)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12)
+
+
+def test_patch_assembler_without_pause_and_misuse():
+    x = torch.randn(2, 5, 3)
+    asm = pausing.PatchAssembler.for_tokens(x)
+    assert asm.full(x) is x and asm.finish(x) is x
+    with pytest.raises(RuntimeError, match=r"finish\(\) was already called"):
+        asm.finish(x)
+    asm = pausing.PatchAssembler(batch_size=2, n_tokens=5, dim=3, dtype=x.dtype, device="cpu")
+    keep_idx, pause_idx, kept = reference.topk_keep(x, torch.rand(2, 5), 3)
+    with pytest.raises(ValueError, match="must split the 5 active tokens"):
+        asm.pause(x, keep_idx=keep_idx, pause_idx=pause_idx[:, :1])
+    asm.pause(x, keep_idx=keep_idx, pause_idx=pause_idx)
+    with pytest.raises(ValueError, match=r"x must be \(2, 3, 3\)"):
+        asm.finish(x)
