@@ -1,0 +1,144 @@
+"""``--data`` specs -> datasets with their default transforms.
+
+Specs: ``synthetic`` (default; the built-in set, generated on first use into the cache),
+``coco:ROOT``, ``cityscapes:ROOT``, ``ade20k:ROOT``, or a plain path to a COCO-panoptic
+folder (layout in :mod:`adaseg.data.coco_panoptic`; ``adaseg data synth --out DIR`` writes one).
+
+Default transforms (train = large-scale jitter + crop + flip; eval = resize):
+
+=============  ======================  ==============  ===========  ==========================
+dataset        train fit box (h, w)     crop (h, w)     scale range  eval
+=============  ======================  ==============  ===========  ==========================
+synthetic      (128, 128) = native      (128, 128)      0.5 - 1.5    native resolution
+coco / folder  (1024, 1024)            (1024, 1024)    0.1 - 2.0    shorter side 800, max 1333
+cityscapes     (1024, 2048)            (512, 1024)     0.5 - 2.0    native (1024 x 2048)
+ade20k         (512, 2048)             (512, 512)      0.5 - 2.0    shorter side 512, max 2048
+=============  ======================  ==============  ===========  ==========================
+
+The synthetic range is narrower than COCO's 0.1 - 2.0 because its hard images already hold
+objects of a few pixels; shrinking them further erases them, and a 2x zoom crops away the
+context hard images need. A folder written by ``adaseg data synth`` (it holds
+``synthetic.json``) gets the synthetic defaults at its own image size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from adaseg.data.ade20k import load_ade20k_split
+from adaseg.data.cityscapes import load_cityscapes_split
+from adaseg.data.coco_panoptic import PanopticLayout, load_panoptic_split
+from adaseg.data.dataset import SegmentationDataset
+from adaseg.data.panoptic_io import DataError
+from adaseg.data.transforms import EvalTransform, TrainTransform
+
+SPLITS = ("train", "val")
+_SYNTH_KEYS = ("n_train", "n_val", "size", "seed")
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``spec`` -> (kind, root): kind in synthetic / coco / cityscapes / ade20k / folder."""
+    if spec == "synthetic":
+        return "synthetic", None
+    for kind in ("coco", "cityscapes", "ade20k"):
+        if spec.startswith(kind + ":"):
+            root = spec[len(kind) + 1:]
+            if not root:
+                raise DataError(f"--data {spec!r}: missing ROOT after '{kind}:'")
+            return kind, root
+    if os.path.isdir(spec):
+        return "folder", spec
+    raise DataError(f"--data {spec!r}: not 'synthetic', 'coco:ROOT', 'cityscapes:ROOT', 'ade20k:ROOT' "
+                    "or an existing COCO-panoptic folder")
+
+
+def build_dataset(spec: str = "synthetic", split: str = "train", *, train: bool = False, size: int | None = None,
+                  scale_range: tuple[float, float] | None = None, synthetic: dict | None = None
+                  ) -> SegmentationDataset:
+    """The dataset named by ``spec`` (see module docstring) for ``split`` ('train' or 'val').
+
+    Args:
+        train: apply training transforms (jitter, crop, flip) instead of eval resizing.
+        size: train: crop and fit box become (size, size); eval: resize the shorter side to
+            ``size`` (no cap). None keeps the dataset's defaults.
+        scale_range: override the train jitter range (min, max).
+        synthetic: arguments of the built-in set (n_train, n_val, size, seed); only with
+            ``spec='synthetic'``.
+
+    Returns a :class:`SegmentationDataset` whose ``meta`` is a :class:`DatasetMeta`.
+    Raises DataError (one line naming the file or value) for unusable input.
+    """
+    if split not in SPLITS:
+        raise DataError(f"split {split!r}: use one of {', '.join(SPLITS)}")
+    if size is not None and size < 1:
+        raise DataError(f"size {size}: must be a positive number of pixels")
+    kind, root = parse_spec(spec)
+    if synthetic and kind != "synthetic":
+        raise DataError(f"--data {spec!r}: synthetic options {sorted(synthetic)} only apply to 'synthetic'")
+    if kind == "synthetic":
+        from adaseg.data.synthetic.cache import synthetic_root
+
+        unknown = set(synthetic or {}) - set(_SYNTH_KEYS)
+        if unknown:
+            raise DataError(f"synthetic options {sorted(unknown)}: unknown (use {', '.join(_SYNTH_KEYS)})")
+        root = synthetic_root(**(synthetic or {}))
+        kind, name = "folder", "synthetic"
+    else:
+        name = _folder_name(root) if kind == "folder" else kind
+    assert root is not None
+    if kind == "folder":
+        meta, records, _ = load_panoptic_split(PanopticLayout(root, split), name=name)
+        synth_size = _synthetic_size(root)
+        defaults = _synthetic_defaults(synth_size) if synth_size else _COCO
+    elif kind == "coco":
+        meta, records, _ = load_panoptic_split(PanopticLayout(root, split + "2017"), name="coco")
+        defaults = _COCO
+    elif kind == "cityscapes":
+        meta, records = load_cityscapes_split(root, split)
+        defaults = _CITYSCAPES
+    else:
+        meta, records = load_ade20k_split(root, split)
+        defaults = _ADE20K
+    transform = _transform(defaults, train=train, size=size, scale_range=scale_range)
+    return SegmentationDataset(meta=meta, records=records, transform=transform, source=spec)
+
+
+_COCO = {"target": (1024, 1024), "crop": (1024, 1024), "scale": (0.1, 2.0), "eval": (800, 1333)}
+_CITYSCAPES = {"target": (1024, 2048), "crop": (512, 1024), "scale": (0.5, 2.0), "eval": (None, None)}
+_ADE20K = {"target": (512, 2048), "crop": (512, 512), "scale": (0.5, 2.0), "eval": (512, 2048)}
+
+
+def _synthetic_defaults(s: int) -> dict:
+    return {"target": (s, s), "crop": (s, s), "scale": (0.5, 1.5), "eval": (None, None)}
+
+
+def _transform(defaults: dict, *, train: bool, size: int | None, scale_range):
+    if train:
+        target, crop = defaults["target"], defaults["crop"]
+        if size is not None:
+            target = crop = (size, size)
+        lo, hi = scale_range if scale_range is not None else defaults["scale"]
+        return TrainTransform(target=target, crop=crop, min_scale=lo, max_scale=hi)
+    if scale_range is not None:
+        raise DataError("scale_range only applies with train=True")
+    short, max_size = defaults["eval"]
+    if size is not None:
+        short, max_size = size, None
+    return EvalTransform(short=short, max_size=max_size)
+
+
+def _folder_name(root: str) -> str:
+    return os.path.basename(os.path.normpath(root)) or "folder"
+
+
+def _synthetic_size(root: str) -> int | None:
+    """Image size of a folder written by the synthetic generator, else None."""
+    path = os.path.join(root, "synthetic.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return int(json.load(f)["size"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: malformed synthetic.json ({exc})") from None

@@ -1,0 +1,78 @@
+"""Batching: pad images to a common (size-divisible) shape with a padding mask; the loader.
+
+``collate(batch)`` ->::
+
+    images        (B, 3, Hp, Wp) float32, zero (= the mean colour) on padding
+    padding_mask  (B, Hp, Wp) bool, True on padding
+    targets       list of B dicts: masks (n, Hp, Wp) bool (False on padding), labels (n,)
+                  int64, semantic (Hp, Wp) int64 (255 on padding)
+    image_ids, file_names, orig_sizes, sizes (h, w before padding), difficulty: lists of B
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch.utils.data import DataLoader
+
+from adaseg.data.meta import IGNORE_LABEL
+from adaseg.data.transforms import ceil_to
+
+
+def collate(batch: list[dict], *, size_divisibility: int = 32) -> dict:
+    """Stack samples of :class:`~adaseg.data.dataset.SegmentationDataset` (see module docstring).
+
+    ``size_divisibility``: Hp and Wp are rounded up to a multiple of it (1 = no rounding).
+    """
+    if not batch:
+        raise ValueError("collate: empty batch")
+    hp = ceil_to(max(s["image"].shape[1] for s in batch), size_divisibility)
+    wp = ceil_to(max(s["image"].shape[2] for s in batch), size_divisibility)
+    b = len(batch)
+    images = torch.zeros(b, 3, hp, wp, dtype=torch.float32)
+    padding = torch.ones(b, hp, wp, dtype=torch.bool)
+    targets = []
+    for i, s in enumerate(batch):
+        _, h, w = s["image"].shape
+        images[i, :, :h, :w] = s["image"]
+        padding[i, :h, :w] = False
+        masks = torch.zeros(s["masks"].shape[0], hp, wp, dtype=torch.bool)
+        masks[:, :h, :w] = s["masks"]
+        semantic = torch.full((hp, wp), IGNORE_LABEL, dtype=torch.int64)
+        semantic[:h, :w] = s["semantic"]
+        targets.append({"masks": masks, "labels": s["labels"], "semantic": semantic})
+    return {
+        "images": images,
+        "padding_mask": padding,
+        "targets": targets,
+        "image_ids": [s["image_id"] for s in batch],
+        "file_names": [s["file_name"] for s in batch],
+        "orig_sizes": [tuple(s["orig_size"]) for s in batch],
+        "sizes": [tuple(s["image"].shape[1:]) for s in batch],
+        "difficulty": [s["difficulty"] for s in batch],
+    }
+
+
+def build_loader(dataset, *, batch_size: int, shuffle: bool, num_workers: int, seed: int, drop_last: bool = False,
+                 sampler=None, size_divisibility: int = 32) -> DataLoader:
+    """A DataLoader with :func:`collate`, deterministic from ``seed`` (shuffling and, through
+    torch's per-worker seeding, the random transforms). ``sampler`` (e.g. a
+    DistributedSampler) excludes ``shuffle=True``."""
+    if sampler is not None and shuffle:
+        raise ValueError("build_loader: pass shuffle=False with a sampler (the sampler shuffles)")
+    if batch_size < 1 or num_workers < 0:
+        raise ValueError(f"build_loader: need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=functools.partial(collate, size_divisibility=size_divisibility),
+        drop_last=drop_last,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+    )

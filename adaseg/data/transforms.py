@@ -1,0 +1,116 @@
+"""Image + label transforms in plain torch (no torchvision).
+
+Labels travel through the transforms as one (H, W) int64 *segment-id map* (panoptic id or,
+for semantic datasets, the label value), so image, per-segment masks and semantic map stay
+consistent by construction: masks and the semantic map are derived after the transform.
+
+Train: random-scale crop (Mask2Former's large-scale jitter: scale the image to fit
+``scale * target`` keeping its aspect, then crop a random window of at most ``crop``) and
+horizontal flip. Windows are never padded inside a sample; :func:`adaseg.data.collate`
+pads the batch and marks padding in ``padding_mask``. Eval: optional shorter-side resize.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from adaseg.data.meta import PIXEL_MEAN, PIXEL_STD
+
+
+@dataclass(frozen=True)
+class TrainTransform:
+    """Large-scale jitter + crop + flip.
+
+    Args:
+        target: (h, w) box that a scale-1.0 image is fitted into (aspect kept).
+        crop: (h, w) largest window kept after scaling.
+        min_scale, max_scale: uniform range of the jitter factor.
+        flip_prob: probability of a horizontal flip.
+    """
+
+    target: tuple[int, int]
+    crop: tuple[int, int]
+    min_scale: float
+    max_scale: float
+    flip_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (0 < self.min_scale <= self.max_scale):
+            raise ValueError(f"need 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
+
+    def __call__(self, image: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image (3, H, W) float 0-255, ids (H, W) int64 -> same kinds, (3, h, w) / (h, w)."""
+        h0, w0 = ids.shape
+        scale = self.min_scale + (self.max_scale - self.min_scale) * float(torch.rand(()))
+        s = scale * min(self.target[0] / h0, self.target[1] / w0)
+        h1, w1 = max(1, round(h0 * s)), max(1, round(w0 * s))
+        image, ids = resize(image, ids, (h1, w1))
+        ch, cw = min(self.crop[0], h1), min(self.crop[1], w1)
+        top = int(torch.randint(0, h1 - ch + 1, ()))
+        left = int(torch.randint(0, w1 - cw + 1, ()))
+        image = image[:, top:top + ch, left:left + cw]
+        ids = ids[top:top + ch, left:left + cw]
+        if float(torch.rand(())) < self.flip_prob:
+            image, ids = image.flip(-1), ids.flip(-1)
+        return image.contiguous(), ids.contiguous()
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """Resize so the shorter side is ``short`` (longer side capped at ``max_size``); ``short=None``
+    keeps the native resolution."""
+
+    short: int | None = None
+    max_size: int | None = None
+
+    def __call__(self, image: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.short is None:
+            return image, ids
+        h0, w0 = ids.shape
+        s = self.short / min(h0, w0)
+        if self.max_size is not None and max(h0, w0) * s > self.max_size:
+            s = self.max_size / max(h0, w0)
+        size = (max(1, round(h0 * s)), max(1, round(w0 * s)))
+        return resize(image, ids, size)
+
+
+def resize(image: torch.Tensor, ids: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear (antialiased when shrinking) image, nearest id map; (3,H,W),(H,W) -> (3,h,w),(h,w)."""
+    if tuple(ids.shape) == tuple(size):
+        return image, ids
+    shrink = size[0] < ids.shape[0] or size[1] < ids.shape[1]
+    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=shrink)[0]
+    return image.clamp_(0.0, 255.0), resize_nearest(ids, size)
+
+
+def resize_nearest(ids: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of an integer map by index gathering (exact for any id value).
+
+    Output pixel centre ``(i + 0.5) * H / h`` picks source row ``floor`` of it (PIL's NEAREST).
+    """
+    h0, w0 = ids.shape
+    rows = ((torch.arange(size[0], dtype=torch.float64) + 0.5) * (h0 / size[0])).floor().long().clamp_(0, h0 - 1)
+    cols = ((torch.arange(size[1], dtype=torch.float64) + 0.5) * (w0 / size[1])).floor().long().clamp_(0, w0 - 1)
+    return ids[rows][:, cols]
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) float on 0-255 -> ImageNet-normalised float32."""
+    mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD, dtype=torch.float32).view(3, 1, 1)
+    return (image.float() - mean) / std
+
+
+def denormalize(image: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalize`: (..., 3, H, W) -> 0-255 float."""
+    mean = torch.tensor(PIXEL_MEAN, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    return image * std + mean
+
+
+def ceil_to(x: int, multiple: int) -> int:
+    return int(math.ceil(x / multiple) * multiple)

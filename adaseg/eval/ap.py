@@ -1,0 +1,129 @@
+"""Instance segmentation AP on masks via pycocotools' COCOeval (iouType='segm').
+
+Ground truth is a COCO *instances* dict/JSON (``images``, ``annotations`` with RLE or
+polygon ``segmentation``, ``iscrowd``, ``area``; ``categories``). For panoptic datasets
+:func:`instances_from_panoptic` derives it from the panoptic GT (thing segments only, crowd
+kept as ``iscrowd=1``), as detectron2 does for COCO panoptic.
+
+Results are COCO result dicts ``{image_id, category_id, segmentation (RLE), score}``;
+:func:`masks_to_results` makes them from (n, H, W) masks. Metrics are fractions (not
+percent): AP, AP50, AP75, APs, APm, APl and per-category AP (NaN-free: a category with no
+GT is left out, as detectron2 does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from adaseg.data.panoptic_io import DataError, load_json
+
+_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def encode_mask(mask: np.ndarray) -> dict:
+    """(H, W) bool -> COCO RLE with a str ``counts`` (JSON-able)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def masks_to_results(image_id, masks, scores, category_ids) -> list[dict]:
+    """(n, H, W) bool masks, (n,) scores, (n,) dataset category ids -> COCO result dicts."""
+    if isinstance(masks, torch.Tensor):
+        masks = masks.detach().cpu().numpy()
+    scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
+    category_ids = np.asarray(category_ids.detach().cpu() if isinstance(category_ids, torch.Tensor) else category_ids)
+    if not (len(masks) == len(scores) == len(category_ids)):
+        raise ValueError(f"masks_to_results: {len(masks)} masks, {len(scores)} scores, {len(category_ids)} categories")
+    return [{"image_id": image_id, "category_id": int(c), "segmentation": encode_mask(m), "score": float(s)}
+            for m, s, c in zip(masks, scores, category_ids)]
+
+
+def instances_from_panoptic(gt_json, gt_folder: str) -> dict:
+    """COCO instances dict (thing categories) from a COCO-panoptic JSON (path or dict) + PNG folder."""
+    from adaseg.data.panoptic_io import check_ids_match, read_panoptic_png
+
+    data = gt_json if isinstance(gt_json, dict) else load_json(str(gt_json), what="panoptic annotation")
+    things = [c for c in data["categories"] if int(c.get("isthing", 0)) == 1]
+    thing_ids = {int(c["id"]) for c in things}
+    images = data.get("images") or [{"id": a["image_id"]} for a in data["annotations"]]
+    anns = []
+    for a in data["annotations"]:
+        png = os.path.join(gt_folder, a["file_name"])
+        id_map = read_panoptic_png(png)
+        check_ids_match(id_map, a["segments_info"], png)
+        for s in a["segments_info"]:
+            if int(s["category_id"]) not in thing_ids:
+                continue
+            m = id_map == int(s["id"])
+            rle = encode_mask(m)
+            anns.append({"id": len(anns) + 1, "image_id": a["image_id"], "category_id": int(s["category_id"]),
+                         "segmentation": rle, "area": float(m.sum()), "bbox": [float(v) for v in
+                                                                              mask_utils.toBbox(rle).tolist()],
+                         "iscrowd": int(s.get("iscrowd", 0))})
+    imgs = []
+    for img in images:
+        entry = {"id": img["id"]}
+        if "height" in img:
+            entry.update(height=img["height"], width=img["width"])
+        imgs.append(entry)
+    return {"images": imgs, "annotations": anns, "categories": things}
+
+
+def _coco(dataset: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def instance_ap(gt, results: list[dict], *, gt_name: str = "ground truth") -> dict:
+    """COCOeval(segm) of ``results`` against ``gt`` (instances dict or JSON path).
+
+    Returns {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'per_class': {category_id: AP}} as
+    fractions; -1 from COCOeval (no GT of that area range) is returned as None.
+    """
+    if not isinstance(gt, dict):
+        gt_name = str(gt)
+        gt = load_json(gt_name, what="instances ground-truth")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(gt.get(key), list):
+            raise DataError(f"{gt_name}: missing top-level list {key!r}")
+    gt_coco = _coco(gt)
+    img_ids = set(gt_coco.getImgIds())
+    cat_ids = set(gt_coco.getCatIds())
+    for r in results:
+        if r.get("image_id") not in img_ids:
+            raise DataError(f"results: image_id {r.get('image_id')!r} is not in {gt_name}")
+        if r.get("category_id") not in cat_ids:
+            raise DataError(f"results: category_id {r.get('category_id')!r} is not a category of {gt_name}")
+    if results:
+        with contextlib.redirect_stdout(io.StringIO()):
+            dt_coco = gt_coco.loadRes([dict(r) for r in results])
+    else:
+        # loadRes cannot take an empty list; an empty detection set scores 0 on every class with GT
+        dt_coco = _coco({"images": gt["images"], "annotations": [], "categories": gt["categories"]})
+    ev = COCOeval(gt_coco, dt_coco, iouType="segm")
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    out = {name: (None if v < 0 else float(v)) for name, v in zip(_STAT_NAMES, ev.stats[:6])}
+    precision = ev.eval["precision"]  # (T, R, K, A, M)
+    per_class = {}
+    for k, cid in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        if p.size:
+            per_class[int(cid)] = float(p.mean())
+    out["per_class"] = per_class
+    return out
