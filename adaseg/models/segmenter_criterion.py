@@ -1,0 +1,100 @@
+"""Segmenter's training loss: pixel cross-entropy, ECO-M2F's weighted sum over exits, and
+PAUMER's auxiliary-decoder loss.
+
+PAUMER (Sec. 2.2, Eq. 1-3): ``L = CE(y, y_hat) + lambda * CE(y, y_hat^l)`` with lambda = 0.1,
+where ``y_hat^l`` is the 1x1 auxiliary decoder's prediction at the pause layer. The auxiliary
+term is a per-token cross-entropy against the label at each patch's centre pixel (the same
+:func:`~adaseg.models.mask2former.criterion.aux_decoder_loss` Mask2Former uses), averaged over
+the decoded tokens of every pause stage.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adaseg.models.mask2former.criterion import IGNORE, aux_decoder_loss
+
+__all__ = ["SegmenterCriterion"]
+
+
+class SegmenterCriterion(nn.Module):
+    """Loss for :class:`~adaseg.models.segmenter.Segmenter` outputs.
+
+    Args:
+        num_classes: K_cls (labels outside 0..K_cls-1 other than 255 are an error).
+        patch_size: the encoder's patch size (to place token centres on the label map).
+        aux_weight: PAUMER's lambda (0.1).
+    """
+
+    def __init__(self, *, num_classes: int, patch_size: int, aux_weight: float = 0.1) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.patch_size = patch_size
+        self.aux_weight = aux_weight
+
+    def forward(self, outputs: dict, targets: list[dict], *, exit_weights: dict[int, float] | None = None) -> dict:
+        """
+        Args:
+            outputs: a Segmenter output (single exit, or ``exits`` from ``all_exits=True``).
+            targets: per image ``semantic`` (h, w) int64, 255 = ignore; smaller than the input
+                when the batch is padded (padded pixels are ignored).
+            exit_weights: {exit: alpha_k}, required with ``all_exits`` outputs.
+
+        Returns:
+            dict of scalars: ``loss`` (total), ``loss_ce`` (deepest exit when several),
+            ``loss_exit{k}`` per exit, ``loss_aux_decoder`` (unweighted).
+        """
+        height, width = outputs["input_size"]
+        semantic = self._stack(targets, height, width, outputs)
+        result: dict[str, torch.Tensor] = {}
+        if "exits" in outputs:
+            if exit_weights is None or set(exit_weights) != set(outputs["exits"]):
+                raise ValueError(
+                    f"exit_weights must give a weight for each exit {sorted(outputs['exits'])}, got {exit_weights}"
+                )
+            total = 0.0
+            for k, out_k in outputs["exits"].items():
+                ce = self._ce(out_k["sem_logits"], semantic)
+                result[f"loss_exit{k}"] = ce
+                total = total + exit_weights[k] * ce
+            result["loss_ce"] = ce
+        else:
+            total = self._ce(outputs["sem_logits"], semantic)
+            result["loss_ce"] = total
+        records = outputs.get("aux_logits") or []
+        if records:
+            grid_h, grid_w = (int(v) for v in outputs["token_shapes"][0])
+            p = self.patch_size
+            # Token centres are placed on the patch-padded label map (padding = ignore).
+            padded = F.pad(semantic, (0, grid_w * p - width, 0, grid_h * p - height), value=IGNORE)
+            aux = aux_decoder_loss(records, padded, outputs["token_shapes"])
+        else:
+            aux = semantic.new_zeros((), dtype=torch.float32)
+        result["loss_aux_decoder"] = aux
+        result["loss"] = total + self.aux_weight * aux
+        return result
+
+    def _ce(self, logits: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
+        if not bool((semantic != IGNORE).any()):
+            return logits.sum() * 0.0  # nothing labelled: zero loss that keeps the graph
+        return F.cross_entropy(logits.float(), semantic, ignore_index=IGNORE)
+
+    def _stack(self, targets, height, width, outputs) -> torch.Tensor:
+        if len(targets) != outputs["gate_features"].shape[0]:
+            raise ValueError(f"{len(targets)} targets for a batch of {outputs['gate_features'].shape[0]}")
+        maps = []
+        for i, t in enumerate(targets):
+            if "semantic" not in t:
+                raise ValueError(f"target {i} has no 'semantic' map (needed by the Segmenter loss)")
+            sem = t["semantic"].to(torch.long)
+            h, w = sem.shape[-2:]
+            if h > height or w > width:
+                raise ValueError(f"target {i} of size {(h, w)} is larger than the input {(height, width)}")
+            bad = (sem != IGNORE) & ((sem < 0) | (sem >= self.num_classes))
+            if bool(bad.any()):
+                raise ValueError(f"target {i} has labels outside 0..{self.num_classes - 1} (and 255): "
+                                 f"{sorted(set(sem[bad].tolist()))[:5]}")
+            maps.append(F.pad(sem, (0, width - w, 0, height - h), value=IGNORE))
+        return torch.stack(maps)
