@@ -12,7 +12,9 @@ def bench() -> None:
 
 def _register() -> None:
     # Each benchmark registers here, one import each.
-    pass
+    from adaseg.cli.bench_pause import pause
+
+    bench.add_command(pause)
 
 
 _register()

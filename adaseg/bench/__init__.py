@@ -1,0 +1,1 @@
+"""Benchmarks behind ``adaseg bench``: each module measures and returns plain records."""

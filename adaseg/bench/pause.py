@@ -1,0 +1,248 @@
+"""``adaseg bench pause``: PAUMER's pausing hot path, unfused PyTorch vs the Triton kernels.
+
+For each shape (PAUMER's ViT-Ti/ViT-S at 512x512 with Cityscapes/ADE20K classes, and the
+Mask2Former encoder at 512x512 input with COCO's 133 classes) one pause stage is timed op by op:
+
+* entropy: the reference (``adaseg.ops.reference.aux_entropy``, float32 logits),
+  a plain unfused PyTorch version (``F.linear`` in the input dtype, then log-softmax
+  entropy in float32) and the fused Triton kernel; the Triton kernel's achieved memory
+  bandwidth (bytes it must move / time) as a fraction of the device's peak.
+* keep: reference top-k keep (stable sort + gathers) vs the Triton rank/compact kernels.
+* assemble: the paper's assembler (scatter the kept tokens into a full copy) vs the Triton
+  one-buffer write (paused rows + kept rows).
+
+Without CUDA the Triton figures are not measured (the interpreter's speed means nothing);
+PyTorch is timed on the CPU at batch <= ``cpu_batch`` so the command stays quick.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from adaseg.ops import reference
+from adaseg.ops.reference import num_kept
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark shape: tokens (batch, n, dim), an auxiliary decoder with ``classes``."""
+
+    name: str
+    batch: int
+    n: int
+    dim: int
+    classes: int
+
+
+CASES = (
+    Case("vit-ti/cityscapes", 32, 1024, 192, 19),
+    Case("vit-ti/ade20k", 32, 1024, 192, 150),
+    Case("vit-s/cityscapes", 32, 1024, 384, 19),
+    Case("vit-s/ade20k", 32, 1024, 384, 150),
+    # Mask2Former's encoder at 512x512 input: levels at strides 8/16/32, width 256.
+    Case("m2f/coco", 2, 64 * 64 + 32 * 32 + 16 * 16, 256, 133),
+)
+
+# Peak DRAM bandwidth (TB/s) by device-name fragment, most specific first.
+PEAK_TBPS = (
+    ("GH200", 4.0),  # before "H200", which it contains
+    ("H200", 4.8),
+    ("H100 NVL", 3.9),
+    ("H100 PCIe", 2.0),
+    ("H100", 3.35),  # "NVIDIA H100 80GB HBM3" is the SXM part
+    ("A100-SXM4-80GB", 2.039),
+    ("A100 80GB PCIe", 1.935),
+    ("A100", 1.555),  # 40 GB parts, SXM4 and PCIe
+    ("L40S", 0.864),
+    ("L40", 0.864),
+    ("A10G", 0.6),
+    ("A10", 0.6),
+    ("L4", 0.3),
+    ("V100", 0.9),
+    ("RTX 4090", 1.008),
+    ("RTX 3090", 0.936),
+    ("T4", 0.32),
+)
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def peak_bandwidth_tbps(device_name: str) -> float | None:
+    """Peak memory bandwidth of a GPU from its name, or None when it is not in the table."""
+    for fragment, tbps in PEAK_TBPS:
+        if fragment.lower() in device_name.lower():
+            return tbps
+    return None
+
+
+def _unfused_entropy(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """What one writes without a kernel: logits in the input dtype, entropy in float32."""
+    logp = F.linear(x, w, b).float().log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def _time_ms(fn, device: torch.device, repeats: int) -> float:
+    """Median wall time of ``fn()`` in ms (GPU: triton.testing.do_bench, L2 flushed each run)."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=max(5, repeats // 4), rep=max(20, repeats), return_mode="median"))
+    fn()  # warm-up (allocator, first-call dispatch)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+@dataclass
+class Row:
+    case: str
+    op: str
+    shape: str
+    reference_ms: float
+    unfused_ms: float | None
+    triton_ms: float | None
+    speedup: float | None  # fastest PyTorch time / Triton time
+    bandwidth_gbps: float | None
+    peak_fraction: float | None
+    check: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def run(
+    *,
+    cases: tuple[Case, ...] = CASES,
+    dtype: str = "bf16",
+    ratio: float = 0.4,
+    repeats: int = 50,
+    device: str | None = None,
+    cpu_batch: int = 2,
+) -> tuple[dict, list[Row]]:
+    """Time one pause stage per case. Returns (environment info, rows)."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"ratio must be in (0, 1), got {ratio}")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    on_gpu = dev.type == "cuda"
+    tdtype = _DTYPES[dtype]
+    info = {"device": str(dev), "dtype": dtype, "ratio": ratio, "repeats": repeats}
+    peak = None
+    if on_gpu:
+        name = torch.cuda.get_device_name(dev)
+        peak = peak_bandwidth_tbps(name)
+        info.update(device_name=name, peak_tbps=peak, triton="measured")
+    else:
+        info.update(device_name="cpu", peak_tbps=None, triton="unmeasured (no CUDA device)")
+        if tdtype != torch.float32:
+            tdtype = torch.float32  # CPU half matmuls are emulated; time the float32 path
+            info["dtype"] = "fp32 (CPU)"
+    rows: list[Row] = []
+    gen = torch.Generator().manual_seed(0)
+    for case in cases:
+        b = case.batch if on_gpu else min(case.batch, cpu_batch)
+        shape = f"B={b} N={case.n} D={case.dim} C={case.classes}"
+        x = torch.randn(b, case.n, case.dim, generator=gen).to(dev, tdtype)
+        w = (torch.randn(case.classes, case.dim, generator=gen) / case.dim**0.5).to(dev, tdtype)
+        bias = torch.randn(case.classes, generator=gen).to(dev, tdtype)
+        n_keep = num_kept(case.n, ratio)
+        h = reference.aux_entropy(x, w, bias)
+        keep_idx, pause_idx, kept = reference.topk_keep(x, h, n_keep)
+        kept_after = kept * 1.5  # stands in for the layers run on the kept tokens
+
+        ref_ms = {
+            "entropy": _time_ms(lambda: reference.aux_entropy(x, w, bias), dev, repeats),
+            "keep": _time_ms(lambda: reference.topk_keep(x, h, n_keep), dev, repeats),
+            "assemble": _time_ms(lambda: reference.assemble(x, keep_idx, kept_after), dev, repeats),
+        }
+        unfused_ms = {"entropy": _time_ms(lambda: _unfused_entropy(x, w, bias), dev, repeats)}
+        tr_ms: dict[str, float] = {}
+        checks = {op: "unmeasured" for op in ref_ms}
+        if on_gpu:
+            tr_ms, checks = _triton_times(x, w, bias, h, n_keep, keep_idx, pause_idx, kept_after, dev, repeats)
+        moved = x.numel() * x.element_size() + w.numel() * w.element_size() + bias.numel() * bias.element_size() + h.numel() * 4
+        for op in ("entropy", "keep", "assemble", "total"):
+            r = sum(ref_ms.values()) if op == "total" else ref_ms[op]
+            u = None
+            if op == "entropy":
+                u = unfused_ms["entropy"]
+            elif op == "total":
+                u = min(ref_ms["entropy"], unfused_ms["entropy"]) + ref_ms["keep"] + ref_ms["assemble"]
+            t = (sum(tr_ms.values()) if op == "total" else tr_ms.get(op)) if tr_ms else None
+            best = min(v for v in (r, u) if v is not None)
+            bw = frac = None
+            if op == "entropy" and t:
+                bw = moved / (t * 1e-3) / 1e9
+                frac = bw / (peak * 1e3) if peak else None
+            check = "ok" if op == "total" and all(c == "ok" for c in checks.values()) else checks.get(op, "")
+            rows.append(Row(case.name, op, shape, r, u, t, best / t if t else None, bw, frac, check))
+    return info, rows
+
+
+def _triton_times(x, w, bias, h, n_keep, keep_idx, pause_idx, kept_after, dev, repeats):
+    """Triton timings for one stage plus agreement checks against the reference."""
+    from adaseg.ops.triton import entropy as tr_entropy
+    from adaseg.ops.triton import rows as tr_rows
+    from adaseg.ops.triton import topk as tr_topk
+
+    def assemble_one_buffer():
+        buf = torch.empty_like(x)
+        tr_rows.move_rows(buf, x, src_idx=pause_idx, dst_idx=pause_idx)  # paused rows, at pause time
+        return tr_rows.move_rows(buf, kept_after, dst_idx=keep_idx)  # kept rows, at the end
+
+    times = {
+        "entropy": _time_ms(lambda: tr_entropy.aux_entropy(x, w, bias), dev, repeats),
+        "keep": _time_ms(lambda: tr_topk.topk_keep_forward(x, h, n_keep), dev, repeats),
+        "assemble": _time_ms(assemble_one_buffer, dev, repeats),
+    }
+    h_tr = tr_entropy.aux_entropy(x, w, bias)
+    err = (h_tr - h).abs().max().item()
+    same_keep = all(torch.equal(a, b) for a, b in zip(tr_topk.topk_keep_forward(x, h, n_keep), reference.topk_keep(x, h, n_keep)))
+    same_asm = torch.equal(assemble_one_buffer(), reference.assemble(x, keep_idx, kept_after))
+    checks = {
+        "entropy": "ok" if err < 1e-3 else f"max |dH| {err:.2e}",
+        "keep": "ok" if same_keep else "MISMATCH",
+        "assemble": "ok" if same_asm else "MISMATCH",
+    }
+    return times, checks
+
+
+def format_report(info: dict, rows: list[Row]) -> str:
+    """The table ``adaseg bench pause`` prints."""
+
+    def ms(v):
+        return "unmeasured" if v is None else f"{v:.3f}"
+
+    lines = [
+        f"device: {info['device_name']} ({info['device']}), dtype {info['dtype']}, pause ratio {info['ratio']}",
+    ]
+    if info["device"].startswith("cuda"):
+        peak = info.get("peak_tbps")
+        lines.append(f"peak bandwidth: {peak} TB/s" if peak else "peak bandwidth: unknown for this GPU (not in the table)")
+    else:
+        lines.append("No CUDA device: the GPU figures (Triton time, speedup, bandwidth) are UNMEASURED; "
+                     "PyTorch columns are CPU times at a reduced batch.")
+    head = f"{'case':<18} {'op':<9} {'ref ms':>10} {'unfused ms':>11} {'triton ms':>11} {'speedup':>8} {'GB/s':>8} {'%peak':>7}  check"
+    lines += [head, "-" * len(head)]
+    for r in rows:
+        frac = "unknown" if (r.bandwidth_gbps is not None and r.peak_fraction is None) else (
+            "" if r.peak_fraction is None else f"{100 * r.peak_fraction:.1f}")
+        lines.append(
+            f"{r.case:<18} {r.op:<9} {ms(r.reference_ms):>10} {('' if r.unfused_ms is None else ms(r.unfused_ms)):>11} "
+            f"{ms(r.triton_ms):>11} {('' if r.speedup is None else f'{r.speedup:.2f}x'):>8} "
+            f"{('' if r.bandwidth_gbps is None else f'{r.bandwidth_gbps:.0f}'):>8} {frac:>7}  {r.check}"
+        )
+    shapes = sorted({(r.case, r.shape) for r in rows})
+    lines.append("shapes: " + "; ".join(f"{c}: {s}" for c, s in shapes))
+    lines.append("speedup = fastest PyTorch (reference or unfused) / Triton; GB/s and %peak: entropy kernel, "
+                 "bytes it must move (tokens, decoder, entropies) over its time.")
+    return "\n".join(lines)
