@@ -15,12 +15,9 @@ COCO_THING_IDS = tuple(range(80))
 
 
 def backbone_by_name(name: str, **kwargs):
-    """Instantiate ``adaseg.models.backbones.<name>(**kwargs)``."""
+    """``adaseg.models.backbones.build_backbone(name, **kwargs)``, imported when a model is built."""
     module = importlib.import_module("adaseg.models.backbones")
-    factory = getattr(module, name, None)
-    if factory is None:
-        raise ValueError(f"unknown backbone {name!r} in adaseg.models.backbones")
-    return factory(**kwargs)
+    return module.build_backbone(name, **kwargs)
 
 
 def _paper(backbone: str, **settings) -> Mask2Former:

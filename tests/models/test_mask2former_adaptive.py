@@ -1,0 +1,231 @@
+"""The adaptive encoder of Mask2Former: exits, all-exits, pausing, padding.
+
+Oracles: the same model run image by image at a fixed exit; a hand-written loop that
+updates every token and then restores the paused ones (deformable attention is per query,
+so this is an independent statement of "paused tokens are values but never updated"); an
+entropy computed here with softmax; an unpadded run of each image.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from m2f_testing import tiny_model
+
+from adaseg.models.adaptive import PausePlan, normalise_exits
+from adaseg.models.gate import Gate
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(seed=0)
+
+
+@pytest.fixture(scope="module")
+def images():
+    torch.manual_seed(1)
+    return torch.randn(4, 3, 64, 96)
+
+
+def _close(a, b, atol=ATOL):
+    assert a.shape == b.shape
+    torch.testing.assert_close(a, b, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("plan", [[2, 6, 3, 6], [1, 1, 5, 2], [4, 4, 4, 4]])
+@torch.no_grad()
+def test_mixed_exits_equal_per_image_runs(model, images, plan):
+    out = model(images, exits=torch.tensor(plan))
+    assert out["exit_plan"].tolist() == plan
+    for i, k in enumerate(plan):
+        alone = model(images[i : i + 1], exits=k)
+        _close(out["pred_logits"][i], alone["pred_logits"][0])
+        _close(out["pred_masks"][i], alone["pred_masks"][0])
+        for aux_b, aux_a in zip(out["aux_outputs"], alone["aux_outputs"]):
+            _close(aux_b["pred_masks"][i], aux_a["pred_masks"][0])
+
+
+@torch.no_grad()
+def test_exits_change_the_output(model, images):
+    a = model(images[:1], exits=2)["pred_masks"]
+    b = model(images[:1], exits=6)["pred_masks"]
+    assert (a - b).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("pause", [None, "1:0.5", "2:0.3,4:0.5"])
+@torch.no_grad()
+def test_all_exits_equal_separate_runs(model, images, pause):
+    plan = PausePlan.parse(pause)
+    torch.manual_seed(0)
+    out = model(images, all_exits=True, pause=plan)
+    assert sorted(out["exits"]) == list(model.exits) == [2, 3, 4, 5, 6]
+    assert out["exit_plan"] is None
+    for k in model.exits:
+        one = model(images, exits=k, pause=plan)
+        _close(out["exits"][k]["pred_logits"], one["pred_logits"])
+        _close(out["exits"][k]["pred_masks"], one["pred_masks"])
+
+
+@pytest.mark.parametrize("exits", [None, 3])
+@torch.no_grad()
+def test_pause_ratio_near_zero_equals_no_pausing(model, images, exits):
+    plan = PausePlan(((1, 1e-6), (2, 1e-6)))
+    paused = model(images, exits=exits, pause=plan)
+    plain = model(images, exits=exits)
+    assert all(p[2].shape[1] == 0 for p in paused["paused"])
+    _close(paused["pred_masks"], plain["pred_masks"], atol=0)
+    _close(paused["pred_logits"], plain["pred_logits"], atol=0)
+
+
+def _encoder_inputs(model, images):
+    feats = model.backbone(images)
+    prep = model.pixel_decoder.prepare(feats, None)
+    return prep
+
+
+def _entropy(tokens, linear):
+    logp = torch.log_softmax(tokens @ linear.weight.t() + linear.bias, -1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+@torch.no_grad()
+def test_paused_tokens_come_back_in_place_unchanged(model, images):
+    pd = model.pixel_decoder
+    prep = _encoder_inputs(model, images)
+    b, s, _ = prep.src.shape
+    plan = PausePlan(((2, 0.4),))
+    exits = normalise_exits(None, b, 6)
+    res = pd.encode(prep, exits=exits, pause=plan, pause_mode="entropy", all_exits=(2, 6), collect_aux=False)
+    after2, final = res.per_exit[2], res.per_exit[6]
+    (layer, rows, paused_idx), = res.paused
+    assert layer == 2 and rows.tolist() == list(range(b))
+    n_pause = s - (s - int(0.4 * s))
+    assert paused_idx.shape == (b, n_pause)
+    # the paused tokens are exactly the lowest-entropy ones (entropy computed here)
+    ent = _entropy(after2, pd.transformer.aux_decoders[1])
+    expected = ent.argsort(dim=1, stable=True)[:, :n_pause].sort(1).values
+    assert torch.equal(paused_idx, expected)
+    for i in range(b):
+        mask = torch.zeros(s, dtype=torch.bool)
+        mask[paused_idx[i]] = True
+        assert torch.equal(final[i, mask], after2[i, mask])  # in place, bit for bit
+        assert (final[i, ~mask] - after2[i, ~mask]).abs().amax(-1).min() > 0  # active ones moved
+
+
+@pytest.mark.parametrize("spec", ["1:0.5", "2:0.3,4:0.6", "5:0.9"])
+@torch.no_grad()
+def test_pausing_matches_update_all_then_restore_oracle(model, images, spec):
+    """Oracle: update every token each layer (values = all tokens), then put back the
+    paused tokens' old features; pause sets chosen by entropy computed here."""
+    pd = model.pixel_decoder
+    prep = _encoder_inputs(model, images)
+    b, s, _ = prep.src.shape
+    plan = PausePlan.parse(spec)
+    res = pd.encode(prep, exits=normalise_exits(None, b, 6), pause=plan, pause_mode="entropy",
+                    all_exits=None, collect_aux=False)
+    x = prep.src
+    active = torch.ones(b, s, dtype=torch.bool)
+    for l, layer in enumerate(pd.transformer.encoder.layers, start=1):
+        new = layer(x, prep.pos, prep.reference_points, x, prep.spatial_shapes, prep.level_start_index, None)
+        x = torch.where(active[..., None], new, x)
+        ratio = plan.ratio_after(l)
+        if ratio is not None:
+            ent = _entropy(x, pd.transformer.aux_decoders[l - 1]).masked_fill(~active, float("inf"))
+            n_active = int(active[0].sum())
+            n_pause = int(ratio * n_active + 1e-9)
+            lowest = ent.argsort(dim=1, stable=True)[:, :n_pause]
+            active = active.scatter(1, lowest, False)
+    _close(res.tokens, x)
+
+
+@torch.no_grad()
+def test_random_pause_mode(model, images):
+    plan = PausePlan(((3, 0.5),))
+    torch.manual_seed(5)
+    a = model(images, pause=plan, pause_mode="random")
+    torch.manual_seed(5)
+    b = model(images, pause=plan, pause_mode="random")
+    e = model(images, pause=plan, pause_mode="entropy")
+    s = int(a["token_shapes"].prod(1).sum())
+    assert a["paused"][0][2].shape == (4, s // 2)
+    assert torch.equal(a["paused"][0][2], b["paused"][0][2])
+    assert not torch.equal(a["paused"][0][2], e["paused"][0][2])
+    with pytest.raises(ValueError, match="pause_mode"):
+        model(images, pause=plan, pause_mode="lowest")
+
+
+@torch.no_grad()
+def test_pause_and_exits_together(model, images):
+    plan = PausePlan(((2, 0.5), (4, 0.5)))
+    exits = torch.tensor([3, 6, 2, 5])
+    out = model(images, exits=exits, pause=plan)
+    for i, k in enumerate(exits.tolist()):
+        alone = model(images[i : i + 1], exits=k, pause=plan)
+        _close(out["pred_masks"][i], alone["pred_masks"][0])
+    # the second stage sees only the images still in the encoder after layer 4
+    assert out["paused"][1][1].tolist() == [1, 3]
+
+
+@pytest.mark.parametrize("pause", [None, "2:0.5"])
+@torch.no_grad()
+def test_padding_equals_running_alone(model, pause):
+    torch.manual_seed(3)
+    sizes = [(64, 96), (96, 64), (32, 32)]
+    batch = torch.zeros(3, 3, 96, 96)
+    mask = torch.ones(3, 96, 96, dtype=torch.bool)
+    singles = []
+    for i, (h, w) in enumerate(sizes):
+        img = torch.randn(3, h, w)
+        singles.append(img)
+        batch[i, :, :h, :w] = img
+        mask[i, :h, :w] = False
+    plan = PausePlan.parse(pause)
+    exits = torch.tensor([6, 3, 4])
+    out = model(batch, mask, exits=exits, pause=plan)
+    for i, (h, w) in enumerate(sizes):
+        alone = model(singles[i][None], exits=int(exits[i]), pause=plan)
+        _close(out["gate_features"][i], alone["gate_features"][0])
+        if plan is None:  # pausing counts padded tokens, so it only matches without padding
+            _close(out["pred_logits"][i], alone["pred_logits"][0])
+            _close(out["pred_masks"][i, :, : h // 4, : w // 4], alone["pred_masks"][0])
+    if plan is not None:
+        # padded tokens are paused before any image token
+        (_, _, paused), = out["paused"]
+        token_mask = torch.cat([torch.nn.functional.interpolate(mask[:, None].float(), size=tuple(hw))[:, 0].flatten(1)
+                                for hw in out["token_shapes"].tolist()], 1).bool()
+        n_pad = token_mask.sum(1)
+        for i in range(3):
+            n = min(int(n_pad[i]), paused.shape[1])
+            assert bool(token_mask[i, paused[i]].sum() == n)
+
+
+@torch.no_grad()
+def test_gate_exits(model, images):
+    gate = Gate(in_channels=32, exits=(2, 4, 6))
+    torch.nn.init.normal_(gate.linear.weight, std=5.0)
+    model.set_gate(gate)
+    try:
+        out = model(images, exits="gate")
+        expected = torch.tensor(gate.exits)[gate(out["gate_features"]).argmax(-1)]
+        assert torch.equal(out["exit_plan"], expected)
+        ref = model(images, exits=expected)
+        _close(out["pred_masks"], ref["pred_masks"], atol=0)
+    finally:
+        model.set_gate(None)
+    with pytest.raises(ValueError, match="set_gate"):
+        model(images, exits="gate")
+    with pytest.raises(ValueError, match="does not fit"):
+        model.set_gate(Gate(in_channels=32, exits=(2, 7)))
+
+
+def test_bad_plans(model, images):
+    with pytest.raises(ValueError, match="exits must be in"):
+        model(images, exits=7)
+    with pytest.raises(ValueError, match="entries"):
+        model(images, exits=torch.tensor([2, 3]))
+    with pytest.raises(ValueError, match="below the encoder depth"):
+        model(images, pause=PausePlan(((6, 0.5),)))
+    with pytest.raises(ValueError, match="padding_mask"):
+        model(images, torch.zeros(4, 64, 64, dtype=torch.bool))
