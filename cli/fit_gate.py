@@ -42,7 +42,7 @@ def fit_gate(beta, K, loss, temperature, epochs, lr, batch_size, seed, run, quie
     from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
 
     if not math.isfinite(beta) or beta < 0:
-        raise click.BadParameter(f"{beta!r}: must be a finite number >= 0", param_hint="--beta")
+        raise click.BadParameter(f"{beta!r}: must be a finite number >= 0", param_hint="'--beta'")
     run_dir = RunDir(run)
     try:
         derived = run_dir.load_derived(check_parent=True)
@@ -51,7 +51,7 @@ def fit_gate(beta, K, loss, temperature, epochs, lr, batch_size, seed, run, quie
     try:
         K, temperature = resolve_settings(derived, beta=beta, K=K, loss=loss, temperature=temperature)
     except GateSettingError as exc:
-        raise click.BadParameter(str(exc), param_hint=f"--{exc.param}") from None
+        raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
 
     # Everything is validated: from here on the run directory is written.
     reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="fit-gate"))

@@ -58,7 +58,7 @@ class DeviceType(click.ParamType):
         return device
 
 
-def check_pause_depth(plan, depth: int, *, param_hint: str = "--pause") -> None:
+def check_pause_depth(plan, depth: int, *, param_hint: str = "'--pause'") -> None:
     """Raise ``click.BadParameter`` if ``plan`` pauses at or beyond the encoder's last layer."""
     if plan is None:
         return

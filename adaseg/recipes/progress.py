@@ -34,6 +34,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+LOG_WIDTH = 160
+
 
 def _jsonable(value: Any) -> Any:
     # JSON has no NaN/inf; a log line must never fail to serialise.
@@ -122,7 +124,12 @@ class Reporter:
     ):
         self.quiet = quiet or not enabled
         self.log = log if (log is not None and enabled) else None
-        self.console = console if console is not None else Console()
+        if console is None:
+            console = Console()
+            if not console.is_terminal:
+                # Off a terminal nothing reads the width: keep lines and tables whole in logs.
+                console = Console(width=max(console.width, LOG_WIDTH))
+        self.console = console
         self.every_s = every_s
         self.clock = clock
 
