@@ -320,9 +320,15 @@ def test_swin_shifted_window_attention_matches_naive_masked_attention():
     from adaseg.models.backbones.swin import SwinBlock
 
     blk = SwinBlock(dim=8, num_heads=2, window=4, shift=2, mlp_ratio=2.0, drop_path=0.0).eval()
-    x = torch.randn(1, 8, 8, 8)
+    batch = torch.randn(2, 8, 8, 8)
     with torch.no_grad():
-        got = blk._attention(x)
+        got = blk._attention(batch)
+    for i in range(2):
+        _check_one_shifted_image(blk, batch[i : i + 1], got[i : i + 1])
+
+
+def _check_one_shifted_image(blk, x, got):
+    with torch.no_grad():
         # Dense oracle: roll, then token a attends to b iff same window and same pre-roll region.
         xs = torch.roll(x, shifts=(-2, -2), dims=(1, 2)).reshape(64, 8)
         ys, xs_ = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")

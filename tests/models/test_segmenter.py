@@ -340,3 +340,18 @@ def test_segmenter_tiny_forward_at_default_size():
         out = m(torch.randn(1, 3, 128, 128), pause=PausePlan.parse("3:0.4,5:0.3"))
     assert out["sem_logits"].shape == (1, 8, 128, 128)
     assert [p.shape[1] for _, _, p in out["paused"]] == [102, 46]  # floor(.4*256), floor(.3*154)
+
+
+def test_paper_builder_loads_timm_vit_weights(tmp_path):
+    """A 224-px timm ViT-Ti checkpoint goes into the 512-px Segmenter encoder (positions resampled)."""
+    from safetensors.torch import save_file
+
+    src = segmenter_vit_ti(num_classes=3, img_size=224).encoder
+    sd = {k: v.clone() for k, v in src.state_dict().items()}
+    sd["head.weight"], sd["head.bias"] = torch.zeros(1000, 192), torch.zeros(1000)
+    path = tmp_path / "vit_tiny_patch16_224.safetensors"
+    save_file(sd, str(path))
+    m = segmenter_vit_ti(num_classes=3, backbone_weights=str(path))
+    assert m.encoder.pos_embed.shape == (1, 1 + 32 * 32, 192)
+    torch.testing.assert_close(m.encoder.blocks[5].attn.qkv.weight, src.blocks[5].attn.qkv.weight, rtol=0, atol=0)
+    torch.testing.assert_close(m.encoder.pos_embed[:, 0], src.pos_embed[:, 0], rtol=0, atol=0)

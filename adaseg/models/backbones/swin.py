@@ -21,6 +21,8 @@ are not timm keys: loading a timm checkpoint leaves them at their initial value 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,8 +56,19 @@ def _unpartition(windows: torch.Tensor, w: int, b: int, h: int, wd: int) -> torc
     return x.reshape(b, h, wd, c)
 
 
-def _shift_mask(hp: int, wp: int, window: int, shift: int, device) -> torch.Tensor:
-    """(nW, w*w, w*w) additive mask: -100 between tokens from different pre-shift regions."""
+@functools.lru_cache(maxsize=64)
+def _shift_mask(hp: int, wp: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
+    """(nW, w*w, w*w) additive mask: -100 between tokens from different pre-shift regions.
+
+    Cached: it depends only on the padded map size, so every block of a stage (and every
+    batch of the same size) reuses one constant tensor. Built outside inference mode so a
+    mask first made under ``torch.inference_mode()`` can still be used in training.
+    """
+    with torch.inference_mode(False):
+        return _build_shift_mask(hp, wp, window, shift, device)
+
+
+def _build_shift_mask(hp: int, wp: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
     region = torch.zeros(hp, wp, device=device)
     cuts = ((0, hp - window), (hp - window, hp - shift), (hp - shift, hp))
     cuts_w = ((0, wp - window), (wp - window, wp - shift), (wp - shift, wp))
@@ -86,16 +99,20 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B * nW, N, C) with N = window^2; mask: (nW, N, N) additive or None."""
         bw, n, c = x.shape
-        q, k, v = self.qkv(x).view(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, self.num_heads).permute(2, 0, 1)  # (heads, N, N)
         if mask is None:
-            attn_bias = bias.unsqueeze(0).expand(bw, -1, -1, -1)
+            qkv = self.qkv(x).view(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+            attn_bias = bias
         else:
+            # (B, nW, heads, N, d): the (nW, heads, N, N) bias broadcasts over images instead
+            # of being materialised once per window of every image.
             nw = mask.shape[0]
-            attn_bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).repeat(bw // nw, 1, 1, 1)
+            qkv = self.qkv(x).view(bw // nw, nw, n, 3, self.num_heads, c // self.num_heads).permute(3, 0, 1, 4, 2, 5)
+            attn_bias = bias.unsqueeze(0) + mask.unsqueeze(1)
+        q, k, v = qkv.unbind(0)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias.to(q.dtype))
-        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+        return self.proj(out.reshape(bw, self.num_heads, n, -1).transpose(1, 2).reshape(bw, n, c))
 
 
 class Mlp(nn.Module):
