@@ -127,16 +127,28 @@ class _Scope:
             self.flops += self.counter.get_total_flops() - self.start
 
 
+def _members(mods: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+    # Containers are never called themselves (ModuleList has no forward): use their children.
+    out = []
+    for mod in [mods] if isinstance(mods, nn.Module) else mods:
+        if isinstance(mod, (nn.ModuleList, nn.ModuleDict)):
+            out.extend(_members(list(mod.children())))
+        else:
+            out.append(mod)
+    return out
+
+
 class FlopCounter:
     """Counts FLOPs of calls, with named scopes.
 
     Args:
         scopes: ``{"encoder": module or [modules]}``; each scope's FLOPs are reported in
-            :attr:`FlopCount.scopes`.
+            :attr:`FlopCount.scopes`. A ``ModuleList``/``ModuleDict`` stands for its children
+            (containers are never called themselves).
     """
 
     def __init__(self, *, scopes: Mapping[str, nn.Module | Sequence[nn.Module]] | None = None):
-        self.scopes = {name: ([mods] if isinstance(mods, nn.Module) else list(mods)) for name, mods in (scopes or {}).items()}
+        self.scopes = {name: _members(mods) for name, mods in (scopes or {}).items()}
         self.formulas = custom_formulas()
 
     def count(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, FlopCount]:
