@@ -56,15 +56,16 @@ def load_cityscapes_split(root: str, split: str) -> tuple[DatasetMeta, list[Reco
     if got != expected:
         raise DataError(f"{json_path}: categories differ from cityscapesscripts' labels "
                         f"(expected {sorted(expected)} got {sorted(got)})")
-    images = {img["id"]: img for img in data["images"]}
+    images = {img["id"] for img in data["images"]}
     records = []
     for ann in data["annotations"]:
-        img = images.get(ann["image_id"])
-        if img is None:
+        if ann["image_id"] not in images:
             raise DataError(f"{json_path}: annotation {ann['file_name']} has no entry in 'images'")
+        # the converter's "file_name" for images reads <id>_gtFine_leftImg8bit.png, which is not
+        # the image's name; the image is <id>_leftImg8bit.png in leftImg8bit/S/<city>/
         city = str(ann["image_id"]).split("_")[0]
         records.append(Record(image_id=ann["image_id"],
-                              image_path=os.path.join(image_root, city, img["file_name"]),
+                              image_path=os.path.join(image_root, city, f"{ann['image_id']}_leftImg8bit.png"),
                               label_path=os.path.join(png_dir, ann["file_name"]),
                               segments=tuple(ann["segments_info"])))
     if not records:

@@ -54,17 +54,34 @@ def collate(batch: list[dict], *, size_divisibility: int = 32) -> dict:
     }
 
 
+def _reseed(dataset, seed: int) -> None:
+    # walk through wrappers such as torch.utils.data.Subset to the SegmentationDataset
+    while dataset is not None:
+        if hasattr(dataset, "reseed"):
+            dataset.reseed(seed)
+            return
+        dataset = getattr(dataset, "dataset", None)
+
+
+def _worker_init(_worker_id: int) -> None:
+    # torch seeds each worker with base_seed + worker_id, base_seed drawn from the loader's generator
+    info = torch.utils.data.get_worker_info()
+    _reseed(info.dataset, torch.initial_seed())
+
+
 def build_loader(dataset, *, batch_size: int, shuffle: bool, num_workers: int, seed: int, drop_last: bool = False,
                  sampler=None, size_divisibility: int = 32) -> DataLoader:
-    """A DataLoader with :func:`collate`, deterministic from ``seed`` (shuffling and, through
-    torch's per-worker seeding, the random transforms). ``sampler`` (e.g. a
-    DistributedSampler) excludes ``shuffle=True``."""
+    """A DataLoader with :func:`collate`, deterministic from ``seed``: shuffling, and the random
+    transforms (the dataset's generator is reseeded from ``seed`` here, and in each worker
+    from torch's per-worker seed). ``sampler`` (e.g. a DistributedSampler) excludes
+    ``shuffle=True``."""
     if sampler is not None and shuffle:
         raise ValueError("build_loader: pass shuffle=False with a sampler (the sampler shuffles)")
     if batch_size < 1 or num_workers < 0:
         raise ValueError(f"build_loader: need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
     generator = torch.Generator()
     generator.manual_seed(seed)
+    _reseed(dataset, seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -74,5 +91,6 @@ def build_loader(dataset, *, batch_size: int, shuffle: bool, num_workers: int, s
         collate_fn=functools.partial(collate, size_divisibility=size_divisibility),
         drop_last=drop_last,
         generator=generator,
+        worker_init_fn=_worker_init if num_workers > 0 else None,
         persistent_workers=num_workers > 0,
     )

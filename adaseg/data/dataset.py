@@ -57,8 +57,12 @@ class SegmentationDataset(Dataset):
     Args:
         meta: the dataset's :class:`DatasetMeta`.
         records: one :class:`Record` per image (non-empty).
-        transform: callable ``(image (3,H,W) float 0-255, ids (H,W) int64) -> same`` or None.
+        transform: callable ``(image (3,H,W) float 0-255, ids (H,W) int64, generator) -> same``
+            or None.
         source: where the records came from (used in error messages).
+
+    Random transforms draw from the dataset's own ``torch.Generator`` (:meth:`reseed`), so
+    a loader is deterministic from its seed with or without worker processes.
     """
 
     def __init__(self, *, meta: DatasetMeta, records: list[Record], transform=None, source: str = "") -> None:
@@ -68,6 +72,12 @@ class SegmentationDataset(Dataset):
         self.records = list(records)
         self.transform = transform
         self.source = source
+        self.generator = torch.Generator()
+        self.generator.manual_seed(0)
+
+    def reseed(self, seed: int) -> None:
+        """Seed the generator of the random transforms (build_loader and its workers call this)."""
+        self.generator.manual_seed(int(seed) % (2**63))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -76,7 +86,7 @@ class SegmentationDataset(Dataset):
     def difficulties(self) -> list[float | None]:
         return [r.difficulty for r in self.records]
 
-    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, bool]]]:
+    def load_raw(self, i: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, bool]]]:
         """-> image (H,W,3) uint8, ids (H,W) int64, [(segment id, contiguous label, iscrowd)]."""
         rec = self.records[i]
         image = read_image(rec.image_path)
@@ -109,12 +119,12 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         rec = self.records[i]
-        image_np, ids_np, segs = self._load(i)
+        image_np, ids_np, segs = self.load_raw(i)
         h0, w0 = ids_np.shape
         image = torch.from_numpy(np.ascontiguousarray(image_np)).permute(2, 0, 1).float()
         ids = torch.from_numpy(ids_np)
         if self.transform is not None:
-            image, ids = self.transform(image, ids)
+            image, ids = self.transform(image, ids, self.generator)
         masks, labels, semantic = targets_from_ids(ids, segs)
         return {
             "image": normalize(image),

@@ -42,19 +42,22 @@ class TrainTransform:
         if not (0 < self.min_scale <= self.max_scale):
             raise ValueError(f"need 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
 
-    def __call__(self, image: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """image (3, H, W) float 0-255, ids (H, W) int64 -> same kinds, (3, h, w) / (h, w)."""
+    def __call__(self, image: torch.Tensor, ids: torch.Tensor, generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image (3, H, W) float 0-255, ids (H, W) int64 -> same kinds, (3, h, w) / (h, w).
+        Random draws come from ``generator`` (torch's default generator when None)."""
+        g = generator
         h0, w0 = ids.shape
-        scale = self.min_scale + (self.max_scale - self.min_scale) * float(torch.rand(()))
+        scale = self.min_scale + (self.max_scale - self.min_scale) * float(torch.rand((), generator=g))
         s = scale * min(self.target[0] / h0, self.target[1] / w0)
         h1, w1 = max(1, round(h0 * s)), max(1, round(w0 * s))
         image, ids = resize(image, ids, (h1, w1))
         ch, cw = min(self.crop[0], h1), min(self.crop[1], w1)
-        top = int(torch.randint(0, h1 - ch + 1, ()))
-        left = int(torch.randint(0, w1 - cw + 1, ()))
+        top = int(torch.randint(0, h1 - ch + 1, (), generator=g))
+        left = int(torch.randint(0, w1 - cw + 1, (), generator=g))
         image = image[:, top:top + ch, left:left + cw]
         ids = ids[top:top + ch, left:left + cw]
-        if float(torch.rand(())) < self.flip_prob:
+        if float(torch.rand((), generator=g)) < self.flip_prob:
             image, ids = image.flip(-1), ids.flip(-1)
         return image.contiguous(), ids.contiguous()
 
@@ -67,7 +70,8 @@ class EvalTransform:
     short: int | None = None
     max_size: int | None = None
 
-    def __call__(self, image: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image: torch.Tensor, ids: torch.Tensor, generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.short is None:
             return image, ids
         h0, w0 = ids.shape

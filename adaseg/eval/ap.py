@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 
 import numpy as np
@@ -76,6 +77,20 @@ def instances_from_panoptic(gt_json, gt_folder: str) -> dict:
             entry.update(height=img["height"], width=img["width"])
         imgs.append(entry)
     return {"images": imgs, "annotations": anns, "categories": things}
+
+
+def load_results(path: str) -> list[dict]:
+    """A COCO results JSON (a list of dicts); DataError naming ``path`` otherwise."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: results file not found")
+    try:
+        with open(path) as f:
+            results = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: malformed JSON ({exc})") from None
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise DataError(f"{path}: expected a JSON list of COCO result objects")
+    return results
 
 
 def _coco(dataset: dict) -> COCO:
