@@ -37,6 +37,7 @@ transformer layers, including pausing's auxiliary decoders when they are its sub
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 from dataclasses import dataclass, field
@@ -108,6 +109,19 @@ class FlopCount:
         return self.total / 2e9
 
 
+@contextlib.contextmanager
+def _frozen(model: nn.Module | None):
+    # Parameters back to requires_grad=True afterwards, exactly those that had it.
+    params = [p for p in model.parameters() if p.requires_grad] if model is not None else []
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 class _Scope:
     # FLOPs counted between entering and leaving the outermost call of any member module.
     def __init__(self, counter: FlopCounterMode):
@@ -145,9 +159,20 @@ class FlopCounter:
         scopes: ``{"encoder": module or [modules]}``; each scope's FLOPs are reported in
             :attr:`FlopCount.scopes`. A ``ModuleList``/``ModuleDict`` stands for its children
             (containers are never called themselves).
+        model: the model the counted calls run. Its parameters are set to
+            ``requires_grad=False`` while counting (and restored): FlopCounterMode's module
+            tracker fails on inputs that require grad but have no autograd history, which is
+            what a view of a parameter taken under ``no_grad`` is (e.g. Mask2Former's query
+            embeddings passed to the decoder layers).
     """
 
-    def __init__(self, *, scopes: Mapping[str, nn.Module | Sequence[nn.Module]] | None = None):
+    def __init__(
+        self,
+        *,
+        model: nn.Module | None = None,
+        scopes: Mapping[str, nn.Module | Sequence[nn.Module]] | None = None,
+    ):
+        self.model = model
         self.scopes = {name: _members(mods) for name, mods in (scopes or {}).items()}
         self.formulas = custom_formulas()
 
@@ -162,7 +187,7 @@ class FlopCounter:
                 handles.append(mod.register_forward_pre_hook(trackers[name].enter))
                 handles.append(mod.register_forward_hook(trackers[name].leave, always_call=True))
         try:
-            with torch.no_grad(), mode:
+            with torch.no_grad(), _frozen(self.model), mode:
                 result = fn(*args, **kwargs)
         finally:
             for h in handles:
@@ -175,9 +200,13 @@ class FlopCounter:
         )
 
 
-def count_flops(fn: Callable[..., Any], *args: Any, scopes=None, **kwargs: Any) -> FlopCount:
-    """FLOPs of one call ``fn(*args, **kwargs)``; see :class:`FlopCounter`."""
-    return FlopCounter(scopes=scopes).count(fn, *args, **kwargs)[1]
+def count_flops(fn: Callable[..., Any], *args: Any, scopes=None, model: nn.Module | None = None,
+                **kwargs: Any) -> FlopCount:
+    """FLOPs of one call ``fn(*args, **kwargs)``; see :class:`FlopCounter` (``model``
+    defaults to ``fn`` when ``fn`` is a module)."""
+    if model is None and isinstance(fn, nn.Module):
+        model = fn
+    return FlopCounter(model=model, scopes=scopes).count(fn, *args, **kwargs)[1]
 
 
 @dataclass
@@ -215,6 +244,7 @@ def per_image_flops(
     forward_one: Callable[[int], Any],
     num_images: int,
     *,
+    model: nn.Module | None = None,
     scopes: Mapping[str, nn.Module | Sequence[nn.Module]] | None = None,
     on_image: Callable[[int, FlopCount], None] | None = None,
 ) -> FlopStats:
@@ -222,8 +252,9 @@ def per_image_flops(
 
     ``forward_one(i)`` runs the model on image ``i`` as a batch of one, with whatever the
     evaluation uses (gate, exit, pause plan), so each count is that image's own cost.
+    ``model``: see :class:`FlopCounter`.
     """
-    counter = FlopCounter(scopes=scopes)
+    counter = FlopCounter(model=model, scopes=scopes)
     counts = []
     for i in range(num_images):
         _, c = counter.count(forward_one, i)
