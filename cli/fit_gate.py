@@ -38,7 +38,7 @@ def fit_gate(beta, K, loss, temperature, epochs, lr, batch_size, seed, run, quie
     from adaseg.recipes.checkpoint import CheckpointError
     from adaseg.recipes.derived import DerivedDatasetError
     from adaseg.recipes.fit_gate import GateSettingError, fit_gate as fit, resolve_settings, save_gate
-    from adaseg.recipes.progress import JsonlLog, Reporter
+    from adaseg.recipes.progress import Reporter
     from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
 
     if not math.isfinite(beta) or beta < 0:
@@ -54,7 +54,7 @@ def fit_gate(beta, K, loss, temperature, epochs, lr, batch_size, seed, run, quie
         raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
 
     # Everything is validated: from here on the run directory is written.
-    reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="fit-gate"))
+    reporter = Reporter.for_run(run_dir, command="fit-gate", quiet=quiet or as_json)
     settings = dict(beta=beta, K=K, loss=loss, temperature=temperature, epochs=epochs, lr=lr,
                     batch_size=batch_size, seed=seed)
     reporter.event("start", run=str(run_dir.root), **settings)

@@ -133,6 +133,14 @@ class Reporter:
         self.every_s = every_s
         self.clock = clock
 
+    @classmethod
+    def for_run(cls, run_dir, *, command: str, quiet: bool = False, enabled: bool = True) -> "Reporter":
+        """The usual reporter of a command: console + ``run_dir``'s ``log.jsonl``.
+
+        ``run_dir`` is a :class:`adaseg.recipes.run_dir.RunDir`; ``enabled`` False on non-zero ranks.
+        """
+        return cls(quiet=quiet, log=JsonlLog(run_dir.log_path, command=command, enabled=enabled), enabled=enabled)
+
     @property
     def interactive(self) -> bool:
         return not self.quiet and self.console.is_terminal

@@ -111,3 +111,13 @@ def test_eta_unknown_before_progress(tmp_path):
     rep, _, _ = _reporter(tmp_path)
     with rep.progress(total=5, description="x") as p:
         assert p.speed == 0.0 and p.eta == math.inf and "eta ?" in p.line()
+
+
+def test_for_run_logs_into_the_run_directory(tmp_path):
+    from adaseg.recipes.run_dir import RunDir
+
+    run = RunDir(tmp_path / "r")
+    Reporter.for_run(run, command="derive", quiet=True).info("x")
+    Reporter.for_run(run, command="derive", enabled=False).info("y")  # rank 1: nothing
+    (event,) = [json.loads(line) for line in run.log_path.read_text().splitlines()]
+    assert event["command"] == "derive" and event["message"] == "x"
