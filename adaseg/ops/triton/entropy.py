@@ -144,8 +144,12 @@ def aux_entropy(
     if c == 0:
         raise ValueError("aux_entropy: the decoder has no classes (C = 0)")
     dot_dtype = _dot_dtype(x, weight)
-    # Follow PyTorch's own switch for float32 matmuls so the fused kernel and x @ W^T agree.
-    precision = "tf32" if (dot_dtype == tl.float32 and torch.backends.cuda.matmul.allow_tf32 and not INTERPRET) else "ieee"
+    # float32 products follow PyTorch's own switch, so the fused kernel and x @ W^T agree;
+    # half-precision dots always run on tensor cores ("tf32" is triton's default there).
+    if dot_dtype == tl.float32 and (INTERPRET or not torch.backends.cuda.matmul.allow_tf32):
+        precision = "ieee"
+    else:
+        precision = "tf32"
     args = (x, weight, bias, h, n_rows, n, c, d, *x.stride(), *weight.stride(), bias.stride(0))
     fixed = (block_m, block_c, block_d) != (None, None, None)
     if fixed or INTERPRET:

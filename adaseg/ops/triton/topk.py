@@ -59,11 +59,12 @@ def _compact_kernel(
     blk = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     start = blk * BLOCK_I
-    # Kept tokens before this block (whole blocks, all in range).
-    base = 0
+    # Kept tokens before this block (whole blocks, all in range). The count is carried as a
+    # tensor: the compiler cannot carry a Python int (a constexpr) through a loop.
+    before = tl.zeros((BLOCK_I,), tl.int32)
     for j0 in range(0, start, BLOCK_I):
-        f = tl.load(flag_ptr + b * N + j0 + tl.arange(0, BLOCK_I))
-        base += tl.sum(f.to(tl.int32), axis=0)
+        before += tl.load(flag_ptr + b * N + j0 + tl.arange(0, BLOCK_I)).to(tl.int32)
+    base = tl.sum(before, axis=0)
     i = start + tl.arange(0, BLOCK_I)
     i_ok = i < N
     f = tl.load(flag_ptr + b * N + i, mask=i_ok, other=0).to(tl.int32)
