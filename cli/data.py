@@ -45,9 +45,6 @@ def synth(out: str, n_train: int, n_val: int, size: int, seed: int, workers: int
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Check only the first N images per split.")
 def check(spec: str, splits: tuple[str, ...], limit: int | None) -> None:
     """Validate dataset SPEC file by file; exit 1 when any problem is found."""
-    from rich.console import Console
-    from rich.table import Table
-
     from adaseg.data.check import check_dataset
     from adaseg.data.panoptic_io import DataError
 
@@ -55,19 +52,14 @@ def check(spec: str, splits: tuple[str, ...], limit: int | None) -> None:
         reports = check_dataset(spec, splits or ("train", "val"), limit=limit)
     except DataError as exc:
         raise _data_error(exc) from None
-    console = Console()
     total = 0
     for rep in reports:
         total += len(rep.problems)
-        if not rep.problems:
-            console.print(f"[green]{spec} {rep.split}: {rep.checked}/{rep.num_images} images checked, no problems")
-            continue
-        table = Table(title=f"{spec} {rep.split}: {len(rep.problems)} problem(s) in {rep.checked} images checked")
-        table.add_column("file")
-        table.add_column("problem")
+        status = "no problems" if not rep.problems else f"{len(rep.problems)} problem(s)"
+        click.echo(f"{spec} {rep.split}: {rep.checked}/{rep.num_images} images checked, {status}")
         for p in rep.problems:
-            table.add_row(p.file, p.message)
-        console.print(table)
+            # one line per problem; the message starts with the file it is about
+            click.echo(f"  {p.message}")
     if total:
         raise click.ClickException(f"{total} problem(s) found in {spec}")
 

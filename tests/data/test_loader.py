@@ -30,7 +30,7 @@ def test_synthetic_sample_contract(synth_root):
         assert s["semantic"].dtype == torch.int64 and s["orig_size"] == (64, 64)
         assert 0.0 <= s["difficulty"] <= 1.0
         # image is the PNG, normalised
-        png = np.asarray(Image.open(os.path.join(synth_root, "val", s["file_name"])))
+        png = np.array(Image.open(os.path.join(synth_root, "val", s["file_name"])))
         assert torch.allclose(denormalize(s["image"]), torch.from_numpy(png).permute(2, 0, 1).float(), atol=1e-3)
         # masks are disjoint and agree with the semantic map
         assert s["masks"].sum(0).max() <= 1
