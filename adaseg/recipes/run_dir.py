@@ -158,6 +158,20 @@ class RunDir:
     def write_report(self, name: str, report: dict[str, Any]) -> Path:
         return atomic_write_json(self.report_path(name), report)
 
+    def save_parent(self, state_dict, *, config: dict[str, Any], extra: dict[str, Any] | None = None):
+        """Write the parent checkpoint (kind ``"parent"``) atomically; returns its metadata."""
+        from adaseg.recipes.checkpoint import save_checkpoint
+
+        return save_checkpoint(self.parent_path, state_dict, kind="parent", config=config, extra=extra)
+
+    def load_parent_into(self, model):
+        """Load the parent checkpoint into ``model`` (strict; a clear error names the first
+        mismatched keys/shapes when ``model`` is another architecture); returns its metadata."""
+        from adaseg.recipes.checkpoint import load_into
+
+        self.require("parent")
+        return load_into(model, self.parent_path)
+
     def parent_fingerprint(self) -> str:
         """The fingerprint recorded in the parent checkpoint (header only, fast)."""
         from adaseg.recipes.checkpoint import read_checkpoint_meta

@@ -61,3 +61,21 @@ def test_derived_from_another_parent_is_refused(make_run):
     with pytest.raises(RunDirError, match=r"was derived from parent .* run `adaseg derive --run .*` again"):
         run.load_derived()
     run.load_derived(check_parent=False)
+
+
+def test_parent_save_and_load(tmp_path):
+    from torch import nn
+
+    from adaseg.recipes.checkpoint import CheckpointError
+
+    run = RunDir(tmp_path / "r")
+    with pytest.raises(MissingStepError, match="train-parent"):
+        run.load_parent_into(nn.Linear(2, 2))
+    src = nn.Linear(2, 3)
+    meta = run.save_parent(src.state_dict(), config={"model": "toy"})
+    assert meta.kind == "parent" and run.parent_fingerprint() == meta.fingerprint
+    dst = nn.Linear(2, 3)
+    assert run.load_parent_into(dst).config == {"model": "toy"}
+    assert torch.equal(dst.weight, src.weight)
+    with pytest.raises(CheckpointError, match=r"weight \(3, 2\) vs \(4, 2\)"):
+        run.load_parent_into(nn.Linear(2, 4))
