@@ -74,13 +74,17 @@ def _aux_entropy_kernel(
 
 
 # On a GPU the best tile depends on (C, D) and the device; tune once per (C, D, dtypes).
-# Configs keep every tl.dot dimension >= 16 (tensor-core minimum).
+# Two regimes: small class blocks (little padding of C, but the token tile is re-read from
+# L2 once per class block) and one class block covering C <= 256 (tokens read once, padded
+# classes multiplied for nothing). Every tl.dot dimension stays >= 16 (tensor cores).
 _CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_C": bc, "BLOCK_D": bd}, num_warps=w, num_stages=st)
     for bm, bc, bd, w, st in [
         (64, 16, 128, 4, 3),
         (64, 32, 64, 4, 3),
         (64, 64, 64, 4, 3),
+        (64, 128, 64, 4, 3),
+        (64, 256, 64, 8, 3),
         (128, 16, 128, 4, 3),
         (128, 32, 64, 4, 3),
         (128, 64, 64, 8, 3),
@@ -88,7 +92,19 @@ _CONFIGS = [
         (256, 32, 64, 8, 3),
     ]
 ]
-_aux_entropy_tuned = triton.autotune(configs=_CONFIGS, key=["C", "D"])(_aux_entropy_kernel)
+
+
+def _prune(configs, named_args, **_):
+    """Drop tiles wider than the problem (a 256-class block for Cityscapes' 19 classes)."""
+    c_cap = pow2_at_least(named_args["C"])
+    d_cap = pow2_at_least(named_args["D"])
+    kept = [cfg for cfg in configs if cfg.kwargs["BLOCK_C"] <= c_cap and cfg.kwargs["BLOCK_D"] <= d_cap]
+    return kept or configs[:1]
+
+
+_aux_entropy_tuned = triton.autotune(configs=_CONFIGS, key=["C", "D"], prune_configs_by={"early_config_prune": _prune})(
+    _aux_entropy_kernel
+)
 
 
 def _dot_dtype(x: torch.Tensor, weight: torch.Tensor):
