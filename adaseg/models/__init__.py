@@ -1,0 +1,9 @@
+"""adaseg models: backbones, Mask2Former, Segmenter, gate, weight import."""
+
+
+def from_hf_mask2former(path_or_dir, **kwargs):
+    """Build an adaseg Mask2Former from a HF transformers checkpoint directory; see
+    :func:`adaseg.models.hf_import.from_hf_mask2former` (imported here lazily)."""
+    from adaseg.models.hf_import import from_hf_mask2former as _load
+
+    return _load(path_or_dir, **kwargs)

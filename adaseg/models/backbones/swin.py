@@ -146,10 +146,12 @@ class DropPath(nn.Module):
 class SwinBlock(nn.Module):
     """(S)W-MSA + MLP on a (B, H, W, C) map; ``shift`` is window // 2 for odd blocks."""
 
-    def __init__(self, *, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float, drop_path: float) -> None:
+    def __init__(self, *, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float, drop_path: float,
+                 always_shift: bool = False) -> None:
         super().__init__()
         self.window = window
         self.shift = shift
+        self.always_shift = always_shift
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim=dim, num_heads=num_heads, window=window)
         self.drop_path1 = DropPath(drop_path)
@@ -160,8 +162,9 @@ class SwinBlock(nn.Module):
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
         win = self.window
-        # A map no larger than one window gains nothing from shifting (timm and HF agree).
-        shift = self.shift if min(h, w) > win else 0
+        # timm skips the shift on a map no larger than one window; the segmentation Swin of the
+        # original Mask2Former (and HF's SwinBackbone, always_partition=True) always shifts.
+        shift = self.shift if (self.always_shift or min(h, w) > win) else 0
         pad_h, pad_w = (-h) % win, (-w) % win
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         hp, wp = h + pad_h, w + pad_w
@@ -204,13 +207,13 @@ class SwinStage(nn.Module):
     """``downsample`` (stage >= 1) then ``blocks``: timm's current stage layout."""
 
     def __init__(self, *, dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float,
-                 drop_paths: list[float], downsample: bool) -> None:
+                 drop_paths: list[float], downsample: bool, always_shift: bool = False) -> None:
         super().__init__()
         in_dim = dim // 2 if downsample else dim
         self.downsample = PatchMerging(dim=in_dim) if downsample else nn.Identity()
         self.blocks = nn.Sequential(*[
             SwinBlock(dim=dim, num_heads=num_heads, window=window, shift=0 if j % 2 == 0 else window // 2,
-                      mlp_ratio=mlp_ratio, drop_path=drop_paths[j])
+                      mlp_ratio=mlp_ratio, drop_path=drop_paths[j], always_shift=always_shift)
             for j in range(depth)
         ])
 
@@ -246,6 +249,8 @@ class SwinTransformer(nn.Module):
         mlp_ratio: MLP hidden / dim.
         drop_path_rate: stochastic depth, linearly increasing over all blocks.
         out_norms: LayerNorm each of ``s2..s4`` (``s1`` always uses the final ``norm``).
+        always_shift: shift odd blocks even on maps no larger than one window (the original
+            Mask2Former / HF SwinBackbone behaviour; timm's, the default, does not).
 
     ``forward(x)``: (B, 3, H, W) -> dict ``s1..s4`` of (B, channels[k], ceil(H/stride), ...).
     """
@@ -264,6 +269,7 @@ class SwinTransformer(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
         out_norms: bool = True,
+        always_shift: bool = False,
     ) -> None:
         super().__init__()
         if len(depths) != 4 or len(num_heads) != 4:
@@ -274,7 +280,8 @@ class SwinTransformer(nn.Module):
         stages, start = [], 0
         for i in range(4):
             stages.append(SwinStage(dim=dims[i], depth=depths[i], num_heads=num_heads[i], window=window,
-                                    mlp_ratio=mlp_ratio, drop_paths=rates[start:start + depths[i]], downsample=i > 0))
+                                    mlp_ratio=mlp_ratio, drop_paths=rates[start:start + depths[i]], downsample=i > 0,
+                                    always_shift=always_shift))
             start += depths[i]
         self.layers = nn.Sequential(*stages)
         self.norm = nn.LayerNorm(dims[3])
