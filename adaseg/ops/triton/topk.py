@@ -93,13 +93,15 @@ def keep_flags(entropy: torch.Tensor, n_keep: int, *, method: str = "auto", bloc
     b, n = entropy.shape
     if method == "auto":
         method = "count" if n <= COUNT_MAX_N else "sort"
-    flags = torch.zeros((b, n), dtype=torch.int8, device=entropy.device)
     if method == "sort":
         order = torch.sort(entropy, dim=1, descending=True, stable=True).indices
-        flags.scatter_(1, order[:, :n_keep], 1)
-        return flags
+        flags = torch.zeros((b, n), dtype=torch.int8, device=entropy.device)
+        return flags.scatter_(1, order[:, :n_keep], 1)
     if method != "count":
         raise ValueError(f"keep_flags: method must be auto, count or sort, got {method!r}")
+    flags = torch.empty((b, n), dtype=torch.int8, device=entropy.device)  # every entry is written
+    if b == 0 or n == 0:
+        return flags
     bi = block_i or (64 if INTERPRET else 128)
     bj = block_j or (pow2_at_least(n, hi=1024) if INTERPRET else 128)
     _keep_flags_kernel[(triton.cdiv(n, bi), b)](entropy, flags, n, n_keep, *entropy.stride(), BLOCK_I=bi, BLOCK_J=bj)
