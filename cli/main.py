@@ -31,6 +31,7 @@ def _register() -> None:
     from adaseg.cli.fit_gate import fit_gate; main.add_command(fit_gate)  # noqa: E702
     from adaseg.cli.data import data; main.add_command(data)  # noqa: E702
     from adaseg.cli.score import score; main.add_command(score)  # noqa: E702
+    from adaseg.cli.import_weights import import_weights; main.add_command(import_weights)  # noqa: E702
 
 
 _register()
