@@ -113,7 +113,7 @@ setup(
         "cityscapesscripts>=2.2.4",
         "triton>=3.0; platform_system == 'Linux'",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "transformers>=4.40"]},
     entry_points={"console_scripts": ["adaseg = adaseg.cli.main:main"]},
     **_extension_setup(),
 )
