@@ -15,6 +15,9 @@ def _register() -> None:
     from adaseg.cli.bench_pause import pause
 
     bench.add_command(pause)
+    from adaseg.cli.bench_op import op
+
+    bench.add_command(op)
 
 
 _register()
