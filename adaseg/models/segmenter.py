@@ -32,6 +32,8 @@ Output dict keys:
   training mode for PAUMER's auxiliary loss (weight 0.1, ``model.build_criterion()``).
 * ``paused``: list of (layer, rows (b,), paused patch positions (b, m)) per pause stage.
 * ``token_shapes``: (1, 2) int64 patch grid (h, w); ``input_size``: (H, W); ``padding_mask``.
+
+Images larger than the training crop: :func:`segmenter_inference_sliding` (re-exported here).
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ from adaseg.models.backbones.vit import VisionTransformer
 from adaseg.models.gate import Gate
 from adaseg.models.mask2former.encoder import AuxRecord
 from adaseg.models.segmenter_decoder import MaskTransformer
+from adaseg.models.segmenter_sliding import segmenter_inference_sliding
 from adaseg.ops import pausing
 
-__all__ = ["Segmenter", "SegmenterEmbedding", "SegmenterEncoding", "token_validity"]
+__all__ = ["Segmenter", "SegmenterEmbedding", "SegmenterEncoding", "segmenter_inference_sliding", "token_validity"]
 
 
 @dataclass
