@@ -39,7 +39,7 @@ def build(cc, fn, types, consts, **opts):
 ent = lambda dt: {"x_ptr": "*" + dt, "w_ptr": "*" + dt, "b_ptr": "*fp32", "h_ptr": "*fp32"}
 blocks = {"BLOCK_M": 128, "BLOCK_C": 32, "BLOCK_D": 64}
 build(90, entropy._aux_entropy_kernel, ent("bf16"), dict(blocks, DOT_DTYPE=tl.bfloat16, DOT_PRECISION="tf32"), num_warps=4, num_stages=3)
-build(90, entropy._aux_entropy_kernel, ent("fp32"), dict(blocks, DOT_DTYPE=tl.float32, DOT_PRECISION="ieee"), num_warps=4, num_stages=3)
+build(90, entropy._aux_entropy_kernel, ent("fp32"), dict(blocks, DOT_DTYPE=tl.float32, DOT_PRECISION="tf32x3"), num_warps=4, num_stages=3)
 build(80, entropy._aux_entropy_kernel, ent("fp16"), dict(blocks, DOT_DTYPE=tl.float16, DOT_PRECISION="tf32"), num_warps=4, num_stages=3)
 build(90, topk._keep_flags_kernel, {"h_ptr": "*fp32", "flag_ptr": "*i8"}, {"BLOCK_I": 128, "BLOCK_J": 128})
 build(90, topk._compact_kernel, {"flag_ptr": "*i8", "x_ptr": "*bf16", "keep_ptr": "*i64", "pause_ptr": "*i64", "kept_ptr": "*bf16"},

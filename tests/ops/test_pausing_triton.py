@@ -263,3 +263,11 @@ def test_interpreter_flag_matches_environment():
     # The kernels were decorated under the conftest's TRITON_INTERPRET; the flag must agree,
     # since the dispatcher decides CPU support from it.
     assert _common.INTERPRET == (os.environ.get("TRITON_INTERPRET") == "1")
+
+
+@pytest.mark.parametrize("c,d,widest_c", [(19, 192, 32), (150, 384, 256), (133, 256, 256), (5, 8, 16)])
+def test_autotune_prune_keeps_tiles_within_the_problem(c, d, widest_c):
+    kept = tr_entropy._prune(tr_entropy._CONFIGS, {"C": c, "D": d})
+    assert kept and max(cfg.kwargs["BLOCK_C"] for cfg in kept) == widest_c
+    if d >= 16:
+        assert all(cfg.kwargs["BLOCK_D"] <= triton.next_power_of_2(d) for cfg in kept)

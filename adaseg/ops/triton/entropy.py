@@ -160,12 +160,18 @@ def aux_entropy(
     if c == 0:
         raise ValueError("aux_entropy: the decoder has no classes (C = 0)")
     dot_dtype = _dot_dtype(x, weight)
-    # float32 products follow PyTorch's own switch, so the fused kernel and x @ W^T agree;
-    # half-precision dots always run on tensor cores ("tf32" is triton's default there).
-    if dot_dtype == tl.float32 and (INTERPRET or not torch.backends.cuda.matmul.allow_tf32):
+    # float32 dots follow PyTorch's switch: with TF32 allowed, plain "tf32"; otherwise
+    # "tf32x3" (three TF32 products per term: float32-level accuracy, still on tensor cores,
+    # where "ieee" would fall back to FMA units and make the kernel compute-bound). The
+    # interpreter multiplies in numpy float32 ("ieee"). Half dots always use tensor cores.
+    if dot_dtype != tl.float32:
+        precision = "tf32"  # triton's default; irrelevant for fp16/bf16 operands
+    elif INTERPRET:
         precision = "ieee"
-    else:
+    elif torch.backends.cuda.matmul.allow_tf32:
         precision = "tf32"
+    else:
+        precision = "tf32x3"
     args = (x, weight, bias, h, n_rows, n, c, d, *x.stride(), *weight.stride(), bias.stride(0))
     fixed = (block_m, block_c, block_d) != (None, None, None)
     if fixed or INTERPRET:
