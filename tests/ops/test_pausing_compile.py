@@ -43,7 +43,7 @@ build(90, entropy._aux_entropy_kernel, ent("fp32"), dict(blocks, DOT_DTYPE=tl.fl
 build(80, entropy._aux_entropy_kernel, ent("fp16"), dict(blocks, DOT_DTYPE=tl.float16, DOT_PRECISION="tf32"), num_warps=4, num_stages=3)
 build(90, topk._keep_flags_kernel, {"h_ptr": "*fp32", "flag_ptr": "*i8"}, {"BLOCK_I": 128, "BLOCK_J": 128})
 build(90, topk._compact_kernel, {"flag_ptr": "*i8", "x_ptr": "*bf16", "keep_ptr": "*i64", "pause_ptr": "*i64", "kept_ptr": "*bf16"},
-      {"BLOCK_I": 32, "BLOCK_D": 128})
+      {"BLOCK_I": 32, "BLOCK_D": 128, "PREFIX": 1024})
 mv = lambda dt: {"src_ptr": "*" + dt, "dst_ptr": "*" + dt, "src_idx_ptr": "*i64", "dst_idx_ptr": "*i64"}
 for dt, flags in [("bf16", (True, True, True)), ("fp32", (False, False, True)), ("i1", (True, True, False))]:
     build(90, rows._move_rows_kernel, mv(dt), dict(zip(("HAS_SRC", "HAS_SRC_IDX", "HAS_DST_IDX"), flags), BLOCK_R=32, BLOCK_D=128))

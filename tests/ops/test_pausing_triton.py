@@ -151,9 +151,12 @@ def test_topk_keep_small_blocks_and_strided_tokens():
     b, n, d = 2, 75, 40
     x = torch.randn(b, d, n, generator=_gen(11)).to(DEVICE).transpose(1, 2)
     h = _entropy_values(b, n, "ties", seed=12)
-    got = tr_topk.topk_keep_forward(x, h, 31, block_i=16, block_d=16)
-    for g, w in zip(got, reference.topk_keep(x, h, 31)):
-        assert torch.equal(g, w)
+    want = reference.topk_keep(x, h, 31)
+    # block_prefix 16 < 48: the kept-before count of later blocks takes several masked steps
+    for prefix in (16, 32, None):
+        got = tr_topk.topk_keep_forward(x, h, 31, block_i=16, block_d=16, block_prefix=prefix)
+        for g, w in zip(got, want):
+            assert torch.equal(g, w)
 
 
 def test_topk_keep_rejects_bad_n_keep():

@@ -18,6 +18,8 @@ Two kernels, one read of the kept tokens:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -54,16 +56,17 @@ def _compact_kernel(
     flag_ptr, x_ptr, keep_ptr, pause_ptr, kept_ptr,
     N, D, n_keep, n_pause,
     sxb, sxn, sxd,
-    BLOCK_I: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_I: tl.constexpr, BLOCK_D: tl.constexpr, PREFIX: tl.constexpr,
 ):
     blk = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     start = blk * BLOCK_I
-    # Kept tokens before this block (whole blocks, all in range). The count is carried as a
-    # tensor: the compiler cannot carry a Python int (a constexpr) through a loop.
-    before = tl.zeros((BLOCK_I,), tl.int32)
-    for j0 in range(0, start, BLOCK_I):
-        before += tl.load(flag_ptr + b * N + j0 + tl.arange(0, BLOCK_I)).to(tl.int32)
+    # Kept tokens before this block, PREFIX flags per step (a few wide loads, not one per
+    # earlier block). Carried as a tensor: a Python int would be a constexpr in the loop.
+    before = tl.zeros((PREFIX,), tl.int32)
+    for j0 in range(0, start, PREFIX):
+        j = j0 + tl.arange(0, PREFIX)
+        before += tl.load(flag_ptr + b * N + j, mask=j < start, other=0).to(tl.int32)
     base = tl.sum(before, axis=0)
     i = start + tl.arange(0, BLOCK_I)
     i_ok = i < N
@@ -84,6 +87,11 @@ def _compact_kernel(
         tl.store(kept_rows[:, None] + ds[None, :], v, mask=ok)
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def keep_flags(entropy: torch.Tensor, n_keep: int, *, method: str = "auto", block_i: int | None = None, block_j: int | None = None) -> torch.Tensor:
     """(B, N) entropy -> (B, N) int8, 1 for the n_keep highest (ties: lower index), else 0.
 
@@ -102,15 +110,22 @@ def keep_flags(entropy: torch.Tensor, n_keep: int, *, method: str = "auto", bloc
     flags = torch.empty((b, n), dtype=torch.int8, device=entropy.device)  # every entry is written
     if b == 0 or n == 0:
         return flags
-    bi = block_i or (64 if INTERPRET else 128)
-    bj = block_j or (pow2_at_least(n, hi=1024) if INTERPRET else 128)
+    if INTERPRET:
+        bi, bj = block_i or 64, block_j or pow2_at_least(n, hi=1024)
+    else:
+        # Spread small batches (Mask2Former: B=2, N~5k) over the SMs: shrink the token block
+        # until the grid has about two programs per SM.
+        bj = block_j or 128
+        bi = block_i or next(
+            (blk for blk in (128, 64, 32) if b * triton.cdiv(n, blk) >= 2 * _sm_count(entropy.device)), 32
+        )
     _keep_flags_kernel[(triton.cdiv(n, bi), b)](entropy, flags, n, n_keep, *entropy.stride(), BLOCK_I=bi, BLOCK_J=bj)
     return flags
 
 
 def topk_keep_forward(
     x: torch.Tensor, entropy: torch.Tensor, n_keep: int, *, method: str = "auto",
-    block_i: int | None = None, block_d: int | None = None,
+    block_i: int | None = None, block_d: int | None = None, block_prefix: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """keep_idx (B, n_keep), pause_idx (B, n - n_keep) int64 ascending, kept (B, n_keep, D); no autograd."""
     b, n, d = x.shape
@@ -122,8 +137,9 @@ def topk_keep_forward(
         return keep_idx, pause_idx, kept
     bi = block_i or (64 if INTERPRET else 32)
     bd = block_d or pow2_at_least(d, hi=256 if INTERPRET else 128)
+    prefix = block_prefix or max(bi, min(1024, pow2_at_least(n)))
     _compact_kernel[(triton.cdiv(n, bi), b)](
-        flags, x, keep_idx, pause_idx, kept, n, d, n_keep, n - n_keep, *x.stride(), BLOCK_I=bi, BLOCK_D=bd
+        flags, x, keep_idx, pause_idx, kept, n, d, n_keep, n - n_keep, *x.stride(), BLOCK_I=bi, BLOCK_D=bd, PREFIX=prefix
     )
     return keep_idx, pause_idx, kept
 
