@@ -184,3 +184,24 @@ def test_ade20k_semantic(tmp_path):
     assert sorted(s["labels"].tolist()) == [0, 149]
     ids, segs = ds.panoptic_gt(0)
     assert {x["category_id"] for x in segs} == {1, 150} and all(x["iscrowd"] == 0 for x in segs)
+
+
+@pytest.mark.parametrize("shape,target,crop,scale", [((48, 64), (48, 64), (40, 40), (0.5, 0.5)),
+                                                     ((30, 90), (64, 64), (32, 48), (1.0, 1.0)),
+                                                     ((100, 50), (100, 100), (100, 100), (2.0, 2.0))])
+def test_train_transform_output_size(shape, target, crop, scale):
+    h, w = shape
+    s = scale[0] * min(target[0] / h, target[1] / w)
+    expect = (min(crop[0], round(h * s)), min(crop[1], round(w * s)))
+    tf = TrainTransform(target=target, crop=crop, min_scale=scale[0], max_scale=scale[1], flip_prob=0.0)
+    img, ids = tf(torch.zeros(3, h, w), torch.zeros(h, w, dtype=torch.int64), torch.Generator().manual_seed(0))
+    assert tuple(ids.shape) == expect and tuple(img.shape[1:]) == expect
+
+
+def test_eval_transform_shorter_side_and_cap():
+    from adaseg.data.transforms import EvalTransform
+
+    img, ids = EvalTransform(short=800, max_size=1333)(torch.zeros(3, 480, 640), torch.zeros(480, 640, dtype=torch.int64))
+    assert tuple(ids.shape) == (800, 1067) and img.shape[1:] == ids.shape
+    _, ids = EvalTransform(short=800, max_size=1333)(torch.zeros(3, 100, 400), torch.zeros(100, 400, dtype=torch.int64))
+    assert tuple(ids.shape) == (333, 1333)
