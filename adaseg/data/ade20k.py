@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 from adaseg.data.dataset import Record
-from adaseg.data.meta import Category, DatasetMeta, _fallback_color
+from adaseg.data.meta import Category, DatasetMeta, fallback_color
 from adaseg.data.panoptic_io import DataError
 
 NUM_CLASSES = 150
@@ -31,7 +31,7 @@ def ade20k_meta(root: str) -> DatasetMeta:
         if os.path.isfile(path):
             names.update(_read_object_info(path))
             break
-    cats = tuple(Category(id=k, name=names[k], isthing=False, color=_fallback_color(k))
+    cats = tuple(Category(id=k, name=names[k], isthing=False, color=fallback_color(k))
                  for k in range(1, NUM_CLASSES + 1))
     return DatasetMeta(name="ade20k", task="semantic", categories=cats)
 

@@ -98,13 +98,13 @@ class DatasetMeta:
         """Build from COCO-panoptic ``categories`` entries (any order; sorted here)."""
         cats = []
         for c in sorted(categories, key=lambda c: int(c["id"])):
-            color = tuple(int(v) for v in c.get("color", _fallback_color(int(c["id"]))))
+            color = tuple(int(v) for v in c.get("color", fallback_color(int(c["id"]))))
             cats.append(Category(id=int(c["id"]), name=str(c["name"]), isthing=bool(c.get("isthing", 0)),
                                  color=color))  # type: ignore[arg-type]
         return cls(name=name, task=task, categories=tuple(cats))
 
 
-def _fallback_color(category_id: int) -> tuple[int, int, int]:
+def fallback_color(category_id: int) -> tuple[int, int, int]:
     # Deterministic, well-spread colours for datasets whose JSON carries none.
     h = (category_id * 2654435761) & 0xFFFFFF
     return (h & 255, (h >> 8) & 255, (h >> 16) & 255)

@@ -311,9 +311,18 @@ def pq_compute_per_image(gt_json, pred_json, gt_folder: str, pred_folder: str, *
     return [g["image_id"] for g, _ in pairs], per_image, cats
 
 
-def pq_compute(gt_json, pred_json, gt_folder: str, pred_folder: str, *, num_workers: int = 0) -> dict:
+def pq_compute(gt_json, pred_json, gt_folder: str | None = None, pred_folder: str | None = None, *,
+               num_workers: int = 0) -> dict:
     """Dataset PQ with panopticapi's semantics and result structure (see module docstring):
-    {'All', 'Things', 'Stuff': {pq, sq, rq, n}, 'per_class': {category_id: {pq, sq, rq}}}."""
+    {'All', 'Things', 'Stuff': {pq, sq, rq, n}, 'per_class': {category_id: {pq, sq, rq}}}.
+
+    As in panopticapi, a folder left out is the JSON path without ``.json``.
+    """
+    if gt_folder is None or pred_folder is None:
+        if not (isinstance(gt_json, str) and isinstance(pred_json, str)):
+            raise ValueError("pq_compute: give gt_folder and pred_folder when passing loaded JSON dicts")
+        gt_folder = gt_folder if gt_folder is not None else os.path.splitext(gt_json)[0]
+        pred_folder = pred_folder if pred_folder is not None else os.path.splitext(pred_json)[0]
     _, per_image, cats = pq_compute_per_image(gt_json, pred_json, gt_folder, pred_folder, num_workers=num_workers)
     total = PQStats()
     for s in per_image:

@@ -48,6 +48,7 @@ def test_dataset_pq_matches_evaluate_panoptic(tmp_path, seed):
     _assert_close(ours, ref)
     ours_mp = pq_compute(gt_json, pred_json, gt_dir, pred_dir, num_workers=2)
     _assert_close(ours_mp, ref)
+    _assert_close(pq_compute(gt_json, pred_json), ref)  # folders default to the JSON paths minus .json
 
 
 @pytest.mark.parametrize("seed", [3, 4])
