@@ -129,3 +129,19 @@ def test_synth_info_check_speed(tmp_path):
     assert res.exit_code == 0 and "images/s" in res.output, res.output
     res = runner.invoke(main, ["data", "synth", "--out", str(tmp_path / "t"), "--size", "8"])
     assert res.exit_code == 2 and not os.path.exists(tmp_path / "t")
+
+
+@pytest.mark.parametrize("problem", ["missing_label", "bad_value", "no_images"])
+def test_ade20k_bad_input(tmp_path, problem):
+    for sub in ("images/validation", "annotations/validation"):
+        (tmp_path / sub).mkdir(parents=True)
+    if problem != "no_images":
+        Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "images/validation/a.jpg")
+    if problem == "bad_value":
+        Image.fromarray(np.full((6, 6), 200, np.uint8)).save(tmp_path / "annotations/validation/a.png")
+    expect = {"missing_label": "annotation missing", "bad_value": "label value 200",
+              "no_images": "no images"}[problem]
+    before = _snapshot(tmp_path)
+    res = CliRunner().invoke(main, ["data", "check", f"ade20k:{tmp_path}", "--split", "val"])
+    assert res.exit_code == 1 and expect in res.output, res.output
+    assert _snapshot(tmp_path) == before
