@@ -100,9 +100,9 @@ def aux_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
     """
     ok = all(t.dtype in _ENTROPY_DTYPES for t in (x, weight, bias))
     if select_backend("aux_entropy", x, weight, bias, triton_dtypes_ok=ok) == "triton":
-        from adaseg.ops.triton import entropy as _entropy
+        from adaseg.ops.triton import library
 
-        return _entropy.aux_entropy(x.detach(), weight.detach(), bias.detach())
+        return library.aux_entropy(x.detach(), weight.detach(), bias.detach())
     with torch.no_grad():
         return reference.aux_entropy(x, weight, bias)
 
@@ -114,19 +114,20 @@ def topk_keep(x: torch.Tensor, entropy: torch.Tensor, n_keep: int):
     is differentiable w.r.t. ``x``.
     """
     if select_backend("topk_keep", x, entropy) == "triton":
-        from adaseg.ops.triton import topk as _topk
+        from adaseg.ops.triton import library
 
-        return _topk.topk_keep(x, entropy, n_keep)
+        kept, keep_idx, pause_idx = library.topk_keep(x, entropy.detach(), int(n_keep), "auto")
+        return keep_idx, pause_idx, kept
     return reference.topk_keep(x, entropy, n_keep)
 
 
 def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """(B, N, D), (B, n) int64 -> (B, n, D) rows of ``x`` at ``idx`` (differentiable w.r.t. x)."""
     if select_backend("gather_tokens", x, idx) == "triton":
-        from adaseg.ops.triton import rows as _rows
+        from adaseg.ops.triton import library
 
         _check_index(idx, x.shape[0], x.shape[1], "gather_tokens")
-        return _rows.GatherTokens.apply(x, idx)
+        return library.gather_rows(x, idx)
     return reference.gather_tokens(x, idx)
 
 
@@ -136,12 +137,12 @@ def assemble(base: torch.Tensor, idx: torch.Tensor, tokens: torch.Tensor) -> tor
     ``idx`` must be unique per image; differentiable w.r.t. ``base`` and ``tokens``.
     """
     if select_backend("assemble", base, idx, tokens) == "triton":
-        from adaseg.ops.triton import rows as _rows
+        from adaseg.ops.triton import library
 
         _check_index(idx, base.shape[0], base.shape[1], "assemble")
         if tokens.dim() != 3 or tokens.shape != (*idx.shape, base.shape[2]):
             raise ValueError(f"assemble: tokens must be {(*idx.shape, base.shape[2])}, got {tuple(tokens.shape)}")
-        return _rows.Assemble.apply(base, idx, tokens)
+        return library.assemble(base, idx, tokens)
     return reference.assemble(base, idx, tokens)
 
 
@@ -253,9 +254,9 @@ class PatchAssembler:
         """``buffer[b, dst_idx[b, r]] = x[b, src_idx[b, r]]`` in place (autograd-aware)."""
         buf = self._buffer
         if select_backend("assemble", buf, x, dst_idx) == "triton":
-            from adaseg.ops.triton import rows as _rows
+            from adaseg.ops.triton import library
 
-            return _rows.WriteRows.apply(buf, x, src_idx, dst_idx)
+            return library.WriteRows.apply(buf, x, src_idx, dst_idx)
         rows = x if src_idx is None else reference.gather_tokens(x, src_idx)
         # In-place scatter_ is differentiable: autograd zeroes the overwritten rows' gradient.
         return buf.scatter_(1, dst_idx.unsqueeze(-1).expand(*dst_idx.shape, self.dim), rows.to(buf.dtype))

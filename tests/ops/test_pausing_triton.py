@@ -19,6 +19,7 @@ from adaseg.ops import reference  # noqa: E402
 from adaseg.ops.reference import num_kept  # noqa: E402
 from adaseg.ops.triton import _common  # noqa: E402
 from adaseg.ops.triton import entropy as tr_entropy  # noqa: E402
+from adaseg.ops.triton import library as lib  # noqa: E402
 from adaseg.ops.triton import rows as tr_rows  # noqa: E402
 from adaseg.ops.triton import topk as tr_topk  # noqa: E402
 
@@ -132,7 +133,8 @@ def _entropy_values(b: int, n: int, kind: str, seed: int) -> torch.Tensor:
 def test_topk_keep_identical_to_reference(b, n, d, n_keep, method, kind):
     x = torch.randn(b, n, d, generator=_gen(7)).to(DEVICE)
     h = _entropy_values(b, n, kind, seed=8)
-    got = tr_topk.topk_keep(x, h, n_keep, method=method)
+    kept, keep_idx, pause_idx = lib.topk_keep(x, h, n_keep, method)
+    got = (keep_idx, pause_idx, kept)
     want = reference.topk_keep(x, h, n_keep)
     for name, g, w in zip(("keep_idx", "pause_idx", "kept"), got, want):
         assert g.dtype == w.dtype and torch.equal(g, w), name
@@ -143,7 +145,8 @@ def test_topk_keep_half_tokens_and_half_entropy(dtype):
     b, n, d = 2, 45, 12
     x = torch.randn(b, n, d, generator=_gen(9)).to(DEVICE, dtype)
     h = torch.rand(b, n, generator=_gen(10)).to(DEVICE, dtype)  # many ties after rounding
-    for got, want in zip(tr_topk.topk_keep(x, h, 20), reference.topk_keep(x, h, 20)):
+    kept, keep_idx, pause_idx = lib.topk_keep(x, h, 20, "auto")
+    for got, want in zip((keep_idx, pause_idx, kept), reference.topk_keep(x, h, 20)):
         assert torch.equal(got, want)
 
 
@@ -162,7 +165,7 @@ def test_topk_keep_small_blocks_and_strided_tokens():
 def test_topk_keep_rejects_bad_n_keep():
     x = torch.randn(1, 6, 4, device=DEVICE)
     with pytest.raises(ValueError, match=r"n_keep must be in \[1, 6\]"):
-        tr_topk.topk_keep(x, torch.rand(1, 6, device=DEVICE), 0)
+        tr_topk.topk_keep_forward(x, torch.rand(1, 6, device=DEVICE), 0)
 
 
 def test_fused_entropy_then_topk_matches_reference_in_fp32():
@@ -174,8 +177,8 @@ def test_fused_entropy_then_topk_matches_reference_in_fp32():
     n_keep = num_kept(n, 0.4)
     top = ref_h.sort(dim=1, descending=True).values
     assert (top[:, n_keep - 1] - top[:, n_keep]).min() > 1e-4, "test data must separate the boundary"
-    got = tr_topk.topk_keep(x, tr_entropy.aux_entropy(x, w, bias), n_keep)
-    for g, want in zip(got, reference.topk_keep(x, ref_h, n_keep)):
+    kept, keep_idx, pause_idx = lib.topk_keep(x, lib.aux_entropy(x, w, bias), n_keep, "auto")
+    for g, want in zip((keep_idx, pause_idx, kept), reference.topk_keep(x, ref_h, n_keep)):
         assert torch.equal(g, want)
 
 
@@ -187,12 +190,12 @@ def test_topk_keep_gradient_matches_reference():
     x = torch.randn(b, n, d, generator=_gen(15), dtype=torch.float64).to(DEVICE).requires_grad_()
     h = _entropy_values(b, n, "random", seed=16)
     up = torch.randn(b, 13, d, generator=_gen(17), dtype=torch.float64).to(DEVICE)
-    (g_tr,) = torch.autograd.grad((tr_topk.topk_keep(x, h, 13)[2] * up).sum(), x)
+    (g_tr,) = torch.autograd.grad((lib.topk_keep(x, h, 13, "auto")[0] * up).sum(), x)
     (g_ref,) = torch.autograd.grad((reference.topk_keep(x, h, 13)[2] * up).sum(), x)
     assert torch.equal(g_tr, g_ref)
     # gradcheck perturbs every element (two kernel launches each): keep it tiny.
     xs, hs = x[:1, :5, :2].detach().clone().requires_grad_(), h[:1, :5]
-    assert torch.autograd.gradcheck(lambda t: tr_topk.topk_keep(t, hs, 3)[2], (xs,))
+    assert torch.autograd.gradcheck(lambda t: lib.topk_keep(t, hs, 3, "count")[0], (xs,))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
@@ -200,7 +203,7 @@ def test_gather_tokens_forward_and_gradient_with_repeated_indices(dtype):
     b, n, d = 2, 19, 9
     x = torch.randn(b, n, d, generator=_gen(18)).to(DEVICE, dtype).requires_grad_()
     idx = torch.randint(0, n, (b, 25), generator=_gen(19)).to(DEVICE)  # repeats on purpose
-    got = tr_rows.GatherTokens.apply(x, idx)
+    got = lib.gather_rows(x, idx)
     want = reference.gather_tokens(x, idx)
     assert torch.equal(got, want)
     up = torch.randn(got.shape, generator=_gen(20)).to(DEVICE, dtype)
@@ -209,7 +212,7 @@ def test_gather_tokens_forward_and_gradient_with_repeated_indices(dtype):
     torch.testing.assert_close(g_tr, g_ref)
     if dtype == torch.float64:
         xs, idxs = x[:, :4, :2].detach().clone().requires_grad_(), idx[:, :5] % 4
-        assert torch.autograd.gradcheck(lambda t: tr_rows.GatherTokens.apply(t, idxs), (xs,))
+        assert torch.autograd.gradcheck(lambda t: lib.gather_rows(t, idxs), (xs,))
 
 
 @pytest.mark.parametrize("tokens_dtype", [torch.float64, torch.float32])
@@ -218,7 +221,7 @@ def test_assemble_forward_and_gradients(tokens_dtype):
     base = torch.randn(b, n, d, generator=_gen(21), dtype=torch.float64).to(DEVICE).requires_grad_()
     idx = torch.stack([torch.randperm(n, generator=_gen(22 + i))[:k] for i in range(b)]).to(DEVICE)
     tokens = torch.randn(b, k, d, generator=_gen(24)).to(DEVICE, tokens_dtype).requires_grad_()
-    got = tr_rows.Assemble.apply(base, idx, tokens)
+    got = lib.assemble(base, idx, tokens)
     want = reference.assemble(base, idx, tokens)
     assert got.dtype == base.dtype and torch.equal(got, want)
     up = torch.randn(b, n, d, generator=_gen(25), dtype=torch.float64).to(DEVICE)
@@ -230,7 +233,7 @@ def test_assemble_forward_and_gradients(tokens_dtype):
         bs = base[:, :5, :2].detach().clone().requires_grad_()
         ts = tokens[:, :2, :2].detach().clone().requires_grad_()
         idxs = torch.tensor([[4, 1], [0, 2]], device=DEVICE)
-        assert torch.autograd.gradcheck(lambda bb, tt: tr_rows.Assemble.apply(bb, idxs, tt), (bs, ts))
+        assert torch.autograd.gradcheck(lambda bb, tt: lib.assemble(bb, idxs, tt), (bs, ts))
 
 
 def test_write_rows_in_place_gradients():
@@ -243,8 +246,8 @@ def test_write_rows_in_place_gradients():
     y = x * 2
 
     buf = torch.zeros(b, n, d, dtype=torch.float64, device=DEVICE)
-    buf = tr_rows.WriteRows.apply(buf, y, src1, dst1)
-    buf = tr_rows.WriteRows.apply(buf, y[:, :12], None, rest_dst)
+    buf = lib.WriteRows.apply(buf, y, src1, dst1)
+    buf = lib.WriteRows.apply(buf, y[:, :12], None, rest_dst)
 
     ref = torch.zeros(b, n, d, dtype=torch.float64, device=DEVICE)
     ref = reference.assemble(ref, dst1, reference.gather_tokens(y, src1))
@@ -274,3 +277,39 @@ def test_autotune_prune_keeps_tiles_within_the_problem(c, d, widest_c):
     assert kept and max(cfg.kwargs["BLOCK_C"] for cfg in kept) == widest_c
     if d >= 16:
         assert all(cfg.kwargs["BLOCK_D"] <= triton.next_power_of_2(d) for cfg in kept)
+
+
+# ------------------------------------------------------------------------------ registered ops
+
+
+def _opcheck_cases():
+    g = _gen(40)
+    x = torch.randn(2, 9, 4, generator=g, dtype=torch.float64).to(DEVICE).requires_grad_()
+    idx = torch.stack([torch.randperm(9, generator=_gen(41 + i))[:4] for i in range(2)]).to(DEVICE)
+    tokens = torch.randn(2, 4, 4, generator=g, dtype=torch.float64).to(DEVICE).requires_grad_()
+    h = torch.rand(2, 9, generator=g).to(DEVICE)
+    w, b = _decoder(5, 4, torch.float32, seed=42)
+    return [
+        ("aux_entropy", lib.aux_entropy, (x.detach().float(), w, b)),
+        ("gather_rows", lib.gather_rows, (x, idx)),
+        ("scatter_rows", lib.scatter_rows, (tokens, idx, 9)),
+        ("zero_rows", lib.zero_rows, (x, idx)),
+        ("assemble", lib.assemble, (x, idx, tokens)),
+        ("topk_keep", lib.topk_keep, (x, h, 5, "count")),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6), ids=[c[0] for c in _opcheck_cases()])
+def test_registered_ops_pass_opcheck(case):
+    # Schema, fake (shape-only) kernels, autograd registration, AOT dispatch.
+    _, op, args = _opcheck_cases()[case]
+    torch.library.opcheck(op, args)
+
+
+def test_scatter_and_zero_rows_match_reference():
+    b, n, d = 2, 11, 3
+    x = torch.randn(b, n, d, generator=_gen(43)).to(DEVICE)
+    idx = torch.stack([torch.randperm(n, generator=_gen(44 + i))[:5] for i in range(b)]).to(DEVICE)
+    src = torch.randn(b, 5, d, generator=_gen(46)).to(DEVICE)
+    assert torch.equal(lib.scatter_rows(src, idx, n), reference.assemble(torch.zeros_like(x), idx, src))
+    assert torch.equal(lib.zero_rows(x, idx), reference.assemble(x, idx, torch.zeros_like(src)))

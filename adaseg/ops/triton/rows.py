@@ -3,9 +3,8 @@
 One kernel does all four: program (block of rows r, image b) copies
 ``src[b, src_idx[b, r]] -> dst[b, dst_idx[b, r]]`` (either index map may be the identity,
 and with no source it writes zeros), D in BLOCK_D slices. Each moved row is read once and
-written once, so these run at copy bandwidth. On top of it: autograd Functions for
-``gather_tokens``, ``assemble`` (out of place) and ``write_rows_`` (in place, what the
-patch assembler uses to write paused tokens once, into the final buffer).
+written once, so these run at copy bandwidth. :mod:`adaseg.ops.triton.library` builds the
+registered ops (gather, scatter, zero rows, assemble, the assembler's in-place write) on it.
 """
 
 from __future__ import annotations
@@ -111,78 +110,3 @@ def gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """(B, N, D), (B, n) -> (B, n, D) contiguous, no autograd."""
     out = torch.empty((x.shape[0], idx.shape[1], x.shape[2]), dtype=x.dtype, device=x.device)
     return move_rows(out, x, src_idx=idx)
-
-
-class GatherTokens(torch.autograd.Function):
-    """``x[b, idx[b]]``; backward adds the gradient rows back at ``idx``.
-
-    Indices may repeat (the reference allows it), so the backward accumulates with
-    ``scatter_add_`` rather than a racing row store.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(idx)
-        ctx.x_shape = x.shape
-        return gather_rows(x, idx)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (idx,) = ctx.saved_tensors
-        grad_x = grad.new_zeros(ctx.x_shape)
-        grad_x.scatter_add_(1, idx.unsqueeze(-1).expand_as(grad), grad)
-        return grad_x, None
-
-
-class Assemble(torch.autograd.Function):
-    """Out of place: copy of ``base`` with rows ``idx`` (unique per image) set to ``tokens``."""
-
-    @staticmethod
-    def forward(ctx, base: torch.Tensor, idx: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(idx)
-        ctx.tokens_dtype = tokens.dtype
-        out = base.clone(memory_format=torch.contiguous_format)
-        return move_rows(out, tokens, dst_idx=idx)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (idx,) = ctx.saved_tensors
-        grad_base = grad_tokens = None
-        if ctx.needs_input_grad[0]:
-            # Overwritten rows of base do not reach the output.
-            grad_base = move_rows(grad.clone(memory_format=torch.contiguous_format), None, dst_idx=idx)
-        if ctx.needs_input_grad[2]:
-            grad_tokens = gather_rows(grad, idx).to(ctx.tokens_dtype)
-        return grad_base, None, grad_tokens
-
-
-class WriteRows(torch.autograd.Function):
-    """In place: ``buffer[b, dst_idx[b, r]] = x[b, src_idx[b, r]]`` (src_idx None: every row of x).
-
-    The patch assembler's write: a paused token goes straight from the active tensor to its
-    final row of the full-size output, so no per-stage copy of the full tensor exists.
-    """
-
-    @staticmethod
-    def forward(ctx, buffer: torch.Tensor, x: torch.Tensor, src_idx: torch.Tensor | None, dst_idx: torch.Tensor):
-        ctx.mark_dirty(buffer)
-        ctx.save_for_backward(src_idx if src_idx is not None else dst_idx.new_empty(0), dst_idx)
-        ctx.has_src_idx = src_idx is not None
-        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
-        return move_rows(buffer, x, src_idx=src_idx, dst_idx=dst_idx)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        src_idx, dst_idx = ctx.saved_tensors
-        src_idx = src_idx if ctx.has_src_idx else None
-        grad_buffer = grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_buffer = move_rows(grad.clone(memory_format=torch.contiguous_format), None, dst_idx=dst_idx)
-        if ctx.needs_input_grad[1]:
-            if src_idx is None:
-                grad_x = gather_rows(grad, dst_idx).to(ctx.x_dtype)
-            else:
-                # Selected rows are unique (a partition of the active tokens): plain stores.
-                grad_x = torch.zeros(ctx.x_shape, dtype=ctx.x_dtype, device=grad.device)
-                move_rows(grad_x, grad, src_idx=dst_idx, dst_idx=src_idx)
-        return grad_buffer, grad_x, None, None

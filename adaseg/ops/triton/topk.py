@@ -25,7 +25,6 @@ import triton
 import triton.language as tl
 
 from adaseg.ops.triton._common import INTERPRET, check_device, pow2_at_least
-from adaseg.ops.triton.rows import move_rows
 
 COUNT_MAX_N = 8192
 
@@ -127,8 +126,24 @@ def topk_keep_forward(
     x: torch.Tensor, entropy: torch.Tensor, n_keep: int, *, method: str = "auto",
     block_i: int | None = None, block_d: int | None = None, block_prefix: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """keep_idx (B, n_keep), pause_idx (B, n - n_keep) int64 ascending, kept (B, n_keep, D); no autograd."""
+    """Keep the n_keep highest-entropy tokens per image (see module docstring); no autograd.
+
+    Args:
+        x: (B, n, D) tokens, any strides; entropy: (B, n) any float dtype (compared as is);
+        n_keep: 1 <= n_keep <= n; method: "auto" | "count" | "sort" (see :func:`keep_flags`).
+
+    Returns:
+        keep_idx (B, n_keep) int64 ascending, pause_idx (B, n - n_keep) int64 ascending,
+        kept (B, n_keep, D) contiguous.
+    """
+    if x.dim() != 3:
+        raise ValueError(f"topk_keep: x must be (B, n, D), got shape {tuple(x.shape)}")
     b, n, d = x.shape
+    if entropy.shape != (b, n):
+        raise ValueError(f"topk_keep: entropy must be ({b}, {n}), got {tuple(entropy.shape)}")
+    if not 1 <= n_keep <= n:
+        raise ValueError(f"n_keep must be in [1, {n}], got {n_keep}")
+    check_device(x, entropy)
     flags = keep_flags(entropy, n_keep, method=method)
     keep_idx = torch.empty((b, n_keep), dtype=torch.int64, device=x.device)
     pause_idx = torch.empty((b, n - n_keep), dtype=torch.int64, device=x.device)
@@ -142,47 +157,3 @@ def topk_keep_forward(
         flags, x, keep_idx, pause_idx, kept, n, d, n_keep, n - n_keep, *x.stride(), BLOCK_I=bi, BLOCK_D=bd, PREFIX=prefix
     )
     return keep_idx, pause_idx, kept
-
-
-class TopkKeep(torch.autograd.Function):
-    """Autograd over :func:`topk_keep_forward`: indices carry no gradient; the kept rows'
-    gradient goes back to their rows of x (paused rows get zero)."""
-
-    @staticmethod
-    def forward(ctx, x, entropy, n_keep, method):
-        keep_idx, pause_idx, kept = topk_keep_forward(x, entropy, n_keep, method=method)
-        ctx.save_for_backward(keep_idx)
-        ctx.x_shape = x.shape
-        ctx.mark_non_differentiable(keep_idx, pause_idx)
-        return keep_idx, pause_idx, kept
-
-    @staticmethod
-    def backward(ctx, _g_keep, _g_pause, grad_kept):
-        (keep_idx,) = ctx.saved_tensors
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_kept.new_zeros(ctx.x_shape)
-            move_rows(grad_x, grad_kept, dst_idx=keep_idx)
-        return grad_x, None, None, None
-
-
-def topk_keep(x: torch.Tensor, entropy: torch.Tensor, n_keep: int, *, method: str = "auto"):
-    """Keep the n_keep highest-entropy tokens per image (see module docstring).
-
-    Args:
-        x: (B, n, D) tokens, any strides; entropy: (B, n) any float dtype (compared as is);
-        n_keep: 1 <= n_keep <= n.
-
-    Returns:
-        keep_idx (B, n_keep) int64 ascending, pause_idx (B, n - n_keep) int64 ascending,
-        kept (B, n_keep, D) contiguous, differentiable w.r.t. x.
-    """
-    if x.dim() != 3:
-        raise ValueError(f"topk_keep: x must be (B, n, D), got shape {tuple(x.shape)}")
-    b, n, _ = x.shape
-    if entropy.shape != (b, n):
-        raise ValueError(f"topk_keep: entropy must be ({b}, {n}), got {tuple(entropy.shape)}")
-    if not 1 <= n_keep <= n:
-        raise ValueError(f"n_keep must be in [1, {n}], got {n_keep}")
-    check_device(x, entropy)
-    return TopkKeep.apply(x, entropy.detach(), int(n_keep), method)
