@@ -1,0 +1,261 @@
+"""Evaluation on the val split: quality, per-image GFLOPs and images/s, for any mix of the
+gate (per-image exits), a fixed exit and a pause plan.
+
+Three passes, each measuring one thing:
+
+1. **Quality** in batches of ``batch_size``: PQ / SQ / RQ (All, Things, Stuff) with
+   panopticapi's rules, mIoU (Mask2Former's semantic inference), mask AP (pycocotools) for
+   panoptic models; mIoU for semantic ones. With a gate each image's exit comes from the gate
+   (a batch may mix exits), and the exits used are recorded.
+2. **GFLOPs per image** (:mod:`adaseg.eval.flops`): each image alone under the FLOP counter,
+   with the same gate / exit / pause plan, so the count is data dependent (its exit, its
+   paused tokens, the gate, the auxiliary decoders, the deformable attention). Total and
+   encoder scope, mean and std over the images.
+3. **Images/s** (:mod:`adaseg.eval.throughput`): the model's forward (gate and pausing
+   included; no post-processing) on batches of ``batch_size`` after warm-up, CUDA
+   synchronised around the clock.
+
+Under ``torchrun`` passes 1-2 are sharded over ranks and gathered on rank 0; the throughput
+is rank 0's (per process).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from adaseg.eval.flops import FlopCounter, FlopStats
+from adaseg.eval.miou import ConfusionMatrix
+from adaseg.eval.pq import PQStats
+from adaseg.eval.throughput import measure_throughput
+from adaseg.recipes.distributed import gather_in_order, shard_indices
+from adaseg.recipes.parent import encoder_module, load_parent, model_task
+from adaseg.recipes.run_dir import RunDir
+from adaseg.recipes.scoring import Scorer, quality_metric
+
+
+class EvalSettingError(ValueError):
+    """An evaluation setting does not fit the parent; ``param`` names the option."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class EvalSettings:
+    """What to evaluate. ``gate``: a gate file path or None; ``exit``: fixed exit layer or None
+    (full depth); ``pause``: a PausePlan or None."""
+
+    gate: str | None = None
+    exit: int | None = None
+    pause: Any = None
+    pause_mode: str = "entropy"
+    batch_size: int = 8
+    limit: int | None = None
+    flops_images: int | None = None
+    warmup: int = 3
+    timed: int = 10
+    seed: int = 0
+
+    def name(self) -> str:
+        """Report name: ``{gate stem|exit K|full}_{pause}_{mode}`` in report-safe characters."""
+        from pathlib import Path
+
+        parts = [Path(self.gate).stem if self.gate else (f"exit{self.exit}" if self.exit else "full")]
+        if self.pause is not None:
+            parts.append("pause" + "+".join(f"{l}-{r:g}" for l, r in self.pause.stages))
+            parts.append(self.pause_mode)
+        return "_".join(parts)
+
+
+@dataclass
+class EvalReport:
+    settings: dict[str, Any]
+    metrics: dict[str, Any]
+    gflops: dict[str, Any]
+    throughput: dict[str, Any]
+    exits: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"settings": self.settings, "metrics": self.metrics, "gflops": self.gflops,
+                "throughput": self.throughput, "exits": self.exits, "info": self.info}
+
+
+def _exits_arg(settings: EvalSettings):
+    return "gate" if settings.gate is not None else settings.exit
+
+
+def _forward(model, images, mask, settings: EvalSettings):
+    return model(images, mask, exits=_exits_arg(settings), pause=settings.pause, pause_mode=settings.pause_mode)
+
+
+def _nan_to_none(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, reporter=None) -> EvalReport | None:
+    """Evaluate the run's parent on the val split (see the module docstring); None off rank 0."""
+    from adaseg.data import build_dataset, collate
+
+    run.require("config", "parent")
+    config = run.read_config()
+    model, info = load_parent(run.parent_path, device=device)
+    gate_info = None
+    if settings.gate is not None and settings.exit is not None:
+        raise EvalSettingError("exit", "--exit and --gate are exclusive: a gate picks each image's exit")
+    if settings.exit is not None and not 1 <= settings.exit <= model.depth:
+        raise EvalSettingError("exit", f"--exit {settings.exit} is outside the parent's layers 1..{model.depth}")
+    if settings.gate is not None:
+        from adaseg.recipes.fit_gate import load_gate
+
+        gate, gate_info = load_gate(settings.gate, parent_fingerprint=info["fingerprint"])
+        try:
+            model.set_gate(gate.to(device))
+        except ValueError as exc:
+            raise EvalSettingError("gate", f"{settings.gate}: {exc}") from None
+    if settings.pause is not None:
+        try:
+            settings.pause.check_depth(model.depth)
+        except ValueError as exc:
+            raise EvalSettingError("pause", f"{settings.pause}: {exc}") from None
+    if settings.pause_mode not in ("entropy", "random"):
+        raise EvalSettingError("pause-mode", f"--pause-mode must be entropy or random, got {settings.pause_mode!r}")
+    task = model_task(model)
+    dataset = build_dataset(config["data"], "val", train=False)
+    metric = quality_metric(task, dataset.meta.task)
+    scorer = Scorer(dataset, metric=metric)
+    n = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
+    mine = shard_indices(n)
+    torch.manual_seed(settings.seed)  # random pausing draws
+    t0 = time.perf_counter()
+
+    # ---- pass 1: quality ---------------------------------------------------------------
+    per_image: list[dict] = []
+    progress = reporter.progress(total=len(mine), description="eval", unit="img") if reporter else None
+    if progress is not None:
+        progress.__enter__()
+    try:
+        for start in range(0, len(mine), settings.batch_size):
+            idx = mine[start : start + settings.batch_size]
+            batch = collate([dataset[i] for i in idx])
+            with torch.no_grad():
+                out = _forward(model, batch["images"].to(device), batch["padding_mask"].to(device), settings)
+            per_image.extend(_score_batch(model, out, batch, idx, scorer, metric))
+            if progress is not None:
+                progress.update(len(idx))
+    finally:
+        if progress is not None:
+            progress.__exit__(None, None, None)
+
+    # ---- pass 2: per-image FLOPs ------------------------------------------------------------
+    n_flops = n if settings.flops_images is None else min(settings.flops_images, n)
+    flop_mine = shard_indices(n_flops)
+    counter = FlopCounter(scopes={"encoder": encoder_module(model)})
+    counts = []
+    for i in flop_mine:
+        batch = collate([dataset[i]])
+        _, c = counter.count(_forward, model, batch["images"].to(device), batch["padding_mask"].to(device), settings)
+        counts.append(c)
+
+    gathered = gather_in_order(mine, per_image)
+    gathered_flops = gather_in_order(flop_mine, counts)
+
+    # ---- pass 3: throughput (rank 0) ---------------------------------------------------------
+    if gathered is None:
+        return None
+    nb = max(1, min(4, math.ceil(n / settings.batch_size)))
+    batches = []
+    for b in range(nb):
+        idx = [(b * settings.batch_size + j) % n for j in range(settings.batch_size)]
+        cb = collate([dataset[i] for i in idx])
+        batches.append((cb["images"].to(device), cb["padding_mask"].to(device)))
+
+    def step(i: int) -> int:
+        images, mask = batches[i % len(batches)]
+        _forward(model, images, mask, settings)
+        return int(images.shape[0])
+
+    throughput = measure_throughput(step, batch_size=settings.batch_size, device=device,
+                                    warmup=settings.warmup, iterations=settings.timed)
+
+    metrics = _metrics(gathered, scorer, metric)
+    flop_stats = FlopStats(per_image=gathered_flops)
+    exits_used = [r["exit"] for r in gathered]
+    hist: dict[str, int] = {}
+    for e in exits_used:
+        hist[str(e)] = hist.get(str(e), 0) + 1
+    settings_json = {
+        "gate": settings.gate, "exit": settings.exit, "pause": None if settings.pause is None else str(settings.pause),
+        "pause_mode": settings.pause_mode, "batch_size": settings.batch_size, "images": n,
+        "flops_images": n_flops, "name": settings.name(),
+    }
+    if gate_info is not None:
+        settings_json["gate_settings"] = {k: gate_info["extra"].get(k) for k in ("beta", "K", "loss", "exits")}
+    report = EvalReport(
+        settings=settings_json,
+        metrics=metrics,
+        gflops=flop_stats.summary(),
+        throughput=throughput.summary(),
+        exits={"histogram": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
+               "mean": sum(exits_used) / max(len(exits_used), 1), "depth": int(model.depth)},
+        info={"run": str(run.root), "parent_fingerprint": info["fingerprint"], "model": info["model"],
+              "data": config["data"], "task": task, "metric": metric, "seconds": time.perf_counter() - t0,
+              "device": str(device), "threads": torch.get_num_threads()},
+    )
+    return report
+
+
+def _score_batch(model, out, batch, idx, scorer: Scorer, metric: str) -> list[dict]:
+    plan = out["exit_plan"].tolist()
+    results = []
+    if metric == "pq":
+        sizes, orig = batch["sizes"], batch["orig_sizes"]
+        panoptic = model.postprocess(out, sizes, task="panoptic", output_sizes=orig)
+        semantic = model.postprocess(out, sizes, task="semantic")
+        instances = model.postprocess(out, sizes, task="instance", output_sizes=orig)
+        for j, i in enumerate(idx):
+            h, w = sizes[j]
+            image_entry, anns = scorer.instance_gt(i)
+            results.append({
+                "exit": int(plan[j]),
+                "pq": scorer.pq_stats(i, panoptic[j]),
+                "cm": scorer.confusion(batch["targets"][j]["semantic"][:h, :w], semantic[j].cpu()),
+                "image": image_entry, "gt": anns, "dt": scorer.instance_results(i, instances[j]),
+            })
+    else:
+        semantic = model.postprocess(out, batch["sizes"], task="semantic")
+        for j, i in enumerate(idx):
+            h, w = batch["sizes"][j]
+            results.append({"exit": int(plan[j]),
+                            "cm": scorer.confusion(batch["targets"][j]["semantic"][:h, :w], semantic[j].cpu())})
+    return results
+
+
+def _metrics(per_image: list[dict], scorer: Scorer, metric: str) -> dict[str, Any]:
+    cm = ConfusionMatrix(num_classes=scorer.meta.num_classes, ignore_label=scorer.meta.ignore_label)
+    for r in per_image:
+        cm += r["cm"]
+    sem = cm.results(scorer.meta.class_names)
+    out: dict[str, Any] = {"mIoU": sem["mIoU"], "pixel_acc": sem["pixel_acc"], "per_class_iou": sem["per_class"]}
+    if metric == "pq":
+        total = PQStats()
+        for r in per_image:
+            total += r["pq"]
+        pq = total.summary(scorer.categories)
+        for group, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
+            for key in ("pq", "sq", "rq"):
+                out[key.upper() + suffix] = _nan_to_none(pq[group][key])
+        images = [r["image"] for r in per_image]
+        gt = [a for r in per_image for a in r["gt"]]
+        dt = [d for r in per_image for d in r["dt"]]
+        ap = scorer.instance_ap(images, gt, dt)
+        out.update({k: ap[k] for k in ("AP", "AP50", "AP75")})
+        defined = [s.pq() for s in (r["pq"] for r in per_image) if s.pq() is not None]
+        out["mean_image_PQ"] = sum(defined) / len(defined) if defined else None
+    return out

@@ -1,0 +1,146 @@
+"""The parent model shared by every step: build it for a dataset, save it, load it back.
+
+A parent checkpoint (``checkpoints/parent.safetensors``, kind ``"parent"``) records in its
+``config`` the registry name and the builder overrides (``{"model": "m2f_tiny", "options":
+{"num_classes": 9, "thing_ids": [...], "exits": [2, ...]}}``), so :func:`load_parent` rebuilds
+exactly the module whose weights it holds, whatever the command line of a later step says.
+
+Also here: what a model predicts (``task``), which module is its encoder (the FLOP scope
+"encoder"), and the per-exit view of an ``all_exits`` output.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from adaseg.recipes.checkpoint import CheckpointError, check_state_dict, load_checkpoint, read_checkpoint_meta
+
+PARENT_KIND = "parent"
+TRAIN_STATE_KIND = "train-state"
+# kinds whose tensors start with a model's state dict (a train state prefixes it with "model.")
+_MODEL_PREFIX = {PARENT_KIND: "", TRAIN_STATE_KIND: "model."}
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def model_options_for(name: str, meta, exits: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Builder overrides that fit model ``name`` to dataset ``meta`` (classes, things) and exits.
+
+    Only options the builder accepts are passed (Segmenter has no ``thing_ids``); an ``exits``
+    request for a builder without that option is an error, never dropped.
+    """
+    from adaseg.registry import model_options
+
+    accepted = model_options(name)
+    options: dict[str, Any] = {}
+    if "num_classes" in accepted:
+        options["num_classes"] = int(meta.num_classes)
+    if "thing_ids" in accepted:
+        options["thing_ids"] = [int(t) for t in meta.thing_ids]
+    if exits is not None:
+        if "exits" not in accepted:
+            raise ValueError(f"model {name!r} does not take an exits option")
+        options["exits"] = [int(e) for e in exits]
+    return options
+
+
+def build_model(name: str, options: dict[str, Any]) -> nn.Module:
+    """``create_model(name, **options)`` with list options turned into the tuples builders expect."""
+    from adaseg.registry import create_model
+
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()}
+    return create_model(name, **kwargs)
+
+
+def model_task(model: nn.Module) -> str:
+    """``"panoptic"`` for Mask2Former (also gives semantic and instance results), ``"semantic"``
+    for Segmenter."""
+    from adaseg.models.mask2former import Mask2Former
+    from adaseg.models.segmenter import Segmenter
+
+    if isinstance(model, Mask2Former):
+        return "panoptic"
+    if isinstance(model, Segmenter):
+        return "semantic"
+    raise TypeError(f"no task known for {type(model).__name__}")
+
+
+def encoder_module(model: nn.Module) -> nn.Module | list[nn.Module]:
+    """The modules whose forward is "the encoder" for FLOP counting: Mask2Former's deformable
+    transformer (layers + auxiliary decoders), Segmenter's ViT blocks and auxiliary decoders."""
+    from adaseg.models.mask2former import Mask2Former
+
+    if isinstance(model, Mask2Former):
+        return model.pixel_decoder.transformer
+    return [*model.encoder.blocks, *model.aux_decoders]
+
+
+def gate_channels(model: nn.Module) -> int:
+    """C of ``out["gate_features"]``."""
+    if hasattr(model, "gate_channels"):
+        return int(model.gate_channels)
+    return int(model.pixel_decoder.conv_dim)
+
+
+def exit_output(out: dict, k: int) -> dict:
+    """The single-exit view of an ``all_exits`` output at exit ``k`` (what postprocess takes)."""
+    view = dict(out["exits"][k])
+    view.setdefault("input_size", out["input_size"])
+    return view
+
+
+def parent_config(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    return {"model": name, "options": dict(options)}
+
+
+def read_model_config(path: str | os.PathLike) -> tuple[str, dict[str, Any], str]:
+    """``(model name, options, kind)`` recorded in a parent or train-state checkpoint."""
+    meta = read_checkpoint_meta(path)
+    if meta.kind not in _MODEL_PREFIX:
+        raise CheckpointError(f"{path} is a {meta.kind!r} checkpoint, not a parent or training state")
+    cfg = meta.config
+    if "model" not in cfg or "options" not in cfg:
+        raise CheckpointError(f"{path} does not record its model (config has {sorted(cfg)})")
+    return cfg["model"], dict(cfg["options"]), meta.kind
+
+
+def load_model_weights(model: nn.Module, path: str | os.PathLike, *, expect_model: str) -> dict[str, Any]:
+    """Load the model weights stored in ``path`` (parent or train state) into ``model``.
+
+    Raises :class:`CheckpointError` with one line when the checkpoint is for another model
+    (another registry name, or tensors that do not fit). Returns the checkpoint's ``extra``.
+    """
+    name, _, kind = read_model_config(path)
+    if name != expect_model:
+        raise CheckpointError(f"{path} is a checkpoint for model {name!r}, not {expect_model!r}")
+    tensors, meta = load_checkpoint(path)
+    prefix = _MODEL_PREFIX[kind]
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    check_state_dict(model.state_dict(), state, source=f"checkpoint {path}")
+    model.load_state_dict(state, strict=True)
+    return meta.extra
+
+
+def load_parent(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the parent stored at ``path`` in eval mode on ``device``; returns ``(model, info)``
+    with ``info`` = ``{"model", "options", "fingerprint", "extra"}``."""
+    name, options, kind = read_model_config(path)
+    if kind != PARENT_KIND:
+        raise CheckpointError(f"{path} is a {kind!r} checkpoint, not a parent")
+    model = build_model(name, options)
+    extra = load_model_weights(model, path, expect_model=name)
+    meta = read_checkpoint_meta(path)
+    # inference only: no parameter needs a gradient (FLOP counting's module tracker also
+    # requires that tensors which need gradients have a graph, which no_grad does not build)
+    model.requires_grad_(False)
+    return model.to(device).eval(), {"model": name, "options": options, "fingerprint": meta.fingerprint, "extra": extra}
+
+
+def shipped_base(model: str, data: str) -> Path | None:
+    """The base checkpoint shipped in ``adaseg/assets`` for (model, data), if there is one."""
+    path = ASSETS / f"{model}_{data}_base.safetensors"
+    return path if path.is_file() else None

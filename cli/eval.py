@@ -1,0 +1,135 @@
+"""``adaseg eval``: quality, GFLOPs per image and images/s of the run's parent on the val split,
+with a gate (per-image exits), a fixed exit and/or a pause plan. Writes
+``reports/eval_<name>.json`` into ``--run``; ``--json`` prints the report."""
+
+from __future__ import annotations
+
+import click
+
+from adaseg.cli.options import device_option, json_option, pause_option, quiet_option, run_option, seed_option
+from adaseg.cli.recipe_options import set_threads, threads_option
+
+
+@click.command(name="eval")
+@click.option("--gate", "gate", default="auto", show_default=True, metavar="FILE|latest|auto|none",
+              help="Gate picking each image's exit: a gate file, latest (most recently fitted), none (no gate), "
+                   "or auto: latest when the run has a gate and no --exit is given, else none.")
+@click.option("--exit", "exit_", type=int, default=None, help="Fixed exit layer for every image (no gate).")
+@pause_option
+@click.option("--pause-mode", type=click.Choice(("entropy", "random")), default="entropy", show_default=True,
+              help="Which tokens pause: lowest auxiliary entropy (PAUMER) or random ones (its baseline).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per forward pass (quality and images/s).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N val images.")
+@click.option("--flops-images", type=click.IntRange(min=1), default=None,
+              help="Count FLOPs on the first N val images [default: all evaluated].")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed batches.")
+@click.option("--timed", type=click.IntRange(min=1), default=10, show_default=True, help="Timed batches.")
+@click.option("--name", default=None, help="Report name [default: from the settings].")
+@device_option
+@seed_option
+@threads_option
+@run_option
+@quiet_option
+@json_option
+def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, warmup, timed, name, device, seed,
+             threads, run, quiet, as_json):
+    """Score the run's parent on the val split: PQ/mIoU/AP, GFLOPs, images/s."""
+    import json
+
+    from adaseg.data import DataError
+    from adaseg.recipes import evaluate as ev
+    from adaseg.recipes.checkpoint import CheckpointError
+    from adaseg.recipes.distributed import cleanup, init_distributed
+    from adaseg.recipes.fit_gate import resolve_gate
+    from adaseg.recipes.progress import JsonlLog, Reporter
+    from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
+
+    set_threads(threads)
+    run_dir = RunDir(run)
+    try:
+        run_dir.require("config", "parent")
+        if gate == "auto":
+            gate = "latest" if (run_dir.has("gate") and exit_ is None) else "none"
+        elif gate != "none" and exit_ is not None:
+            raise click.UsageError("--exit and --gate are exclusive: a gate picks each image's exit (use --gate none)")
+        gate_path = resolve_gate(run_dir, gate)
+    except (MissingStepError, RunDirError, CheckpointError) as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = ev.EvalSettings(gate=None if gate_path is None else str(gate_path), exit=exit_, pause=pause,
+                               pause_mode=pause_mode, batch_size=batch_size, limit=limit, flops_images=flops_images,
+                               warmup=warmup, timed=timed, seed=seed)
+    report_name = name or settings.name()
+    try:
+        report_path = run_dir.report_path(report_name)
+    except RunDirError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--name'") from None
+
+    dist_info = init_distributed(device)
+    try:
+        reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="eval"),
+                            enabled=dist_info.is_main)
+        reporter.event("start", run=str(run_dir.root), name=report_name, gate=settings.gate, exit=exit_,
+                       pause=None if pause is None else str(pause), pause_mode=pause_mode, batch_size=batch_size)
+        try:
+            report = ev.evaluate(run_dir, settings, device=dist_info.device, reporter=reporter)
+        except ev.EvalSettingError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
+        except (CheckpointError, DataError, MissingStepError, RunDirError) as exc:
+            raise click.ClickException(str(exc)) from None
+    finally:
+        cleanup()
+    if report is None:
+        return
+    data = report.to_json()
+    data["settings"]["name"] = report_name
+    run_dir.write_report(report_name, data)
+    reporter.event("done", report=str(report_path), metrics={k: v for k, v in report.metrics.items()
+                                                             if not isinstance(v, dict)})
+    if as_json:
+        click.echo(json.dumps(data, sort_keys=True))
+        return
+    reporter.print(report_table(data))
+    reporter.info(f"eval: {data['settings']['images']} val images in {data['info']['seconds']:.0f} s; wrote {report_path}")
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def describe(settings: dict) -> str:
+    """One line naming what was evaluated."""
+    if settings.get("gate"):
+        g = settings.get("gate_settings") or {}
+        what = f"gate beta={g.get('beta')} K={g.get('K')}"
+    elif settings.get("exit"):
+        what = f"exit {settings['exit']}"
+    else:
+        what = "full depth"
+    if settings.get("pause"):
+        what += f" + pause {settings['pause']} ({settings['pause_mode']})"
+    return what
+
+
+def report_table(data: dict):
+    """The rich table of one report."""
+    from rich.table import Table
+
+    m, g, t, ex = data["metrics"], data["gflops"], data["throughput"], data["exits"]
+    table = Table(title=f"adaseg eval: {describe(data['settings'])} on {data['info']['data']} val "
+                        f"({data['settings']['images']} images)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if "PQ" in m:
+        for key in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st"):
+            table.add_row(key, _pct(m.get(key)))
+    table.add_row("mIoU", _pct(m.get("mIoU")))
+    if "AP" in m:
+        table.add_row("AP (masks)", _pct(m.get("AP")))
+    table.add_row("GFLOPs total (mean ± std / image)", f"{g['gflops']['total']['mean']:.3f} ± {g['gflops']['total']['std']:.3f}")
+    table.add_row("GFLOPs encoder (mean ± std / image)",
+                  f"{g['gflops']['encoder']['mean']:.3f} ± {g['gflops']['encoder']['std']:.3f}")
+    table.add_row("encoder layers (mean over images)", f"{ex['mean']:.2f} of {ex['depth']}")
+    table.add_row("exits used", " ".join(f"{k}:{v}" for k, v in ex["histogram"].items()))
+    table.add_row(f"images/s (batch {t['batch_size']}, {t['device']})", f"{t['images_per_s']:.1f}")
+    return table

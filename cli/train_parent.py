@@ -1,0 +1,151 @@
+"""``adaseg train-parent``: Step A (weighted stochastic depth + random pausing).
+
+Writes ``config.json``, ``checkpoints/last.safetensors`` (resumable state, every
+``--ckpt-every`` iterations) and ``checkpoints/parent.safetensors`` into ``--run``.
+See :mod:`adaseg.recipes.train_parent` for the recipes and their defaults.
+"""
+
+from __future__ import annotations
+
+import click
+
+from adaseg.cli.options import data_option, device_option, json_option, quiet_option, run_option, seed_option
+from adaseg.cli.recipe_options import FloatList, IntList, Range01, set_threads, threads_option
+
+RECIPES = ("wsd+pause", "wsd", "pause", "standard")  # mirrors adaseg.recipes.train_parent.RECIPES
+
+
+@click.command(name="train-parent")
+@click.option("--model", default="m2f_tiny", show_default=True, help="Registered model name (adaseg.registry).")
+@data_option
+@click.option("--init", "init", default="auto", show_default=True, metavar="CKPT|auto|none",
+              help="Start from this adaseg checkpoint (parent or training state of the same model); "
+                   "auto: the base shipped in adaseg/assets for (model, data) if any, else random.")
+@click.option("--recipe", type=click.Choice(RECIPES), default="wsd+pause", show_default=True,
+              help="wsd: sum_k alpha_k L_k over exits; pause: PAUMER random pausing; standard: full depth only.")
+@click.option("--exits", type=IntList(), default=None, help="Exits trained with wsd, e.g. 2..6 [default: 2..K].")
+@click.option("--alphas", type=FloatList(), default=None,
+              help="alpha_k per exit, increasing with k [default: k/K, e.g. 0.33,0.5,0.67,0.83,1 for K=6].")
+@click.option("--pause-layers", type=IntList(), default=None,
+              help="Layers a pause is drawn from each iteration [default: 2..K-1].")
+@click.option("--pause-range", type=Range01(), default="0.2:0.8", show_default=True,
+              help="tau ~ U[lo, hi] (PAUMER).")
+@click.option("--aux-weight", type=float, default=0.1, show_default=True, help="Auxiliary-decoder loss weight.")
+@click.option("--iters", type=click.IntRange(min=1), default=150, show_default=True, help="Training iterations.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per iteration (over all ranks).")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="AdamW learning rate (poly decay 0.9).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.05, show_default=True)
+@click.option("--backbone-lr-mult", type=click.FloatRange(min=0), default=0.1, show_default=True)
+@click.option("--clip", type=float, default=0.01, show_default=True, help="Full-model gradient-norm clip.")
+@click.option("--ckpt-every", type=click.IntRange(min=1), default=25, show_default=True,
+              help="Write the resumable state every N iterations.")
+@click.option("--amp", is_flag=True, default=False, help="bfloat16 autocast.")
+@click.option("--resume", is_flag=True, default=False, help="Continue the run's interrupted training.")
+@device_option
+@seed_option
+@threads_option
+@run_option
+@quiet_option
+@json_option
+@click.pass_context
+def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pause_range, aux_weight, iters,
+                 batch_size, lr, weight_decay, backbone_lr_mult, clip, ckpt_every, amp, resume, device, seed,
+                 threads, run, quiet, as_json):
+    """Step A: train the parent so that every encoder exit, and pausing, works."""
+    import json
+
+    from adaseg.data import DataError
+    from adaseg.recipes import train_parent as tp
+    from adaseg.recipes.checkpoint import CheckpointError
+    from adaseg.recipes.distributed import cleanup, init_distributed
+    from adaseg.recipes.progress import JsonlLog, Reporter
+    from adaseg.recipes.run_dir import RunDir
+
+    set_threads(threads)
+    run_dir = RunDir(run)
+    given = tp.TrainSettings(
+        model=model, data=data, init=init, recipe=recipe, exits=exits, alphas=alphas, pause_layers=pause_layers,
+        pause_range=pause_range, aux_weight=aux_weight, iters=iters, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult, clip=clip, amp=amp, seed=seed,
+        ckpt_every=ckpt_every,
+    )
+    if resume:
+        if not run_dir.last_path.is_file():
+            raise click.ClickException(
+                f"{run_dir.root} has no training state to resume: run `adaseg train-parent --run {run_dir.root}` first"
+            )
+        try:
+            settings = tp.stored_settings(run_dir)
+        except CheckpointError as exc:
+            raise click.ClickException(str(exc)) from None
+        settings = _merge_resume(ctx, settings, given)
+    else:
+        if run_dir.last_path.is_file() or run_dir.parent_path.is_file():
+            raise click.ClickException(
+                f"{run_dir.root} already holds a trained parent or training state: pass --resume to continue it, "
+                "or choose another --run"
+            )
+        settings = given
+    try:
+        tp.check_settings(settings)
+        init_path = None if resume else tp.resolve_init(settings)
+        if init_path is not None:
+            tp.check_init(init_path, settings.model)
+    except tp.TrainSettingError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    dist_info = init_distributed(device)
+    try:
+        reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="train-parent"),
+                            enabled=dist_info.is_main)
+        reporter.event("start", run=str(run_dir.root), resume=resume, **settings.to_json())
+        try:
+            result = tp.train_parent(run_dir, settings, device=dist_info.device, resume=resume, reporter=reporter,
+                                     rank=dist_info.rank, world_size=dist_info.world_size)
+        except tp.TrainSettingError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
+        except (CheckpointError, DataError, ValueError, FloatingPointError) as exc:
+            raise click.ClickException(str(exc)) from None
+    finally:
+        cleanup()
+    summary = {"iterations": result.iterations, "resumed_from": result.resumed_from, "seconds": result.seconds,
+               "losses": result.last_losses, "parent": result.parent_path, "init": result.init,
+               "recipe": settings.recipe}
+    reporter.event("done", **summary)
+    if as_json:
+        if dist_info.is_main:
+            click.echo(json.dumps(summary, sort_keys=True))
+        return
+    reporter.info(f"train-parent: {result.iterations - result.resumed_from} iterations in {result.seconds:.0f} s; "
+                  f"final loss {result.last_losses.get('loss', float('nan')):.4f}; wrote {result.parent_path}")
+
+
+def _merge_resume(ctx, stored, given):
+    """Stored settings win; an option given on the command line must agree with them, except
+    the ones a resumed run may change (more iterations, checkpoint interval)."""
+    import dataclasses
+
+    from click.core import ParameterSource
+
+    from adaseg.recipes.train_parent import RESUMABLE_CHANGES
+
+    names = {"batch_size": "batch-size", "pause_layers": "pause-layers", "pause_range": "pause-range",
+             "aux_weight": "aux-weight", "weight_decay": "weight-decay", "backbone_lr_mult": "backbone-lr-mult",
+             "ckpt_every": "ckpt-every"}
+    merged = dataclasses.replace(stored)
+    for field in dataclasses.fields(stored):
+        key = field.name
+        if ctx.get_parameter_source(key) != ParameterSource.COMMANDLINE:
+            continue
+        new, old = getattr(given, key), getattr(stored, key)
+        if key in RESUMABLE_CHANGES:
+            setattr(merged, key, new)
+        elif new != old:
+            raise click.UsageError(
+                f"--{names.get(key, key)} {new} differs from the interrupted run's {old}: --resume continues "
+                "that run as it was set up (only --iters and --ckpt-every may change)"
+            )
+    return merged
