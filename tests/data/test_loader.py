@@ -201,7 +201,8 @@ def test_train_transform_output_size(shape, target, crop, scale):
 def test_eval_transform_shorter_side_and_cap():
     from adaseg.data.transforms import EvalTransform
 
-    img, ids = EvalTransform(short=800, max_size=1333)(torch.zeros(3, 480, 640), torch.zeros(480, 640, dtype=torch.int64))
+    img, ids = EvalTransform(short=800, max_size=1333)(torch.zeros(3, 480, 640),
+                                                      torch.zeros(480, 640, dtype=torch.int64))
     assert tuple(ids.shape) == (800, 1067) and img.shape[1:] == ids.shape
     _, ids = EvalTransform(short=800, max_size=1333)(torch.zeros(3, 100, 400), torch.zeros(100, 400, dtype=torch.int64))
     assert tuple(ids.shape) == (333, 1333)

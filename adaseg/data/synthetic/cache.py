@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 from adaseg.data.synthetic.generate import GENERATOR_VERSION, write_synthetic
 
@@ -34,6 +35,9 @@ def synthetic_root(*, n_train: int = DEFAULT_N_TRAIN, n_val: int = DEFAULT_N_VAL
     scratch = path + f".pid{os.getpid()}"
     if os.path.exists(scratch):
         shutil.rmtree(scratch)
+    # one line, once per cache: first use costs seconds and the user should know why
+    print(f"adaseg: generating the synthetic set ({n_train} train + {n_val} val, {size} px, seed {seed}) "
+          f"into {path} (first use only)", file=sys.stderr)
     write_synthetic(scratch, n_train=n_train, n_val=n_val, size=size, seed=seed)
     try:
         os.rename(scratch, path)
