@@ -9,7 +9,9 @@ Backend choice, explicit and logged once per op:
 * unset / ``auto`` -> Triton when every tensor is on CUDA, triton is installed and the dtypes
   are ones the kernels cover; the reference otherwise.
 
-Triton is imported only once it is chosen, so ``import adaseg`` works where triton is absent.
+The Triton path goes through registered custom ops (``torch.ops.adaseg_pause.*``, see
+:mod:`adaseg.ops.triton.library`), so autograd and fake-tensor tracing see them. Triton is
+imported only once it is chosen, so ``import adaseg`` works where triton is absent.
 Shapes and semantics are exactly those of :mod:`adaseg.ops.reference`; the only deliberate
 difference is that :func:`aux_entropy` never builds an autograd graph (the entropy only
 selects tokens, so both backends return it detached).
