@@ -181,9 +181,9 @@ def _timm_style_checkpoint(model: nn.Module) -> dict[str, torch.Tensor]:
     """What timm would save: the trunk plus a classifier head, without non-timm keys."""
     extra = tuple(model.non_timm_prefixes)
     sd = {k: v.clone() for k, v in model.state_dict().items() if not (extra and k.startswith(extra))}
-    width = {"resnet": "fc.", "swin": "head.fc.", "vision": "head."}
+    head_prefix = {"resnet": "fc.", "swin": "head.fc.", "vision": "head."}
     cls = type(model).__name__.lower()
-    prefix = next(v for k, v in width.items() if cls.startswith(k))
+    prefix = next(v for k, v in head_prefix.items() if cls.startswith(k))
     sd[prefix + "weight"] = torch.randn(10, 4)
     sd[prefix + "bias"] = torch.randn(10)
     return sd
