@@ -29,22 +29,32 @@ def score() -> None:
 
 
 @score.command(name="panoptic")
-@click.option("--gt-json", required=True, type=click.Path(dir_okay=False), help="GT COCO-panoptic JSON.")
-@click.option("--gt-dir", required=True, type=click.Path(file_okay=False), help="GT panoptic PNG folder.")
 @click.option("--pred-json", required=True, type=click.Path(dir_okay=False), help="Prediction panoptic JSON.")
 @click.option("--pred-dir", required=True, type=click.Path(file_okay=False), help="Prediction PNG folder.")
+@click.option("--gt-json", type=click.Path(dir_okay=False), default=None, help="GT COCO-panoptic JSON.")
+@click.option("--gt-dir", type=click.Path(file_okay=False), default=None, help="GT panoptic PNG folder.")
+@click.option("--data", "spec", default=None, help="Instead of --gt-json/--gt-dir: the GT of this dataset spec.")
+@click.option("--split", default="val", show_default=True, type=click.Choice(["train", "val"]), help="With --data.")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0), help="Processes (0/1: none).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def panoptic(gt_json: str, gt_dir: str, pred_json: str, pred_dir: str, workers: int, as_json: bool) -> None:
+def panoptic(pred_json: str, pred_dir: str, gt_json: str | None, gt_dir: str | None, spec: str | None, split: str,
+             workers: int, as_json: bool) -> None:
     """PQ / SQ / RQ (All, Things, Stuff, per class), panopticapi semantics."""
+    from adaseg.data.build import panoptic_gt_paths
     from adaseg.data.panoptic_io import DataError, load_json
     from adaseg.eval.pq import pq_compute
 
+    if spec is not None and (gt_json is not None or gt_dir is not None):
+        raise click.UsageError("give --data or --gt-json/--gt-dir, not both")
+    if spec is None and (gt_json is None or gt_dir is None):
+        raise click.UsageError("give --gt-json and --gt-dir, or --data SPEC")
     try:
-        gt = load_json(gt_json, what="ground-truth panoptic")
-        result = pq_compute(gt, pred_json, gt_dir, pred_dir, num_workers=workers)
+        if spec is not None:
+            gt_json, gt_dir = panoptic_gt_paths(spec, split)
+        result = pq_compute(gt_json, pred_json, gt_dir, pred_dir, num_workers=workers)
+        gt = load_json(gt_json, what="ground-truth panoptic")  # for the class names
     except DataError as exc:
-        raise click.ClickException(str(exc).replace("ground-truth panoptic JSON", gt_json)) from None
+        raise click.ClickException(str(exc)) from None
     names = {int(c["id"]): c["name"] for c in gt["categories"]}
 
     def render(res: dict) -> None:

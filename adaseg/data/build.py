@@ -104,6 +104,29 @@ def build_dataset(spec: str = "synthetic", split: str = "train", *, train: bool 
     return SegmentationDataset(meta=meta, records=records, transform=transform, source=spec)
 
 
+def panoptic_gt_paths(spec: str, split: str) -> tuple[str, str]:
+    """(panoptic JSON, PNG folder) of ``spec``'s ``split`` — what ``adaseg score`` compares
+    prediction files against. DataError for semantic-only datasets (ADE20K)."""
+    if split not in SPLITS:
+        raise DataError(f"split {split!r}: use one of {', '.join(SPLITS)}")
+    kind, root = parse_spec(spec)
+    if kind == "synthetic":
+        from adaseg.data.synthetic.cache import synthetic_root
+
+        kind, root = "folder", synthetic_root()
+    if kind in ("folder", "coco"):
+        layout = PanopticLayout(root, split if kind == "folder" else split + "2017")
+        return layout.json_path, layout.png_dir
+    if kind == "cityscapes":
+        gt = os.path.join(root, "gtFine")
+        for suffix in ("", "_trainId"):
+            path = os.path.join(gt, f"cityscapes_panoptic_{split}{suffix}.json")
+            if os.path.isfile(path):
+                return path, path[: -len(".json")]
+        raise DataError(f"{os.path.join(gt, f'cityscapes_panoptic_{split}.json')}: Cityscapes panoptic JSON not found")
+    raise DataError(f"--data {spec!r}: ADE20K is semantic only; it has no panoptic ground truth files")
+
+
 _COCO = {"target": (1024, 1024), "crop": (1024, 1024), "scale": (0.1, 2.0), "eval": (800, 1333)}
 _CITYSCAPES = {"target": (1024, 2048), "crop": (512, 1024), "scale": (0.5, 2.0), "eval": (None, None)}
 _ADE20K = {"target": (512, 2048), "crop": (512, 512), "scale": (0.5, 2.0), "eval": (512, 2048)}

@@ -104,3 +104,19 @@ def test_score_instance(synth_root, tmp_path):
     assert res.exit_code == 1 and str(rj) in res.output and "malformed JSON" in res.output
     res = CliRunner().invoke(main, ["score", "instance", "--pred-json", str(rj)])
     assert res.exit_code == 2
+
+
+def test_score_panoptic_against_dataset_spec(synth_root, tmp_path):
+    gt_json = os.path.join(synth_root, "annotations", "panoptic_val.json")
+    pred_dir = str(tmp_path / "pred")
+    shutil.copytree(os.path.join(synth_root, "panoptic_val"), pred_dir)
+    res = CliRunner().invoke(main, ["score", "panoptic", "--data", synth_root, "--pred-json", gt_json,
+                                    "--pred-dir", pred_dir, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["All"]["pq"] == 1.0
+    res = CliRunner().invoke(main, ["score", "panoptic", "--data", synth_root, "--gt-json", gt_json,
+                                    "--pred-json", gt_json, "--pred-dir", pred_dir])
+    assert res.exit_code == 2
+    res = CliRunner().invoke(main, ["score", "panoptic", "--data", f"ade20k:{tmp_path}", "--pred-json", gt_json,
+                                    "--pred-dir", pred_dir])
+    assert res.exit_code == 1 and "semantic only" in res.output
