@@ -5,12 +5,15 @@
 // so no (Lq x L*P x D) intermediate exists. The inner loops run over the D channels of a
 // head, which are contiguous in value (N, S, M, D) and in the output (N, Lq, M*D).
 //
-// Backward, two passes, both race-free and deterministic (no atomics, no per-thread
-// buffers, the same summation order for any thread count):
+// Backward, race-free and deterministic (no atomics, no per-thread buffers, the same
+// summation order for any thread count, so bitwise identical results): the value gradient
+// is a scatter-add into grad_value[n, :, m, :], so tasks own (batch, head) pairs and walk
+// the queries in order. When the pairs split evenly over the threads, one pass per pair
+// computes all three gradients; otherwise two passes:
 //   1. one task per (batch, query, head): the gradients of the locations and the weights,
 //      which only read value and grad_output and write the task's own entries;
-//   2. one task per (batch, head, channel block): the value gradient, a scatter-add into
-//      grad_value[n, :, m, d0:d1]; every task owns its slice and walks the queries in order.
+//   2. one task per (batch, head, channel block): the value gradient, each task owning
+//      grad_value[n, :, m, d0:d1].
 #include "ms_deform_attn.h"
 
 #include <ATen/Dispatch.h>
@@ -273,6 +276,66 @@ void backward_value_kernel(const Dims& dm, const std::vector<Level>& levels,
   });
 }
 
+// Single-pass backward for calls with enough (batch, head) pairs to feed every thread: one
+// task per pair computes all three gradients for its queries, reading each corner row of
+// value once for the dot products and the matching grad_value row right after. Same
+// arithmetic, in the same order, as the two passes, so the results are bitwise identical.
+template <typename T>
+void backward_fused_kernel(const Dims& dm, const std::vector<Level>& levels, const T* grad_out,
+                           const T* value, const T* loc, const T* attn, T* grad_value,
+                           T* grad_loc, T* grad_attn) {
+  const int64_t md = dm.m * dm.d;
+  const int64_t lp = dm.levels * dm.points;
+  at::parallel_for(0, dm.n * dm.m, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> zeros(dm.d, T(0));
+    for (int64_t pair = begin; pair < end; ++pair) {
+      const int64_t m = pair % dm.m;
+      const int64_t n = pair / dm.m;
+      const T* v_head = value + n * dm.s * md + m * dm.d;
+      T* gv_head = grad_value + n * dm.s * md + m * dm.d;
+      for (int64_t q = 0; q < dm.lq; ++q) {
+        const int64_t row = (n * dm.lq + q) * dm.m + m;
+        const T* __restrict__ g = grad_out + row * dm.d;
+        const T* row_loc = loc + row * lp * 2;
+        const T* row_attn = attn + row * lp;
+        T* row_gloc = grad_loc + row * lp * 2;
+        T* row_gattn = grad_attn + row * lp;
+        for (int64_t l = 0; l < dm.levels; ++l) {
+          const Level& lv = levels[l];
+          const T* v_level = v_head + lv.start * md;
+          T* gv_level = gv_head + lv.start * md;
+          for (int64_t p = 0; p < dm.points; ++p) {
+            const int64_t k = l * dm.points + p;
+            Taps<T> t;
+            if (!bilinear_taps(row_loc[2 * k], row_loc[2 * k + 1], lv, t)) {
+              row_gloc[2 * k] = T(0);
+              row_gloc[2 * k + 1] = T(0);
+              row_gattn[k] = T(0);
+              continue;
+            }
+            const T* v[4];
+            for (int j = 0; j < 4; ++j) v[j] = t.idx[j] >= 0 ? v_level + t.idx[j] * md : zeros.data();
+            T s[4];
+            dot4(g, v[0], v[1], v[2], v[3], dm.d, s);
+            const T a = row_attn[k];
+            row_gattn[k] = t.w[0] * s[0] + t.w[1] * s[1] + t.w[2] * s[2] + t.w[3] * s[3];
+            const T gx = (T(1) - t.fy) * (s[1] - s[0]) + t.fy * (s[3] - s[2]);
+            const T gy = (T(1) - t.fx) * (s[2] - s[0]) + t.fx * (s[3] - s[1]);
+            row_gloc[2 * k] = a * gx * static_cast<T>(lv.w);
+            row_gloc[2 * k + 1] = a * gy * static_cast<T>(lv.h);
+            for (int j = 0; j < 4; ++j) {
+              if (t.idx[j] < 0) continue;
+              const T c = a * t.w[j];
+              T* __restrict__ dst = gv_level + t.idx[j] * md;
+              for (int64_t i = 0; i < dm.d; ++i) dst[i] += c * g[i];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
 Dims dims_of(const at::Tensor& value, const at::Tensor& sampling_locations) {
   return {value.size(0),
           value.size(1),
@@ -335,6 +398,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
   const auto attn = attention_weights.contiguous();
   const auto levels = read_levels(spatial_shapes, level_start_index);
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
+    // One pass when the (batch, head) pairs split evenly over the threads (or are many);
+    // else two passes, which also parallelise over queries and channel blocks.
+    const int64_t pairs = dm.n * dm.m, threads = at::get_num_threads();
+    if (pairs % threads == 0 || pairs >= 4 * threads) {
+      backward_fused_kernel<scalar_t>(dm, levels, g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+                                      loc.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(),
+                                      grad_value.data_ptr<scalar_t>(), grad_loc.data_ptr<scalar_t>(),
+                                      grad_attn.data_ptr<scalar_t>());
+      return;
+    }
     backward_loc_attn_kernel<scalar_t>(dm, levels, g.data_ptr<scalar_t>(),
                                        v.data_ptr<scalar_t>(), loc.data_ptr<scalar_t>(),
                                        attn.data_ptr<scalar_t>(), grad_loc.data_ptr<scalar_t>(),

@@ -102,10 +102,14 @@ def test_opcheck(dtype):
     torch.library.opcheck(torch.ops.adaseg.ms_deform_attn_backward.default, (grad_out, *inputs))
 
 
-def test_value_grad_is_deterministic_across_thread_counts():
-    """The scatter-add walks queries in a fixed order: bitwise equal for 1 and 2 threads."""
-    inputs = make_msda_inputs(batch=1, queries=200, heads=2, head_dim=8, shapes=[(8, 8), (4, 4)], points=4, locations="outside")
-    grad_out = torch.randn(1, 200, 16)
+@pytest.mark.parametrize("heads", [2, 3])
+def test_value_grad_is_deterministic_across_thread_counts(heads):
+    """The scatter-add walks queries in a fixed order: bitwise equal for 1 and 2 threads.
+
+    With 3 heads, 1 thread takes the one-pass backward and 2 threads the two-pass one.
+    """
+    inputs = make_msda_inputs(batch=1, queries=200, heads=heads, head_dim=8, shapes=[(8, 8), (4, 4)], points=4, locations="outside")
+    grad_out = torch.randn(1, 200, heads * 8)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
