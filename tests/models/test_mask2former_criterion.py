@@ -219,3 +219,30 @@ def test_registered_tiny_model_forward_backward():
     res["loss"].backward()
     assert model.predictor.class_embed.weight.grad is not None
     assert model.backbone.channels and all(p.grad is not None for p in model.backbone.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_cpu_trains(dtype):
+    model = tiny_model(seed=0).train()
+    crit = model.build_criterion()
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.autocast("cpu", dtype=dtype):
+        out = model(images, all_exits=True, pause=PausePlan(((2, 0.5),)))
+        res = crit(out, _targets(2, (64, 64), model.num_classes), exit_weights={k: 1.0 for k in model.exits})
+    assert out["exits"][6]["pred_masks"].dtype == dtype
+    assert torch.isfinite(res["loss"])
+    res["loss"].backward()
+    assert torch.isfinite(model.predictor.class_embed.weight.grad).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_cuda_matches_fp32(dtype):
+    model = tiny_model(seed=0).cuda()
+    images = torch.randn(2, 3, 64, 64, device="cuda")
+    with torch.no_grad():
+        ref = model(images, exits=torch.tensor([3, 6]))
+        with torch.autocast("cuda", dtype=dtype):
+            low = model(images, exits=torch.tensor([3, 6]))
+    torch.testing.assert_close(low["pred_masks"].float(), ref["pred_masks"], atol=0.3, rtol=0.05)

@@ -56,8 +56,8 @@ def m2f_swin_b(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING
 
 def m2f_tiny(
     *,
-    num_classes: int = 8,
-    thing_ids: tuple = (3, 4, 5, 6, 7),
+    num_classes: int = 9,
+    thing_ids: tuple = (0, 1, 2, 3, 4),
     backbone: str = "resnet_tiny",
     hidden_dim: int = 64,
     enc_layers: int = 6,
@@ -74,7 +74,8 @@ def m2f_tiny(
     """CPU-sized Mask2Former: the same architecture, narrow and shallow in the decoder.
 
     ``train_points`` = 1024 is one point per mask-feature pixel at 128x128 input (Mask2Former's
-    12544 is 112^2 for ~1024 px crops). Pass the dataset's ``num_classes``/``thing_ids``.
+    12544 is 112^2 for ~1024 px crops). The class defaults are the built-in synthetic set's
+    (5 things then 4 stuff, contiguous); pass another dataset's ``num_classes``/``thing_ids``.
     """
     return Mask2Former(
         backbone=backbone_by_name(backbone),
