@@ -107,3 +107,16 @@ def test_cache_generates_once(tmp_path, monkeypatch):
     monkeypatch.setattr(synth_cache, "write_synthetic", boom)
     assert synth_cache.synthetic_root(n_train=2, n_val=1, size=32, seed=0) == p1
     assert sorted(os.listdir(tmp_path / "c")) == [os.path.basename(p1)]
+
+
+@pytest.mark.parametrize("kind", ["disc", "box", "triangle", "ring", "cross"])
+def test_windowed_shape_equals_full_frame(kind):
+    from adaseg.data.synthetic.draw import shape_mask, shape_mask_full
+
+    yy, xx = np.mgrid[0:50, 0:60].astype(np.float64)
+    for k in range(20):
+        p = np.random.default_rng(k)
+        cy, cx, r, th = p.uniform(-10, 60), p.uniform(-10, 70), p.uniform(1, 25), p.uniform(0, 7)
+        a = shape_mask(kind, yy, xx, cy=cy, cx=cx, r=r, theta=th, rng=np.random.default_rng(k))
+        b = shape_mask_full(kind, yy, xx, cy=cy, cx=cx, r=r, theta=th, rng=np.random.default_rng(k))
+        assert np.array_equal(a, b)

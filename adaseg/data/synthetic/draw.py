@@ -69,6 +69,21 @@ def shape_mask(kind: str, yy: np.ndarray, xx: np.ndarray, *, cy: float, cx: floa
     raise ValueError(f"unknown shape kind {kind!r}")
 
 
+def shape_mask_full(kind: str, yy: np.ndarray, xx: np.ndarray, *, cy: float, cx: float, r: float,
+                    theta: float, rng: np.random.Generator) -> np.ndarray:
+    """:func:`shape_mask` evaluated only inside the shape's bounding window (every shape fits in
+    a radius of 1.5 r), embedded in a full (H, W) mask. Same random draws, same result."""
+    h, w = yy.shape
+    reach = 1.5 * r + 1.0
+    y0, y1 = max(0, int(np.floor(cy - reach))), min(h, int(np.ceil(cy + reach)) + 1)
+    x0, x1 = max(0, int(np.floor(cx - reach))), min(w, int(np.ceil(cx + reach)) + 1)
+    y1, x1 = max(y0, y1), max(x0, x1)
+    out = np.zeros((h, w), dtype=bool)
+    out[y0:y1, x0:x1] = shape_mask(kind, yy[y0:y1, x0:x1], xx[y0:y1, x0:x1], cy=cy, cx=cx, r=r, theta=theta,
+                                   rng=rng)
+    return out
+
+
 def brick_texture(rng: np.random.Generator, h: int, w: int, base: np.ndarray, jitter: float) -> np.ndarray:
     """(h, w, 3) brick wall: per-brick colour jitter, light mortar lines, offset rows."""
     bh = int(rng.integers(5, 9))

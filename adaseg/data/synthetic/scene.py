@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adaseg.data.synthetic.draw import brick_texture, hsv, shape_mask, value_noise
+from adaseg.data.synthetic.draw import brick_texture, hsv, shape_mask_full, value_noise
 
 THINGS = ((1, "disc", 0.02), (2, "box", 0.62), (3, "triangle", 0.20), (4, "ring", 0.85), (5, "cross", 0.50))
 STUFF = ((10, "sky"), (11, "grass"), (12, "wall"), (13, "road"))
@@ -67,7 +67,7 @@ def make_scene(seed: int, index: int, size: int) -> tuple[np.ndarray, np.ndarray
         color = hsv(hue + rng.normal(0, 0.04), rng.uniform(0.6, 0.9), rng.uniform(0.6, 0.9))
         for _ in range(int(rng.integers(6, 13))):
             r = rng.uniform(0.012, 0.025) * size + 1.0
-            m |= shape_mask(THINGS[cid - 1][1], yy, xx, cy=cy + rng.normal(0, 0.06 * h),
+            m |= shape_mask_full(THINGS[cid - 1][1], yy, xx, cy=cy + rng.normal(0, 0.06 * h),
                             cx=cx + rng.normal(0, 0.06 * w), r=r, theta=rng.uniform(0, np.pi), rng=rng)
         seg_id = cid * 1000 + 999
         ids[m] = seg_id
@@ -92,7 +92,7 @@ def make_scene(seed: int, index: int, size: int) -> tuple[np.ndarray, np.ndarray
             r = rng.uniform(lo, hi) * size
             cy, cx = rng.uniform(0.05, 0.95) * h, rng.uniform(0.05, 0.95) * w
         cid, kind, hue = THINGS[cls]
-        m = shape_mask(kind, yy, xx, cy=cy, cx=cx, r=r, theta=rng.uniform(0, 2 * np.pi), rng=rng)
+        m = shape_mask_full(kind, yy, xx, cy=cy, cx=cx, r=r, theta=rng.uniform(0, 2 * np.pi), rng=rng)
         if not m.any():
             continue
         seg_id = cid * 1000 + k
@@ -160,7 +160,7 @@ def _stuff(rng: np.random.Generator, d: float, yy: np.ndarray, xx: np.ndarray):
             img[m] = layer()[m]
     # clutter: blobs that belong to the stuff they sit on (not things), more when hard
     for _ in range(int(rng.poisson(10 * d * d))):
-        m = shape_mask("disc", yy, xx, cy=rng.uniform(0, h), cx=rng.uniform(0, w),
+        m = shape_mask_full("disc", yy, xx, cy=rng.uniform(0, h), cx=rng.uniform(0, w),
                        r=rng.uniform(0.02, 0.06) * h, theta=rng.uniform(0, np.pi), rng=rng)
         img[m] = 0.5 * img[m] + 0.5 * hsv(rng.uniform(), rng.uniform(0.3, 0.9), rng.uniform(0.3, 0.9))
     return stuff, img
