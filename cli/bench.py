@@ -15,6 +15,7 @@ def _register() -> None:
     from adaseg.cli.bench_pause import pause
 
     bench.add_command(pause)
+    from adaseg.cli.bench_m2f import m2f; bench.add_command(m2f)  # noqa: E702
     from adaseg.cli.bench_op import op
 
     bench.add_command(op)

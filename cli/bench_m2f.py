@@ -1,0 +1,43 @@
+"""``adaseg bench m2f``: adaseg's Mask2Former vs transformers' on the same weights (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import click
+
+SETTING_CHOICES = ("swin_t", "small")  # mirrors adaseg.bench.m2f.SETTINGS (kept literal: --help stays light)
+
+
+@click.command(name="m2f")
+@click.option("--setting", type=click.Choice(SETTING_CHOICES), default="swin_t", show_default=True,
+              help="swin_t: the paper's Swin-T COCO configuration; small: a narrower CPU-friendly one.")
+@click.option("--size", type=click.IntRange(min=32), default=512, show_default=True, help="Square input side (pixels).")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs per model.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: torch's choice).")
+@click.option("--no-exits", is_flag=True, help="Skip the per-exit timings.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the figures to this JSON file (atomically).")
+def m2f(setting: str, size: int, repeats: int, threads: int | None, no_exits: bool, json_path: str | None) -> None:
+    """Forward time of adaseg's Mask2Former vs transformers' (same weights, CPU, batch 1), the ratio
+    measured in one run, and adaseg's encoder time at every exit."""
+    from adaseg.bench import m2f as bench
+
+    if json_path:
+        directory = os.path.dirname(os.path.abspath(json_path))
+        if not os.path.isdir(directory):
+            raise click.BadParameter(f"directory {directory} does not exist", param_hint="'--json'")
+    try:
+        bench.require_transformers()
+    except bench.BenchUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    result = bench.run(setting=setting, size=size, repeats=repeats, threads=threads, exits=not no_exits)
+    click.echo(bench.format_report(result))
+    if json_path:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(json_path)), suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(result, f, indent=2)
+        os.replace(tmp, json_path)
+        click.echo(f"wrote {json_path}")
