@@ -20,6 +20,7 @@ PyTorch is timed on the CPU at batch <= ``cpu_batch`` so the command stays quick
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -146,10 +147,11 @@ def run(
     tdtype = _DTYPES[dtype]
     info = {"device": str(dev), "dtype": dtype, "ratio": ratio, "repeats": repeats}
     peak = None
+    measure_triton = on_gpu and importlib.util.find_spec("triton") is not None
     if on_gpu:
         name = torch.cuda.get_device_name(dev)
         peak = peak_bandwidth_tbps(name)
-        info.update(device_name=name, peak_tbps=peak, triton="measured")
+        info.update(device_name=name, peak_tbps=peak, triton="measured" if measure_triton else "unmeasured (triton not installed)")
     else:
         info.update(device_name="cpu", peak_tbps=None, triton="unmeasured (no CUDA device)")
         if tdtype != torch.float32:
@@ -183,7 +185,7 @@ def run(
         }
         tr_ms: dict[str, float] = {}
         checks = {op: "unmeasured" for op in ref_ms}
-        if on_gpu:
+        if measure_triton:
             tr_ms, checks = _triton_times(x, w, bias, h, n_keep, keep_idx, pause_idx, kept_after, dev, repeats)
         moved = x.numel() * x.element_size() + w.numel() * w.element_size() + bias.numel() * bias.element_size() + h.numel() * 4
         for op in ("entropy", "keep", "assemble", "total"):
@@ -247,6 +249,8 @@ def format_report(info: dict, rows: list[Row]) -> str:
     if info["device"].startswith("cuda"):
         peak = info.get("peak_tbps")
         lines.append(f"peak bandwidth: {peak} TB/s" if peak else "peak bandwidth: unknown for this GPU (not in the table)")
+        if info["triton"] != "measured":
+            lines.append(f"Triton figures: {info['triton']}")
     else:
         lines.append("No CUDA device: the GPU figures (Triton time, speedup, bandwidth) are UNMEASURED; "
                      "PyTorch columns are CPU times at a reduced batch.")
