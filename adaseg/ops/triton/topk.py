@@ -6,10 +6,11 @@ Two kernels, one read of the kept tokens:
    directly: rank_i = #{j : H_j > H_i, or H_j == H_i and j < i} (NaN ranks above every
    number, like ``torch.sort``), kept iff rank_i < n_keep. That is O(N^2) compares, but
    they run from registers with the grid spread over (token blocks x images), so a
-   (32, 1024) or (2, 5376) batch takes one short launch where ``torch.sort`` (segmented
-   radix sort) takes several. Above ``COUNT_MAX_N`` the quadratic cost wins over the
-   launches and the flags come from a stable ``torch.sort`` instead; both orders are
-   exactly the reference's.
+   (32, 1024) or (2, 5376) batch is one launch where ``torch.sort`` (segmented radix
+   sort) plus index sorts are several. Above ``COUNT_MAX_N`` the quadratic cost should
+   outgrow the launches, and the flags come from a stable ``torch.sort`` instead; both
+   give exactly the reference's order. (COUNT_MAX_N is an estimate: no GPU was available
+   to measure the crossover; ``adaseg bench pause`` times the chosen path.)
 2. ``compact``: each (token block, image) program counts the kept flags before its block,
    prefix-sums its own, and writes keep_idx and pause_idx (both ascending, because
    positions follow token order) and the kept rows of x into (B, n_keep, D). Paused rows
