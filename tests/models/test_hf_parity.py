@@ -165,6 +165,34 @@ def test_pytorch_bin_and_transformers5_names_load_the_same(hf, ours, tmp_path):
                 assert torch.equal(got[k], want[k]), k
 
 
+def _with_index_buffers(directory, *, corrupt: bool):
+    """Add the ``relative_position_index`` buffers that transformers 4 checkpoints store."""
+    from adaseg.models.backbones.swin import relative_position_index
+
+    sd = load_file(str(directory / "model.safetensors"))
+    tables = [k for k in sd if k.endswith("attention.self.relative_position_bias_table")]
+    for k in tables:
+        index = relative_position_index(7).clone()
+        if corrupt:
+            index[0, 0] += 1
+        sd[k.replace("relative_position_bias_table", "relative_position_index")] = index
+    save_file(sd, str(directory / "model.safetensors"))
+    return len(tables)
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_stored_relative_position_index_is_checked_then_dropped(hf, ours, tmp_path, corrupt):
+    directory = _copy_dir(hf[0], tmp_path / "v4")
+    n = _with_index_buffers(directory, corrupt=corrupt)
+    if corrupt:
+        with pytest.raises(HFWeightsError, match="relative_position_index does not match a window of 7"):
+            from_hf_mask2former(directory, thing_ids=THINGS)
+        return
+    model, info = from_hf_mask2former(directory, thing_ids=THINGS, return_info=True)
+    assert sum(k.endswith("relative_position_index") for k in info.dropped) == n == 6
+    assert torch.equal(model.backbone.norm.weight, ours.backbone.norm.weight)
+
+
 def test_coco_labels_give_coco_things(hf, tmp_path):
     directory = _copy_dir(hf[0], tmp_path / "coco")
     cfg = json.loads((directory / "config.json").read_text())
