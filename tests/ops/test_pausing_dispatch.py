@@ -210,3 +210,41 @@ def test_patch_assembler_without_pause_and_misuse():
     asm.pause(x, keep_idx=keep_idx, pause_idx=pause_idx)
     with pytest.raises(ValueError, match=r"x must be \(2, 3, 3\)"):
         asm.finish(x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_patch_assembler_full_view_feeds_later_layers(backend, monkeypatch):
+    # Deformable-encoder style: active tokens read every token (paused ones included) through
+    # full(), then more tokens pause into the same buffer. Oracle: the full map rebuilt with
+    # reference.assemble after every layer (one copy per layer), as Mask2Former's encoder does.
+    monkeypatch.setenv(pausing.BACKEND_ENV, backend)
+    b, n, d = 2, 14, 4
+    x0 = torch.randn(b, n, d, generator=_gen(30), dtype=torch.float64).requires_grad_()
+    m = torch.randn(d, d, generator=_gen(31), dtype=torch.float64)
+    weight, bias = torch.randn(3, d, generator=_gen(32)), torch.randn(3, generator=_gen(33))
+
+    def layer(active, values):
+        return active + 0.1 * torch.tanh(values.mean(1, keepdim=True) @ m) * active
+
+    # oracle
+    full, active, pos = x0, x0, torch.arange(n).expand(b, n)
+    for n_keep in (9, 4):
+        active = layer(active, full)
+        full = reference.assemble(full, pos, active)
+        keep_idx, _, active = reference.topk_keep(active, _score(active, weight, bias), n_keep)
+        pos = torch.gather(pos, 1, keep_idx)
+    want = reference.assemble(full, pos, layer(active, full))
+
+    asm, active = pausing.PatchAssembler.for_tokens(x0), x0
+    for n_keep in (9, 4):
+        active = layer(active, asm.full(active))
+        keep_idx, pause_idx, kept = pausing.topk_keep(active, _score(active, weight, bias), n_keep)
+        asm.pause(active, keep_idx=keep_idx, pause_idx=pause_idx)
+        active = kept
+    got = asm.finish(layer(active, asm.full(active)))
+
+    assert torch.equal(got, want)
+    up = torch.randn(b, n, d, generator=_gen(34), dtype=torch.float64)
+    (g_got,) = torch.autograd.grad((got * up).sum(), x0)
+    (g_want,) = torch.autograd.grad((want * up).sum(), x0)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12)
