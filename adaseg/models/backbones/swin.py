@@ -11,7 +11,8 @@ mask is not stored at all (it depends on the input size, so it is built per forw
 Arbitrary input sizes (segmentation): the image is zero-padded to a multiple of the patch
 size; inside each block the normalised map is zero-padded to a multiple of the window, then
 cyclically shifted (the order HF transformers' Swin and the original Swin-Seg use). When a
-stage map is no larger than one window (``min(H, W) <= window``) the block does not shift.
+stage map is no larger than one window (``min(H, W) <= window``) the block does not shift, as in
+timm, unless ``always_shift`` (the original Mask2Former / HF SwinBackbone behaviour).
 
 ``forward(x)`` returns ``{"s1": stride 32, "s2": 16, "s3": 8, "s4": 4}`` (B, C, h, w) maps:
 ``s1`` goes through timm's final ``norm``; ``s2..s4`` through per-output LayerNorms
@@ -275,7 +276,7 @@ class SwinTransformer(nn.Module):
         if len(depths) != 4 or len(num_heads) != 4:
             raise ValueError(f"Swin needs 4 stages, got depths={depths} num_heads={num_heads}")
         self.patch_embed = PatchEmbed(patch=patch, dim=embed_dim)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]
         dims = [embed_dim * 2 ** i for i in range(4)]
         stages, start = [], 0
         for i in range(4):
