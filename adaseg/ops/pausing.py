@@ -67,7 +67,9 @@ def select_backend(op: str, *tensors: torch.Tensor, triton_dtypes_ok: bool = Tru
     forced = os.environ.get(BACKEND_ENV, "").strip().lower()
     if forced not in ("", "auto", "reference", "triton"):
         raise ValueError(f"{BACKEND_ENV}={os.environ[BACKEND_ENV]!r}: expected 'reference', 'triton' or 'auto'")
-    devices = sorted({str(t.device) for t in tensors})
+    def devices() -> str:  # only for messages
+        return ", ".join(sorted({str(t.device) for t in tensors}))
+
     on_cuda = all(t.is_cuda for t in tensors)
     if forced == "reference":
         backend, why = "reference", f"{BACKEND_ENV}=reference"
@@ -76,12 +78,12 @@ def select_backend(op: str, *tensors: torch.Tensor, triton_dtypes_ok: bool = Tru
             raise RuntimeError(f"{BACKEND_ENV}=triton but triton is not installed (pip install triton)")
         if not on_cuda and not _triton_interprets():
             raise RuntimeError(
-                f"{BACKEND_ENV}=triton: {op} got tensors on {', '.join(devices)}; the Triton kernels need "
+                f"{BACKEND_ENV}=triton: {op} got tensors on {devices()}; the Triton kernels need "
                 "CUDA tensors, or TRITON_INTERPRET=1 set before triton is imported to run them on CPU"
             )
         backend, why = "triton", f"{BACKEND_ENV}=triton"
     elif not on_cuda:
-        backend, why = "reference", f"tensors on {', '.join(devices)}"
+        backend, why = "reference", "tensors not on CUDA"
     elif not _triton_installed():
         backend, why = "reference", "triton is not installed"
     elif not triton_dtypes_ok:
