@@ -136,8 +136,14 @@ def run(
     repeats: int = 50,
     device: str | None = None,
     cpu_batch: int = 2,
+    interpreted_triton: bool = False,
 ) -> tuple[dict, list[Row]]:
-    """Time one pause stage per case. Returns (environment info, rows)."""
+    """Time one pause stage per case. Returns (environment info, rows).
+
+    ``interpreted_triton`` (tests only): on a CPU under TRITON_INTERPRET=1, run the Triton
+    branch too, so the report's GPU code path is exercised; its times mean nothing and
+    the report labels them as interpreter times.
+    """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     if not 0.0 < ratio < 1.0:
@@ -154,6 +160,9 @@ def run(
         info.update(device_name=name, peak_tbps=peak, triton="measured" if measure_triton else "unmeasured (triton not installed)")
     else:
         info.update(device_name="cpu", peak_tbps=None, triton="unmeasured (no CUDA device)")
+        if interpreted_triton:
+            measure_triton = True
+            info["triton"] = "interpreter on CPU (times meaningless; tests only)"
         if tdtype != torch.float32:
             tdtype = torch.float32  # CPU half matmuls are emulated; time the float32 path
             info["dtype"] = "fp32 (CPU)"
@@ -254,6 +263,8 @@ def format_report(info: dict, rows: list[Row]) -> str:
     else:
         lines.append("No CUDA device: the GPU figures (Triton time, speedup, bandwidth) are UNMEASURED; "
                      "PyTorch columns are CPU times at a reduced batch.")
+        if info["triton"] != "unmeasured (no CUDA device)":
+            lines.append(f"Triton column: {info['triton']}")
     head = f"{'case':<18} {'op':<9} {'ref ms':>10} {'plain ms':>11} {'triton ms':>11} {'speedup':>8} {'GB/s':>8} {'%peak':>7}  check"
     lines += [head, "-" * len(head)]
     for r in rows:

@@ -69,3 +69,25 @@ def test_triton_path_checks_agree_with_reference_under_interpreter():
     times, checks = bench._triton_times(x, w, b, h, 24, keep_idx, pause_idx, kept * 2, torch.device("cpu"), 1)
     assert checks == {"entropy": "ok", "keep": "ok", "assemble": "ok"}
     assert set(times) == {"entropy", "keep", "assemble"} and all(t > 0 for t in times.values())
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="runs the Triton branch under the interpreter")
+def test_report_with_triton_rows_under_interpreter():
+    # The rows and report the GPU run produces (speedups, bandwidth, unknown peak), built from
+    # interpreter times on a tiny shape: the arithmetic and formatting are what is checked.
+    case = bench.Case("tiny", 2, 40, 16, 5)
+    info, rows = bench.run(cases=(case,), repeats=1, interpreted_triton=True)
+    assert [r.op for r in rows] == ["entropy", "keep", "assemble", "total"]
+    assert all(r.check == "ok" for r in rows), [r.check for r in rows]
+    for r in rows:
+        assert r.triton_ms > 0
+        best = min(r.reference_ms, r.plain_ms) if r.op != "total" else None
+        if best is not None:
+            assert r.speedup == pytest.approx(best / r.triton_ms)
+    ent = rows[0]
+    moved = 2 * 40 * 16 * 4 + 5 * 16 * 4 + 5 * 4 + 2 * 40 * 4  # tokens, weight, bias, entropies (fp32 on CPU)
+    assert ent.bandwidth_gbps == pytest.approx(moved / (ent.triton_ms * 1e-3) / 1e9)
+    assert ent.peak_fraction is None  # no peak for a CPU
+    report = bench.format_report(info, rows)
+    assert "Triton column: interpreter on CPU (times meaningless; tests only)" in report
+    assert rows[-1].triton_ms == pytest.approx(sum(r.triton_ms for r in rows[:3]))
