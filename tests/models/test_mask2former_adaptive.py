@@ -229,3 +229,21 @@ def test_bad_plans(model, images):
         model(images, pause=PausePlan(((6, 0.5),)))
     with pytest.raises(ValueError, match="padding_mask"):
         model(images, torch.zeros(4, 64, 64, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("groups,channels", [(4, 8), (2, 6)])
+def test_masked_group_norm_equals_group_norm_on_the_valid_crop(groups, channels):
+    from adaseg.models.mask2former.masked_ops import MaskedGroupNorm
+
+    torch.manual_seed(0)
+    norm = MaskedGroupNorm(groups, channels)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(2, channels, 5, 7)
+    mask = torch.zeros(2, 5, 7, dtype=torch.bool)
+    mask[1, 3:] = True
+    mask[1, :, 4:] = True
+    out = norm(x, mask)
+    torch.testing.assert_close(out[0], torch.nn.functional.group_norm(x[:1], groups, norm.weight, norm.bias)[0])
+    crop = torch.nn.functional.group_norm(x[1:, :, :3, :4], groups, norm.weight, norm.bias)[0]
+    torch.testing.assert_close(out[1, :, :3, :4], crop)

@@ -24,14 +24,16 @@ class MaskedGroupNorm(nn.GroupNorm):
             return super().forward(x)
         b, c, h, w = x.shape
         g = self.num_groups
-        valid = (~mask).to(x.dtype).view(b, 1, 1, h * w)
-        xg = x.reshape(b, g, c // g, h * w)
+        # statistics in float32 (float64 stays float64), as autocast runs group_norm
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        valid = (~mask).to(acc).view(b, 1, 1, h * w)
+        xg = x.to(acc).reshape(b, g, c // g, h * w)
         count = valid.sum(-1, keepdim=True).clamp(min=1) * (c // g)
         mean = (xg * valid).sum((-1, -2), keepdim=True) / count
         var = (((xg - mean) ** 2) * valid).sum((-1, -2), keepdim=True) / count
         out = ((xg - mean) / torch.sqrt(var + self.eps)).reshape(b, c, h, w)
         if self.affine:
-            out = out * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+            out = out * self.weight.to(acc).view(1, c, 1, 1) + self.bias.to(acc).view(1, c, 1, 1)
         return out
 
 
