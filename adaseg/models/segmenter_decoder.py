@@ -39,7 +39,7 @@ class MaskTransformer(nn.Module):
         self.d_model = d_model
         self.proj_dec = nn.Linear(in_dim, d_model)
         self.cls_emb = nn.Parameter(torch.zeros(1, num_classes, d_model))
-        rates = torch.linspace(0, drop_path_rate, n_layers).tolist()
+        rates = [drop_path_rate * i / max(n_layers - 1, 1) for i in range(n_layers)]
         self.blocks = nn.ModuleList(
             [Block(dim=d_model, num_heads=n_heads, mlp_ratio=mlp_ratio, drop_path=rates[i]) for i in range(n_layers)]
         )
