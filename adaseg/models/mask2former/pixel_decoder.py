@@ -17,7 +17,7 @@ from torch import nn
 
 from adaseg.models.adaptive import PausePlan
 from adaseg.models.gate import pool_features
-from adaseg.models.mask2former.encoder import AdaptiveDeformableEncoder, AuxRecord
+from adaseg.models.mask2former.encoder import AdaptiveDeformableEncoder
 from adaseg.models.mask2former.masked_ops import ConvNorm, MaskedGroupNorm, level_mask, replicate_padding
 from adaseg.models.mask2former.position import sine_position
 
