@@ -356,7 +356,8 @@ def train_parent(
     try:
         for it in range(start, s.iters):
             seed_it = iteration_seed(s.seed, it)
-            torch.manual_seed(seed_it)  # augmentation and random pausing of this iteration
+            torch.manual_seed(seed_it)  # the loss's point sampling of this iteration
+            dataset.reseed(seed_it)  # this iteration's augmentation
             idx = batch_indices(len(dataset), s.batch_size * world_size, it, s.seed)[rank::world_size]
             batch = collate([dataset[i] for i in idx])
             pause = None
