@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -30,18 +31,22 @@ def collate(batch: list[dict], *, size_divisibility: int = 32) -> dict:
     hp = ceil_to(max(s["image"].shape[1] for s in batch), size_divisibility)
     wp = ceil_to(max(s["image"].shape[2] for s in batch), size_divisibility)
     b = len(batch)
-    images = torch.zeros(b, 3, hp, wp, dtype=torch.float32)
-    padding = torch.ones(b, hp, wp, dtype=torch.bool)
+    # numpy buffers: padding is single-threaded memory work, so collating in the main process
+    # (no loader workers) does not contend for torch's intra-op threads
+    images = np.zeros((b, 3, hp, wp), dtype=np.float32)
+    padding = np.ones((b, hp, wp), dtype=bool)
     targets = []
     for i, s in enumerate(batch):
         _, h, w = s["image"].shape
-        images[i, :, :h, :w] = s["image"]
+        images[i, :, :h, :w] = s["image"].numpy()
         padding[i, :h, :w] = False
-        masks = torch.zeros(s["masks"].shape[0], hp, wp, dtype=torch.bool)
-        masks[:, :h, :w] = s["masks"]
-        semantic = torch.full((hp, wp), IGNORE_LABEL, dtype=torch.int64)
-        semantic[:h, :w] = s["semantic"]
-        targets.append({"masks": masks, "labels": s["labels"], "semantic": semantic})
+        masks = np.zeros((s["masks"].shape[0], hp, wp), dtype=bool)
+        masks[:, :h, :w] = s["masks"].numpy()
+        semantic = np.full((hp, wp), IGNORE_LABEL, dtype=np.int64)
+        semantic[:h, :w] = s["semantic"].numpy()
+        targets.append({"masks": torch.from_numpy(masks), "labels": s["labels"],
+                        "semantic": torch.from_numpy(semantic)})
+    images, padding = torch.from_numpy(images), torch.from_numpy(padding)
     return {
         "images": images,
         "padding_mask": padding,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from adaseg.data.meta import IGNORE_LABEL, DatasetMeta
+from adaseg.data.meta import IGNORE_LABEL, PIXEL_MEAN, PIXEL_STD, DatasetMeta
 from adaseg.data.panoptic_io import (
     VOID,
     DataError,
@@ -36,7 +36,6 @@ from adaseg.data.panoptic_io import (
     read_label_png,
     read_panoptic_png,
 )
-from adaseg.data.transforms import normalize
 
 
 @dataclass(frozen=True)
@@ -57,8 +56,8 @@ class SegmentationDataset(Dataset):
     Args:
         meta: the dataset's :class:`DatasetMeta`.
         records: one :class:`Record` per image (non-empty).
-        transform: callable ``(image (3,H,W) float 0-255, ids (H,W) int64, generator) -> same``
-            or None.
+        transform: callable ``(image (3,H,W) float32 0-255, ids (H,W) int64, generator) -> same``
+            (numpy arrays) or None.
         source: where the records came from (used in error messages).
 
     Random transforms draw from the dataset's own ``torch.Generator`` (:meth:`reseed`), so
@@ -121,13 +120,17 @@ class SegmentationDataset(Dataset):
         rec = self.records[i]
         image_np, ids_np, segs = self.load_raw(i)
         h0, w0 = ids_np.shape
-        image = torch.from_numpy(np.ascontiguousarray(image_np)).permute(2, 0, 1).float()
-        ids = torch.from_numpy(ids_np)
+        # numpy except for the image resize: per-sample work stays single-threaded, so a loader
+        # without workers does not fight the training process for torch's intra-op threads
+        chw = image_np.transpose(2, 0, 1).astype(np.float32)
         if self.transform is not None:
-            image, ids = self.transform(image, ids, self.generator)
-        masks, labels, semantic = targets_from_ids(ids, segs)
+            chw, ids_np = self.transform(chw, ids_np, self.generator)
+        mean = np.asarray(PIXEL_MEAN, dtype=np.float32)[:, None, None]
+        std = np.asarray(PIXEL_STD, dtype=np.float32)[:, None, None]
+        image = np.ascontiguousarray((chw - mean) / std, dtype=np.float32)
+        masks, labels, semantic = targets_from_ids(ids_np, segs)
         return {
-            "image": normalize(image),
+            "image": torch.from_numpy(image),
             "masks": masks,
             "labels": labels,
             "semantic": semantic,
@@ -154,26 +157,30 @@ class SegmentationDataset(Dataset):
         return ids, segments
 
 
-def targets_from_ids(ids: torch.Tensor, segs: list[tuple[int, int, bool]]):
-    """(H, W) int64 segment ids + [(id, label, iscrowd)] -> masks (n,H,W) bool, labels (n,),
-    semantic (H,W) int64 (255 = void). Segments absent from ``ids`` (cropped away) are dropped."""
+def targets_from_ids(ids, segs: list[tuple[int, int, bool]]):
+    """(H, W) int64 segment ids (numpy or torch) + [(id, label, iscrowd)] -> masks (n,H,W)
+    bool, labels (n,) int64, semantic (H,W) int64 (255 = void), as torch tensors. Crowd
+    segments get no mask but keep their class in ``semantic``; segments absent from ``ids``
+    (cropped away) are dropped."""
+    ids = ids.numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+    ids = ids.astype(np.int64, copy=False)
     h, w = ids.shape
     if not segs:
         return (torch.zeros(0, h, w, dtype=torch.bool), torch.zeros(0, dtype=torch.int64),
                 torch.full((h, w), IGNORE_LABEL, dtype=torch.int64))
-    seg_ids = torch.tensor([s[0] for s in segs], dtype=torch.int64)
-    seg_lab = torch.tensor([s[1] for s in segs], dtype=torch.int64)
-    crowd = torch.tensor([s[2] for s in segs], dtype=torch.bool)
-    order = torch.argsort(seg_ids)
+    seg_ids = np.array([s[0] for s in segs], dtype=np.int64)
+    seg_lab = np.array([s[1] for s in segs], dtype=np.int64)
+    crowd = np.array([s[2] for s in segs], dtype=bool)
+    order = np.argsort(seg_ids, kind="stable")
     seg_ids, seg_lab, crowd = seg_ids[order], seg_lab[order], crowd[order]
-    pos = torch.searchsorted(seg_ids, ids).clamp_(max=len(seg_ids) - 1)
+    pos = np.minimum(np.searchsorted(seg_ids, ids), len(seg_ids) - 1)
     known = seg_ids[pos] == ids
-    semantic = torch.where(known, seg_lab[pos], torch.full_like(ids, IGNORE_LABEL))
-    present = torch.zeros(len(seg_ids), dtype=torch.bool)
+    semantic = np.where(known, seg_lab[pos], IGNORE_LABEL)
+    present = np.zeros(len(seg_ids), dtype=bool)
     present[pos[known]] = True
     keep = present & ~crowd
     masks = ids[None] == seg_ids[keep][:, None, None]
-    return masks, seg_lab[keep], semantic
+    return torch.from_numpy(masks), torch.from_numpy(seg_lab[keep].copy()), torch.from_numpy(semantic)
 
 
 def segment_info(mask: np.ndarray, *, seg_id: int, category_id: int, iscrowd: int) -> dict:

@@ -1,4 +1,4 @@
-"""Image + label transforms in plain torch (no torchvision).
+"""Image + label transforms (numpy arrays; torch's interpolate for the image resize; no torchvision).
 
 Labels travel through the transforms as one (H, W) int64 *segment-id map* (panoptic id or,
 for semantic datasets, the label value), so image, per-segment masks and semantic map stay
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -42,9 +43,9 @@ class TrainTransform:
         if not (0 < self.min_scale <= self.max_scale):
             raise ValueError(f"need 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
 
-    def __call__(self, image: torch.Tensor, ids: torch.Tensor, generator: torch.Generator | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image (3, H, W) float 0-255, ids (H, W) int64 -> same kinds, (3, h, w) / (h, w).
+    def __call__(self, image: np.ndarray, ids: np.ndarray, generator: torch.Generator | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """image (3, H, W) float32 on 0-255, ids (H, W) int64 -> (3, h, w), (h, w).
         Random draws come from ``generator`` (torch's default generator when None)."""
         g = generator
         h0, w0 = ids.shape
@@ -58,8 +59,8 @@ class TrainTransform:
         image = image[:, top:top + ch, left:left + cw]
         ids = ids[top:top + ch, left:left + cw]
         if float(torch.rand((), generator=g)) < self.flip_prob:
-            image, ids = image.flip(-1), ids.flip(-1)
-        return image.contiguous(), ids.contiguous()
+            image, ids = image[:, :, ::-1], ids[:, ::-1]
+        return np.ascontiguousarray(image), np.ascontiguousarray(ids)
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,13 @@ class EvalTransform:
     short: int | None = None
     max_size: int | None = None
 
-    def __call__(self, image: torch.Tensor, ids: torch.Tensor, generator: torch.Generator | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def is_identity(self) -> bool:
+        return self.short is None
+
+    def __call__(self, image: np.ndarray, ids: np.ndarray, generator: torch.Generator | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """image (3, H, W) float32 on 0-255, ids (H, W) int64 -> resized pair."""
         if self.short is None:
             return image, ids
         h0, w0 = ids.shape
@@ -82,24 +88,26 @@ class EvalTransform:
         return resize(image, ids, size)
 
 
-def resize(image: torch.Tensor, ids: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bilinear (antialiased when shrinking) image, nearest id map; (3,H,W),(H,W) -> (3,h,w),(h,w)."""
+def resize(image: np.ndarray, ids: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear image (antialiased when shrinking; torch's interpolate), nearest id map;
+    (3,H,W) float32, (H,W) int64 -> (3,h,w), (h,w)."""
     if tuple(ids.shape) == tuple(size):
         return image, ids
     shrink = size[0] < ids.shape[0] or size[1] < ids.shape[1]
-    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=shrink)[0]
-    return image.clamp_(0.0, 255.0), resize_nearest(ids, size)
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    out = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=shrink)[0]
+    return np.clip(out.numpy(), 0.0, 255.0), resize_nearest(ids, size)
 
 
-def resize_nearest(ids: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_nearest(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of an integer map by index gathering (exact for any id value).
 
     Output pixel centre ``(i + 0.5) * H / h`` picks source row ``floor`` of it (PIL's NEAREST).
     """
     h0, w0 = ids.shape
-    rows = ((torch.arange(size[0], dtype=torch.float64) + 0.5) * (h0 / size[0])).floor().long().clamp_(0, h0 - 1)
-    cols = ((torch.arange(size[1], dtype=torch.float64) + 0.5) * (w0 / size[1])).floor().long().clamp_(0, w0 - 1)
-    return ids[rows][:, cols]
+    rows = np.clip(np.floor((np.arange(size[0]) + 0.5) * (h0 / size[0])).astype(np.int64), 0, h0 - 1)
+    cols = np.clip(np.floor((np.arange(size[1]) + 0.5) * (w0 / size[1])).astype(np.int64), 0, w0 - 1)
+    return ids[rows[:, None], cols[None, :]]
 
 
 def normalize(image: torch.Tensor) -> torch.Tensor:
