@@ -178,6 +178,7 @@ class AdaptiveDeformableEncoder(nn.Module):
         buf, active = src, src  # assembled tokens / active tokens of the active images
         token_idx: torch.Tensor | None = None  # (b, n) positions of active tokens; None = all
         pos_r, ref_r, mask_r, exits_r = pos, reference_points, padding_mask, exits
+        q_pos, q_ref = pos, reference_points  # positions / reference points of the active tokens
         done_rows: list[torch.Tensor] = []
         done_tokens: list[torch.Tensor] = []
 
@@ -188,12 +189,8 @@ class AdaptiveDeformableEncoder(nn.Module):
                     keep = stay.nonzero().squeeze(1)
                     rows, buf, active, exits_r = rows[keep], buf[keep], active[keep], exits_r[keep]
                     pos_r, ref_r, mask_r = pos_r[keep], ref_r[keep], _gather_rows(mask_r, keep)
+                    q_pos, q_ref = q_pos[keep], q_ref[keep]
                     token_idx = None if token_idx is None else token_idx[keep]
-            if token_idx is None:
-                q_pos, q_ref = pos_r, ref_r
-            else:
-                q_pos = pausing.gather_tokens(pos_r, token_idx)
-                q_ref = pausing.gather_tokens(ref_r.flatten(2), token_idx).view(*token_idx.shape, *ref_r.shape[2:])
             layer = self.encoder.layers[layer_no - 1]
             active = layer(active, q_pos, q_ref, buf, spatial_shapes, level_start_index, mask_r)
             buf = active if token_idx is None else pausing.assemble(buf, token_idx, active)
@@ -211,6 +208,9 @@ class AdaptiveDeformableEncoder(nn.Module):
                 active, token_idx = self._pause(
                     layer_no, ratio, active, token_idx, rows, mask_r, pause_mode, collect_aux, result
                 )
+                # gathered once per pause stage, not once per layer
+                q_pos = pausing.gather_tokens(pos_r, token_idx)
+                q_ref = pausing.gather_tokens(ref_r.flatten(2), token_idx).view(*token_idx.shape, *ref_r.shape[2:])
 
         if all_exits is None:
             order = torch.cat(done_rows)
