@@ -222,7 +222,17 @@ def test_registered_tiny_model_forward_backward():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_autocast_cpu_trains(dtype):
+def test_autocast_cpu_trains(dtype, monkeypatch):
+    import adaseg.nn.ms_deform_attn as msda_module
+
+    seen = []
+    real = msda_module.ms_deform_attn
+
+    def spy(value, shapes, starts, locations, weights):
+        seen.append({value.dtype, locations.dtype, weights.dtype})
+        return real(value, shapes, starts, locations, weights)
+
+    monkeypatch.setattr(msda_module, "ms_deform_attn", spy)
     model = tiny_model(seed=0).train()
     crit = model.build_criterion()
     torch.manual_seed(0)
@@ -231,6 +241,7 @@ def test_autocast_cpu_trains(dtype):
         out = model(images, all_exits=True, pause=PausePlan(((2, 0.5),)))
         res = crit(out, _targets(2, (64, 64), model.num_classes), exit_weights={k: 1.0 for k in model.exits})
     assert out["exits"][6]["pred_masks"].dtype == dtype
+    assert seen and all(d == {torch.float32} for d in seen)  # the op gets one supported dtype
     assert torch.isfinite(res["loss"])
     res["loss"].backward()
     assert torch.isfinite(model.predictor.class_embed.weight.grad).all()

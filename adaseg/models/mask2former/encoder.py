@@ -45,7 +45,17 @@ class DeformableEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
 
     def forward(self, tokens, pos, reference_points, values, spatial_shapes, level_start_index, padding_mask):
-        attn = self.self_attn(tokens + pos, reference_points, values, spatial_shapes, level_start_index, padding_mask)
+        query = tokens + pos
+        device_type = query.device.type
+        if torch.is_autocast_enabled(device_type):
+            # As Mask2Former does under AMP, deformable attention runs in float32: the compiled
+            # op needs value, locations and weights in one dtype, and locations need the bits.
+            with torch.autocast(device_type, enabled=False):
+                attn = self.self_attn(
+                    query.float(), reference_points.float(), values.float(), spatial_shapes, level_start_index, padding_mask
+                )
+        else:
+            attn = self.self_attn(query, reference_points, values, spatial_shapes, level_start_index, padding_mask)
         x = self.norm1(tokens + self.dropout1(attn))
         ffn = self.linear2(self.dropout2(F.relu(self.linear1(x))))
         return self.norm2(x + self.dropout3(ffn))
