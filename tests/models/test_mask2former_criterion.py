@@ -257,3 +257,20 @@ def test_autocast_cuda_matches_fp32(dtype):
         with torch.autocast("cuda", dtype=dtype):
             low = model(images, exits=torch.tensor([3, 6]))
     torch.testing.assert_close(low["pred_masks"].float(), ref["pred_masks"], atol=0.3, rtol=0.05)
+
+
+def test_images_without_segments():
+    model = tiny_model(seed=0).train()
+    crit = model.build_criterion()
+    images = torch.randn(2, 3, 64, 64)
+    empty = {"masks": torch.zeros(0, 64, 64, dtype=torch.bool), "labels": torch.zeros(0, dtype=torch.long),
+             "semantic": torch.full((64, 64), 255, dtype=torch.long)}
+    out = model(images, pause=PausePlan(((2, 0.5),)))
+    res = crit(out, [empty, empty])
+    assert res["loss_mask"].item() == 0.0 and res["loss_dice"].item() == 0.0 and res["loss_aux_decoder"].item() == 0.0
+    # only "no object" targets: the class loss is the weighted CE to class K
+    expected = F.cross_entropy(out["pred_logits"].transpose(1, 2), torch.full((2, 10), model.num_classes))
+    assert res["loss_ce"].item() == pytest.approx(2.0 * expected.item(), rel=1e-5)
+    res["loss"].backward()
+    mixed = crit(model(images), [empty, _targets(1, (64, 64), model.num_classes)[0]])
+    assert torch.isfinite(mixed["loss"]) and mixed["loss_mask"].item() > 0
