@@ -111,20 +111,31 @@ def _perturb(module: torch.nn.Module) -> None:
 
 @pytest.mark.parametrize("size", [(128, 128), (96, 128), (112, 144)])
 def test_swin_matches_transformers_swin_backbone(size):
-    cfg = transformers.SwinConfig(image_size=128, patch_size=4, embed_dim=16, depths=[1, 2, 2, 1],
+    # Two blocks per stage, so the last stage (4x4 or 3x4/4x5 maps, window 4) has a shifted
+    # block on a map no larger than one window: HF's SwinBackbone shifts it anyway
+    # (``always_shift=True`` here); timm's rule (the default) does not, checked below.
+    cfg = transformers.SwinConfig(image_size=128, patch_size=4, embed_dim=16, depths=[2, 2, 2, 2],
                                   num_heads=[1, 2, 2, 4], window_size=4,
                                   out_features=["stage1", "stage2", "stage3", "stage4"])
     torch.manual_seed(0)
     hf = transformers.SwinBackbone(cfg).eval()
     _perturb(hf)
-    ours = SwinTransformer(embed_dim=16, depths=(1, 2, 2, 1), num_heads=(1, 2, 2, 4), window=4).eval()
-    ours.load_state_dict(_swin_from_hf(hf.state_dict()), strict=True)
+    sd = _swin_from_hf(hf.state_dict())
+    ours = SwinTransformer(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window=4, always_shift=True).eval()
+    ours.load_state_dict(sd, strict=True)
+    timm_rule = SwinTransformer(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window=4).eval()
+    timm_rule.load_state_dict(sd, strict=True)
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
         want = hf(x).feature_maps
         got = ours(x)
+        unshifted = timm_rule(x)
     for key, fm in zip(("s4", "s3", "s2", "s1"), want):
         torch.testing.assert_close(got[key], fm, rtol=0, atol=ATOL)
+    # Stages 1-3 have maps larger than the window: both rules shift there and agree.
+    for key in ("s4", "s3", "s2"):
+        torch.testing.assert_close(unshifted[key], got[key], rtol=0, atol=ATOL)
+    assert not torch.allclose(unshifted["s1"], got["s1"], atol=1e-2)
 
 
 def test_vit_matches_transformers_vit():
