@@ -12,7 +12,10 @@ Arbitrary input sizes (segmentation): the image is zero-padded to a multiple of 
 size; inside each block the normalised map is zero-padded to a multiple of the window, then
 cyclically shifted (the order HF transformers' Swin and the original Swin-Seg use). When a
 stage map is no larger than one window (``min(H, W) <= window``) the block does not shift, as in
-timm, unless ``always_shift`` (the original Mask2Former / HF SwinBackbone behaviour).
+timm, unless ``always_shift`` (the original Mask2Former / HF SwinBackbone behaviour). timm also
+shrinks the window to such a map (with a resized bias table); here the window stays and the map
+is zero-padded, as HF and the original Swin-Seg do. Both agree whenever every stage map is a
+whole number of windows (e.g. 224 px input, window 7) -- the case the checkpoints come from.
 
 ``forward(x)`` returns ``{"s1": stride 32, "s2": 16, "s3": 8, "s4": 4}`` (B, C, h, w) maps:
 ``s1`` goes through timm's final ``norm``; ``s2..s4`` through per-output LayerNorms
