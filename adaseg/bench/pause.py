@@ -21,7 +21,6 @@ PyTorch is timed on the CPU at batch <= ``cpu_batch`` so the command stays quick
 from __future__ import annotations
 
 import importlib.util
-import statistics
 import time
 from dataclasses import asdict, dataclass
 
@@ -97,7 +96,11 @@ def _paper_keep(x: torch.Tensor, h: torch.Tensor, n_keep: int) -> torch.Tensor:
 
 
 def _time_ms(fn, device: torch.device, repeats: int) -> float:
-    """Median wall time of ``fn()`` in ms (GPU: triton.testing.do_bench, L2 flushed each run)."""
+    """Time of ``fn()`` in ms. GPU: median of triton.testing.do_bench (L2 flushed each run).
+
+    CPU: the minimum over ``repeats`` runs (as ``timeit`` advises): on a shared CPU, other
+    processes only ever add time, so the minimum is the op's own cost.
+    """
     if device.type == "cuda":
         import triton.testing
 
@@ -108,7 +111,7 @@ def _time_ms(fn, device: torch.device, repeats: int) -> float:
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return min(times)
 
 
 @dataclass
@@ -166,6 +169,20 @@ def run(
         if tdtype != torch.float32:
             tdtype = torch.float32  # CPU half matmuls are emulated; time the float32 path
             info["dtype"] = "fp32 (CPU)"
+    threads = torch.get_num_threads()
+    if not on_gpu:
+        # One intra-op thread: on a shared CPU a multi-threaded op waits for its slowest
+        # thread to be scheduled, which turns 0.2 ms into 100 ms at random.
+        torch.set_num_threads(1)
+        info["cpu_threads"] = 1
+    try:
+        rows = _run_cases(cases, dev, tdtype, on_gpu, measure_triton, peak, ratio, repeats, cpu_batch)
+    finally:
+        torch.set_num_threads(threads)
+    return info, rows
+
+
+def _run_cases(cases, dev, tdtype, on_gpu, measure_triton, peak, ratio, repeats, cpu_batch) -> list[Row]:
     rows: list[Row] = []
     gen = torch.Generator().manual_seed(0)
     for case in cases:
@@ -213,7 +230,7 @@ def run(
                 bw = moved / (t * 1e-3) / 1e9
                 frac = bw / (peak * 1e3) if peak else None
             rows.append(Row(case.name, op, shape, r, a, t, best / t if t else None, bw, frac, check))
-    return info, rows
+    return rows
 
 
 def _triton_times(x, w, bias, h, n_keep, keep_idx, pause_idx, kept_after, dev, repeats):
@@ -262,7 +279,7 @@ def format_report(info: dict, rows: list[Row]) -> str:
             lines.append(f"Triton figures: {info['triton']}")
     else:
         lines.append("No CUDA device: the GPU figures (Triton time, speedup, bandwidth) are UNMEASURED; "
-                     "PyTorch columns are CPU times at a reduced batch.")
+                     "PyTorch columns are single-thread CPU times (min of repeats) at a reduced batch.")
         if info["triton"] != "unmeasured (no CUDA device)":
             lines.append(f"Triton column: {info['triton']}")
     head = f"{'case':<18} {'op':<9} {'ref ms':>10} {'plain ms':>11} {'triton ms':>11} {'speedup':>8} {'GB/s':>8} {'%peak':>7}  check"
