@@ -75,11 +75,13 @@ def _worker_init(_worker_id: int) -> None:
 
 
 def build_loader(dataset, *, batch_size: int, shuffle: bool, num_workers: int, seed: int, drop_last: bool = False,
-                 sampler=None, size_divisibility: int = 32) -> DataLoader:
+                 sampler=None, size_divisibility: int = 32, multiprocessing_context: str | None = None
+                 ) -> DataLoader:
     """A DataLoader with :func:`collate`, deterministic from ``seed``: shuffling, and the random
     transforms (the dataset's generator is reseeded from ``seed`` here, and in each worker
     from torch's per-worker seed). ``sampler`` (e.g. a DistributedSampler) excludes
-    ``shuffle=True``."""
+    ``shuffle=True``. ``multiprocessing_context`` ('fork', 'spawn', 'forkserver') picks how
+    workers start (None: Python's default); results do not depend on it."""
     if sampler is not None and shuffle:
         raise ValueError("build_loader: pass shuffle=False with a sampler (the sampler shuffles)")
     if batch_size < 1 or num_workers < 0:
@@ -98,4 +100,5 @@ def build_loader(dataset, *, batch_size: int, shuffle: bool, num_workers: int, s
         generator=generator,
         worker_init_fn=_worker_init if num_workers > 0 else None,
         persistent_workers=num_workers > 0,
+        multiprocessing_context=multiprocessing_context if num_workers > 0 else None,
     )

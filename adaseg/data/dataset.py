@@ -74,6 +74,19 @@ class SegmentationDataset(Dataset):
         self.generator = torch.Generator()
         self.generator.manual_seed(0)
 
+    def __getstate__(self) -> dict:
+        # the generator travels as plain bytes: torch's multiprocessing pickler would send its
+        # state tensor through shared memory, which fails for spawn/forkserver workers
+        state = self.__dict__.copy()
+        state["generator"] = self.generator.get_state().numpy().tobytes()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        g = torch.Generator()
+        g.set_state(torch.frombuffer(bytearray(state["generator"]), dtype=torch.uint8))
+        state["generator"] = g
+        self.__dict__.update(state)
+
     def reseed(self, seed: int) -> None:
         """Seed the generator of the random transforms (build_loader and its workers call this)."""
         self.generator.manual_seed(int(seed) % (2**63))

@@ -109,6 +109,15 @@ def test_loader_deterministic_from_seed(synth_root, workers):
     assert [(b["image_ids"], b["images"].sum().item()) for b in other] != runs[0]
 
 
+def test_loader_workers_start_methods_agree(synth_root):
+    ds = build_dataset(synth_root, "train", train=True)
+    runs = []
+    for ctx in ("fork", "spawn"):
+        loader = build_loader(ds, batch_size=3, shuffle=True, num_workers=1, seed=3, multiprocessing_context=ctx)
+        runs.append([(b["image_ids"], b["images"].sum().item()) for b in loader])
+    assert runs[0] == runs[1]
+
+
 def _coco_like(root, split, items, categories):
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     for sub in (split, f"panoptic_{split}"):
