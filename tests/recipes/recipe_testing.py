@@ -1,0 +1,44 @@
+"""Helpers for the end-to-end recipe tests: a tiny synthetic folder and CLI invocation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from adaseg.cli.main import main
+
+# Tiny everything: 64 px images (the encoder's coarsest level is 2x2), 8 train and 4 val images.
+SYNTH = dict(n_train=8, n_val=4, size=64, seed=0)
+TRAIN_FAST = ["--iters", "2", "--batch-size", "2", "--init", "none", "--threads", "1"]
+
+
+def write_folder(path: Path) -> str:
+    from adaseg.data.synthetic.generate import write_synthetic
+
+    return write_synthetic(str(path), workers=1, **SYNTH)
+
+
+def invoke(*args: str):
+    """Run ``adaseg ARGS`` in-process; returns Click's result (exceptions caught)."""
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
+
+
+def invoke_json(*args: str) -> dict:
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return json.loads(result.output.strip().splitlines()[-1])
+
+
+def snapshot(root: Path, *, skip=("log.jsonl",)) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``root`` (the log, which records every
+    attempt, is left out)."""
+    if not root.exists():
+        return {}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
