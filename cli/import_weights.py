@@ -94,7 +94,7 @@ def _import_timm(timm_file: str, name: str, out: str) -> None:
     from safetensors import SafetensorError
 
     from adaseg.models.backbones import CheckpointMismatchError, list_backbones
-    from adaseg.models.hf_import import BACKBONE_KIND, from_timm_backbone
+    from adaseg.models.hf_import import BACKBONE_KIND, first_line, from_timm_backbone
     from adaseg.recipes.checkpoint import CheckpointError, save_checkpoint
 
     if name not in list_backbones():
@@ -106,7 +106,7 @@ def _import_timm(timm_file: str, name: str, out: str) -> None:
         raise click.ClickException(str(exc)) from None
     except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         # the readers' own errors for a corrupt or foreign file
-        raise click.ClickException(f"{timm_file}: not a readable checkpoint ({exc})") from None
+        raise click.ClickException(f"{timm_file}: not a readable checkpoint ({first_line(exc)})") from None
     extra = {"source": "timm", "source_path": os.path.abspath(timm_file), **report}
     try:
         meta = save_checkpoint(out, backbone.state_dict(), kind=BACKBONE_KIND, config={"name": name}, extra=extra)

@@ -108,12 +108,12 @@ def class_labels(cfg: dict, where: str) -> list[str]:
     if not isinstance(id2label, dict) or not id2label:
         raise HFConfigError(f"{where}: id2label is missing or empty (it gives the number of classes)")
     try:
-        ids = sorted(int(k) for k in id2label)
+        by_id = {int(k): str(v) for k, v in id2label.items()}
     except ValueError:
         raise HFConfigError(f"{where}: id2label keys must be integers, got {sorted(id2label)[:5]}") from None
-    if ids != list(range(len(ids))):
-        raise HFConfigError(f"{where}: id2label ids must be 0..{len(ids) - 1} without gaps, got {ids[:5]}...")
-    return [str(id2label[str(i)] if str(i) in id2label else id2label[i]) for i in ids]
+    if sorted(by_id) != list(range(len(by_id))) or len(by_id) != len(id2label):
+        raise HFConfigError(f"{where}: id2label ids must be 0..{len(id2label) - 1} once each, got {sorted(id2label)[:5]}...")
+    return [by_id[i] for i in range(len(by_id))]
 
 
 def default_thing_ids(names: list[str]) -> tuple[int, ...] | None:

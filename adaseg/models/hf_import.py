@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,12 @@ def build_mask2former(config: dict[str, Any]):
     return Mask2Former(backbone=backbone, **m)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (library errors can span many lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def _find_weights(directory: Path) -> Path:
     for name in _WEIGHT_FILES:
         if (directory / name).is_file():
@@ -102,11 +109,11 @@ def read_hf_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except SafetensorError as exc:
-        raise HFConfigError(f"{path}: not a readable safetensors file ({exc})") from None
+        raise HFConfigError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
     except FileNotFoundError as exc:
         raise HFConfigError(f"{path}: missing file ({exc.filename})") from None
-    except (RuntimeError, EOFError) as exc:  # torch.load's errors for a corrupt/foreign file
-        raise HFConfigError(f"{path}: not a readable torch weights file ({exc})") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # torch.load's errors for a corrupt/foreign file
+        raise HFConfigError(f"{path}: not a readable torch weights file ({first_line(exc)})") from None
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise HFConfigError(f"{path}: does not hold a flat name -> tensor state dict")
     return obj

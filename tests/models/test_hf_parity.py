@@ -241,6 +241,9 @@ BAD_INPUTS = {
     "feature/hidden widths differ": (_edit_config(["hidden_dim"], 128), "feature_size 64 != hidden_dim 128"),
     "no weights": (lambda d: (d / "model.safetensors").unlink(), "no weights file"),
     "corrupt weights": (_write("model.safetensors", "garbage"), "not a readable safetensors file"),
+    "corrupt torch weights": (lambda d: ((d / "model.safetensors").unlink(), (d / "pytorch_model.bin").write_text("garbage")),
+                              "not a readable torch weights file"),
+    "id2label with a gap": (_edit_config(["id2label"], {"0": "a", "2": "b"}), "id2label ids must be 0..1"),
     "shape mismatch": (_edit_config(["num_queries"], 20), r"queries_features\.weight \(12, 64\) -> predictor\.query_feat\.weight \(20, 64\)"),
     "unknown key": (_edit_weights(lambda sd: sd.__setitem__("model.extra.weight", torch.zeros(1))), "model.extra.weight"),
     "missing key": (_edit_weights(lambda sd: sd.pop("model.transformer_module.decoder.layernorm.bias")),
@@ -321,12 +324,19 @@ def test_cli_timm_backbone(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--model", "swin_zz"], "unknown backbone 'swin_zz'"),
+    (["--model", "swin_tiny_cpu", "--corrupt"], "not a readable checkpoint"),
     (["--model", "resnet_tiny"], "checkpoint does not match ResNet"),
     ([], "needs --model NAME"),
 ])
 def test_cli_timm_bad_input_writes_nothing(tmp_path, args, message):
     path, _ = _timm_file(tmp_path)
+    if "--corrupt" in args:
+        args = [a for a in args if a != "--corrupt"]
+        path = tmp_path / "timm.pth"
+        path.write_text("garbage")
     out = tmp_path / "bb.safetensors"
     result = CliRunner().invoke(main, ["import-weights", "--timm-backbone", str(path), *args, "--out", str(out)])
     assert result.exit_code != 0 and message in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0]  # usage errors add click's 2-line usage hint above it
     assert not out.exists() and not out.with_suffix(".json").exists()
