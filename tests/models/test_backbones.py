@@ -273,6 +273,16 @@ def test_shape_mismatch_is_reported(tmp_path):
         load_timm_checkpoint(build_backbone("vit_tiny_cpu"), path)
 
 
+@pytest.mark.parametrize("name,payload", [("bad.pth", b"\x80\x04garbage"), ("bad.pt", b"PK\x03\x04garbage"),
+                                          ("bad.safetensors", b"\xff" * 64)])
+def test_corrupt_file_fails_with_one_line_naming_it(tmp_path, name, payload):
+    path = tmp_path / name
+    path.write_bytes(payload)
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_timm_checkpoint(build_backbone("resnet_tiny"), path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.safetensors"):
         load_timm_checkpoint(build_backbone("resnet_tiny"), tmp_path / "nope.safetensors")

@@ -23,6 +23,7 @@ Everything else must match exactly: any missing key, unexpected key or shape mis
 from __future__ import annotations
 
 import os
+import pickle
 import re
 
 import torch
@@ -45,11 +46,20 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        sd = load_file(path, device="cpu")
+        try:
+            sd = load_file(path, device="cpu")
+        except SafetensorError as err:
+            raise CheckpointMismatchError(f"{path}: not a readable safetensors file ({err})") from None
     else:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+            # weights_only also refuses pickled objects other than tensors/containers.
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointMismatchError(f"{path}: not a readable torch state-dict file ({first})") from None
         if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
             wrapper = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
             if wrapper is None:
