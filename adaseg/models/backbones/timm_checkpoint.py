@@ -56,9 +56,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-            # weights_only also refuses pickled objects other than tensors/containers.
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        except pickle.UnpicklingError:
+            # Garbage, or pickled objects beyond tensors/containers (refused by weights_only).
+            raise CheckpointMismatchError(
+                f"{path}: not a torch state-dict file that loads with weights_only=True "
+                "(corrupt, or it pickles objects other than tensors and containers)"
+            ) from None
+        except (RuntimeError, EOFError) as err:
+            first = str(err).strip().split(". ")[0][:200] or type(err).__name__
             raise CheckpointMismatchError(f"{path}: not a readable torch state-dict file ({first})") from None
         if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
             wrapper = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
