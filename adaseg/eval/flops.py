@@ -17,6 +17,8 @@ deformable attention. Conventions:
     ``hasattr(torch.ops.adaseg, "ms_deform_attn")``): for every query, head, level, point
     and channel, **4** multiply-adds of bilinear interpolation (four corner values times their
     weights) + **1** for the attention weight: ``2 * N*Lq*M*L*P*D * (4 + 1)`` FLOPs.
+  - ``aten._scaled_dot_product_flash_attention_for_cpu`` (CPU ``F.scaled_dot_product_attention``,
+    used by the ViT and Swin blocks): its two matmuls, as torch counts the CUDA variants.
   - ``aten.grid_sampler_2d`` (the pure-PyTorch reference path samples with
     ``F.grid_sample``): ``2 * N*C*Ho*Wo * (k + 1)`` with k = 4 (bilinear), 0 (nearest),
     16 (bicubic) corner multiply-adds, **+1 for the attention weighting** that follows every
@@ -73,6 +75,15 @@ def cudnn_grid_sampler_flop(input_shape, grid_shape, *, out_shape=None, **kwargs
     return grid_sampler_2d_flop(input_shape, grid_shape, 0, out_shape=out_shape)
 
 
+def sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of CPU scaled-dot-product attention (``aten._scaled_dot_product_flash_attention_for_cpu``,
+    which FlopCounterMode has no formula for): query (B, H, L, E), key (B, H, S, E), value
+    (B, H, S, Ev) -> the two matmuls, ``2*B*H*L*S*E + 2*B*H*L*S*Ev``."""
+    b, h, l, e = query_shape
+    s, ev = key_shape[-2], value_shape[-1]
+    return 2 * b * h * l * s * e + 2 * b * h * l * s * ev
+
+
 def extension_loaded() -> bool:
     """Load ``adaseg._C`` if it was built, then report whether the custom op is registered."""
     if importlib.util.find_spec("adaseg._C") is not None:
@@ -86,6 +97,8 @@ def custom_formulas() -> dict[Any, Callable[..., int]]:
         torch.ops.aten.grid_sampler_2d: grid_sampler_2d_flop,
         torch.ops.aten.cudnn_grid_sampler: cudnn_grid_sampler_flop,
     }
+    if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        formulas[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = sdpa_cpu_flop
     if extension_loaded():
         formulas[torch.ops.adaseg.ms_deform_attn] = ms_deform_attn_flop
     return formulas

@@ -169,3 +169,12 @@ def test_mask2former_exits_pausing_and_gate(monkeypatch):
     assert gated.scopes["encoder"] == counts[4].scopes["encoder"]
     assert gated.total == counts[4].total + 2 * model.pixel_decoder.conv_dim * 5
     assert all(p.requires_grad for p in model.parameters())  # restored after counting
+
+
+@pytest.mark.parametrize("q_len,kv_len,ev", [(7, 7, 8), (5, 9, 6)])
+def test_cpu_scaled_dot_product_attention_by_hand(q_len, kv_len, ev):
+    # Two matmuls: (L x E)(E x S) and (L x S)(S x Ev) per batch and head, 2 FLOPs per MAC.
+    b, h, e = 2, 3, 8
+    q, k, v = torch.randn(b, h, q_len, e), torch.randn(b, h, kv_len, e), torch.randn(b, h, kv_len, ev)
+    flops = count_flops(lambda: F.scaled_dot_product_attention(q, k, v))
+    assert flops.total == 2 * b * h * q_len * kv_len * e + 2 * b * h * q_len * kv_len * ev
