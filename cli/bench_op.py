@@ -15,10 +15,13 @@ import click
               help="Input dtype (the CPU kernels take fp32/fp64; fp16/bf16 are CUDA only).")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Timed runs per figure (median).")
 @click.option("--case", "case_names", multiple=True, metavar="NAME", help="Only these shapes (repeatable): m2f-512, m2f_tiny-128.")
+@click.option("--locations", type=click.Choice(["encoder", "uniform"]), default="encoder", show_default=True,
+              help="Sampling pattern: around each token as in a deformable encoder, or uniform over the image.")
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory measurement.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the figures to this JSON file (atomically).")
-def op(device: str, dtype: str, repeats: int, case_names: tuple[str, ...], no_memory: bool, json_path: str | None) -> None:
+def op(device: str, dtype: str, repeats: int, case_names: tuple[str, ...], locations: str, no_memory: bool,
+       json_path: str | None) -> None:
     """Time ms_deform_attn forward and forward+backward, reference vs extension, with peak extra memory.
 
     Prints the figures and the ratios (speed-up, memory ext/reference) measured in this one run.
@@ -47,7 +50,8 @@ def op(device: str, dtype: str, repeats: int, case_names: tuple[str, ...], no_me
             raise click.BadParameter(f"directory {json_dir} does not exist", param_hint="--json")
     cases = tuple(known[n] for n in case_names) if case_names else bench.CASES
     try:
-        info, rows = bench.run(cases=cases, device=device, dtype=dtypes[dtype], repeats=repeats, memory=not no_memory)
+        info, rows = bench.run(cases=cases, device=device, dtype=dtypes[dtype], repeats=repeats, memory=not no_memory,
+                               locations=locations)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(bench.format_report(info, rows, cases))

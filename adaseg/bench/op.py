@@ -8,6 +8,10 @@ of each is measured:
   resident set before the call (see :mod:`adaseg.bench.op_memory`, Linux only);
 * CUDA: ``torch.cuda.max_memory_allocated`` above the memory allocated before the call.
 
+Sampling locations follow a deformable encoder by default (each token queries around its
+own position: MSDeformAttn's initial offsets plus noise); ``uniform`` spreads them over the
+whole image, a worst case for memory locality.
+
 Shapes: Mask2Former's encoder at 512x512 input (levels 64x64, 32x32, 16x16; Lq = S = 5376;
 8 heads of 32 channels; 4 points; batch 2) and the CPU-default model ``m2f_tiny`` at
 128x128 input (levels 16x16, 8x8, 4x4; 4 heads of 16 channels; 4 points; batch 8).
@@ -30,6 +34,8 @@ from adaseg.ops import _extension, reference
 from adaseg.ops.msda_inputs import make_msda_inputs
 
 VARIANTS = ("reference", "ext")
+# Benchmark location patterns -> adaseg.ops.msda_inputs modes.
+LOCATIONS = {"encoder": "encoder", "uniform": "inside"}
 # Targets of issue 2 on a 2-core CPU: forward >= 3x, forward+backward >= 2x faster than
 # the reference; peak extra memory <= half of the reference's.
 TARGET_FWD, TARGET_FWD_BWD, TARGET_MEM = 3.0, 2.0, 0.5
@@ -50,11 +56,16 @@ class Case:
     def queries(self) -> int:
         return sum(h * w for h, w in self.shapes)
 
-    def inputs(self, *, dtype: torch.dtype, device: str = "cpu"):
-        """(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)."""
+    def inputs(self, *, dtype: torch.dtype, device: str = "cpu", locations: str = "encoder"):
+        """(value, spatial_shapes, level_start_index, sampling_locations, attention_weights).
+
+        ``locations``: ``encoder`` (each token queries around its own position, as in a
+        deformable encoder) or ``uniform`` (anywhere in [0, 1]: no locality at all).
+        """
         return make_msda_inputs(
             batch=self.batch, queries=self.queries, heads=self.heads, head_dim=self.head_dim,
-            shapes=list(self.shapes), points=self.points, dtype=dtype, device=device, locations="inside",
+            shapes=list(self.shapes), points=self.points, dtype=dtype, device=device,
+            locations=LOCATIONS[locations],
         )
 
     def describe(self) -> str:
@@ -103,10 +114,11 @@ def _median_seconds(fn, repeats: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
-def time_variant(case: Case, variant: str, *, dtype: torch.dtype, device: torch.device, repeats: int) -> tuple[float, float]:
+def time_variant(case: Case, variant: str, *, dtype: torch.dtype, device: torch.device, repeats: int,
+                 locations: str = "encoder") -> tuple[float, float]:
     """Median seconds of (forward without autograd, forward + backward)."""
     fn = op_for(variant)
-    inputs = case.inputs(dtype=dtype, device=str(device))
+    inputs = case.inputs(dtype=dtype, device=str(device), locations=locations)
     leaves = [t.clone().requires_grad_(t.is_floating_point()) for t in inputs]
     grad_out = torch.randn(case.batch, case.queries, case.heads * case.head_dim, device=device).to(dtype)
 
@@ -122,11 +134,11 @@ def time_variant(case: Case, variant: str, *, dtype: torch.dtype, device: torch.
     return _median_seconds(forward, repeats, device), _median_seconds(forward_backward, repeats, device)
 
 
-def cpu_peak_memory(case: Case, variant: str, *, dtype: torch.dtype) -> tuple[float, float] | None:
+def cpu_peak_memory(case: Case, variant: str, *, dtype: torch.dtype, locations: str = "encoder") -> tuple[float, float] | None:
     """Peak extra MiB of (forward, forward+backward) in a fresh process, or None off Linux."""
     if not os.path.exists("/proc/self/clear_refs"):
         return None
-    spec = {"case": asdict(case), "variant": variant, "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads()}
+    spec = {"case": asdict(case), "variant": variant, "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(), "locations": locations}
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     proc = subprocess.run(
         [sys.executable, "-m", "adaseg.bench.op_memory", json.dumps(spec)], capture_output=True, text=True, env=env
@@ -137,10 +149,11 @@ def cpu_peak_memory(case: Case, variant: str, *, dtype: torch.dtype) -> tuple[fl
     return out["forward"] / 2**20, out["forward_backward"] / 2**20
 
 
-def cuda_peak_memory(case: Case, variant: str, *, dtype: torch.dtype, device: torch.device) -> tuple[float, float]:
+def cuda_peak_memory(case: Case, variant: str, *, dtype: torch.dtype, device: torch.device,
+                     locations: str = "encoder") -> tuple[float, float]:
     """Peak extra MiB allocated by (forward, forward+backward) on a CUDA device."""
     fn = op_for(variant)
-    inputs = case.inputs(dtype=dtype, device=str(device))
+    inputs = case.inputs(dtype=dtype, device=str(device), locations=locations)
     leaves = [t.clone().requires_grad_(t.is_floating_point()) for t in inputs]
     grad_out = torch.randn(case.batch, case.queries, case.heads * case.head_dim, device=device).to(dtype)
     figures = []
@@ -161,7 +174,7 @@ def cuda_peak_memory(case: Case, variant: str, *, dtype: torch.dtype, device: to
 
 
 def run(*, cases=CASES, device: str = "cpu", dtype: torch.dtype = torch.float32, repeats: int = 3,
-        memory: bool = True) -> tuple[dict, list[Row]]:
+        memory: bool = True, locations: str = "encoder") -> tuple[dict, list[Row]]:
     """Time (and measure) every variant on every case. Returns (machine info, rows)."""
     dev = torch.device(device)
     reason = _extension.unsupported_reason(dev, dtype)
@@ -173,6 +186,7 @@ def run(*, cases=CASES, device: str = "cpu", dtype: torch.dtype = torch.float32,
         "torch": torch.__version__,
         "dtype": str(dtype).removeprefix("torch."),
         "repeats": repeats,
+        "locations": locations,
         # Other processes on the machine slow both variants, rarely by the same factor.
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "memory_method": (
@@ -183,11 +197,11 @@ def run(*, cases=CASES, device: str = "cpu", dtype: torch.dtype = torch.float32,
     rows = []
     for case in cases:
         for variant in VARIANTS:
-            fwd, fwd_bwd = time_variant(case, variant, dtype=dtype, device=dev, repeats=repeats)
+            fwd, fwd_bwd = time_variant(case, variant, dtype=dtype, device=dev, repeats=repeats, locations=locations)
             mem = None
             if memory:
-                mem = (cuda_peak_memory(case, variant, dtype=dtype, device=dev) if dev.type == "cuda"
-                       else cpu_peak_memory(case, variant, dtype=dtype))
+                mem = (cuda_peak_memory(case, variant, dtype=dtype, device=dev, locations=locations) if dev.type == "cuda"
+                       else cpu_peak_memory(case, variant, dtype=dtype, locations=locations))
             rows.append(Row(case.name, variant, fwd * 1e3, fwd_bwd * 1e3, mem[0] if mem else None, mem[1] if mem else None))
     return info, rows
 
@@ -221,7 +235,7 @@ def format_report(info: dict, rows: list[Row], cases=CASES) -> str:
     """A plain-text table plus the ratios and whether each target is met."""
     lines = [
         f"ms_deform_attn: reference (grid_sample) vs extension | {info['device']}, {info['threads']} threads, "
-        f"torch {info['torch']}, {info['dtype']}, median of {info['repeats']}, "
+        f"torch {info['torch']}, {info['dtype']}, {info['locations']} locations, median of {info['repeats']}, "
         f"load average {_fmt(info['load_average_1min'], '.1f')} at start",
         f"peak extra memory: {info['memory_method']}",
     ]

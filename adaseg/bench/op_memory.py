@@ -50,7 +50,7 @@ def measure(spec: dict) -> dict:
     dtype = getattr(torch, spec["dtype"])
     case = Case(**spec["case"])
     fn = op_for(spec["variant"])
-    inputs = case.inputs(dtype=dtype)
+    inputs = case.inputs(dtype=dtype, locations=spec["locations"])
     grad_out = torch.randn(case.batch, case.queries, case.heads * case.head_dim, dtype=dtype)
 
     def forward_backward(args, grad):

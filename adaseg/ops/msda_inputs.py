@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-LOCATION_MODES = ("inside", "outside", "borders")
+LOCATION_MODES = ("inside", "outside", "borders", "encoder")
 
 
 def level_start_index(spatial_shapes: torch.Tensor) -> torch.Tensor:
@@ -36,6 +36,10 @@ def make_msda_inputs(
             exactly on pixel coordinates where bilinear sampling changes regime (-1.5, -1,
             -0.5, 0, 0.5, W-1, W-0.5, W, W+0.5 ...): exact in binary floating point, which
             needs power-of-two H and W.
+            ``encoder`` is the pattern of a deformable encoder: query i is token i (so
+            ``queries`` must equal S), its reference point the token's centre on every
+            level, and head m's point p lies p+1 pixels along the ray at angle 2*pi*m/M
+            (MSDeformAttn's initial offsets) plus Gaussian noise of 0.5 pixel.
         margin: for ``inside``/``outside``, the pixel coordinates keep at least this distance
             from integers, where bilinear interpolation has kinks and two correct
             implementations may round to different sides (gradients differ there).
@@ -68,6 +72,23 @@ def make_msda_inputs(
         far = torch.randint(0, 2, (*loc_shape, 2), generator=gen).to(torch.float64)
         pixel = offsets[pick] + far * (size_xy - 1.0)
         loc = (pixel + 0.5) / size_xy
+    elif locations == "encoder":
+        if queries != s:
+            raise ValueError(f"locations='encoder' needs queries == S ({s}), got {queries}")
+        centres = []
+        for h, w in shapes:
+            ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+            centres.append(torch.stack([(xs.flatten() + 0.5) / w, (ys.flatten() + 0.5) / h], -1))
+        ref = torch.cat(centres).view(1, s, 1, 1, 1, 2)
+        theta = torch.arange(heads, dtype=torch.float64) * (2 * torch.pi / heads)
+        ray = torch.stack([theta.cos(), theta.sin()], -1)
+        ray = ray / ray.abs().max(-1, keepdim=True).values
+        steps = torch.arange(1, points + 1, dtype=torch.float64).view(1, 1, 1, 1, points, 1)
+        pixels = ray.view(1, 1, heads, 1, 1, 2) * steps + 0.5 * torch.randn(*loc_shape, 2, generator=gen, dtype=torch.float64)
+        loc = ref + pixels / size_xy
+        pixel = loc * size_xy - 0.5
+        base = pixel.floor()
+        loc = (base + (pixel - base).clamp(margin, 1.0 - margin) + 0.5) / size_xy
     else:
         low, high = (0.0, 1.0) if locations == "inside" else (-0.25, 1.25)
         loc = low + (high - low) * torch.rand(*loc_shape, 2, generator=gen, dtype=torch.float64)

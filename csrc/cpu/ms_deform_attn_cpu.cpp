@@ -7,9 +7,9 @@
 //
 // Backward, race-free and deterministic (no atomics, no per-thread buffers, the same
 // summation order for any thread count, so bitwise identical results): the value gradient
-// is a scatter-add into grad_value[n, :, m, :], so tasks own (batch, head) pairs and walk
-// the queries in order. When the pairs split evenly over the threads, one pass per pair
-// computes all three gradients; otherwise two passes:
+// is a scatter-add into grad_value[n, :, m, :], so tasks own (batch, heads) slices and walk
+// the queries in order. When such tasks split evenly over the threads, one pass computes
+// all three gradients; otherwise two passes:
 //   1. one task per (batch, query, head): the gradients of the locations and the weights,
 //      which only read value and grad_output and write the task's own entries;
 //   2. one task per (batch, head, channel block): the value gradient, each task owning
@@ -55,8 +55,12 @@ inline bool bilinear_taps(T loc_x, T loc_y, const Level& lv, Taps<T>& t) {
   if (!(x >= T(-1) && y >= T(-1) && x < static_cast<T>(lv.w) && y < static_cast<T>(lv.h))) {
     return false;
   }
-  const T xf = std::floor(x), yf = std::floor(y);
-  const int64_t x0 = static_cast<int64_t>(xf), y0 = static_cast<int64_t>(yf);
+  // floor via truncation (exact here, |x| is bounded by the level size): without -msse4.1
+  // std::floor is a libm call, two per sample.
+  int64_t x0 = static_cast<int64_t>(x), y0 = static_cast<int64_t>(y);
+  x0 -= static_cast<T>(x0) > x;
+  y0 -= static_cast<T>(y0) > y;
+  const T xf = static_cast<T>(x0), yf = static_cast<T>(y0);
   const int64_t x1 = x0 + 1, y1 = y0 + 1;
   t.fx = x - xf;
   t.fy = y - yf;
@@ -102,6 +106,9 @@ inline void axpy4(T* __restrict__ out, const T* __restrict__ v0, const T* __rest
 template <typename T>
 inline void dot4(const T* __restrict__ g, const T* __restrict__ v0, const T* __restrict__ v1,
                  const T* __restrict__ v2, const T* __restrict__ v3, int64_t d, T* dots) {
+  // The lane arrays are only indexed by the unrolled constant j, so they live in vector
+  // registers; the tail goes to scalars (indexing the arrays with a variable would force
+  // them to the stack and cost a store-to-load round trip per block).
   T a0[kLanes] = {}, a1[kLanes] = {}, a2[kLanes] = {}, a3[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= d; i += kLanes) {
@@ -113,19 +120,19 @@ inline void dot4(const T* __restrict__ g, const T* __restrict__ v0, const T* __r
       a3[j] += gj * v3[i + j];
     }
   }
-  for (int64_t j = 0; i < d; ++i, ++j) {
-    const T gj = g[i];
-    a0[j] += gj * v0[i];
-    a1[j] += gj * v1[i];
-    a2[j] += gj * v2[i];
-    a3[j] += gj * v3[i];
-  }
   T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   for (int64_t j = 0; j < kLanes; ++j) {
     s0 += a0[j];
     s1 += a1[j];
     s2 += a2[j];
     s3 += a3[j];
+  }
+  for (; i < d; ++i) {
+    const T gi = g[i];
+    s0 += gi * v0[i];
+    s1 += gi * v1[i];
+    s2 += gi * v2[i];
+    s3 += gi * v3[i];
   }
   dots[0] = s0;
   dots[1] = s1;
@@ -276,64 +283,83 @@ void backward_value_kernel(const Dims& dm, const std::vector<Level>& levels,
   });
 }
 
-// Single-pass backward for calls with enough (batch, head) pairs to feed every thread: one
-// task per pair computes all three gradients for its queries, reading each corner row of
-// value once for the dot products and the matching grad_value row right after. Same
-// arithmetic, in the same order, as the two passes, so the results are bitwise identical.
+// Single-pass backward: one task per (batch, group of heads) computes all three gradients
+// for its queries. Heads are the innermost task loop, as in the forward, so the corner rows
+// of all heads of a token (contiguous in value and grad_value) are touched together; the
+// task reads each corner of value for the dot products and updates the same corner of
+// grad_value right after. Every grad_value element receives its contributions in the same
+// order as in the two-pass path (queries ascending, then level, point), so both paths give
+// bitwise identical results.
 template <typename T>
 void backward_fused_kernel(const Dims& dm, const std::vector<Level>& levels, const T* grad_out,
                            const T* value, const T* loc, const T* attn, T* grad_value,
-                           T* grad_loc, T* grad_attn) {
+                           T* grad_loc, T* grad_attn, int64_t head_groups) {
   const int64_t md = dm.m * dm.d;
   const int64_t lp = dm.levels * dm.points;
-  at::parallel_for(0, dm.n * dm.m, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, dm.n * head_groups, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> zeros(dm.d, T(0));
-    for (int64_t pair = begin; pair < end; ++pair) {
-      const int64_t m = pair % dm.m;
-      const int64_t n = pair / dm.m;
-      const T* v_head = value + n * dm.s * md + m * dm.d;
-      T* gv_head = grad_value + n * dm.s * md + m * dm.d;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / head_groups;
+      const int64_t group = task % head_groups;
+      const int64_t m_begin = group * dm.m / head_groups;
+      const int64_t m_end = (group + 1) * dm.m / head_groups;
       for (int64_t q = 0; q < dm.lq; ++q) {
-        const int64_t row = (n * dm.lq + q) * dm.m + m;
-        const T* __restrict__ g = grad_out + row * dm.d;
-        const T* row_loc = loc + row * lp * 2;
-        const T* row_attn = attn + row * lp;
-        T* row_gloc = grad_loc + row * lp * 2;
-        T* row_gattn = grad_attn + row * lp;
-        for (int64_t l = 0; l < dm.levels; ++l) {
-          const Level& lv = levels[l];
-          const T* v_level = v_head + lv.start * md;
-          T* gv_level = gv_head + lv.start * md;
-          for (int64_t p = 0; p < dm.points; ++p) {
-            const int64_t k = l * dm.points + p;
-            Taps<T> t;
-            if (!bilinear_taps(row_loc[2 * k], row_loc[2 * k + 1], lv, t)) {
-              row_gloc[2 * k] = T(0);
-              row_gloc[2 * k + 1] = T(0);
-              row_gattn[k] = T(0);
-              continue;
-            }
-            const T* v[4];
-            for (int j = 0; j < 4; ++j) v[j] = t.idx[j] >= 0 ? v_level + t.idx[j] * md : zeros.data();
-            T s[4];
-            dot4(g, v[0], v[1], v[2], v[3], dm.d, s);
-            const T a = row_attn[k];
-            row_gattn[k] = t.w[0] * s[0] + t.w[1] * s[1] + t.w[2] * s[2] + t.w[3] * s[3];
-            const T gx = (T(1) - t.fy) * (s[1] - s[0]) + t.fy * (s[3] - s[2]);
-            const T gy = (T(1) - t.fx) * (s[2] - s[0]) + t.fx * (s[3] - s[1]);
-            row_gloc[2 * k] = a * gx * static_cast<T>(lv.w);
-            row_gloc[2 * k + 1] = a * gy * static_cast<T>(lv.h);
-            for (int j = 0; j < 4; ++j) {
-              if (t.idx[j] < 0) continue;
-              const T c = a * t.w[j];
-              T* __restrict__ dst = gv_level + t.idx[j] * md;
-              for (int64_t i = 0; i < dm.d; ++i) dst[i] += c * g[i];
+        for (int64_t m = m_begin; m < m_end; ++m) {
+          const int64_t row = (n * dm.lq + q) * dm.m + m;
+          const T* __restrict__ g = grad_out + row * dm.d;
+          const T* row_loc = loc + row * lp * 2;
+          const T* row_attn = attn + row * lp;
+          T* row_gloc = grad_loc + row * lp * 2;
+          T* row_gattn = grad_attn + row * lp;
+          const T* v_head = value + n * dm.s * md + m * dm.d;
+          T* gv_head = grad_value + n * dm.s * md + m * dm.d;
+          for (int64_t l = 0; l < dm.levels; ++l) {
+            const Level& lv = levels[l];
+            const T* v_level = v_head + lv.start * md;
+            T* gv_level = gv_head + lv.start * md;
+            for (int64_t p = 0; p < dm.points; ++p) {
+              const int64_t k = l * dm.points + p;
+              Taps<T> t;
+              if (!bilinear_taps(row_loc[2 * k], row_loc[2 * k + 1], lv, t)) {
+                row_gloc[2 * k] = T(0);
+                row_gloc[2 * k + 1] = T(0);
+                row_gattn[k] = T(0);
+                continue;
+              }
+              const T* v[4];
+              for (int j = 0; j < 4; ++j) v[j] = t.idx[j] >= 0 ? v_level + t.idx[j] * md : zeros.data();
+              T s[4];
+              dot4(g, v[0], v[1], v[2], v[3], dm.d, s);
+              const T a = row_attn[k];
+              row_gattn[k] = t.w[0] * s[0] + t.w[1] * s[1] + t.w[2] * s[2] + t.w[3] * s[3];
+              const T gx = (T(1) - t.fy) * (s[1] - s[0]) + t.fy * (s[3] - s[2]);
+              const T gy = (T(1) - t.fx) * (s[2] - s[0]) + t.fx * (s[3] - s[1]);
+              row_gloc[2 * k] = a * gx * static_cast<T>(lv.w);
+              row_gloc[2 * k + 1] = a * gy * static_cast<T>(lv.h);
+              for (int j = 0; j < 4; ++j) {
+                if (t.idx[j] < 0) continue;
+                const T c = a * t.w[j];
+                T* __restrict__ dst = gv_level + t.idx[j] * md;
+                for (int64_t i = 0; i < dm.d; ++i) dst[i] += c * g[i];
+              }
             }
           }
         }
       }
     }
   });
+}
+
+// Head groups for the single-pass backward: the fewest (so that heads stay together) that
+// give N * groups tasks splitting evenly over the threads, or at least 4 per thread; 0 when
+// no grouping does (then the two-pass backward runs).
+int64_t fused_head_groups(const Dims& dm, int64_t threads) {
+  for (int64_t groups = 1; groups <= dm.m; ++groups) {
+    if (dm.m % groups != 0) continue;
+    const int64_t tasks = dm.n * groups;
+    if (tasks % threads == 0 || tasks >= 4 * threads) return groups;
+  }
+  return 0;
 }
 
 Dims dims_of(const at::Tensor& value, const at::Tensor& sampling_locations) {
@@ -398,14 +424,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
   const auto attn = attention_weights.contiguous();
   const auto levels = read_levels(spatial_shapes, level_start_index);
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
-    // One pass when the (batch, head) pairs split evenly over the threads (or are many);
-    // else two passes, which also parallelise over queries and channel blocks.
-    const int64_t pairs = dm.n * dm.m, threads = at::get_num_threads();
-    if (pairs % threads == 0 || pairs >= 4 * threads) {
+    const int64_t groups = fused_head_groups(dm, at::get_num_threads());
+    if (groups > 0) {
       backward_fused_kernel<scalar_t>(dm, levels, g.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
                                       loc.data_ptr<scalar_t>(), attn.data_ptr<scalar_t>(),
                                       grad_value.data_ptr<scalar_t>(), grad_loc.data_ptr<scalar_t>(),
-                                      grad_attn.data_ptr<scalar_t>());
+                                      grad_attn.data_ptr<scalar_t>(), groups);
       return;
     }
     backward_loc_attn_kernel<scalar_t>(dm, levels, g.data_ptr<scalar_t>(),

@@ -20,7 +20,7 @@ def test_ratios_and_report_from_rows():
     r = bench.ratios(rows)["c"]
     assert r["fwd_speedup"] == pytest.approx(3.0) and r["fwd_bwd_speedup"] == pytest.approx(1.25)
     assert r["fwd_mem_ratio"] == pytest.approx(0.1) and r["fwd_bwd_mem_ratio"] == pytest.approx(0.75)
-    info = {"device": "x", "threads": 2, "torch": "t", "dtype": "float32", "repeats": 1,
+    info = {"device": "x", "threads": 2, "torch": "t", "dtype": "float32", "repeats": 1, "locations": "encoder",
             "load_average_1min": 0.5, "memory_method": "m"}
     text = bench.format_report(info, rows, cases=())
     assert "fwd 3.00x (meets >= 3x)" in text and "fwd+bwd 1.25x (MISSES >= 2x)" in text

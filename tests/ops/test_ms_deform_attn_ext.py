@@ -29,7 +29,8 @@ def ext_op(*args):
     return torch.ops.adaseg.ms_deform_attn(*args)
 
 
-# (batch, queries, heads, head_dim, level shapes, points, locations)
+# (batch, queries, heads, head_dim, level shapes, points, locations); see
+# adaseg.ops.msda_inputs for the location modes.
 CASES = [
     (1, 1, 1, 3, [(4, 4)], 1, "inside"),
     (2, 17, 2, 30, [(6, 5), (3, 3)], 2, "outside"),
@@ -41,6 +42,7 @@ CASES = [
     (2, 40, 2, 30, [(8, 4), (4, 2), (2, 1), (1, 1)], 8, "borders"),
     (3, 25, 6, 3, [(4, 8), (2, 2)], 1, "borders"),
     (1, 9, 1, 71, [(2, 4), (1, 2), (1, 1)], 6, "borders"),
+    (2, 84, 4, 8, [(8, 8), (4, 4), (2, 2)], 4, "encoder"),  # Lq = S, points around each token
 ]
 CASE_IDS = [f"n{c[0]}-lq{c[1]}-m{c[2]}-d{c[3]}-L{len(c[4])}-p{c[5]}-{c[6]}" for c in CASES]
 
