@@ -68,11 +68,32 @@ def _run_hf(model, x):
         return model(pixel_values=x, output_hidden_states=True, output_auxiliary_logits=True)
 
 
+def _threshold_margin(ref) -> float:
+    """Smallest |mask logit| that feeds a masked-attention mask (sigmoid < 0.5 blocks a pixel).
+
+    Masked attention is discontinuous there: a logit within float error of 0 may flip one
+    attention-mask pixel between two correct implementations and move later outputs by far
+    more than 1e-4. Parity is only defined away from the threshold.
+    """
+    sizes = [f.shape[-2:] for f in ref.pixel_decoder_hidden_states]
+    preds = [a["masks_queries_logits"] for a in ref.auxiliary_logits]  # each feeds the next layer
+    return min(float(torch.nn.functional.interpolate(m, size=sizes[i % 3], mode="bilinear", align_corners=False).abs().min())
+               for i, m in enumerate(preds))
+
+
+def _well_conditioned_input(model, batch, size, *, margin=1e-3):
+    """(x, HF output) for the first seed whose attention-mask logits all keep ``margin`` from the threshold."""
+    for seed in range(10):
+        x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
+        ref = _run_hf(model, x)
+        if _threshold_margin(ref) > margin:
+            return x, ref
+    raise AssertionError(f"no input of size {size} keeps its mask logits {margin} away from the threshold")
+
+
 @pytest.mark.parametrize("batch,size", [(2, (128, 128)), (1, (100, 76)), (1, (224, 160))])
 def test_class_and_mask_logits_match_hf(hf, ours, batch, size):
-    torch.manual_seed(1)
-    x = torch.randn(batch, 3, *size)
-    ref = _run_hf(hf[1], x)
+    x, ref = _well_conditioned_input(hf[1], batch, size)
     with torch.no_grad():
         out = ours(x)
     # guard against a trivially equal comparison (constant or zero outputs)

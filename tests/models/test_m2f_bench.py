@@ -29,6 +29,7 @@ def test_bench_runs_on_identical_weights(tmp_path):
     import json
 
     r = json.loads(out.read_text())
+    assert r["attention_mask_flips"] == 0
     assert r["max_abs_diff_class_logits"] < 1e-4 and r["max_abs_diff_mask_logits"] < 1e-4
     assert sorted(r["per_exit"], key=int) == [str(k) for k in range(1, 7)]
     for key in ("ours_forward", "hf_forward", "ours_encoder", "hf_encoder"):
