@@ -345,7 +345,7 @@ def test_cli_timm_backbone(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--model", "swin_zz"], "unknown backbone 'swin_zz'"),
-    (["--model", "swin_tiny_cpu", "--corrupt"], "not a readable checkpoint"),
+    (["--model", "swin_tiny_cpu", "--corrupt"], "timm.pth: not a"),
     (["--model", "resnet_tiny"], "checkpoint does not match ResNet"),
     ([], "needs --model NAME"),
 ])
