@@ -154,7 +154,7 @@ def test_import_info_and_config(hf):
     assert not model.training
 
 
-def test_pytorch_bin_and_transformers5_names_load_the_same(hf, ours, tmp_path):
+def test_bin_sharded_and_transformers5_names_load_the_same(hf, ours, tmp_path):
     sd = load_file(str(hf[0] / "model.safetensors"))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -177,8 +177,18 @@ def test_pytorch_bin_and_transformers5_names_load_the_same(hf, ours, tmp_path):
     v5_dir.mkdir()
     shutil.copy(hf[0] / "config.json", v5_dir)
     save_file(v5, str(v5_dir / "model.safetensors"))
+    # a sharded checkpoint: two safetensors files and the index that names them
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    shutil.copy(hf[0] / "config.json", sharded)
+    keys = sorted(sd)
+    halves = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2], "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    for name, part in halves.items():
+        save_file({k: sd[k] for k in part}, str(sharded / name))
+    index = {"metadata": {}, "weight_map": {k: name for name, part in halves.items() for k in part}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
     want = ours.state_dict()
-    for directory in (bin_dir, v5_dir):
+    for directory in (bin_dir, v5_dir, sharded):
         got = from_hf_mask2former(directory, thing_ids=THINGS).state_dict()
         assert got.keys() == want.keys()
         for k in want:
