@@ -17,11 +17,13 @@ import click
 @click.option("--case", "case_names", multiple=True, metavar="NAME", help="Only these shapes (repeatable): m2f-512, m2f_tiny-128.")
 @click.option("--locations", type=click.Choice(["encoder", "uniform"]), default="encoder", show_default=True,
               help="Sampling pattern: around each token as in a deformable encoder, or uniform over the image.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for both variants (default: torch's, i.e. all cores).")
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory measurement.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the figures to this JSON file (atomically).")
-def op(device: str, dtype: str, repeats: int, case_names: tuple[str, ...], locations: str, no_memory: bool,
-       json_path: str | None) -> None:
+def op(device: str, dtype: str, repeats: int, case_names: tuple[str, ...], locations: str, threads: int | None,
+       no_memory: bool, json_path: str | None) -> None:
     """Time ms_deform_attn forward and forward+backward, reference vs extension, with peak extra memory.
 
     Prints the figures and the ratios (speed-up, memory ext/reference) measured in this one run.
@@ -49,6 +51,8 @@ def op(device: str, dtype: str, repeats: int, case_names: tuple[str, ...], locat
         if not os.path.isdir(json_dir):
             raise click.BadParameter(f"directory {json_dir} does not exist", param_hint="--json")
     cases = tuple(known[n] for n in case_names) if case_names else bench.CASES
+    if threads is not None:
+        torch.set_num_threads(threads)  # the memory probes inherit it
     try:
         info, rows = bench.run(cases=cases, device=device, dtype=dtypes[dtype], repeats=repeats, memory=not no_memory,
                                locations=locations)
