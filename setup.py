@@ -101,6 +101,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["adaseg", "adaseg.*"]) + ["adaseg.cli"],
     package_dir={"adaseg.cli": "cli"},
+    package_data={"adaseg": ["assets/*.safetensors", "assets/*.json"]},  # shipped base checkpoints
     install_requires=[
         "torch>=2.4",
         "numpy<2.4",  # cityscapesscripts' evaluation uses np.in1d, removed in numpy 2.4

@@ -31,7 +31,7 @@ RECIPES = ("wsd+pause", "wsd", "pause", "standard")  # mirrors adaseg.recipes.tr
 @click.option("--pause-range", type=Range01(), default="0.2:0.8", show_default=True,
               help="tau ~ U[lo, hi] (PAUMER).")
 @click.option("--aux-weight", type=float, default=0.1, show_default=True, help="Auxiliary-decoder loss weight.")
-@click.option("--iters", type=click.IntRange(min=1), default=150, show_default=True, help="Training iterations.")
+@click.option("--iters", type=click.IntRange(min=1), default=200, show_default=True, help="Training iterations.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per iteration (over all ranks).")
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="AdamW learning rate (poly decay 0.9).")
