@@ -101,22 +101,23 @@ class WindowAttention(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B * nW, N, C) with N = window^2; mask: (nW, N, N) additive or None."""
+        """x: (B * nW, N, C) with N = window^2, windows image-major; mask: (nW, N, N) additive or None."""
         bw, n, c = x.shape
+        heads = self.num_heads
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, self.num_heads).permute(2, 0, 1)  # (heads, N, N)
-        if mask is None:
-            qkv = self.qkv(x).view(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-            attn_bias = bias
-        else:
-            # (B, nW, heads, N, d): the (nW, heads, N, N) bias broadcasts over images instead
-            # of being materialised once per window of every image.
+        bias = bias.view(n, n, heads).permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)
+        if mask is not None:
             nw = mask.shape[0]
-            qkv = self.qkv(x).view(bw // nw, nw, n, 3, self.num_heads, c // self.num_heads).permute(3, 0, 1, 4, 2, 5)
-            attn_bias = bias.unsqueeze(0) + mask.unsqueeze(1)
-        q, k, v = qkv.unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias.to(q.dtype))
-        return self.proj(out.reshape(bw, self.num_heads, n, -1).transpose(1, 2).reshape(bw, n, c))
+            bias = bias + mask.unsqueeze(1)  # (nW, heads, N, N)
+            if bw != nw:
+                # x holds image 0's nW windows, then image 1's, ...: tile the mask to match.
+                bias = bias.repeat(bw // nw, 1, 1, 1)
+        # Everything 4-D on purpose: with 4-D q/k/v and a 4-D mask (size-1 dims broadcast) torch
+        # takes its fused CPU attention kernel; a 5-D batch or a 3-D mask falls back to the
+        # generic math path, about 2-3x slower for Swin's window shapes.
+        q, k, v = self.qkv(x).view(bw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # (B * nW, heads, N, d)
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 
 class Mlp(nn.Module):
