@@ -20,9 +20,15 @@ def backbone_by_name(name: str, **kwargs):
     return module.build_backbone(name, **kwargs)
 
 
-def _paper(backbone: str, **settings) -> Mask2Former:
+# Mask2Former's Swin (and HF's SwinBackbone) shifts the windows of every odd block, also on stage
+# maps no larger than one window; the swin_* builders default to timm's rule, which skips that
+# shift. With this, original/HF weights reproduce the original's outputs at any input size.
+_SWIN_OVERRIDES = {"always_shift": True}
+
+
+def _paper(backbone: str, *, backbone_overrides: dict | None = None, **settings) -> Mask2Former:
     """Mask2Former's paper configuration (d 256, 6 encoder layers, 9 decoder layers, 100 queries)."""
-    return Mask2Former(backbone=backbone_by_name(backbone), **settings)
+    return Mask2Former(backbone=backbone_by_name(backbone, **(backbone_overrides or {})), **settings)
 
 
 def m2f_r50(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING_IDS, exits: tuple = (2, 3, 4, 5, 6),
@@ -35,23 +41,23 @@ def m2f_r50(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING_ID
 def m2f_swin_t(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING_IDS, exits: tuple = (2, 3, 4, 5, 6),
                num_queries: int = 100, train_points: int = 12544) -> Mask2Former:
     """Mask2Former Swin-T (COCO panoptic by default)."""
-    return _paper("swin_t", num_classes=num_classes, thing_ids=thing_ids, exits=exits,
-                  num_queries=num_queries, train_points=train_points)
+    return _paper("swin_t", backbone_overrides=_SWIN_OVERRIDES, num_classes=num_classes, thing_ids=thing_ids,
+                  exits=exits, num_queries=num_queries, train_points=train_points)
 
 
 def m2f_swin_s(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING_IDS, exits: tuple = (2, 3, 4, 5, 6),
                num_queries: int = 100, train_points: int = 12544) -> Mask2Former:
     """Mask2Former Swin-S (COCO panoptic by default)."""
-    return _paper("swin_s", num_classes=num_classes, thing_ids=thing_ids, exits=exits,
-                  num_queries=num_queries, train_points=train_points)
+    return _paper("swin_s", backbone_overrides=_SWIN_OVERRIDES, num_classes=num_classes, thing_ids=thing_ids,
+                  exits=exits, num_queries=num_queries, train_points=train_points)
 
 
 def m2f_swin_b(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING_IDS, exits: tuple = (2, 3, 4, 5, 6),
                num_queries: int = 100, train_points: int = 12544) -> Mask2Former:
     """Mask2Former Swin-B (COCO panoptic by default; the paper's Swin-B uses 384 px windows
     and 200 queries on COCO, pass ``num_queries=200`` for that)."""
-    return _paper("swin_b", num_classes=num_classes, thing_ids=thing_ids, exits=exits,
-                  num_queries=num_queries, train_points=train_points)
+    return _paper("swin_b", backbone_overrides=_SWIN_OVERRIDES, num_classes=num_classes, thing_ids=thing_ids,
+                  exits=exits, num_queries=num_queries, train_points=train_points)
 
 
 def m2f_tiny(
