@@ -27,7 +27,7 @@ Output dict keys:
 * ``gate_features``: (B, D) mean of the patch tokens after embedding (patch projection +
   positions), over non-padding patches: the gate's input, computed before any layer runs.
 * ``exit_plan``: (B,) int64 exit per image (None with ``all_exits``).
-* ``aux_logits``: list of :class:`~adaseg.models.mask2former.encoder.AuxRecord` (layer, rows,
+* ``aux_logits``: list of :class:`~adaseg.models.pause_selection.AuxRecord` (layer, rows,
   token_idx (b, n) patch positions, logits (b, n, K_cls)) at each pause stage, collected in
   training mode for PAUMER's auxiliary loss (weight 0.1, ``model.build_criterion()``).
 * ``paused``: list of (layer, rows (b,), paused patch positions (b, m)) per pause stage.
@@ -47,7 +47,7 @@ from torch import nn
 from adaseg.models.adaptive import PausePlan, normalise_exits
 from adaseg.models.backbones.vit import VisionTransformer
 from adaseg.models.gate import Gate
-from adaseg.models.mask2former.encoder import AuxRecord
+from adaseg.models.pause_selection import AuxRecord, check_pause_mode, select_pause
 from adaseg.models.segmenter_decoder import MaskTransformer
 from adaseg.models.segmenter_sliding import segmenter_inference_sliding
 from adaseg.ops import pausing
@@ -204,8 +204,7 @@ class Segmenter(nn.Module):
             collect_aux: keep auxiliary-decoder logits (with gradient) at pause stages.
             generator: RNG for ``pause_mode="random"`` (default: torch's global RNG).
         """
-        if pause_mode not in ("entropy", "random"):
-            raise ValueError(f"pause_mode must be 'entropy' or 'random', got {pause_mode!r}")
+        check_pause_mode(pause_mode)
         if pause is not None:
             pause.check_depth(self.depth)
         vit = self.encoder
@@ -277,27 +276,25 @@ class Segmenter(nn.Module):
     def _pause(self, layer_no, ratio, x, positions, buf, rows, valid_r, pause_mode, collect_aux, generator, result):
         """Pause ``ratio`` of the active patches ``x`` (b, n, D); return kept tokens, their
         positions and the buffer with the paused ones filed in place."""
-        b, n, _ = x.shape
-        n_patches = buf.shape[1] if buf is not None else n
-        pos = positions if positions is not None else torch.arange(n, device=x.device).expand(b, n)
-        decoder = self.aux_decoders[layer_no - 1]
-        if collect_aux:
-            result.aux.append(AuxRecord(layer_no, rows, pos, decoder(x)))
-        if pause_mode == "entropy":
-            score = pausing.aux_entropy(x.detach(), decoder.weight.detach(), decoder.bias.detach())
-        else:
-            score = torch.rand(b, n, generator=generator, device=x.device)
-        if valid_r is not None:
-            # Padding patches carry no image content: pause them before any real patch.
-            score = score.masked_fill(~torch.gather(valid_r, 1, pos), float("-inf"))
-        n_keep = pausing.num_kept(n, ratio)
-        keep_local, pause_local, kept = pausing.topk_keep(x, score, n_keep)
-        paused_at = torch.gather(pos, 1, pause_local)
-        if buf is None:
-            buf = x.new_zeros(b, n_patches, x.shape[-1])
-        buf = pausing.assemble(buf, paused_at, pausing.gather_tokens(x, pause_local))
-        result.paused.append((layer_no, rows, paused_at))
-        return kept, torch.gather(pos, 1, keep_local), buf
+        sel = select_pause(
+            layer=layer_no,
+            ratio=ratio,
+            tokens=x,
+            positions=positions,
+            rows=rows,
+            decoder=self.aux_decoders[layer_no - 1],
+            pause_mode=pause_mode,
+            padding=None if valid_r is None else ~valid_r,
+            collect_aux=collect_aux,
+            generator=generator,
+        )
+        if sel.aux is not None:
+            result.aux.append(sel.aux)
+        if buf is None:  # first pause: every patch is active, so x is the full (b, N, D) map
+            buf = x.new_zeros(x.shape)
+        buf = pausing.assemble(buf, sel.paused_at, pausing.gather_tokens(x, sel.paused_local))
+        result.paused.append((layer_no, rows, sel.paused_at))
+        return sel.kept, sel.kept_at, buf
 
     # ------------------------------------------------------------------ forward
 

@@ -156,6 +156,33 @@ def test_random_pause_mode(model, images):
         model(images, pause=plan, pause_mode="lowest")
 
 
+@pytest.mark.parametrize("spec", ["3:0.5", "1:0.4,4:0.3"])
+@torch.no_grad()
+def test_random_pausing_follows_the_generator(model, images, spec):
+    plan = PausePlan.parse(spec)
+    runs = {}
+    for seed in (3, 3, 4):
+        torch.manual_seed(11)
+        out = model(images, pause=plan, pause_mode="random", generator=torch.Generator().manual_seed(seed))
+        after = torch.rand(8)
+        torch.manual_seed(11)
+        assert torch.equal(after, torch.rand(8)), "random pausing drew from the global RNG, not the generator"
+        runs.setdefault(seed, []).append(out)
+    (a, b), (c,) = runs[3], runs[4]
+    for ra, rb in zip(a["paused"], b["paused"]):
+        assert torch.equal(ra[2], rb[2])
+    assert torch.equal(a["pred_masks"], b["pred_masks"])
+    assert not torch.equal(a["paused"][0][2], c["paused"][0][2])
+    # Oracle for the first stage (every token active, no padding): the paused tokens are the
+    # ones with the lowest of the generator's first uniform draw.
+    b_, s = images.shape[0], int(a["token_shapes"].prod(1).sum())
+    for out, seed in ((a, 3), (c, 4)):
+        m = out["paused"][0][2].shape[1]
+        scores = torch.rand(b_, s, generator=torch.Generator().manual_seed(seed))
+        expected = scores.argsort(1)[:, :m].sort(1).values
+        assert torch.equal(out["paused"][0][2].sort(1).values, expected)
+
+
 @torch.no_grad()
 def test_pause_and_exits_together(model, images):
     plan = PausePlan(((2, 0.5), (4, 0.5)))

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adaseg.models.adaptive import PausePlan
+from adaseg.models.pause_selection import AuxRecord, check_pause_mode, select_pause
 from adaseg.nn import MSDeformAttn
 from adaseg.ops import pausing
 
@@ -67,20 +68,6 @@ class _LayerStack(nn.Module):
     def __init__(self, layers: list[nn.Module]):
         super().__init__()
         self.layers = nn.ModuleList(layers)
-
-
-@dataclass
-class AuxRecord:
-    """Auxiliary-decoder logits at one pause stage, for PAUMER's auxiliary loss.
-
-    ``rows``: (b,) batch indices of the images still in the encoder; ``token_idx``: (b, n)
-    positions in S of the tokens that were active (decoded); ``logits``: (b, n, num_classes).
-    """
-
-    layer: int
-    rows: torch.Tensor
-    token_idx: torch.Tensor
-    logits: torch.Tensor
 
 
 @dataclass
@@ -161,6 +148,7 @@ class AdaptiveDeformableEncoder(nn.Module):
         pause_mode: str,
         all_exits: tuple[int, ...] | None,
         collect_aux: bool,
+        generator: torch.Generator | None = None,
     ) -> EncoderResult:
         """
         Args:
@@ -175,9 +163,9 @@ class AdaptiveDeformableEncoder(nn.Module):
             all_exits: record the assembled tokens after each of these layers (all images run
                 to the deepest one), or None.
             collect_aux: keep auxiliary-decoder logits (with gradient) at pause stages.
+            generator: RNG for ``pause_mode="random"`` (None: torch's global RNG).
         """
-        if pause_mode not in ("entropy", "random"):
-            raise ValueError(f"pause_mode must be 'entropy' or 'random', got {pause_mode!r}")
+        check_pause_mode(pause_mode)
         if pause is not None:
             pause.check_depth(self.num_layers)
         b, s, c = src.shape
@@ -216,7 +204,7 @@ class AdaptiveDeformableEncoder(nn.Module):
             ratio = None if pause is None else pause.ratio_after(layer_no)
             if ratio is not None and layer_no < depth:
                 active, token_idx = self._pause(
-                    layer_no, ratio, active, token_idx, rows, mask_r, pause_mode, collect_aux, result
+                    layer_no, ratio, active, token_idx, rows, mask_r, pause_mode, collect_aux, generator, result
                 )
                 # gathered once per pause stage, not once per layer
                 q_pos = pausing.gather_tokens(pos_r, token_idx)
@@ -228,21 +216,21 @@ class AdaptiveDeformableEncoder(nn.Module):
             result.tokens = tokens.new_zeros(b, s, c).index_copy(0, order, tokens)
         return result
 
-    def _pause(self, layer_no, ratio, active, token_idx, rows, mask_r, pause_mode, collect_aux, result):
+    def _pause(self, layer_no, ratio, active, token_idx, rows, mask_r, pause_mode, collect_aux, generator, result):
         """Pause ``ratio`` of the active tokens; returns the kept tokens and their positions."""
-        b, n, _ = active.shape
-        positions = token_idx if token_idx is not None else torch.arange(n, device=active.device).expand(b, n)
-        decoder = self.aux_decoders[layer_no - 1]
-        if collect_aux:
-            result.aux.append(AuxRecord(layer_no, rows, positions, decoder(active)))
-        if pause_mode == "entropy":
-            score = pausing.aux_entropy(active.detach(), decoder.weight.detach(), decoder.bias.detach())
-        else:
-            score = torch.rand(b, n, device=active.device)
-        if mask_r is not None:
-            # padded tokens carry no image content: pause them before any real token
-            score = score.masked_fill(pausing.gather_tokens(mask_r[..., None], positions)[..., 0], float("-inf"))
-        n_keep = pausing.num_kept(n, ratio)
-        keep_local, pause_local, kept = pausing.topk_keep(active, score, n_keep)
-        result.paused.append((layer_no, rows, torch.gather(positions, 1, pause_local)))
-        return kept, torch.gather(positions, 1, keep_local)
+        sel = select_pause(
+            layer=layer_no,
+            ratio=ratio,
+            tokens=active,
+            positions=token_idx,
+            rows=rows,
+            decoder=self.aux_decoders[layer_no - 1],
+            pause_mode=pause_mode,
+            padding=mask_r,
+            collect_aux=collect_aux,
+            generator=generator,
+        )
+        if sel.aux is not None:
+            result.aux.append(sel.aux)
+        result.paused.append((layer_no, rows, sel.paused_at))
+        return sel.kept, sel.kept_at

@@ -119,6 +119,7 @@ class Mask2Former(nn.Module):
         pause: PausePlan | None = None,
         pause_mode: str = "entropy",
         all_exits: bool = False,
+        generator: torch.Generator | None = None,
     ) -> dict:
         """
         Args:
@@ -128,6 +129,7 @@ class Mask2Former(nn.Module):
                 ``self.gate`` per image); ignored with ``all_exits``.
             pause: pause plan or None; pause_mode: "entropy" | "random".
             all_exits: return the decoder outputs at every exit in ``self.exits``.
+            generator: RNG for ``pause_mode="random"`` (None: torch's global RNG).
 
         Returns:
             dict with ``pred_logits`` (B, Q, K+1), ``pred_masks`` (B, Q, H/4, W/4),
@@ -160,6 +162,7 @@ class Mask2Former(nn.Module):
             pause_mode=pause_mode,
             all_exits=self.exits if all_exits else None,
             collect_aux=self.training,
+            generator=generator,
         )
         out = {
             "gate_features": prep.gate_features,

@@ -176,7 +176,17 @@ class MSDeformAttnPixelDecoder(nn.Module):
             gate_features=gate_features,
         )
 
-    def encode(self, prep: PixelDecoderInput, *, exits, pause: PausePlan | None, pause_mode: str, all_exits, collect_aux):
+    def encode(
+        self,
+        prep: PixelDecoderInput,
+        *,
+        exits,
+        pause: PausePlan | None,
+        pause_mode: str,
+        all_exits,
+        collect_aux,
+        generator: torch.Generator | None = None,
+    ):
         """Run the adaptive encoder; see :meth:`AdaptiveDeformableEncoder.forward`."""
         return self.transformer(
             prep.src,
@@ -190,6 +200,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             pause_mode=pause_mode,
             all_exits=all_exits,
             collect_aux=collect_aux,
+            generator=generator,
         )
 
     def finish(self, tokens: torch.Tensor, prep: PixelDecoderInput, s4: torch.Tensor, mask: torch.Tensor | None):
