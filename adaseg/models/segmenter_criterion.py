@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaseg.models.exit_loss import weighted_exit_loss
 from adaseg.models.mask2former.criterion import IGNORE, aux_decoder_loss
 
 __all__ = ["SegmenterCriterion"]
@@ -50,16 +51,12 @@ class SegmenterCriterion(nn.Module):
         semantic = self._stack(targets, height, width, outputs)
         result: dict[str, torch.Tensor] = {}
         if "exits" in outputs:
-            if exit_weights is None or set(exit_weights) != set(outputs["exits"]):
-                raise ValueError(
-                    f"exit_weights must give a weight for each exit {sorted(outputs['exits'])}, got {exit_weights}"
-                )
-            total = 0.0
-            for k, out_k in outputs["exits"].items():
-                ce = self._ce(out_k["sem_logits"], semantic)
-                result[f"loss_exit{k}"] = ce
-                total = total + exit_weights[k] * ce
-            result["loss_ce"] = ce
+            losses = weighted_exit_loss(
+                outputs["exits"], exit_weights, lambda out_k: {"total": self._ce(out_k["sem_logits"], semantic)}
+            )
+            total = losses.total
+            result.update(losses.per_exit)
+            result["loss_ce"] = losses.deepest["total"]
         else:
             total = self._ce(outputs["sem_logits"], semantic)
             result["loss_ce"] = total

@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from adaseg.models.exit_loss import weighted_exit_loss
 from adaseg.models.mask2former.matcher import HungarianMatcher
 from adaseg.models.mask2former.point_sampling import point_sample, uncertain_points
 
@@ -145,16 +146,12 @@ class SetCriterion(nn.Module):
         num_masks = self._num_masks(targets, outputs)
         result: dict[str, torch.Tensor] = {}
         if "exits" in outputs:
-            if exit_weights is None or set(exit_weights) != set(outputs["exits"]):
-                raise ValueError(
-                    f"exit_weights must give a weight for each exit {sorted(outputs['exits'])}, got {exit_weights}"
-                )
-            total = 0.0
-            for k, out_k in outputs["exits"].items():
-                parts = self._set_loss(out_k, targets, num_masks)
-                result[f"loss_exit{k}"] = parts["total"]
-                total = total + exit_weights[k] * parts["total"]
-            result.update({n: v for n, v in parts.items() if n != "total"})  # deepest exit's parts
+            losses = weighted_exit_loss(
+                outputs["exits"], exit_weights, lambda out_k: self._set_loss(out_k, targets, num_masks)
+            )
+            total = losses.total
+            result.update(losses.per_exit)
+            result.update({n: v for n, v in losses.deepest.items() if n != "total"})  # deepest exit's parts
         else:
             parts = self._set_loss(outputs, targets, num_masks)
             total = parts["total"]
