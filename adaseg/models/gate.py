@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from adaseg.models.adaptive import normalise_exits
+
 
 def pool_features(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Adaptive average pool over the valid tokens of a map.
@@ -56,3 +58,32 @@ class Gate(nn.Module):
         """(B, C) -> (B,) int64 exit layer per image (the exit with the highest logit)."""
         index = self.forward(features).argmax(-1)
         return torch.as_tensor(self.exits, device=features.device)[index]
+
+
+def check_gate_fits(gate: Gate, *, depth: int, channels: int) -> None:
+    """Raise ValueError unless ``gate`` fits a model: its exits are layers of the model's
+    ``depth``-layer encoder and it reads ``channels``-wide gate features."""
+    if max(gate.exits) > depth or gate.in_channels != channels:
+        raise ValueError(
+            f"gate (exits {gate.exits}, {gate.in_channels} channels) does not fit this model "
+            f"(depth {depth}, {channels} channels)"
+        )
+
+
+def exit_plan(exits, *, gate: Gate | None, gate_features: torch.Tensor, batch_size: int, depth: int,
+              device: torch.device) -> torch.Tensor:
+    """A model's exit plan as a (B,) int64 tensor in 1..depth.
+
+    Args:
+        exits: None (depth) | int | (B,) per-image exits | "gate" (``gate`` picks each
+            image's exit from its ``gate_features`` (B, C)).
+        gate: the model's attached gate, or None.
+        batch_size, depth, device: B, the encoder depth K, and where the plan lives.
+    """
+    if isinstance(exits, str):
+        if exits != "gate":
+            raise ValueError(f"exits must be None, an int, a per-image tensor or 'gate', got {exits!r}")
+        if gate is None:
+            raise ValueError("exits='gate' needs a gate: call model.set_gate(gate) first")
+        exits = gate.predict(gate_features)
+    return normalise_exits(exits, batch_size, depth, device=device)

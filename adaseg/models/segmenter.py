@@ -46,7 +46,7 @@ from torch import nn
 
 from adaseg.models.adaptive import PausePlan, normalise_exits
 from adaseg.models.backbones.vit import VisionTransformer
-from adaseg.models.gate import Gate
+from adaseg.models.gate import Gate, check_gate_fits, exit_plan
 from adaseg.models.pause_selection import AuxRecord, check_pause_mode, select_pause
 from adaseg.models.segmenter_decoder import MaskTransformer
 from adaseg.models.segmenter_sliding import segmenter_inference_sliding
@@ -159,11 +159,8 @@ class Segmenter(nn.Module):
 
     def set_gate(self, gate: Gate | None) -> None:
         """Attach a trained gate (used by ``exits="gate"``)."""
-        if gate is not None and (max(gate.exits) > self.depth or gate.in_channels != self.gate_channels):
-            raise ValueError(
-                f"gate (exits {gate.exits}, {gate.in_channels} channels) does not fit this model "
-                f"(depth {self.depth}, {self.gate_channels} channels)"
-            )
+        if gate is not None:
+            check_gate_fits(gate, depth=self.depth, channels=self.gate_channels)
         self.gate = gate
 
     # ------------------------------------------------------------------ encoder
@@ -328,13 +325,8 @@ class Segmenter(nn.Module):
         emb = self.embed(images, padding_mask)
         plan = None
         if not all_exits:
-            if isinstance(exits, str):
-                if exits != "gate":
-                    raise ValueError(f"exits must be None, an int, a per-image tensor or 'gate', got {exits!r}")
-                if self.gate is None:
-                    raise ValueError("exits='gate' needs a gate: call model.set_gate(gate) first")
-                exits = self.gate.predict(emb.gate_features)
-            plan = normalise_exits(exits, b, self.depth, device=images.device)
+            plan = exit_plan(exits, gate=self.gate, gate_features=emb.gate_features, batch_size=b,
+                             depth=self.depth, device=images.device)
         enc = self.encode(emb, exits=plan, pause=pause, pause_mode=pause_mode,
                           all_exits=self.exits if all_exits else None, collect_aux=self.training,
                           generator=generator)

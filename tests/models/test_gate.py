@@ -6,7 +6,7 @@ import pytest
 import torch
 from m2f_testing import tiny_model
 
-from adaseg.models.gate import Gate, pool_features
+from adaseg.models.gate import Gate, check_gate_fits, exit_plan, pool_features
 
 
 def test_pool_matches_manual_mean_with_and_without_padding():
@@ -52,3 +52,40 @@ def test_gate_validation():
     gate = Gate(in_channels=4, exits=(2, 6))
     with pytest.raises(ValueError, match=r"\(B, 4\)"):
         gate(torch.zeros(2, 5))
+
+
+def test_check_gate_fits():
+    gate = Gate(in_channels=4, exits=(2, 6))
+    check_gate_fits(gate, depth=6, channels=4)
+    with pytest.raises(ValueError, match=r"does not fit this model \(depth 5, 4 channels\)"):
+        check_gate_fits(gate, depth=5, channels=4)
+    with pytest.raises(ValueError, match=r"does not fit this model \(depth 6, 8 channels\)"):
+        check_gate_fits(gate, depth=6, channels=8)
+
+
+@torch.no_grad()
+def test_exit_plan_by_hand():
+    gate = Gate(in_channels=2, exits=(2, 4, 6))
+    gate.linear.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
+    gate.linear.bias.zero_()
+    feats = torch.tensor([[3.0, 1.0], [0.0, 2.0], [-1.0, -2.0]])  # argmax 0, 1, 2 -> exits 2, 4, 6
+    plan = exit_plan("gate", gate=gate, gate_features=feats, batch_size=3, depth=6, device=torch.device("cpu"))
+    assert plan.dtype == torch.long and plan.tolist() == [2, 4, 6]
+    common = dict(gate=None, gate_features=feats, batch_size=3, depth=6, device=torch.device("cpu"))
+    assert exit_plan(None, **common).tolist() == [6, 6, 6]
+    assert exit_plan(3, **common).tolist() == [3, 3, 3]
+    assert exit_plan(torch.tensor([1, 5, 2]), **common).tolist() == [1, 5, 2]
+    with pytest.raises(ValueError, match="set_gate"):
+        exit_plan("gate", **common)
+    with pytest.raises(ValueError, match="'gate', got 'auto'"):
+        exit_plan("auto", **common)
+    with pytest.raises(ValueError, match="exits must be in 1..6"):
+        exit_plan(7, **common)
+
+
+def test_model_gate_channels_are_the_encoder_width():
+    model = tiny_model(seed=0)
+    assert model.gate_channels == model.pixel_decoder.conv_dim == 32
+    model.set_gate(Gate(in_channels=32, exits=(2, 6)))
+    assert model.gate is not None
+    model.set_gate(None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adaseg.models.adaptive import PausePlan, normalise_exits
-from adaseg.models.gate import Gate
+from adaseg.models.adaptive import PausePlan
+from adaseg.models.gate import Gate, check_gate_fits, exit_plan
 from adaseg.models.mask2former.criterion import SetCriterion
 from adaseg.models.mask2former.matcher import HungarianMatcher
 from adaseg.models.mask2former.pixel_decoder import MSDeformAttnPixelDecoder
@@ -101,13 +101,15 @@ class Mask2Former(nn.Module):
         """K, the number of encoder layers."""
         return self.pixel_decoder.num_layers
 
+    @property
+    def gate_channels(self) -> int:
+        """C of ``gate_features`` (the encoder's token width)."""
+        return self.pixel_decoder.conv_dim
+
     def set_gate(self, gate: Gate | None) -> None:
         """Attach a trained gate (used by ``exits="gate"``); its exits must be encoder layers."""
-        if gate is not None and (max(gate.exits) > self.depth or gate.in_channels != self.pixel_decoder.conv_dim):
-            raise ValueError(
-                f"gate (exits {gate.exits}, {gate.in_channels} channels) does not fit this model "
-                f"(depth {self.depth}, {self.pixel_decoder.conv_dim} channels)"
-            )
+        if gate is not None:
+            check_gate_fits(gate, depth=self.depth, channels=self.gate_channels)
         self.gate = gate
 
     def forward(
@@ -148,13 +150,8 @@ class Mask2Former(nn.Module):
         prep = self.pixel_decoder.prepare(features, padding_mask)
         plan = None
         if not all_exits:
-            if isinstance(exits, str):
-                if exits != "gate":
-                    raise ValueError(f"exits must be None, an int, a per-image tensor or 'gate', got {exits!r}")
-                if self.gate is None:
-                    raise ValueError("exits='gate' needs a gate: call model.set_gate(gate) first")
-                exits = self.gate.predict(prep.gate_features)
-            plan = normalise_exits(exits, b, self.depth, device=images.device)
+            plan = exit_plan(exits, gate=self.gate, gate_features=prep.gate_features, batch_size=b,
+                             depth=self.depth, device=images.device)
         enc = self.pixel_decoder.encode(
             prep,
             exits=plan,
