@@ -22,8 +22,11 @@ from adaseg.recipes.checkpoint import CheckpointError, check_state_dict, load_ch
 
 PARENT_KIND = "parent"
 TRAIN_STATE_KIND = "train-state"
+IMPORTED_KIND = "mask2former"  # written by `adaseg import-weights --hf` (adaseg.models.hf_import)
+# A model imported from Hugging Face is not a registry name: its "options" are the import config.
+IMPORTED_MODEL = "hf-mask2former"
 # kinds whose tensors start with a model's state dict (a train state prefixes it with "model.")
-_MODEL_PREFIX = {PARENT_KIND: "", TRAIN_STATE_KIND: "model."}
+_MODEL_PREFIX = {PARENT_KIND: "", TRAIN_STATE_KIND: "model.", IMPORTED_KIND: ""}
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
@@ -49,8 +52,14 @@ def model_options_for(name: str, meta, exits: tuple[int, ...] | None = None) -> 
 
 
 def build_model(name: str, options: dict[str, Any]) -> nn.Module:
-    """``create_model(name, **options)`` with list options turned into the tuples builders expect."""
+    """``create_model(name, **options)`` with list options turned into the tuples builders expect;
+    ``hf-mask2former`` rebuilds an imported model from its import config."""
     from adaseg.registry import create_model
+
+    if name == IMPORTED_MODEL:
+        from adaseg.models.hf_import import build_mask2former
+
+        return build_mask2former(options)
 
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()}
     return create_model(name, **kwargs)
@@ -101,7 +110,11 @@ def read_model_config(path: str | os.PathLike) -> tuple[str, dict[str, Any], str
     """``(model name, options, kind)`` recorded in a parent or train-state checkpoint."""
     meta = read_checkpoint_meta(path)
     if meta.kind not in _MODEL_PREFIX:
-        raise CheckpointError(f"{path} is a {meta.kind!r} checkpoint, not a parent or training state")
+        raise CheckpointError(
+            f"{path} is a {meta.kind!r} checkpoint, not a parent, a training state or an imported Mask2Former"
+        )
+    if meta.kind == IMPORTED_KIND:
+        return IMPORTED_MODEL, dict(meta.config), meta.kind
     cfg = meta.config
     if "model" not in cfg or "options" not in cfg:
         raise CheckpointError(f"{path} does not record its model (config has {sorted(cfg)})")

@@ -40,6 +40,7 @@ from torch import nn
 
 from adaseg.recipes.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from adaseg.recipes.parent import (
+    IMPORTED_MODEL,
     PARENT_KIND,
     TRAIN_STATE_KIND,
     build_model,
@@ -280,7 +281,30 @@ def check_init(path: str, model_name: str) -> None:
 
     name, _, _ = read_model_config(path)
     if name != model_name:
-        raise CheckpointError(f"--init {path} is a checkpoint for model {name!r}, not {model_name!r}")
+        hint = f" (pass --model {IMPORTED_MODEL})" if name == IMPORTED_MODEL else ""
+        raise CheckpointError(f"--init {path} is a checkpoint for model {name!r}, not {model_name!r}{hint}")
+
+
+def imported_options(s: TrainSettings, path, meta) -> dict[str, Any]:
+    """The import config of an ``adaseg import-weights --hf`` model (``--model hf-mask2former``),
+    checked against the dataset's classes, with ``--exits`` applied."""
+    from adaseg.recipes.parent import read_model_config
+
+    if path is None:
+        raise TrainSettingError(
+            "init", f"--model {IMPORTED_MODEL} builds the model from its --init checkpoint (made by "
+            "`adaseg import-weights --hf`): pass --init FILE"
+        )
+    _, options, _ = read_model_config(path)
+    model_cfg = dict(options["model"])
+    if int(model_cfg["num_classes"]) != meta.num_classes:
+        raise TrainSettingError(
+            "init", f"--init {path} predicts {model_cfg['num_classes']} classes but --data {s.data} has "
+            f"{meta.num_classes}"
+        )
+    if s.exits is not None:
+        model_cfg["exits"] = [int(e) for e in s.exits]
+    return {**options, "model": model_cfg}
 
 
 def train_parent(
@@ -301,7 +325,10 @@ def train_parent(
     s = settings
     check_settings(s)
     dataset = build_dataset(s.data, "train", train=True)
-    options = model_options_for(s.model, dataset.meta, s.exits)
+    if s.model == IMPORTED_MODEL:
+        options = imported_options(s, run.last_path if resume else resolve_init(s), dataset.meta)
+    else:
+        options = model_options_for(s.model, dataset.meta, s.exits)
     torch.manual_seed(s.seed)
     model = build_model(s.model, options)
     res = resolve(s, model.depth)
