@@ -40,7 +40,6 @@ transformer layers, including pausing's auxiliary decoders when they are its sub
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -48,6 +47,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from adaseg.ops import _extension
 
 BILINEAR_MACS = 4  # four corner values, each times its interpolation weight
 WEIGHTING_MACS = 1  # the sampled value times its attention weight, summed over levels/points
@@ -86,8 +87,8 @@ def sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **
 
 def extension_loaded() -> bool:
     """Load ``adaseg._C`` if it was built, then report whether the custom op is registered."""
-    if importlib.util.find_spec("adaseg._C") is not None:
-        importlib.import_module("adaseg._C")
+    if _extension.is_built():
+        _extension.load()
     return hasattr(torch.ops.adaseg, "ms_deform_attn")
 
 
