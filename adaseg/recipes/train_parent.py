@@ -324,6 +324,11 @@ def train_parent(
 
     s = settings
     check_settings(s)
+    if s.batch_size % world_size:
+        raise TrainSettingError(
+            "batch-size", f"--batch-size {s.batch_size} (images per iteration over all ranks) is not a multiple of "
+            f"the {world_size} processes"
+        )
     dataset = build_dataset(s.data, "train", train=True)
     if s.model == IMPORTED_MODEL:
         options = imported_options(s, run.last_path if resume else resolve_init(s), dataset.meta)
@@ -385,7 +390,8 @@ def train_parent(
             seed_it = iteration_seed(s.seed, it)
             torch.manual_seed(seed_it)  # the loss's point sampling of this iteration
             dataset.reseed(seed_it)  # this iteration's augmentation
-            idx = batch_indices(len(dataset), s.batch_size * world_size, it, s.seed)[rank::world_size]
+            # --batch-size is the global batch: the same images per iteration whatever the world size
+            idx = batch_indices(len(dataset), s.batch_size, it, s.seed)[rank::world_size]
             batch = collate([dataset[i] for i in idx])
             pause = None
             if s.uses_pause:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -42,3 +45,18 @@ def snapshot(root: Path, *, skip=("log.jsonl",)) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name not in skip
     }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args: str, cwd: Path, nproc: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node NPROC -m adaseg.cli.main ARGS`` on a fresh local port (gloo on
+    CPU), run in ``cwd``. torchrun's own parser takes ``--run`` for an abbreviation of
+    ``--run-path``: callers use the default run directory (``cwd/runs/default``) instead."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+              "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "adaseg.cli.main"]
+    return subprocess.run([*launch, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout)

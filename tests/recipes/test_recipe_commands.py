@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from adaseg.recipes.run_dir import RunDir
-from recipe_testing import TRAIN_FAST, invoke, invoke_json, write_folder
+from recipe_testing import TRAIN_FAST, invoke, invoke_json, torchrun, write_folder
 
 
 @pytest.fixture(scope="module")
@@ -145,40 +145,24 @@ def test_demo_runs_the_four_commands_in_order(run, tmp_path):
     assert "adaseg demo:" in result.output  # the comparison table
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_derive_and_eval_under_torchrun_match_one_process(run, reports, tmp_path):
     """Two gloo processes shard the images and gather them: the same derived dataset and the
     same quality as one process."""
-    import subprocess
-    import sys
-
     from adaseg.recipes.derived import DerivedDataset
 
     # torchrun's own parser takes --run for an abbreviation of --run-path: use the default run dir
     root = tmp_path / "runs" / "default"
     shutil.copytree(run.root, root)
     (root / "derived.safetensors").unlink()
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-              "--master-port", str(_free_port()), "-m", "adaseg.cli.main"]
-    done = subprocess.run([*launch, "derive", "--quiet", "--device", "cpu"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    done = torchrun("derive", "--quiet", "--device", "cpu", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     one, two = DerivedDataset.load(run.derived_path), DerivedDataset.load(root / "derived.safetensors")
     assert torch.equal(one.quality.nan_to_num(-1), two.quality.nan_to_num(-1))
     assert torch.equal(one.features, two.features) and one.image_ids == two.image_ids
     assert torch.equal(one.parts_index, two.parts_index) and torch.equal(one.parts_values, two.parts_values)
 
-    launch[launch.index("--master-port") + 1] = str(_free_port())
-    done = subprocess.run([*launch, "eval", "--gate", "none", "--json", "--device", "cpu",
-                           "--warmup", "0", "--timed", "1", "--batch-size", "2"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    done = torchrun("eval", "--gate", "none", "--json", "--device", "cpu", "--warmup", "0", "--timed", "1",
+                    "--batch-size", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     for key in ("PQ", "mIoU", "AP"):
