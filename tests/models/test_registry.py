@@ -60,3 +60,21 @@ def test_large_swin_configs_forward(name):
     model = adaseg.create_model(name, num_queries=5).eval()
     out = model(torch.randn(1, 3, 64, 64), exits=2)
     assert out["pred_logits"].shape == (1, 5, 134) and torch.isfinite(out["pred_masks"]).all()
+
+
+@pytest.mark.parametrize("name", ["m2f_swin_t", "m2f_swin_s", "m2f_swin_b"])
+def test_paper_swin_configs_shift_like_the_original(name):
+    """Original Mask2Former / HF Swin shift windows even on maps no larger than one window
+    (timm does not); the paper configs must, or original weights give other outputs on small inputs."""
+    with torch.device("meta"):
+        model = adaseg.create_model(name)
+    flags = [m.always_shift for m in model.modules() if hasattr(m, "always_shift")]
+    assert flags and all(flags)
+
+
+def test_plain_swin_backbone_keeps_timm_shifting():
+    from adaseg.models.backbones import build_backbone
+
+    with torch.device("meta"):
+        backbone = build_backbone("swin_t")
+    assert not any(m.always_shift for m in backbone.modules() if hasattr(m, "always_shift"))
