@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from adaseg.cli.options import device_option, json_option, quiet_option, run_option
+from adaseg.cli.options import device_option, json_option, quiet_option, run_data_option, run_option
 from adaseg.cli.recipe_options import set_threads, threads_option
 
 
@@ -14,12 +14,13 @@ from adaseg.cli.recipe_options import set_threads, threads_option
               help="Images per forward pass.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Only the first N training images [default: all].")
+@run_data_option
 @device_option
 @threads_option
 @run_option
 @quiet_option
 @json_option
-def derive(batch_size, limit, device, threads, run, quiet, as_json):
+def derive(batch_size, limit, data, device, threads, run, quiet, as_json):
     """Step B: score the parent at every exit on the training images (the derived dataset)."""
     import json
 
@@ -42,10 +43,10 @@ def derive(batch_size, limit, device, threads, run, quiet, as_json):
     try:
         reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="derive"),
                             enabled=dist_info.is_main)
-        reporter.event("start", run=str(run_dir.root), batch_size=batch_size, limit=limit)
+        reporter.event("start", run=str(run_dir.root), batch_size=batch_size, limit=limit, data=data)
         try:
             result = step_b.derive(run_dir, device=dist_info.device, batch_size=batch_size, limit=limit,
-                                   reporter=reporter)
+                                   data=data, reporter=reporter)
         except (CheckpointError, DerivedDatasetError, DataError, MissingStepError, RunDirError) as exc:
             raise click.ClickException(str(exc)) from None
     finally:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import click
 
-from adaseg.cli.options import device_option, json_option, pause_option, quiet_option, run_option, seed_option
+from adaseg.cli.options import (device_option, json_option, pause_option, quiet_option, run_data_option, run_option,
+                                seed_option)
 from adaseg.cli.recipe_options import set_threads, threads_option
 
 
@@ -26,14 +27,15 @@ from adaseg.cli.recipe_options import set_threads, threads_option
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed batches.")
 @click.option("--timed", type=click.IntRange(min=1), default=10, show_default=True, help="Timed batches.")
 @click.option("--name", default=None, help="Report name [default: from the settings].")
+@run_data_option
 @device_option
 @seed_option
 @threads_option
 @run_option
 @quiet_option
 @json_option
-def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, warmup, timed, name, device, seed,
-             threads, run, quiet, as_json):
+def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, warmup, timed, name, data, device,
+             seed, threads, run, quiet, as_json):
     """Score the run's parent on the val split: PQ/mIoU/AP, GFLOPs, images/s."""
     import json
 
@@ -58,7 +60,7 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
         raise click.ClickException(str(exc)) from None
     settings = ev.EvalSettings(gate=None if gate_path is None else str(gate_path), exit=exit_, pause=pause,
                                pause_mode=pause_mode, batch_size=batch_size, limit=limit, flops_images=flops_images,
-                               warmup=warmup, timed=timed, seed=seed)
+                               warmup=warmup, timed=timed, seed=seed, data=data)
     report_name = name or settings.name()
     try:
         report_path = run_dir.report_path(report_name)

@@ -77,6 +77,11 @@ data_option = click.option(
     "--data", "data", default=DEFAULT_DATA, show_default=True, metavar="NAME|PATH",
     help="Dataset: 'synthetic' (built in), or a COCO panoptic / Cityscapes / ADE20K root.",
 )
+run_data_option = click.option(
+    "--data", "data", default=None, metavar="NAME|PATH",
+    help="Dataset to read instead of the run's own (config.json); it must have the run's categories "
+         "[default: the run's dataset].",
+)
 device_option = click.option(
     "--device", "device", default="auto", show_default=True, type=DeviceType(),
     help="auto (CUDA when available), cpu, cuda or cuda:N.",

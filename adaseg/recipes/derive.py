@@ -66,6 +66,7 @@ def derive(
     device: torch.device,
     batch_size: int = 8,
     limit: int | None = None,
+    data: str | None = None,
     reporter=None,
 ) -> DeriveResult:
     """Step B into ``run`` (needs config and parent; see the module docstring).
@@ -73,14 +74,17 @@ def derive(
     Args:
         batch_size: images per forward pass.
         limit: score only the first ``limit`` training images (None: all).
+        data: a ``--data`` spec whose training split to score instead of the run's own
+            dataset; refused (DataError) unless its categories are the run's.
     """
-    from adaseg.data import build_dataset, collate
+    from adaseg.data import collate
+    from adaseg.recipes.run_data import build_run_dataset
 
     run.require("config", "parent")
     config = run.read_config()
     model, info = load_parent(run.parent_path, device=device)
     task = model_task(model)
-    dataset = build_dataset(config["data"], "train", train=False)
+    dataset, data_spec = build_run_dataset(config, data, "train")
     metric = quality_metric(task, dataset.meta.task)
     scorer = Scorer(dataset, metric=metric)
     n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -117,7 +121,7 @@ def derive(
         image_ids=[str(dataset.records[i].image_id) for i in range(n)],
         parts_index=parts_index,
         parts_values=parts_values,
-        info={"data": config["data"], "split": "train", "model": info["model"], "images": n,
+        info={"data": data_spec, "split": "train", "model": info["model"], "images": n,
               "seconds": time.perf_counter() - t0},
     )
     derived.save(run.derived_path)

@@ -22,6 +22,7 @@ is rank 0's (per process).
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +50,8 @@ class EvalSettingError(ValueError):
 @dataclass
 class EvalSettings:
     """What to evaluate. ``gate``: a gate file path or None; ``exit``: fixed exit layer or None
-    (full depth); ``pause``: a PausePlan or None."""
+    (full depth); ``pause``: a PausePlan or None; ``data``: a ``--data`` spec to score on
+    instead of the run's own dataset (same categories required), or None for the run's own."""
 
     gate: str | None = None
     exit: int | None = None
@@ -61,6 +63,7 @@ class EvalSettings:
     warmup: int = 3
     timed: int = 10
     seed: int = 0
+    data: str | None = None
 
     def name(self) -> str:
         """Report name: ``{gate stem|exit K|full}_{pause}_{mode}`` in report-safe characters."""
@@ -70,6 +73,12 @@ class EvalSettings:
         if self.pause is not None:
             parts.append("pause" + "+".join(f"{l}-{r:g}" for l, r in self.pause.stages))
             parts.append(self.pause_mode)
+        if self.data is not None:
+            # Another dataset's report must not overwrite the run's own one of the same settings.
+            from pathlib import PurePath
+
+            stem = PurePath(self.data.rstrip("/\\")).name or self.data
+            parts.append("data-" + re.sub(r"[^A-Za-z0-9_.+-]", "-", stem))
         return "_".join(parts)
 
 
@@ -101,7 +110,8 @@ def _nan_to_none(x: float | None) -> float | None:
 
 def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, reporter=None) -> EvalReport | None:
     """Evaluate the run's parent on the val split (see the module docstring); None off rank 0."""
-    from adaseg.data import build_dataset, collate
+    from adaseg.data import collate
+    from adaseg.recipes.run_data import build_run_dataset
 
     run.require("config", "parent")
     config = run.read_config()
@@ -127,7 +137,7 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
     if settings.pause_mode not in ("entropy", "random"):
         raise EvalSettingError("pause-mode", f"--pause-mode must be entropy or random, got {settings.pause_mode!r}")
     task = model_task(model)
-    dataset = build_dataset(config["data"], "val", train=False)
+    dataset, data_spec = build_run_dataset(config, settings.data, "val")
     metric = quality_metric(task, dataset.meta.task)
     scorer = Scorer(dataset, metric=metric)
     n = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
@@ -205,7 +215,7 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
         exits={"histogram": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
                "mean": sum(exits_used) / max(len(exits_used), 1), "depth": int(model.depth)},
         info={"run": str(run.root), "parent_fingerprint": info["fingerprint"], "model": info["model"],
-              "data": config["data"], "task": task, "metric": metric, "seconds": time.perf_counter() - t0,
+              "data": data_spec, "task": task, "metric": metric, "seconds": time.perf_counter() - t0,
               "device": str(device), "threads": torch.get_num_threads()},
     )
     return report

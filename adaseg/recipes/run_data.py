@@ -1,0 +1,57 @@
+"""Which dataset a run-reading step (derive, eval) uses: the run's own (``config.json``'s
+``data``) or another one given with ``--data``.
+
+Another dataset is accepted only when its classes are the parent's: the same categories
+(dataset ids, names and thing/stuff flags, in order), because the parent's class logits are
+indexed by the training dataset's contiguous ids. Scoring a parent on a COCO-format copy of
+its data, or on another folder with the same categories, is legitimate; anything else would
+silently score class k of one dataset against class k of another.
+"""
+
+from __future__ import annotations
+
+from adaseg.data.panoptic_io import DataError
+
+
+def _describe(categories) -> list[tuple[int, str, bool]]:
+    return [(int(c.id), str(c.name), bool(c.isthing)) for c in categories]
+
+
+def category_difference(ours, theirs) -> str | None:
+    """None when the two category tuples match, else a short phrase saying what differs."""
+    a, b = _describe(ours), _describe(theirs)
+    if a == b:
+        return None
+    if len(a) != len(b):
+        return f"{len(a)} vs {len(b)} categories"
+    for x, y in zip(a, b):
+        if x != y:
+            kind = lambda t: "thing" if t[2] else "stuff"  # noqa: E731 - local formatting only
+            return (f"category {x[0]} {x[1]!r} ({kind(x)}) vs category {y[0]} {y[1]!r} ({kind(y)})")
+    raise AssertionError("unreachable: equal lengths and equal items mean equal lists")
+
+
+def build_run_dataset(config: dict, spec: str | None, split: str):
+    """The dataset a step reads: ``spec`` (``--data``) or, when None, the run's own.
+
+    Returns ``(dataset, spec_used)``. Raises DataError (one line naming both datasets and what
+    differs) when ``spec`` names a dataset whose categories are not the run's.
+    """
+    from adaseg.data import build_dataset
+
+    run_spec = str(config["data"])
+    if spec is None or spec == run_spec:
+        return build_dataset(run_spec, split, train=False), run_spec
+    dataset = build_dataset(spec, split, train=False)
+    try:
+        reference = build_dataset(run_spec, split, train=False).meta
+    except DataError as exc:
+        raise DataError(f"--data {spec!r}: cannot check its classes against the run's dataset {run_spec!r}, "
+                        f"which does not load ({exc})") from None
+    diff = category_difference(reference.categories, dataset.meta.categories)
+    if diff is None and reference.task != dataset.meta.task:
+        diff = f"task {reference.task} vs {dataset.meta.task}"
+    if diff is not None:
+        raise DataError(f"--data {spec!r} has other classes than the run's dataset {run_spec!r} "
+                        f"({diff}): the parent can only be scored on data with its own categories")
+    return dataset, spec
