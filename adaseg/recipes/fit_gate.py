@@ -293,7 +293,11 @@ def load_gate(path: str | Path, *, parent_fingerprint: str | None):
 
 
 def resolve_gate(run: RunDir, spec: str) -> Path | None:
-    """``--gate FILE|latest|none`` -> a gate path (``latest``: the most recently fitted) or None."""
+    """``--gate FILE|latest|none`` -> a gate path (``latest``: the most recently fitted) or None.
+
+    A gate's JSON sidecar (``X.json`` beside ``X.safetensors``) is refused with one line naming
+    the ``.safetensors`` file to pass: the weights live there, and an explicit refusal keeps the
+    report's ``gate`` the file that was actually loaded."""
     if spec == "none":
         return None
     if spec == "latest":
@@ -304,4 +308,10 @@ def resolve_gate(run: RunDir, spec: str) -> Path | None:
         path = run.gates_dir / spec
     if not path.is_file():
         raise RunDirError(f"--gate {spec}: no such file (nor in {run.gates_dir})")
+    if path.suffix.lower() == ".json":
+        twin = path.with_suffix(".safetensors")
+        if twin.is_file():
+            raise RunDirError(f"--gate {spec}: {path} is the gate's JSON sidecar; pass its weights file {twin}")
+        raise RunDirError(f"--gate {spec}: {path} is a JSON file, not a gate, and no {twin.name} lies beside it "
+                          "(pass a gate's .safetensors file)")
     return path
