@@ -28,7 +28,7 @@ def derive(batch_size, limit, data, device, threads, run, quiet, as_json):
     from adaseg.recipes import derive as step_b
     from adaseg.recipes.checkpoint import CheckpointError
     from adaseg.recipes.derived import DerivedDatasetError
-    from adaseg.recipes.distributed import cleanup, init_distributed
+    from adaseg.recipes.distributed import barrier, cleanup, init_distributed
     from adaseg.recipes.progress import JsonlLog, Reporter
     from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
 
@@ -47,6 +47,9 @@ def derive(batch_size, limit, data, device, threads, run, quiet, as_json):
         try:
             result = step_b.derive(run_dir, device=dist_info.device, batch_size=batch_size, limit=limit,
                                    data=data, reporter=reporter)
+            # Leave together: a rank that tears gloo down while another still works (rank 0
+            # times throughput, writes files) was seen to abort with std::terminate.
+            barrier()
         except (CheckpointError, DerivedDatasetError, DataError, MissingStepError, RunDirError) as exc:
             raise click.ClickException(str(exc)) from None
     finally:
