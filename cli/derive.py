@@ -28,7 +28,7 @@ def derive(batch_size, limit, data, device, threads, run, quiet, as_json):
     from adaseg.recipes import derive as step_b
     from adaseg.recipes.checkpoint import CheckpointError
     from adaseg.recipes.derived import DerivedDatasetError
-    from adaseg.recipes.distributed import barrier, cleanup, init_distributed
+    from adaseg.recipes.distributed import distributed_session
     from adaseg.recipes.progress import JsonlLog, Reporter
     from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
 
@@ -39,21 +39,15 @@ def derive(batch_size, limit, data, device, threads, run, quiet, as_json):
         run_dir.read_config()
     except (MissingStepError, RunDirError) as exc:
         raise click.ClickException(str(exc)) from None
-    dist_info = init_distributed(device)
-    try:
+    with distributed_session(device) as dist_info:
         reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="derive"),
                             enabled=dist_info.is_main)
         reporter.event("start", run=str(run_dir.root), batch_size=batch_size, limit=limit, data=data)
         try:
             result = step_b.derive(run_dir, device=dist_info.device, batch_size=batch_size, limit=limit,
                                    data=data, reporter=reporter)
-            # Leave together: a rank that tears gloo down while another still works (rank 0
-            # times throughput, writes files) was seen to abort with std::terminate.
-            barrier()
         except (CheckpointError, DerivedDatasetError, DataError, MissingStepError, RunDirError) as exc:
             raise click.ClickException(str(exc)) from None
-    finally:
-        cleanup()
     if result.derived is None:
         return
     summary = result.derived.summary()

@@ -42,7 +42,7 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
     from adaseg.data import DataError
     from adaseg.recipes import evaluate as ev
     from adaseg.recipes.checkpoint import CheckpointError
-    from adaseg.recipes.distributed import barrier, cleanup, init_distributed
+    from adaseg.recipes.distributed import distributed_session
     from adaseg.recipes.fit_gate import resolve_gate
     from adaseg.recipes.progress import JsonlLog, Reporter
     from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
@@ -67,23 +67,17 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
     except RunDirError as exc:
         raise click.BadParameter(str(exc), param_hint="'--name'") from None
 
-    dist_info = init_distributed(device)
-    try:
+    with distributed_session(device) as dist_info:
         reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="eval"),
                             enabled=dist_info.is_main)
         reporter.event("start", run=str(run_dir.root), name=report_name, gate=settings.gate, exit=exit_,
                        pause=None if pause is None else str(pause), pause_mode=pause_mode, batch_size=batch_size)
         try:
             report = ev.evaluate(run_dir, settings, device=dist_info.device, reporter=reporter)
-            # Leave together: a rank that tears gloo down while another still works (rank 0
-            # times throughput, writes files) was seen to abort with std::terminate.
-            barrier()
         except ev.EvalSettingError as exc:
             raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
         except (CheckpointError, DataError, MissingStepError, RunDirError) as exc:
             raise click.ClickException(str(exc)) from None
-    finally:
-        cleanup()
     if report is None:
         return
     data = report.to_json()

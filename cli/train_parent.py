@@ -58,7 +58,7 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
     from adaseg.data import DataError
     from adaseg.recipes import train_parent as tp
     from adaseg.recipes.checkpoint import CheckpointError
-    from adaseg.recipes.distributed import barrier, cleanup, init_distributed
+    from adaseg.recipes.distributed import distributed_session
     from adaseg.recipes.progress import JsonlLog, Reporter
     from adaseg.recipes.run_dir import RunDir
 
@@ -97,23 +97,17 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
     except CheckpointError as exc:
         raise click.ClickException(str(exc)) from None
 
-    dist_info = init_distributed(device)
-    try:
+    with distributed_session(device) as dist_info:
         reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="train-parent"),
                             enabled=dist_info.is_main)
         reporter.event("start", run=str(run_dir.root), resume=resume, **settings.to_json())
         try:
             result = tp.train_parent(run_dir, settings, device=dist_info.device, resume=resume, reporter=reporter,
                                      rank=dist_info.rank, world_size=dist_info.world_size)
-            # Leave together: a rank that tears gloo down while another still works (rank 0
-            # times throughput, writes files) was seen to abort with std::terminate.
-            barrier()
         except tp.TrainSettingError as exc:
             raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
         except (CheckpointError, DataError, ValueError, FloatingPointError) as exc:
             raise click.ClickException(str(exc)) from None
-    finally:
-        cleanup()
     summary = {"iterations": result.iterations, "resumed_from": result.resumed_from, "seconds": result.seconds,
                "losses": result.last_losses, "parent": result.parent_path, "init": result.init,
                "recipe": settings.recipe}

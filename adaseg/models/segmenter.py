@@ -46,7 +46,7 @@ from torch import nn
 
 from adaseg.models.adaptive import PausePlan, normalise_exits
 from adaseg.models.backbones.vit import VisionTransformer
-from adaseg.models.gate import Gate, check_gate_fits, exit_plan
+from adaseg.models.gate import Gate, GateHost, exit_plan
 from adaseg.models.pause_selection import AuxRecord, check_pause_mode, select_pause
 from adaseg.models.segmenter_decoder import MaskTransformer
 from adaseg.models.segmenter_sliding import segmenter_inference_sliding
@@ -100,7 +100,7 @@ def token_validity(padding_mask: torch.Tensor | None, patch: int, grid: tuple[in
     return None if bool(valid.all()) else valid
 
 
-class Segmenter(nn.Module):
+class Segmenter(GateHost, nn.Module):
     """ViT encoder + Segmenter mask transformer, adaptive in depth (exits) and width (pausing).
 
     Args:
@@ -156,12 +156,6 @@ class Segmenter(nn.Module):
     def gate_channels(self) -> int:
         """C of ``gate_features``."""
         return self.encoder.embed_dim
-
-    def set_gate(self, gate: Gate | None) -> None:
-        """Attach a trained gate (used by ``exits="gate"``)."""
-        if gate is not None:
-            check_gate_fits(gate, depth=self.depth, channels=self.gate_channels)
-        self.gate = gate
 
     # ------------------------------------------------------------------ encoder
 

@@ -88,13 +88,6 @@ def encoder_module(model: nn.Module) -> nn.Module | list[nn.Module]:
     return [*model.encoder.blocks, *model.aux_decoders]
 
 
-def gate_channels(model: nn.Module) -> int:
-    """C of ``out["gate_features"]``."""
-    if hasattr(model, "gate_channels"):
-        return int(model.gate_channels)
-    return int(model.pixel_decoder.conv_dim)
-
-
 def exit_output(out: dict, k: int) -> dict:
     """The single-exit view of an ``all_exits`` output at exit ``k`` (what postprocess takes)."""
     view = dict(out["exits"][k])

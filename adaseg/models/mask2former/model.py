@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from adaseg.models.adaptive import PausePlan
-from adaseg.models.gate import Gate, check_gate_fits, exit_plan
+from adaseg.models.gate import Gate, GateHost, exit_plan
 from adaseg.models.mask2former.criterion import SetCriterion
 from adaseg.models.mask2former.matcher import HungarianMatcher
 from adaseg.models.mask2former.pixel_decoder import MSDeformAttnPixelDecoder
@@ -14,7 +14,7 @@ from adaseg.models.mask2former.postprocess import postprocess as _postprocess
 from adaseg.models.mask2former.transformer_decoder import MultiScaleMaskedTransformerDecoder
 
 
-class Mask2Former(nn.Module):
+class Mask2Former(GateHost, nn.Module):
     """Backbone -> adaptive pixel decoder -> masked-attention decoder.
 
     Args:
@@ -105,12 +105,6 @@ class Mask2Former(nn.Module):
     def gate_channels(self) -> int:
         """C of ``gate_features`` (the encoder's token width)."""
         return self.pixel_decoder.conv_dim
-
-    def set_gate(self, gate: Gate | None) -> None:
-        """Attach a trained gate (used by ``exits="gate"``); its exits must be encoder layers."""
-        if gate is not None:
-            check_gate_fits(gate, depth=self.depth, channels=self.gate_channels)
-        self.gate = gate
 
     def forward(
         self,
