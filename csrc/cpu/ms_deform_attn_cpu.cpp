@@ -140,6 +140,38 @@ inline void dot4(const T* __restrict__ g, const T* __restrict__ v0, const T* __r
   dots[3] = s3;
 }
 
+// Gradients of one sample's attention weight a and location (x, y) from its bilinear taps.
+// v_level: the head's value rows of the sample's level (row stride md); zeros: d zeros for
+// taps outside the map. Writes grad_attn[0] and grad_loc[0..1].
+template <typename T>
+inline void sample_loc_attn_grads(const T* __restrict__ g, const T* v_level, int64_t md, int64_t d,
+                                  const T* zeros, const Taps<T>& t, T a, const Level& lv,
+                                  T* grad_loc, T* grad_attn) {
+  const T* v[4];
+  for (int j = 0; j < 4; ++j) v[j] = t.idx[j] >= 0 ? v_level + t.idx[j] * md : zeros;
+  T s[4];  // <grad_out, corner value>
+  dot4(g, v[0], v[1], v[2], v[3], d, s);
+  grad_attn[0] = t.w[0] * s[0] + t.w[1] * s[1] + t.w[2] * s[2] + t.w[3] * s[3];
+  // d/dx of the bilinear weights: -(1-fy), (1-fy), -fy, fy; d/dy: -(1-fx), -fx, (1-fx), fx.
+  const T gx = (T(1) - t.fy) * (s[1] - s[0]) + t.fy * (s[3] - s[2]);
+  const T gy = (T(1) - t.fx) * (s[2] - s[0]) + t.fx * (s[3] - s[1]);
+  // pixel x = loc_x * W - 0.5, so d/dloc_x = W * d/dx.
+  grad_loc[0] = a * gx * static_cast<T>(lv.w);
+  grad_loc[1] = a * gy * static_cast<T>(lv.h);
+}
+
+// grad_value rows of the sample's in-map corners += a * w_corner * g[0:dn].
+template <typename T>
+inline void sample_value_grads(const T* __restrict__ g, T* gv_level, int64_t md, int64_t dn,
+                               const Taps<T>& t, T a) {
+  for (int j = 0; j < 4; ++j) {
+    if (t.idx[j] < 0) continue;
+    const T c = a * t.w[j];
+    T* __restrict__ dst = gv_level + t.idx[j] * md;
+    for (int64_t i = 0; i < dn; ++i) dst[i] += c * g[i];
+  }
+}
+
 // Tasks of the per-(batch, query, head) passes hold L*P*4*D multiply-adds each; aim for
 // chunks of a few thousand so the thread start-up is amortised on small calls.
 int64_t grain_for(const Dims& dm) {
@@ -215,18 +247,8 @@ void backward_loc_attn_kernel(const Dims& dm, const std::vector<Level>& levels,
             row_gattn[k] = T(0);
             continue;
           }
-          const T* v[4];
-          for (int j = 0; j < 4; ++j) v[j] = t.idx[j] >= 0 ? v_level + t.idx[j] * md : zeros.data();
-          T s[4];  // <grad_out, corner value>
-          dot4(g, v[0], v[1], v[2], v[3], dm.d, s);
-          const T a = row_attn[k];
-          row_gattn[k] = t.w[0] * s[0] + t.w[1] * s[1] + t.w[2] * s[2] + t.w[3] * s[3];
-          // d/dx of the bilinear weights: -(1-fy), (1-fy), -fy, fy; d/dy: -(1-fx), -fx, (1-fx), fx.
-          const T gx = (T(1) - t.fy) * (s[1] - s[0]) + t.fy * (s[3] - s[2]);
-          const T gy = (T(1) - t.fx) * (s[2] - s[0]) + t.fx * (s[3] - s[1]);
-          // pixel x = loc_x * W - 0.5, so d/dloc_x = W * d/dx.
-          row_gloc[2 * k] = a * gx * static_cast<T>(lv.w);
-          row_gloc[2 * k + 1] = a * gy * static_cast<T>(lv.h);
+          sample_loc_attn_grads(g, v_level, md, dm.d, zeros.data(), t, row_attn[k], lv, row_gloc + 2 * k,
+                                row_gattn + k);
         }
       }
     }
@@ -269,13 +291,7 @@ void backward_value_kernel(const Dims& dm, const std::vector<Level>& levels,
             const int64_t k = l * dm.points + p;
             Taps<T> t;
             if (!bilinear_taps(row_loc[2 * k], row_loc[2 * k + 1], lv, t)) continue;
-            const T a = row_attn[k];
-            for (int j = 0; j < 4; ++j) {
-              if (t.idx[j] < 0) continue;
-              const T c = a * t.w[j];
-              T* __restrict__ dst = gv_level + t.idx[j] * md;
-              for (int64_t i = 0; i < dn; ++i) dst[i] += c * g[i];
-            }
+            sample_value_grads(g, gv_level, md, dn, t, row_attn[k]);
           }
         }
       }
@@ -326,22 +342,9 @@ void backward_fused_kernel(const Dims& dm, const std::vector<Level>& levels, con
                 row_gattn[k] = T(0);
                 continue;
               }
-              const T* v[4];
-              for (int j = 0; j < 4; ++j) v[j] = t.idx[j] >= 0 ? v_level + t.idx[j] * md : zeros.data();
-              T s[4];
-              dot4(g, v[0], v[1], v[2], v[3], dm.d, s);
-              const T a = row_attn[k];
-              row_gattn[k] = t.w[0] * s[0] + t.w[1] * s[1] + t.w[2] * s[2] + t.w[3] * s[3];
-              const T gx = (T(1) - t.fy) * (s[1] - s[0]) + t.fy * (s[3] - s[2]);
-              const T gy = (T(1) - t.fx) * (s[2] - s[0]) + t.fx * (s[3] - s[1]);
-              row_gloc[2 * k] = a * gx * static_cast<T>(lv.w);
-              row_gloc[2 * k + 1] = a * gy * static_cast<T>(lv.h);
-              for (int j = 0; j < 4; ++j) {
-                if (t.idx[j] < 0) continue;
-                const T c = a * t.w[j];
-                T* __restrict__ dst = gv_level + t.idx[j] * md;
-                for (int64_t i = 0; i < dm.d; ++i) dst[i] += c * g[i];
-              }
+              sample_loc_attn_grads(g, v_level, md, dm.d, zeros.data(), t, row_attn[k], lv, row_gloc + 2 * k,
+                                    row_gattn + k);
+              sample_value_grads(g, gv_level, md, dm.d, t, row_attn[k]);
             }
           }
         }
