@@ -33,7 +33,8 @@ from adaseg.eval.flops import FlopCounter, FlopStats
 from adaseg.eval.miou import ConfusionMatrix
 from adaseg.eval.pq import PQStats
 from adaseg.eval.throughput import measure_throughput
-from adaseg.recipes.distributed import gather_in_order, shard_indices
+from adaseg.models.pause_selection import PAUSE_MODES
+from adaseg.recipes.distributed import gather_in_order, shard_indices, world
 from adaseg.recipes.parent import encoder_module, load_parent, model_task
 from adaseg.recipes.run_dir import RunDir
 from adaseg.recipes.scoring import Scorer, quality_metric
@@ -100,8 +101,20 @@ def _exits_arg(settings: EvalSettings):
     return "gate" if settings.gate is not None else settings.exit
 
 
-def _forward(model, images, mask, settings: EvalSettings):
-    return model(images, mask, exits=_exits_arg(settings), pause=settings.pause, pause_mode=settings.pause_mode)
+def _forward(model, images, mask, settings: EvalSettings, generator: torch.Generator | None = None):
+    return model(images, mask, exits=_exits_arg(settings), pause=settings.pause, pause_mode=settings.pause_mode,
+                 generator=generator)
+
+
+def _pause_generator(settings: EvalSettings, device: torch.device) -> torch.Generator | None:
+    """The seeded generator random pausing draws from (its own, so the global RNG is left alone
+    and a report depends only on ``--seed``); None when nothing is drawn."""
+    if settings.pause is None or settings.pause_mode != "random":
+        return None
+    rank, _ = world()
+    # Ranks draw from different streams: with one seed, every shard's first batch would
+    # pause the same token positions.
+    return torch.Generator(device=device).manual_seed(settings.seed + rank)
 
 
 def _nan_to_none(x: float | None) -> float | None:
@@ -134,15 +147,16 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
             settings.pause.check_depth(model.depth)
         except ValueError as exc:
             raise EvalSettingError("pause", f"{settings.pause}: {exc}") from None
-    if settings.pause_mode not in ("entropy", "random"):
-        raise EvalSettingError("pause-mode", f"--pause-mode must be entropy or random, got {settings.pause_mode!r}")
+    if settings.pause_mode not in PAUSE_MODES:
+        raise EvalSettingError("pause-mode", f"--pause-mode must be one of {', '.join(PAUSE_MODES)}, "
+                                             f"got {settings.pause_mode!r}")
     task = model_task(model)
     dataset, data_spec = build_run_dataset(config, settings.data, "val")
     metric = quality_metric(task, dataset.meta.task)
     scorer = Scorer(dataset, metric=metric)
     n = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
     mine = shard_indices(n)
-    torch.manual_seed(settings.seed)  # random pausing draws
+    generator = _pause_generator(settings, device)
     t0 = time.perf_counter()
 
     # ---- pass 1: quality ---------------------------------------------------------------
@@ -155,7 +169,8 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
             idx = mine[start : start + settings.batch_size]
             batch = collate([dataset[i] for i in idx])
             with torch.no_grad():
-                out = _forward(model, batch["images"].to(device), batch["padding_mask"].to(device), settings)
+                out = _forward(model, batch["images"].to(device), batch["padding_mask"].to(device), settings,
+                               generator)
             per_image.extend(_score_batch(model, out, batch, idx, scorer, metric))
             if progress is not None:
                 progress.update(len(idx))
@@ -170,7 +185,8 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
     counts = []
     for i in flop_mine:
         batch = collate([dataset[i]])
-        _, c = counter.count(_forward, model, batch["images"].to(device), batch["padding_mask"].to(device), settings)
+        _, c = counter.count(_forward, model, batch["images"].to(device), batch["padding_mask"].to(device), settings,
+                             generator)
         counts.append(c)
 
     gathered = gather_in_order(mine, per_image)
@@ -188,7 +204,7 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
 
     def step(i: int) -> int:
         images, mask = batches[i % len(batches)]
-        _forward(model, images, mask, settings)
+        _forward(model, images, mask, settings, generator)
         return int(images.shape[0])
 
     throughput = measure_throughput(step, batch_size=settings.batch_size, device=device,

@@ -168,3 +168,53 @@ def test_derive_and_eval_under_torchrun_match_one_process(run, reports, tmp_path
     for key in ("PQ", "mIoU", "AP"):
         assert report["metrics"][key] == pytest.approx(reports["full"]["metrics"][key], abs=1e-12)
     assert report["gflops"]["images"] == 4
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, folder):
+    """A run whose parent is the shipped trained base (one step at a negligible lr): its
+    predictions, unlike a 2-iteration parent's, depend on which tokens pause."""
+    from adaseg.recipes.parent import shipped_base
+
+    root = tmp_path_factory.mktemp("runs") / "trained"
+    base = shipped_base("m2f_tiny", "synthetic")
+    invoke_json("train-parent", "--data", folder, "--init", base, "--iters", "1", "--batch-size", "2",
+                "--lr", "1e-12", "--threads", "1", "--run", root)
+    return RunDir(root)
+
+
+def test_random_pausing_eval_draws_from_its_own_seeded_generator(trained_run):
+    """eval --pause-mode random: the report is what a hand loop gives with a fresh generator
+    seeded by --seed (0) in batches of 2, whatever the global RNG state; another seed differs."""
+    from adaseg.data import build_dataset, collate
+    from adaseg.eval.miou import ConfusionMatrix
+    from adaseg.models.adaptive import PausePlan
+    from adaseg.recipes.parent import load_parent
+    from adaseg.recipes.scoring import Scorer
+
+    spec = "3:0.4,5:0.3"
+    common = ("--run", trained_run.root, "--threads", "1", "--warmup", "0", "--timed", "1", "--batch-size", "2",
+              "--pause", spec, "--pause-mode", "random")
+    torch.manual_seed(12345)
+    got = invoke_json("eval", *common, "--name", "random_a")["metrics"]
+    torch.manual_seed(54321)  # the global RNG state must not matter
+    assert invoke_json("eval", *common, "--name", "random_b")["metrics"] == got
+    other = invoke_json("eval", *common, "--seed", "1", "--name", "random_seed1")["metrics"]
+    assert other["per_class_iou"] != got["per_class_iou"]
+
+    model, _ = load_parent(trained_run.parent_path)
+    dataset = build_dataset(json.loads(trained_run.config_path.read_text())["data"], "val", train=False)
+    scorer = Scorer(dataset, metric="pq")
+    generator = torch.Generator().manual_seed(0)
+    cm = ConfusionMatrix(num_classes=dataset.meta.num_classes, ignore_label=dataset.meta.ignore_label)
+    for start in range(0, len(dataset), 2):
+        batch = collate([dataset[i] for i in range(start, min(start + 2, len(dataset)))])
+        with torch.no_grad():
+            out = model(batch["images"], batch["padding_mask"], pause=PausePlan.parse(spec), pause_mode="random",
+                        generator=generator)
+        semantic = model.postprocess(out, batch["sizes"], task="semantic")
+        for j, (h, w) in enumerate(batch["sizes"]):
+            cm += scorer.confusion(batch["targets"][j]["semantic"][:h, :w], semantic[j].cpu())
+    expected = cm.results(dataset.meta.class_names)
+    assert got["pixel_acc"] == pytest.approx(expected["pixel_acc"], abs=1e-12)
+    assert got["per_class_iou"] == pytest.approx(expected["per_class"], abs=1e-12)
