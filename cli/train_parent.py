@@ -19,7 +19,8 @@ RECIPES = ("wsd+pause", "wsd", "pause", "standard")  # mirrors adaseg.recipes.tr
 @click.option("--model", default="m2f_tiny", show_default=True, help="Registered model name (adaseg.registry).")
 @data_option
 @click.option("--init", "init", default="auto", show_default=True, metavar="CKPT|auto|none",
-              help="Start from this adaseg checkpoint (parent or training state of the same model); "
+              help="Start from this adaseg checkpoint (parent or training state of the same model, an "
+                   "imported HF Mask2Former, or a backbone from `import-weights --timm-backbone`); "
                    "auto: the base shipped in adaseg/assets for (model, data) if any, else random.")
 @click.option("--recipe", type=click.Choice(RECIPES), default="wsd+pause", show_default=True,
               help="wsd: sum_k alpha_k L_k over exits; pause: PAUMER random pausing; standard: full depth only.")

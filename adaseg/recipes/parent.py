@@ -23,6 +23,7 @@ from adaseg.recipes.checkpoint import CheckpointError, check_state_dict, load_ch
 PARENT_KIND = "parent"
 TRAIN_STATE_KIND = "train-state"
 IMPORTED_KIND = "mask2former"  # written by `adaseg import-weights --hf` (adaseg.models.hf_import)
+BACKBONE_KIND = "backbone"  # written by `adaseg import-weights --timm-backbone` (adaseg.models.hf_import)
 # A model imported from Hugging Face is not a registry name: its "options" are the import config.
 IMPORTED_MODEL = "hf-mask2former"
 # kinds whose tensors start with a model's state dict (a train state prefixes it with "model.")
@@ -128,6 +129,31 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike, *, expect_mode
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     check_state_dict(model.state_dict(), state, source=f"checkpoint {path}")
     model.load_state_dict(state, strict=True)
+    return meta.extra
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The pretrained-backbone part of a model: Mask2Former's ``backbone``, Segmenter's ViT
+    ``encoder`` (both carry timm's parameter names)."""
+    from adaseg.models.mask2former import Mask2Former
+
+    return model.backbone if isinstance(model, Mask2Former) else model.encoder
+
+
+def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+    """Load a backbone checkpoint (``adaseg import-weights --timm-backbone``) into the model's
+    backbone, strictly; the rest of the model keeps its initialisation.
+
+    Raises :class:`CheckpointError` with one line (the first mismatched keys/shapes) when the
+    backbone is another architecture. Returns the checkpoint's ``extra``.
+    """
+    tensors, meta = load_checkpoint(path)
+    if meta.kind != BACKBONE_KIND:
+        raise CheckpointError(f"{path} is a {meta.kind!r} checkpoint, not a backbone")
+    backbone = backbone_of(model)
+    check_state_dict(backbone.state_dict(), tensors,
+                     source=f"backbone checkpoint {path} ({meta.config.get('name')})")
+    backbone.load_state_dict(tensors, strict=True)
     return meta.extra
 
 

@@ -24,6 +24,12 @@ random in iteration ``i`` (the batch's images, their augmentation, the pause dra
 function of ``(seed, i)`` only, so a run killed at any point and resumed with ``--resume``
 continues exactly as if it had not been interrupted. At the end the weights are written to
 ``checkpoints/parent.safetensors``, the input of every later step.
+
+**Initialisation** (``--init``): a parent or training state of the same model, an imported
+Hugging Face Mask2Former (``--model hf-mask2former``; the paper starts Step A from trained
+Mask2Former weights), or a backbone-only checkpoint from ``adaseg import-weights
+--timm-backbone`` (e.g. ImageNet Swin-T for ``m2f_swin_t``; the rest of the model starts
+from its initialisation -- the way to train the plain Mask2Former with ``--recipe standard``).
 """
 
 from __future__ import annotations
@@ -43,7 +49,9 @@ from adaseg.recipes.parent import (
     IMPORTED_MODEL,
     PARENT_KIND,
     TRAIN_STATE_KIND,
+    backbone_of,
     build_model,
+    load_backbone_weights,
     load_model_weights,
     model_options_for,
     model_task,
@@ -53,7 +61,6 @@ from adaseg.recipes.parent import (
 from adaseg.recipes.run_dir import RunDir
 
 RECIPES = ("standard", "wsd", "pause", "wsd+pause")
-BACKBONE_PREFIXES = ("backbone.", "encoder.patch_embed", "encoder.blocks")  # Mask2Former / Segmenter
 # Settings a resumed run may change; every other one must match the interrupted run.
 RESUMABLE_CHANGES = ("iters", "ckpt_every")
 
@@ -202,13 +209,16 @@ def draw_pause(layers: tuple[int, ...], lo: float, hi: float, generator: torch.G
 
 
 def build_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.AdamW:
-    """AdamW with Mask2Former's groups: backbone x ``backbone_lr_mult``; no decay on norms,
-    biases and embeddings (as detectron2's ``WEIGHT_DECAY_NORM/EMBED = 0``)."""
+    """AdamW with Mask2Former's groups: the pretrained backbone (every parameter of
+    :func:`~adaseg.recipes.parent.backbone_of`, e.g. all of Segmenter's ViT including its class
+    token and positions) x ``backbone_lr_mult``; no decay on norms, biases and embeddings (as
+    detectron2's ``WEIGHT_DECAY_NORM/EMBED = 0``)."""
+    backbone = {id(p) for p in backbone_of(model).parameters()}
     groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        mult = s.backbone_lr_mult if name.startswith(BACKBONE_PREFIXES) else 1.0
+        mult = s.backbone_lr_mult if id(p) in backbone else 1.0
         no_decay = p.dim() <= 1 or "level_embed" in name or "query" in name or "pos_embed" in name
         key = (mult, 0.0 if no_decay else s.weight_decay)
         groups.setdefault(key, []).append(p)
@@ -275,10 +285,25 @@ def resolve_init(s: TrainSettings) -> str | None:
     return s.init
 
 
+def init_is_backbone(path: str) -> bool:
+    """True when ``--init`` is a backbone-only checkpoint (``import-weights --timm-backbone``)."""
+    from adaseg.recipes.checkpoint import read_checkpoint_meta
+    from adaseg.recipes.parent import BACKBONE_KIND
+
+    return read_checkpoint_meta(path).kind == BACKBONE_KIND
+
+
 def check_init(path: str, model_name: str) -> None:
-    """Fail early (before anything is written) if ``--init`` is not a checkpoint of this model."""
+    """Fail early (before anything is written) if ``--init`` is neither a checkpoint of this
+    model nor a backbone checkpoint (whose fit is checked when it is loaded, also before any
+    file is written)."""
     from adaseg.recipes.parent import read_model_config
 
+    if init_is_backbone(path):
+        if model_name == IMPORTED_MODEL:
+            raise CheckpointError(f"--init {path} holds a backbone only; --model {IMPORTED_MODEL} needs a whole "
+                                  "model from `adaseg import-weights --hf`")
+        return
     name, _, _ = read_model_config(path)
     if name != model_name:
         hint = f" (pass --model {IMPORTED_MODEL})" if name == IMPORTED_MODEL else ""
@@ -352,7 +377,10 @@ def train_parent(
         init = resolve_init(s)
         if init is not None:
             check_init(init, s.model)
-            load_model_weights(model, init, expect_model=s.model)
+            if init_is_backbone(init):
+                load_backbone_weights(model, init)
+            else:
+                load_model_weights(model, init, expect_model=s.model)
     model.to(device).train()
     criterion = model.build_criterion(aux_weight=s.aux_weight).to(device)
     optimizer = build_optimizer(model, s)
