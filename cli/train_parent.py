@@ -33,6 +33,9 @@ RECIPES = ("wsd+pause", "wsd", "pause", "standard")  # mirrors adaseg.recipes.tr
               help="tau ~ U[lo, hi] (PAUMER).")
 @click.option("--aux-weight", type=float, default=0.1, show_default=True, help="Auxiliary-decoder loss weight.")
 @click.option("--iters", type=click.IntRange(min=1), default=200, show_default=True, help="Training iterations.")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Train for this many passes over the training split instead of --iters: "
+                   "iterations = ceil(epochs x images / batch size).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per iteration (over all ranks).")
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="AdamW learning rate (poly decay 0.9).")
@@ -51,7 +54,7 @@ RECIPES = ("wsd+pause", "wsd", "pause", "standard")  # mirrors adaseg.recipes.tr
 @json_option
 @click.pass_context
 def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pause_range, aux_weight, iters,
-                 batch_size, lr, weight_decay, backbone_lr_mult, clip, ckpt_every, amp, resume, device, seed,
+                 epochs, batch_size, lr, weight_decay, backbone_lr_mult, clip, ckpt_every, amp, resume, device, seed,
                  threads, run, quiet, as_json):
     """Step A: train the parent so that every encoder exit, and pausing, works."""
     import json
@@ -88,6 +91,8 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
                 "or choose another --run"
             )
         settings = given
+    if epochs is not None:
+        settings = _iters_from_epochs(ctx, settings, epochs, quiet=quiet)
     try:
         tp.check_settings(settings)
         init_path = None if resume else tp.resolve_init(settings)
@@ -119,6 +124,28 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
         return
     reporter.info(f"train-parent: {result.iterations - result.resumed_from} iterations in {result.seconds:.0f} s; "
                   f"final loss {result.last_losses.get('loss', float('nan')):.4f}; wrote {result.parent_path}")
+
+
+def _iters_from_epochs(ctx, settings, epochs: float, *, quiet: bool):
+    """``--epochs E``: the settings with ``iters = ceil(E x training images / batch size)``."""
+    import dataclasses
+    import math
+
+    from click.core import ParameterSource
+
+    from adaseg.data import DataError, build_dataset
+
+    if ctx.get_parameter_source("iters") == ParameterSource.COMMANDLINE:
+        raise click.UsageError("give --iters or --epochs, not both")
+    try:
+        images = len(build_dataset(settings.data, "train", train=True))
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+    iters = max(1, math.ceil(epochs * images / settings.batch_size))
+    if not quiet:
+        click.echo(f"train-parent: --epochs {epochs:g} = {iters} iterations ({images} training images, "
+                   f"batch {settings.batch_size})", err=True)
+    return dataclasses.replace(settings, iters=iters)
 
 
 def _merge_resume(ctx, stored, given):

@@ -92,3 +92,19 @@ def test_pause_type_passes_plans_through():
     from adaseg.cli.options import PauseSpec
 
     assert PauseSpec().convert(plan, None, None) is plan
+
+
+def test_train_parent_epochs_sets_the_iterations(tmp_path):
+    """--epochs E trains ceil(E x images / batch) iterations (8 training images: 0.5 epoch at
+    batch 2 is 2 iterations); with --iters it is a usage error, 0 is refused; nothing written."""
+    from recipe_testing import invoke, invoke_json, write_folder
+
+    folder = write_folder(tmp_path / "synth")
+    out = invoke_json("train-parent", "--data", folder, "--epochs", "0.5", "--batch-size", "2", "--init", "none",
+                      "--threads", "1", "--run", tmp_path / "run")
+    assert out["iterations"] == 2
+    both = invoke("train-parent", "--data", folder, "--epochs", "1", "--iters", "3", "--run", tmp_path / "x")
+    assert both.exit_code == 2 and "--iters or --epochs" in both.output
+    zero = invoke("train-parent", "--data", folder, "--epochs", "0", "--run", tmp_path / "x")
+    assert zero.exit_code == 2 and "--epochs" in zero.output
+    assert not (tmp_path / "x").exists()
