@@ -140,13 +140,20 @@ inline void dot4(const T* __restrict__ g, const T* __restrict__ v0, const T* __r
   dots[3] = s3;
 }
 
-// Gradients of one sample's attention weight a and location (x, y) from its bilinear taps.
-// v_level: the head's value rows of the sample's level (row stride md); zeros: d zeros for
-// taps outside the map. Writes grad_attn[0] and grad_loc[0..1].
+// Gradients of one sample's attention weight a and location loc[0..1]: computes the sample's
+// bilinear taps into t, writes grad_attn[0] and grad_loc[0..1], and returns true; a sample
+// outside its map gets zero gradients and returns false. v_level: the head's value rows of
+// the sample's level (row stride md); zeros: d zeros for taps outside the map.
 template <typename T>
-inline void sample_loc_attn_grads(const T* __restrict__ g, const T* v_level, int64_t md, int64_t d,
-                                  const T* zeros, const Taps<T>& t, T a, const Level& lv,
+inline bool sample_loc_attn_grads(const T* __restrict__ g, const T* v_level, int64_t md, int64_t d,
+                                  const T* zeros, const T* loc, T a, const Level& lv, Taps<T>& t,
                                   T* grad_loc, T* grad_attn) {
+  if (!bilinear_taps(loc[0], loc[1], lv, t)) {
+    grad_loc[0] = T(0);
+    grad_loc[1] = T(0);
+    grad_attn[0] = T(0);
+    return false;
+  }
   const T* v[4];
   for (int j = 0; j < 4; ++j) v[j] = t.idx[j] >= 0 ? v_level + t.idx[j] * md : zeros;
   T s[4];  // <grad_out, corner value>
@@ -158,6 +165,7 @@ inline void sample_loc_attn_grads(const T* __restrict__ g, const T* v_level, int
   // pixel x = loc_x * W - 0.5, so d/dloc_x = W * d/dx.
   grad_loc[0] = a * gx * static_cast<T>(lv.w);
   grad_loc[1] = a * gy * static_cast<T>(lv.h);
+  return true;
 }
 
 // grad_value rows of the sample's in-map corners += a * w_corner * g[0:dn].
@@ -241,14 +249,8 @@ void backward_loc_attn_kernel(const Dims& dm, const std::vector<Level>& levels,
         for (int64_t p = 0; p < dm.points; ++p) {
           const int64_t k = l * dm.points + p;
           Taps<T> t;
-          if (!bilinear_taps(row_loc[2 * k], row_loc[2 * k + 1], lv, t)) {
-            row_gloc[2 * k] = T(0);
-            row_gloc[2 * k + 1] = T(0);
-            row_gattn[k] = T(0);
-            continue;
-          }
-          sample_loc_attn_grads(g, v_level, md, dm.d, zeros.data(), t, row_attn[k], lv, row_gloc + 2 * k,
-                                row_gattn + k);
+          sample_loc_attn_grads(g, v_level, md, dm.d, zeros.data(), row_loc + 2 * k, row_attn[k], lv, t,
+                                row_gloc + 2 * k, row_gattn + k);
         }
       }
     }
@@ -336,15 +338,10 @@ void backward_fused_kernel(const Dims& dm, const std::vector<Level>& levels, con
             for (int64_t p = 0; p < dm.points; ++p) {
               const int64_t k = l * dm.points + p;
               Taps<T> t;
-              if (!bilinear_taps(row_loc[2 * k], row_loc[2 * k + 1], lv, t)) {
-                row_gloc[2 * k] = T(0);
-                row_gloc[2 * k + 1] = T(0);
-                row_gattn[k] = T(0);
-                continue;
+              if (sample_loc_attn_grads(g, v_level, md, dm.d, zeros.data(), row_loc + 2 * k, row_attn[k], lv, t,
+                                        row_gloc + 2 * k, row_gattn + k)) {
+                sample_value_grads(g, gv_level, md, dm.d, t, row_attn[k]);
               }
-              sample_loc_attn_grads(g, v_level, md, dm.d, zeros.data(), t, row_attn[k], lv, row_gloc + 2 * k,
-                                    row_gattn + k);
-              sample_value_grads(g, gv_level, md, dm.d, t, row_attn[k]);
             }
           }
         }
