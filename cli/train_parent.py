@@ -32,7 +32,7 @@ RECIPES = ("wsd+pause", "wsd", "pause", "standard")  # mirrors adaseg.recipes.tr
 @click.option("--pause-range", type=Range01(), default="0.2:0.8", show_default=True,
               help="tau ~ U[lo, hi] (PAUMER).")
 @click.option("--aux-weight", type=float, default=0.1, show_default=True, help="Auxiliary-decoder loss weight.")
-@click.option("--iters", type=click.IntRange(min=1), default=200, show_default=True, help="Training iterations.")
+@click.option("--iters", type=click.IntRange(min=1), default=500, show_default=True, help="Training iterations.")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Train for this many passes over the training split instead of --iters: "
                    "iterations = ceil(epochs x images / batch size).")

@@ -90,7 +90,7 @@ class TrainSettings:
     pause_layers: tuple[int, ...] | None = None
     pause_range: tuple[float, float] = (0.2, 0.8)
     aux_weight: float = 0.1
-    iters: int = 200
+    iters: int = 500
     batch_size: int = 8
     lr: float = 1e-4
     weight_decay: float = 0.05
