@@ -18,12 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
+# Checkpoint kinds written by `adaseg import-weights`: --hf (a whole Mask2Former), --timm-backbone.
+from adaseg.models.hf_import import BACKBONE_KIND
+from adaseg.models.hf_import import MODEL_KIND as IMPORTED_KIND
 from adaseg.recipes.checkpoint import CheckpointError, check_state_dict, load_checkpoint, read_checkpoint_meta
 
 PARENT_KIND = "parent"
 TRAIN_STATE_KIND = "train-state"
-IMPORTED_KIND = "mask2former"  # written by `adaseg import-weights --hf` (adaseg.models.hf_import)
-BACKBONE_KIND = "backbone"  # written by `adaseg import-weights --timm-backbone` (adaseg.models.hf_import)
 # A model imported from Hugging Face is not a registry name: its "options" are the import config.
 IMPORTED_MODEL = "hf-mask2former"
 # kinds whose tensors start with a model's state dict (a train state prefixes it with "model.")
