@@ -125,6 +125,10 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
         if dist_info.is_main:
             click.echo(json.dumps(summary, sort_keys=True))
         return
+    if result.iterations == result.resumed_from:  # a resumed run whose state already held every iteration
+        reporter.info(f"train-parent: the training state already held all {result.iterations} iterations; "
+                      f"wrote {result.parent_path} from it")
+        return
     reporter.info(f"train-parent: {result.iterations - result.resumed_from} iterations in {result.seconds:.0f} s; "
                   f"final loss {result.last_losses.get('loss', float('nan')):.4f}; wrote {result.parent_path}")
 

@@ -493,10 +493,12 @@ def resumed_iteration(run: RunDir) -> int:
 
 
 def check_resume_iters(run: RunDir, s: TrainSettings, done: int) -> None:
-    """``--resume`` must leave something to train: ``s.iters`` beyond the ``done`` iterations
-    of the state (else the loop would run 0 or a negative number of iterations and the parent
-    would be rewritten claiming ``s.iters``). Raises :class:`TrainSettingError` for ``--iters``."""
-    if s.iters <= done:
+    """``--resume`` must leave something to do: ``s.iters`` beyond the ``done`` iterations of
+    the state (else the loop would run 0 or a negative number of iterations and the parent
+    would be rewritten claiming ``s.iters``). ``s.iters == done`` is allowed only while the
+    parent is missing (a run stopped between its last state and its parent: resuming writes
+    the parent from the state). Raises :class:`TrainSettingError` for ``--iters``."""
+    if s.iters < done or (s.iters == done and run.parent_path.is_file()):
         raise TrainSettingError(
             "iters", f"--iters {s.iters} is not beyond the {done} iterations {run.last_path} already holds: "
             f"--resume trains on up to --iters, so pass --iters N with N > {done}"
