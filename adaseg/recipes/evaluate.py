@@ -71,8 +71,10 @@ class EvalSettings:
         that changes the report and differs from its default, each with its exact value
         (``--limit 4`` -> ``limit4``, a ratio 0.9999999 stays 0.9999999), in report-safe
         characters. Two evaluations share a name only when they share these settings, so one
-        never overwrites the other's report. Left out: how images/s is timed (``--warmup``,
-        ``--timed``, device, threads), which the report records inside.
+        never overwrites the other's report. Left out, and recorded inside the report: how
+        images/s is measured (``--batch-size``, ``--warmup``, ``--timed``, device, threads).
+        (The batch size also sets how much a batch of different-sized images is padded, which
+        can move the metrics slightly on such datasets; on equal-sized images it does not.)
         """
         from pathlib import Path
 
@@ -84,9 +86,6 @@ class EvalSettings:
             parts.append(self.pause_mode)
             if self.pause_mode == "random" and self.seed != _DEFAULTS.seed:
                 parts.append(f"seed{self.seed}")  # the random draw depends on it
-        if self.batch_size != _DEFAULTS.batch_size:
-            # images/s, and with images of different sizes the padding (hence the metrics), depend on it
-            parts.append(f"batch{self.batch_size}")
         if self.limit is not None:
             parts.append(f"limit{self.limit}")
         if self.flops_images is not None:

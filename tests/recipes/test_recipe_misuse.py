@@ -187,6 +187,6 @@ def test_a_batch_larger_than_the_images_is_clamped_for_timing(run, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "--batch-size 100000 is more than the 2 evaluated images; images/s is measured at batch 2" in result.output
     assert max(sizes) == 2, sizes
-    report = json.loads(run.report_path("full_batch100000_limit2").read_text())
+    report = json.loads(run.report_path("full_limit2").read_text())
     assert report["throughput"]["batch_size"] == 2 and report["settings"]["timing_batch_size"] == 2
     assert report["settings"]["batch_size"] == 100000
