@@ -18,7 +18,10 @@ zero. The caller decides what such an image is worth (Step B records it as undef
 Per-class entries of classes with no segment are 0.0, as in panopticapi.
 
 Stricter than panopticapi on malformed input: GT PNG ids missing from the GT JSON (and the
-reverse) are errors here, as prediction ids already are in panopticapi.
+reverse) are errors here, as prediction ids already are in panopticapi; so are a prediction
+for an image the GT does not annotate (panopticapi leaves it out of the score), an image
+annotated twice, and ids, areas or boxes of the wrong type
+(:func:`adaseg.data.panoptic_io.check_panoptic_annotations`).
 """
 
 from __future__ import annotations
