@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adaseg.data.panoptic_io import (OFFSET, VOID, DataError, check_panoptic_annotations, check_panoptic_json, load_json,
-                                    read_panoptic_png)
+from adaseg.data.panoptic_io import (OFFSET, VOID, DataError, check_panoptic_annotations, check_panoptic_json,
+                                    load_json, read_panoptic_png)
 
 
 @dataclass

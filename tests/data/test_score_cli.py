@@ -309,3 +309,22 @@ def test_score_instance_refuses_malformed_ground_truth(tmp_path, problem):
     change(gt)
     args, gj, _ = _write_instances(tmp_path, gt, results)
     _refused(tmp_path, args, gj, expect)
+
+
+def test_score_instance_from_a_panoptic_gt_without_image_sizes(pan, tmp_path):
+    """COCOeval needs every image's height and width: taken from the GT PNGs when the panoptic
+    JSON has no ``images`` sizes (this was a KeyError); a malformed panoptic GT is one line."""
+    _, p = pan
+    _edit(p["gt"] + ".json", lambda d: d.pop("images"))
+    inst = instances_from_panoptic(p["gt"] + ".json", p["gt"])
+    assert all(img["height"] == 24 and img["width"] == 32 for img in inst["images"])  # make_cases' size
+    results = [{"image_id": a["image_id"], "category_id": a["category_id"], "segmentation": a["segmentation"],
+                "score": 0.9} for a in inst["annotations"] if not a["iscrowd"]]
+    rj = tmp_path / "res.json"
+    rj.write_text(json.dumps(results))
+    args = ["instance", "--pred-json", rj, "--panoptic-json", p["gt"] + ".json", "--panoptic-dir", p["gt"]]
+    res = invoke("score", *args, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["AP"] == pytest.approx(1.0)
+    _edit(p["gt"] + ".json", lambda d: _first_with_segments(d)["segments_info"][0].update(id="abc"))
+    _refused(tmp_path, args, p["gt"] + ".json", "segment id 'abc'")
