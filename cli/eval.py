@@ -97,12 +97,12 @@ def _refuse_idle_options(pause, pause_mode: str) -> None:
     """A setting given on the command line that cannot change anything is an error, not silently
     recorded: ``--pause-mode`` without ``--pause``, ``--seed`` without random pausing (the
     only thing eval draws)."""
-    from click.core import ParameterSource
+    from adaseg.cli.options import given_on_command_line
 
     ctx = click.get_current_context()
 
     def given(name: str) -> bool:
-        return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        return given_on_command_line(ctx, name)
 
     if given("pause_mode") and pause is None:
         raise click.UsageError("--pause-mode chooses which tokens pause: it needs --pause (e.g. --pause 3:0.4,5:0.3)")

@@ -136,12 +136,11 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
 def _refuse_idle_options(ctx, settings) -> None:
     """An option given on the command line that the recipe never reads is an error, not
     silently recorded: --alphas needs a wsd recipe, the pause options a pause recipe."""
-    from click.core import ParameterSource
-
+    from adaseg.cli.options import given_on_command_line
     from adaseg.recipes.train_parent import TrainSettingError
 
     def given(name: str) -> bool:
-        return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        return given_on_command_line(ctx, name)
 
     if given("alphas") and not settings.uses_wsd:
         raise TrainSettingError("alphas", f"--alphas weigh the exits of wsd and wsd+pause; --recipe {settings.recipe} "
