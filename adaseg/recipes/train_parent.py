@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -44,6 +45,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from adaseg.models.mask2former.matcher import NonFiniteError
 from adaseg.recipes.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from adaseg.recipes.parent import (
     IMPORTED_MODEL,
@@ -400,7 +402,11 @@ def train_parent(
         + (f", exits {list(res.exits)} alphas {[round(a, 4) for a in res.alphas.values()]}" if s.uses_wsd else "")
         + (f", pause layers {list(res.pause_layers)} tau U{list(s.pause_range)}" if s.uses_pause else ""))
 
+    last_saved = start if resume else None
+
     def save_state(iteration: int) -> None:
+        nonlocal last_saved
+        last_saved = iteration
         if rank != 0:
             return
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -428,16 +434,22 @@ def train_parent(
             images = batch["images"].to(device)
             mask = batch["padding_mask"].to(device)
             targets = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
-            with _autocast(device, s.amp):
-                out = train_model(images, mask, pause=pause, all_exits=s.uses_wsd)
-            out_f = _float_outputs(out)
-            parts = criterion(out_f, targets, exit_weights=res.alphas if s.uses_wsd else None)
-            loss = parts["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"train-parent: the loss is {float(loss)} at iteration {it}; lower --lr")
+            try:
+                with _autocast(device, s.amp):
+                    out = train_model(images, mask, pause=pause, all_exits=s.uses_wsd)
+                out_f = _float_outputs(out)
+                parts = criterion(out_f, targets, exit_weights=res.alphas if s.uses_wsd else None)
+                loss = parts["loss"]
+                bad = None if torch.isfinite(loss) else f"the loss is {float(loss)}"
+            except NonFiniteError as exc:  # the matcher met NaN/inf outputs before a loss existed
+                bad = str(exc)
+            if _any_rank(bad is not None, world_size, device):  # every rank stops together
+                raise _diverged(bad or "another rank's loss is not finite", it + 1, s, run, last_saved)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
+            if not torch.isfinite(grad_norm):  # gradients are all-reduced: every rank agrees
+                raise _diverged(f"the gradient norm is {float(grad_norm)}", it + 1, s, run, last_saved)
             optimizer.step()
             losses = {k: float(v.detach()) for k, v in parts.items()}
             done = it + 1
@@ -451,13 +463,38 @@ def train_parent(
                 on_iteration(done, losses)
     finally:
         if progress is not None:
-            progress.__exit__(None, None, None)
+            progress.__exit__(*sys.exc_info())  # "ok": false when interrupted or failed
     if rank == 0:
         save_checkpoint(run.parent_path, model.state_dict(), kind=PARENT_KIND, config=config,
                         extra={"task": task, "data": s.data, "settings": s.to_json(), "iterations": s.iters,
                                "init": init, "depth": res.depth})
     return TrainResult(iterations=s.iters, resumed_from=start, seconds=time.perf_counter() - t0,
                        last_losses=losses, parent_path=str(run.parent_path), init=init)
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss (or the gradients) became non-finite; the message says at which iteration,
+    what was kept and what to try."""
+
+
+def _any_rank(flag: bool, world_size: int, device: torch.device) -> bool:
+    """``flag`` OR-ed over all ranks (one tiny all-reduce; just ``flag`` without torchrun)."""
+    if world_size == 1:
+        return flag
+    import torch.distributed as dist
+
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def _diverged(what: str, iteration: int, s: TrainSettings, run: RunDir, last_saved: int | None) -> TrainingDiverged:
+    kept = (f"{run.last_path} still holds iteration {last_saved}" if last_saved is not None
+            else "no training state was saved")
+    return TrainingDiverged(
+        f"train-parent: training diverged at iteration {iteration} of {s.iters} ({what}); stopped at once: "
+        f"{kept} and no parent was written. Try a lower --lr (now {s.lr:g}) or --clip (now {s.clip:g}) in a new --run"
+    )
 
 
 def _float_outputs(out: Any) -> Any:

@@ -1,0 +1,90 @@
+"""What every command that writes a run directory does around its work.
+
+``with writing_run(run_dir, command="eval", dirs=[run_dir.reports_dir]):`` ...
+
+1. checks that every output place (the given directories and ``log.jsonl``) can be written,
+   before any work starts (:mod:`adaseg.recipes.writable`);
+2. takes the run directory's lock (:mod:`adaseg.recipes.run_lock`), reporting a previous
+   holder that died while holding it;
+3. turns SIGTERM into a clean unwind (:mod:`adaseg.recipes.interrupt`); an interruption
+   (Ctrl-C or SIGTERM) prints one line, is recorded in ``log.jsonl`` as an ``interrupted``
+   event (``"ok": false``), and exits with 128 + the signal number;
+4. records a refusal (a :class:`click.ClickException`) as a ``failed`` event;
+5. releases the lock however the block ends (and removes the run directory again if this
+   command created it and wrote nothing into it).
+
+Under ``torchrun`` only rank 0 writes, so only rank 0 checks and locks (read from ``RANK``,
+before the process group exists: a refused rank 0 exits and torchrun stops the others).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterable, Iterator
+
+import click
+
+
+def is_writing_rank() -> bool:
+    """True unless this is a torchrun worker other than rank 0."""
+    try:
+        return int(os.environ.get("RANK", "0")) == 0
+    except ValueError:
+        return True
+
+
+@contextlib.contextmanager
+def writing_run(
+    run_dir,
+    *,
+    command: str,
+    dirs: Iterable[os.PathLike] = (),
+    interrupt_hint: str = "files already written are complete (written atomically)",
+) -> Iterator[None]:
+    """See the module docstring. ``run_dir``: :class:`~adaseg.recipes.run_dir.RunDir`;
+    ``dirs``: the directories the command writes files into (the run directory's log is added)."""
+    from adaseg.recipes.interrupt import EXIT_CODES, sigterm_raises, signal_name
+    from adaseg.recipes.progress import JsonlLog
+    from adaseg.recipes.run_lock import RunLock, RunLockedError
+    from adaseg.recipes.writable import NotWritableError, check_writable
+
+    main = is_writing_rank()
+    created = not run_dir.root.exists()  # a refused command then leaves no empty run directory
+    log = JsonlLog(run_dir.log_path, command=command, enabled=main)
+    lock = RunLock(run_dir.root)
+    if main:
+        try:
+            check_writable(dirs=[run_dir.root, *dirs], files=[run_dir.log_path])
+            stale = lock.acquire()
+        except (NotWritableError, RunLockedError) as exc:
+            raise click.ClickException(str(exc)) from None
+        if stale is not None:
+            note = (f"a previous {stale.describe()} ended without releasing the lock of {run_dir.root} (it was "
+                    "killed or crashed): its finished files are complete, but it did not finish")
+            click.echo(f"adaseg {command}: note: {note}", err=True)
+            log.write("stale_lock", previous_pid=stale.pid, previous_command=stale.command, since=stale.since)
+    try:
+        with sigterm_raises():
+            yield
+    except (KeyboardInterrupt,) + _terminated() as exc:
+        name = signal_name(exc)
+        log.write("interrupted", signal=name, ok=False)
+        click.echo(f"adaseg {command}: interrupted by {name}; {interrupt_hint}", err=True)
+        raise SystemExit(EXIT_CODES[name]) from None
+    except click.ClickException as exc:
+        if not created or run_dir.log_path.exists():
+            log.write("failed", error=exc.format_message(), ok=False)
+        raise
+    finally:
+        if main:
+            lock.release()
+            if created:
+                with contextlib.suppress(OSError):
+                    run_dir.root.rmdir()  # only succeeds when nothing was written
+
+
+def _terminated() -> tuple[type[BaseException], ...]:
+    from adaseg.recipes.interrupt import Terminated
+
+    return (Terminated,)
