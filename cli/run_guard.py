@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import click
 
@@ -40,10 +40,11 @@ def writing_run(
     *,
     command: str,
     dirs: Iterable[os.PathLike] = (),
-    interrupt_hint: str = "files already written are complete (written atomically)",
+    interrupt_hint: Callable[[], str] | None = None,
 ) -> Iterator[None]:
     """See the module docstring. ``run_dir``: :class:`~adaseg.recipes.run_dir.RunDir`;
-    ``dirs``: the directories the command writes files into (the run directory's log is added)."""
+    ``dirs``: the directories the command writes files into (the run directory's log is added);
+    ``interrupt_hint``: called after an interruption for what the user can do next."""
     from adaseg.recipes.interrupt import EXIT_CODES, sigterm_raises, signal_name
     from adaseg.recipes.progress import JsonlLog
     from adaseg.recipes.run_lock import RunLock, RunLockedError
@@ -70,7 +71,9 @@ def writing_run(
     except (KeyboardInterrupt,) + _terminated() as exc:
         name = signal_name(exc)
         log.write("interrupted", signal=name, ok=False)
-        click.echo(f"adaseg {command}: interrupted by {name}; {interrupt_hint}", err=True)
+        hint = interrupt_hint() if interrupt_hint is not None else (
+            "every file it wrote before is complete (atomic writes); nothing is half-written")
+        click.echo(f"adaseg {command}: interrupted by {name}; {hint}", err=True)
         raise SystemExit(EXIT_CODES[name]) from None
     except click.ClickException as exc:
         if not created or run_dir.log_path.exists():

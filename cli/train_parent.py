@@ -82,7 +82,7 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
             raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
     # From here on the run directory is locked: the checks below see what no other writer can change.
     with writing_run(run_dir, command="train-parent", dirs=[run_dir.checkpoints_dir],
-                     interrupt_hint=_interrupt_hint(run_dir)):
+                     interrupt_hint=lambda: _interrupt_hint(run_dir)):
         settings = _settings(ctx, run_dir, given, resume=resume, epochs=epochs, quiet=quiet)
         with distributed_session(device) as dist_info:
             reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="train-parent"),
@@ -145,7 +145,14 @@ def _settings(ctx, run_dir, given, *, resume: bool, epochs, quiet: bool):
 
 
 def _interrupt_hint(run_dir) -> str:
-    return (f"{run_dir.last_path} holds the last saved iteration (every --ckpt-every): continue with "
+    """What an interrupted train-parent left: the saved iteration to resume from, if any."""
+    from adaseg.recipes.checkpoint import CheckpointError, read_checkpoint_meta
+
+    try:
+        saved = read_checkpoint_meta(run_dir.last_path).extra.get("iteration")
+    except CheckpointError:
+        return f"no training state was saved yet: start again with `adaseg train-parent --run {run_dir.root}`"
+    return (f"{run_dir.last_path} holds iteration {saved}: continue with "
             f"`adaseg train-parent --resume --run {run_dir.root}`")
 
 

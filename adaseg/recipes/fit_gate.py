@@ -311,7 +311,7 @@ def resolve_gate(run: RunDir, spec: str) -> Path | None:
     if not path.exists() and (run.gates_dir / spec).exists():
         path = run.gates_dir / spec
     if path.is_dir():
-        raise RunDirError(f"--gate {spec}: {path} is a directory; pass a gate file (gates/gate_*.safetensors)")
+        raise RunDirError(f"--gate {path} is a directory; pass a gate file ({run.gates_dir}/gate_*.safetensors)")
     if not path.is_file():
         raise RunDirError(f"--gate {spec}: no such file (nor in {run.gates_dir})")
     if path.suffix.lower() == ".json":
@@ -320,4 +320,7 @@ def resolve_gate(run: RunDir, spec: str) -> Path | None:
             raise RunDirError(f"--gate {spec}: {path} is the gate's JSON sidecar; pass its weights file {twin}")
         raise RunDirError(f"--gate {spec}: {path} is a JSON file, not a gate, and no {twin.name} lies beside it "
                           "(pass a gate's .safetensors file)")
+    kind = read_checkpoint_meta(path).kind  # CheckpointError names other adaseg files (a derived dataset)
+    if kind != GATE_KIND:
+        raise RunDirError(f"--gate {spec}: {path} is a {kind!r} checkpoint, not a gate")
     return path

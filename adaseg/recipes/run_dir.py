@@ -159,7 +159,9 @@ class RunDir:
         except OSError as exc:
             raise RunDirError(f"{self.config_path} cannot be read ({exc.strerror or exc})") from None
         if not isinstance(config, dict):
-            raise RunDirError(f"{self.config_path} holds a JSON {type(config).__name__}, not an object; {_CONFIG_HINT}")
+            kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number",
+                    type(None): "null"}.get(type(config), type(config).__name__)
+            raise RunDirError(f"{self.config_path} holds {kind}, not a JSON object; {_CONFIG_HINT}")
         return config
 
     def write_report(self, name: str, report: dict[str, Any]) -> Path:

@@ -99,7 +99,7 @@ class HungarianMatcher(nn.Module):
             cost = self.cost_matrix(outputs["pred_logits"][b], outputs["pred_masks"][b], labels, tmasks, coords)
             if not torch.isfinite(cost).all():
                 # scipy would only say "matrix contains invalid numeric entries"
-                raise NonFiniteError("the model's outputs are not finite (NaN/inf in the matching cost)")
+                raise NonFiniteError("the model's outputs hold NaN/inf (seen by the matcher)")
             rows, cols = linear_sum_assignment(cost.cpu().numpy())
             indices.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(np.asarray(cols), dtype=torch.long)))
         return indices
