@@ -9,7 +9,8 @@
 3. turns SIGTERM into a clean unwind (:mod:`adaseg.recipes.interrupt`); an interruption
    (Ctrl-C or SIGTERM) prints one line, is recorded in ``log.jsonl`` as an ``interrupted``
    event (``"ok": false``), and exits with 128 + the signal number;
-4. records a refusal (a :class:`click.ClickException`) as a ``failed`` event;
+4. records a failure (a :class:`click.ClickException`) of a command that had logged its
+   start as a ``failed`` event (a refusal before any work leaves the log as it was);
 5. releases the lock however the block ends (and removes the run directory again if this
    command created it and wrote nothing into it).
 
@@ -65,6 +66,7 @@ def writing_run(
                     "killed or crashed): its finished files are complete, but it did not finish")
             click.echo(f"adaseg {command}: note: {note}", err=True)
             log.write("stale_lock", previous_pid=stale.pid, previous_command=stale.command, since=stale.since)
+    started_at = _log_size(run_dir)
     try:
         with sigterm_raises():
             yield
@@ -76,7 +78,7 @@ def writing_run(
         click.echo(f"adaseg {command}: interrupted by {name}; {hint}", err=True)
         raise SystemExit(EXIT_CODES[name]) from None
     except click.ClickException as exc:
-        if not created or run_dir.log_path.exists():
+        if _log_size(run_dir) != started_at:  # the command had logged its start: close its record
             log.write("failed", error=exc.format_message(), ok=False)
         raise
     finally:
@@ -85,6 +87,13 @@ def writing_run(
             if created:
                 with contextlib.suppress(OSError):
                     run_dir.root.rmdir()  # only succeeds when nothing was written
+
+
+def _log_size(run_dir) -> int | None:
+    try:
+        return run_dir.log_path.stat().st_size
+    except OSError:
+        return None
 
 
 def _terminated() -> tuple[type[BaseException], ...]:
