@@ -54,10 +54,10 @@ def derive(batch_size, limit, data, device, threads, run, quiet, as_json):
         summary = result.derived.summary()
         summary.update(path=result.path, seconds=result.seconds)
         reporter.event("done", **summary)
-    if as_json:
-        click.echo(json.dumps(summary, sort_keys=True))
-        return
-    _print(reporter, result, summary)
+        if as_json:
+            click.echo(json.dumps(summary, sort_keys=True))
+            return
+        _print(reporter, result, summary)
 
 
 def _print(reporter, result, summary) -> None:

@@ -86,11 +86,12 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
         run_dir.write_report(report_name, data)
         reporter.event("done", report=str(report_path), metrics={k: v for k, v in report.metrics.items()
                                                                  if not isinstance(v, dict)})
-    if as_json:
-        click.echo(json.dumps(data, sort_keys=True))
-        return
-    reporter.print(report_table(data))
-    reporter.info(f"eval: {data['settings']['images']} val images in {data['info']['seconds']:.0f} s; wrote {report_path}")
+        if as_json:
+            click.echo(json.dumps(data, sort_keys=True))
+            return
+        reporter.print(report_table(data))
+        reporter.info(f"eval: {data['settings']['images']} val images in {data['info']['seconds']:.0f} s; "
+                      f"wrote {report_path}")
 
 
 def _pct(v) -> str:

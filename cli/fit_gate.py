@@ -76,11 +76,10 @@ def fit_gate(beta, K, loss, temperature, epochs, lr, batch_size, seed, run, quie
         summary = result.summary()
         summary["path"] = str(path)
         reporter.event("done", **summary)
-
-    if as_json:
-        click.echo(json.dumps(summary, sort_keys=True))
-        return
-    _print_tables(reporter, result, path)
+        if as_json:
+            click.echo(json.dumps(summary, sort_keys=True))
+            return
+        _print_tables(reporter, result, path)
 
 
 def _print_tables(reporter, result, path) -> None:

@@ -99,12 +99,12 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
                    "losses": result.last_losses, "parent": result.parent_path, "init": result.init,
                    "recipe": settings.recipe}
         reporter.event("done", **summary)
-    if as_json:
-        if dist_info.is_main:
-            click.echo(json.dumps(summary, sort_keys=True))
-        return
-    reporter.info(f"train-parent: {result.iterations - result.resumed_from} iterations in {result.seconds:.0f} s; "
-                  f"final loss {result.last_losses.get('loss', float('nan')):.4f}; wrote {result.parent_path}")
+        if as_json:
+            if dist_info.is_main:
+                click.echo(json.dumps(summary, sort_keys=True))
+            return
+        reporter.info(f"train-parent: {result.iterations - result.resumed_from} iterations in {result.seconds:.0f} s; "
+                      f"final loss {result.last_losses.get('loss', float('nan')):.4f}; wrote {result.parent_path}")
 
 
 def _settings(ctx, run_dir, given, *, resume: bool, epochs, quiet: bool):

@@ -152,7 +152,8 @@ def _meta_from_json(path: Path, data: dict[str, Any] | None) -> CheckpointMeta:
             else "another kind of adaseg file"
         raise CheckpointError(f"{path} is {what}, not a checkpoint")
     if data.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format {data.get('format')!r}; this adaseg reads {FORMAT_VERSION}")
+        raise CheckpointError(f"checkpoint {path} has format {data.get('format')!r}; "
+                              f"this adaseg reads {FORMAT_VERSION}")
     if not isinstance(data.get("config"), dict) or not isinstance(data.get("extra", {}), dict):
         raise CheckpointError(f"checkpoint {path}: its metadata's config/extra are not JSON objects")
     return CheckpointMeta(kind=data["kind"], config=data["config"], fingerprint=data["fingerprint"],
@@ -171,7 +172,9 @@ def read_checkpoint_meta(path: str | os.PathLike) -> CheckpointMeta:
     return _meta_from_json(path, data)
 
 
-def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
+def load_checkpoint(
+    path: str | os.PathLike, *, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
     """Return ``(tensors, meta)`` after verifying the file; raise :class:`CheckpointError` with
     one line naming the file and how to re-create it when it is corrupt or holds NaN/inf.
 

@@ -144,7 +144,8 @@ class RunLock:
 
     def _busy_message(self, holder: Holder | None) -> str:
         if holder is None:
-            return f"{self.root} is in use by another adaseg process (lock {self.path}): wait for it, or use another --run"
+            return (f"{self.root} is in use by another adaseg process (lock {self.path}): wait for it, "
+                    "or use another --run")
         alive = holder.alive()
         if alive is False:
             return (f"{self.root} is locked by {holder.describe()}, which is no longer running but left a child "

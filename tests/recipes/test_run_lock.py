@@ -150,3 +150,29 @@ def test_signal_ends_a_run_with_a_message_and_a_log_record(folder, tmp_path, sig
     assert not [p for p in run.root.rglob(".tmp-*")]  # nothing half-written left behind
     _, meta = load_checkpoint(run.last_path)  # the saved state is complete and verified
     assert meta.extra["iteration"] >= 1
+
+
+def test_under_torchrun_rank_0_takes_the_lock(run, tmp_path):
+    """Only rank 0 writes, so only rank 0 locks: a held lock stops the whole torchrun job with
+    the holder named, and a free one lets it run (and is released at the end)."""
+    from recipe_testing import torchrun
+
+    cwd = tmp_path / "cwd"
+    default = RunDir(cwd / "runs" / "default")
+    shutil.copytree(run.root, default.root)
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(default.root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        before = snapshot(default.root, skip=())
+        refused = torchrun("derive", "--threads", "1", "--quiet", cwd=cwd)
+        assert refused.returncode != 0
+        assert f"is in use by `holder-under-test` (pid {proc.pid}" in refused.stderr, refused.stderr
+        assert snapshot(default.root, skip=()) == before
+    finally:
+        proc.kill()
+        proc.wait()
+    (default.root / LOCK_NAME).unlink()  # the killed holder's record (reported as stale otherwise)
+    done = torchrun("derive", "--threads", "1", "--quiet", cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    assert not (default.root / LOCK_NAME).exists()
+    assert "done" in [e["event"] for e in _events(default) if e["command"] == "derive"]
