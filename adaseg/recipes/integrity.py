@@ -13,8 +13,8 @@ The **content hash** (``content_sha256`` inside that JSON) is SHA-256 over
 3. the data section, hashed as one byte range (no per-tensor work, ~1 GB/s).
 
 It is computed from the bytes about to be written and checked against the bytes read, and
-the tensors handed to the caller are parsed from those very bytes, so what was verified is
-what is used. Any change to the file -- one flipped bit in the data, an edited config -- is a
+the tensors handed to the caller are views of those very bytes (no second read, no copy), so
+what was verified is what is used. Any change to the file -- one flipped bit in the data, an edited config -- is a
 mismatch, reported as one line naming the file and how to re-create it.
 
 Files written before content hashes existed have none; :func:`read_safetensors` returns them
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -41,6 +42,11 @@ HASH_KEY = "content_sha256"
 _DOMAIN = b"adaseg-content-v1\n"  # versions the definition above
 _MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
 _warned: set[str] = set()
+# safetensors dtype names (those adaseg writes: torch's floating, integer and bool types)
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+_ITEMSIZE = {dtype: torch.empty(0, dtype=dtype).element_size() for dtype in _DTYPES.values()}
 
 
 class IntegrityError(ValueError):
@@ -133,13 +139,11 @@ def read_safetensors(path: str | os.PathLike, *, hint: str) -> ReadFile:
     ``hint`` ends every error line: what the user should do (e.g. which command re-creates
     the file). Raises :class:`IntegrityError` with one line naming the file.
     """
-    from safetensors.torch import load
-
     path = Path(path)
     if path.is_dir():
         raise IntegrityError(f"{path} is a directory, not a safetensors file")
     try:
-        buf = path.read_bytes()
+        buf = _read_all(path)
     except FileNotFoundError:
         raise IntegrityError(f"{path} does not exist") from None
     except OSError as exc:
@@ -154,12 +158,41 @@ def read_safetensors(path: str | os.PathLike, *, hint: str) -> ReadFile:
                 f"{path} is corrupt: its bytes do not match its content hash ({digest[:12]} != "
                 f"{str(meta[HASH_KEY])[:12]}); {hint}"
             )
-    try:
-        loaded = load(buf)
-        tensors = {k: loaded[k] for k in sorted(loaded)}  # name order, as safetensors' load_file gives
-    except Exception as exc:  # safetensors' own error types (bad offsets, dtypes, ...)
-        raise UnreadableFile(path, str(exc), hint) from None
-    return ReadFile(meta=meta, tensors=tensors, content_hash=digest)
+    return ReadFile(meta=meta, tensors=tensors_from_buffer(_layout(header), data, path=path, hint=hint),
+                    content_hash=digest)
+
+
+def _read_all(path: Path) -> bytearray:
+    # a bytearray (writable) lets the tensors be views of the very bytes that were hashed
+    with open(path, "rb") as f:
+        buf = bytearray(os.fstat(f.fileno()).st_size)
+        if f.readinto(buf) != len(buf):
+            raise OSError(f"{path} changed size while being read")
+    return buf
+
+
+def tensors_from_buffer(
+    layout: Mapping[str, Any], data: memoryview, *, path: str | os.PathLike, hint: str = ""
+) -> dict[str, torch.Tensor]:
+    """The tensors a safetensors ``layout`` describes, as views of the data section ``data``
+    (no copy), in name order; :class:`UnreadableFile` if an entry does not fit the data."""
+    tensors = {}
+    for name in sorted(layout):
+        info = layout[name]
+        try:
+            dtype = _DTYPES[info["dtype"]]
+            shape = [int(d) for d in info["shape"]]
+            start, end = (int(o) for o in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise UnreadableFile(path, f"tensor {name!r} has an unknown dtype or a malformed entry", hint) from None
+        numel = math.prod(shape)
+        if not 0 <= start <= end <= len(data) or end - start != numel * _ITEMSIZE[dtype] or min(shape, default=0) < 0:
+            raise UnreadableFile(path, f"tensor {name!r} does not fit the data section", hint)
+        if numel == 0:
+            tensors[name] = torch.empty(shape, dtype=dtype)
+        else:
+            tensors[name] = torch.frombuffer(data, dtype=dtype, count=numel, offset=start).reshape(shape)
+    return tensors
 
 
 def read_meta_from_header(header: Mapping[str, Any], *, path: str | os.PathLike) -> dict[str, Any] | None:
@@ -197,10 +230,19 @@ def read_header_meta(path: str | os.PathLike) -> dict[str, Any] | None:
     return read_meta_from_header(header, path=path)
 
 
+def _finite(t: torch.Tensor) -> bool:
+    # A finite sum proves every element finite (NaN and inf propagate); one reduction, no (N,)
+    # bool tensor. Only a non-finite sum, which may also be an overflow of large finite values,
+    # needs the exact element-wise check.
+    if t.numel() == 0 or bool(torch.isfinite(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
 def non_finite(tensors: Mapping[str, torch.Tensor], names: Iterable[str] | None = None) -> list[str]:
     """Names of floating-point tensors (among ``names``, default all) holding NaN or inf."""
     keys = tensors.keys() if names is None else names
-    return [k for k in keys if tensors[k].is_floating_point() and not bool(torch.isfinite(tensors[k]).all())]
+    return [k for k in keys if tensors[k].is_floating_point() and not _finite(tensors[k])]
 
 
 def warn_once(key: str, message: str) -> None:
