@@ -36,6 +36,7 @@ from adaseg.recipes.integrity import (
     HASH_KEY,
     META_KEY,
     IntegrityError,
+    UnreadableFile,
     non_finite,
     read_header_meta,
     read_safetensors,
@@ -167,21 +168,28 @@ def read_checkpoint_meta(path: str | os.PathLike) -> CheckpointMeta:
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         data = read_header_meta(path)
+    except UnreadableFile as exc:
+        from adaseg.recipes.run_dir import recreate_hint
+
+        raise CheckpointError(f"checkpoint {exc}; {recreate_hint(path)}") from None
     except IntegrityError as exc:
         raise CheckpointError(f"checkpoint {exc}") from None
     return _meta_from_json(path, data)
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, device: str | torch.device = "cpu"
+    path: str | os.PathLike, *, device: str | torch.device = "cpu", verify: bool = True
 ) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
     """Return ``(tensors, meta)`` after verifying the file; raise :class:`CheckpointError` with
     one line naming the file and how to re-create it when it is corrupt or holds NaN/inf.
 
     The content hash is checked on the bytes that are then parsed. A file written before
     content hashes (no ``content_sha256``) is verified by recomputing its tensor fingerprint
-    instead, which covers the tensors but not the description.
+    instead, which covers the tensors but not the description. ``verify`` is kept for callers
+    of the earlier API, where verification was optional; it can no longer be turned off.
     """
+    if not verify:
+        raise CheckpointError("load_checkpoint(verify=False) is gone: every load is verified")
     from adaseg.recipes.run_dir import recreate_hint
 
     path = Path(path)

@@ -211,3 +211,36 @@ def test_corrupt_parent_recreated_from_training_state(run):
     assert result.exit_code == 0, result.output
     _, meta = load_checkpoint(run.parent_path)
     assert meta.fingerprint == fingerprint
+
+
+def test_report_records_the_verified_fingerprints(run):
+    gate = gate_file(run)
+    data = invoke_json("eval", "--run", run.root, "--gate", gate, *EVAL)
+    parent = load_checkpoint(run.parent_path)[1]
+    gate_meta = load_checkpoint(gate)[1]
+    info = data["info"]
+    assert info["parent_fingerprint"] == parent.fingerprint and info["parent_content_sha256"] == parent.content_hash
+    assert info["gate_fingerprint"] == gate_meta.fingerprint and info["gate_content_sha256"] == gate_meta.content_hash
+
+
+def _strip_hash(path) -> None:
+    """Re-write ``path`` as adaseg wrote it before content hashes (same tensors and description)."""
+    from safetensors.torch import save_file
+
+    read = read_safetensors(path, hint="")
+    meta = {k: v for k, v in read.meta.items() if k != "content_sha256"}
+    save_file({k: v.clone() for k, v in read.tensors.items()}, str(path), metadata={"adaseg": json.dumps(meta)})
+
+
+def test_run_directory_from_before_content_hashes_still_works(run, capfd):
+    for path in (run.parent_path, run.last_path, run.derived_path, gate_file(run)):
+        _strip_hash(path)
+    result = invoke("fit-gate", "--beta", "0.001", "--run", run.root, "--quiet")
+    assert result.exit_code == 0, result.output
+    err = result.output + capfd.readouterr().err
+    assert err.count("predates content hashes") == 1 and "adaseg derive --run" in err
+    data = invoke_json("eval", "--run", run.root, "--gate", gate_file(run), *EVAL)
+    assert data["info"]["parent_content_sha256"] is None  # legacy parent: verified by its fingerprint
+    # a legacy parent whose tensors changed is still caught (by the fingerprint)
+    flip_middle_of_data(run.parent_path)
+    refused(run, "eval", "--run", run.root, "--gate", "none", *EVAL, expect="do not match the recorded fingerprint")
