@@ -46,7 +46,7 @@ def writing_run(
     """See the module docstring. ``run_dir``: :class:`~adaseg.recipes.run_dir.RunDir`;
     ``dirs``: the directories the command writes files into (the run directory's log is added);
     ``interrupt_hint``: called after an interruption for what the user can do next."""
-    from adaseg.recipes.interrupt import EXIT_CODES, sigterm_raises, signal_name
+    from adaseg.recipes.interrupt import EXIT_CODES, Terminated, sigterm_raises, signal_name
     from adaseg.recipes.progress import JsonlLog
     from adaseg.recipes.run_lock import RunLock, RunLockedError
     from adaseg.recipes.writable import NotWritableError, check_writable
@@ -70,7 +70,7 @@ def writing_run(
     try:
         with sigterm_raises():
             yield
-    except (KeyboardInterrupt,) + _terminated() as exc:
+    except (KeyboardInterrupt, Terminated) as exc:
         name = signal_name(exc)
         log.write("interrupted", signal=name, ok=False)
         hint = interrupt_hint() if interrupt_hint is not None else (
@@ -95,8 +95,3 @@ def _log_size(run_dir) -> int | None:
     except OSError:
         return None
 
-
-def _terminated() -> tuple[type[BaseException], ...]:
-    from adaseg.recipes.interrupt import Terminated
-
-    return (Terminated,)
