@@ -62,8 +62,10 @@ def writing_run(
         except (NotWritableError, RunLockedError) as exc:
             raise click.ClickException(str(exc)) from None
         if stale is not None:
-            note = (f"a previous {stale.describe()} ended without releasing the lock of {run_dir.root} (it was "
-                    "killed or crashed): its finished files are complete, but it did not finish")
+            died = {False: "it is no longer running: killed or crashed", None: "killed or crashed",
+                    True: "killed or crashed; its pid now belongs to another process"}[stale.alive()]
+            note = (f"a previous {stale.describe()} ended without releasing the lock of {run_dir.root} ({died}): "
+                    "the files it finished are complete, but it did not finish")
             click.echo(f"adaseg {command}: note: {note}", err=True)
             log.write("stale_lock", previous_pid=stale.pid, previous_command=stale.command, since=stale.since)
     started_at = _log_size(run_dir)
