@@ -85,6 +85,11 @@ class RunDir:
         return self.checkpoints_dir / "last.safetensors"
 
     @property
+    def pending_last_path(self) -> Path:
+        """Where train-parent writes a state until the next iteration proves it finite."""
+        return self.checkpoints_dir / "last.pending.safetensors"
+
+    @property
     def derived_path(self) -> Path:
         return self.root / "derived.safetensors"
 

@@ -193,11 +193,16 @@ def test_diverging_training_stops_and_keeps_the_last_good_state(folder, tmp_path
     assert "training diverged at iteration" in line and "--lr" in line and "invalid numeric" not in line
     diverged_at = int(line.split("diverged at iteration ")[1].split()[0])
     assert not run.parent_path.exists()
-    if diverged_at > 1:  # every state that was written is finite and loads
+    assert not run.pending_last_path.exists() and not run.pending_last_path.with_suffix(".json").exists()
+    # the state after iteration k is kept only if iteration k+1's loss was finite: the state that
+    # diverged (after iteration diverged_at - 1) never replaces the last good one
+    if diverged_at > 2:
         tensors, meta = load_checkpoint(run.last_path)
-        assert meta.extra["iteration"] == diverged_at - 1
+        assert meta.extra["iteration"] == diverged_at - 2
         assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
-        assert f"still holds iteration {diverged_at - 1}" in line
+        assert f"still holds iteration {diverged_at - 2}" in line
+    else:
+        assert not run.last_path.exists() and "no training state was saved" in line
     log = [json.loads(l) for l in run.log_path.read_text().splitlines()]
     assert log[-1]["event"] == "failed" and log[-1]["ok"] is False
     assert all(e.get("ok") is not True for e in log)
@@ -244,3 +249,37 @@ def test_run_directory_from_before_content_hashes_still_works(run, capfd):
     # a legacy parent whose tensors changed is still caught (by the fingerprint)
     flip_middle_of_data(run.parent_path)
     refused(run, "eval", "--run", run.root, "--gate", "none", *EVAL, expect="do not match the recorded fingerprint")
+
+
+def test_divergence_after_a_good_state_keeps_that_state(folder, tmp_path, monkeypatch):
+    """Weights turned to NaN after iteration 3 (a stand-in for a step that blows up): iteration
+    4 diverges, the unproven state of iteration 3 is dropped, last.safetensors keeps iteration 2,
+    and resuming from it (without the fault) ends exactly as an uninterrupted run."""
+    from adaseg.recipes import train_parent as tp
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the CLI's --threads 1: far faster on a busy machine
+    settings = tp.TrainSettings(data=folder, init="none", recipe="standard", iters=5, batch_size=2, ckpt_every=1)
+    run = RunDir(tmp_path / "run")
+    run.write_config({"data": folder})
+    models = []
+    build = tp.build_model
+    monkeypatch.setattr(tp, "build_model", lambda *a, **k: models.append(build(*a, **k)) or models[-1])
+
+    def fault(done, _losses):
+        if done == 3:
+            with torch.no_grad():
+                next(models[-1].parameters()).fill_(float("nan"))
+
+    try:
+        with pytest.raises(tp.TrainingDiverged, match=r"diverged at iteration 4 of 5 .* still holds iteration 2"):
+            tp.train_parent(run, settings, device=torch.device("cpu"), on_iteration=fault)
+        _, meta = load_checkpoint(run.last_path)
+        assert meta.extra["iteration"] == 2 and not run.pending_last_path.exists() and not run.parent_path.exists()
+
+        assert tp.train_parent(run, settings, device=torch.device("cpu"), resume=True).resumed_from == 2
+        straight = RunDir(tmp_path / "straight")
+        tp.train_parent(straight, settings, device=torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert read_checkpoint_meta(run.parent_path).fingerprint == read_checkpoint_meta(straight.parent_path).fingerprint
