@@ -568,13 +568,25 @@ def check_resume_iters(run: RunDir, s: TrainSettings, done: int) -> None:
     """``--resume`` must leave something to do: ``s.iters`` beyond the ``done`` iterations of
     the state (else the loop would run 0 or a negative number of iterations and the parent
     would be rewritten claiming ``s.iters``). ``s.iters == done`` is allowed only while the
-    parent is missing (a run stopped between its last state and its parent: resuming writes
-    the parent from the state). Raises :class:`TrainSettingError` for ``--iters``."""
-    if s.iters < done or (s.iters == done and run.parent_path.is_file()):
+    parent is missing or fails verification (a run stopped between its last state and its
+    parent, or a corrupted parent: resuming writes the parent from the state). Raises
+    :class:`TrainSettingError` for ``--iters``."""
+    if s.iters < done or (s.iters == done and _parent_intact(run)):
         raise TrainSettingError(
             "iters", f"--iters {s.iters} is not beyond the {done} iterations {run.last_path} already holds: "
             f"--resume trains on up to --iters, so pass --iters N with N > {done}"
         )
+
+
+def _parent_intact(run: RunDir) -> bool:
+    """Whether the run's parent exists and passes its content-hash and finiteness checks."""
+    if not run.parent_path.is_file():
+        return False
+    try:
+        load_checkpoint(run.parent_path)
+    except CheckpointError:
+        return False
+    return True
 
 
 def settings_json(s: TrainSettings) -> str:
