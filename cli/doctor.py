@@ -109,11 +109,12 @@ def collect() -> dict:
     }
 
     backends = {"ms_deform_attn": {}, "pausing": {}}
-    from adaseg.ops import ms_deform_attn, pausing
+    from adaseg.ops import pausing
+    from adaseg.ops.ms_deform_attn import explain_backend as msda_backend
 
     for device in ("cpu", "cuda"):
         for name, explain in (
-            ("ms_deform_attn", lambda d: ms_deform_attn.explain_backend(torch.device(d), torch.float32)),
+            ("ms_deform_attn", lambda d: msda_backend(torch.device(d), torch.float32)),
             ("pausing", lambda d: pausing.explain_backend("aux_entropy", d)),
         ):
             try:
@@ -191,7 +192,7 @@ def _print_table(report: dict) -> None:
     table.add_row("threads", str(t["torch_threads"]),
                   f"parallel backend {t['parallel_backend']}; OMP_NUM_THREADS={t['OMP_NUM_THREADS'] or 'unset'}")
     gpus = ", ".join(f"{g['index']}: {g['name']} (sm {g['capability']}, {g['memory_gib']} GiB)" for g in d["gpus"])
-    table.add_row("GPUs", str(len(d["gpus"])), gpus or f"none visible (CUDA_VISIBLE_DEVICES={d['CUDA_VISIBLE_DEVICES']})")
+    table.add_row("GPUs", str(len(d["gpus"])), gpus or f"none visible (CUDA_VISIBLE_DEVICES={d['CUDA_VISIBLE_DEVICES'] or 'unset'})")
     for name, per in report["backends"].items():
         for device, choice in per.items():
             table.add_row(f"{name} on {device}", choice["backend"], choice["why"])
