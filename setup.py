@@ -69,6 +69,8 @@ def _configure_cuda(torch) -> bool:
         return False
     toolkit_mod = _cuda_toolkit_module()
     toolkit, how = toolkit_mod.find_toolkit()
+    if toolkit is None and (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")):
+        _fail(how)  # the user named a toolkit that is not one: say so rather than guess
     if toolkit is None:
         _say(
             f"WARNING: building WITHOUT the CUDA kernels: torch {torch.__version__} has CUDA "
