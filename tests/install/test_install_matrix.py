@@ -40,12 +40,13 @@ IGNORE = shutil.ignore_patterns(".venv", ".git", "build", "dist", "runs", "*.so"
                                 "__pycache__", ".pytest_cache", ".whl", ".gl")
 
 
-def _sh(cmd: str, cwd: Path, env: dict | None = None, timeout: int = 1800) -> subprocess.CompletedProcess:
+def _sh(cmd: str | list[str], cwd: Path, env: dict | None = None, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """A shell command line (str) or an argument list, in a clean environment plus ``env``."""
     full = {k: v for k, v in os.environ.items() if k not in ("ADASEG_NO_EXTENSION", "ADASEG_NO_CUDA", "CFLAGS",
                                                               "TRITON_INTERPRET", "VIRTUAL_ENV", "PYTHONPATH")}
     full.update(env or {})
-    return subprocess.run(["bash", "-euo", "pipefail", "-c", cmd], cwd=cwd, env=full, capture_output=True,
-                          text=True, timeout=timeout)
+    args = ["bash", "-euo", "pipefail", "-c", cmd] if isinstance(cmd, str) else cmd
+    return subprocess.run(args, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
 
 
 def _ok(proc: subprocess.CompletedProcess) -> str:
@@ -96,7 +97,7 @@ def test_a_readme_install_with_wheel_builds_the_extension(venv_a, tmp_path):
     wheel_meta = next((venv / "lib").glob("python3*/site-packages/adaseg-*.dist-info/WHEEL")).read_text()
     tag = re.search(r"^Tag: (.+)$", wheel_meta, re.MULTILINE).group(1)
     assert tag.endswith("linux_x86_64") and not tag.startswith("py3-none"), wheel_meta
-    assert "CPU kernels registered" in _ok(_sh(f"{venv}/bin/python -c '{_KERNELS}'", tmp_path))
+    assert "CPU kernels registered" in _ok(_sh([f"{venv}/bin/python", "-c", _KERNELS], tmp_path))
 
 
 def test_b_failed_build_fails_the_install_and_says_how_to_opt_out(venv_a, tmp_path):
@@ -135,8 +136,8 @@ assert caught[0].category is RuntimeWarning and "reference" in msg and "not buil
 torch.testing.assert_close(first, reference.ms_deform_attn(*inputs))
 print("warned once:", msg)
 """
-    assert "warned once:" in _ok(_sh(f"{venv}/bin/python -c '{script}'", tmp_path))
-    doctor = _sh(f"{venv}/bin/adaseg doctor", tmp_path)
+    assert "warned once:" in _ok(_sh([f"{venv}/bin/python", "-c", script], tmp_path))
+    doctor = _sh([f"{venv}/bin/adaseg", "doctor"], tmp_path)
     assert doctor.returncode == 1 and "adaseg._C is not built" in doctor.stdout, doctor.stdout[-3000:]
 
 
