@@ -40,7 +40,7 @@ IGNORE = shutil.ignore_patterns(".venv", ".git", "build", "dist", "runs", "*.so"
                                 "__pycache__", ".pytest_cache", ".whl", ".gl")
 
 
-def _sh(cmd: str | list[str], cwd: Path, env: dict | None = None, timeout: int = 1800) -> subprocess.CompletedProcess:
+def _sh(cmd: str | list[str], cwd: Path, env: dict | None = None, timeout: int = 3600) -> subprocess.CompletedProcess:
     """A shell command line (str) or an argument list, in a clean environment plus ``env``."""
     full = {k: v for k, v in os.environ.items() if k not in ("ADASEG_NO_EXTENSION", "ADASEG_NO_CUDA", "CFLAGS",
                                                               "TRITON_INTERPRET", "VIRTUAL_ENV", "PYTHONPATH")}
