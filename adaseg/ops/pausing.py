@@ -203,11 +203,6 @@ class PatchAssembler:
         self._current = True  # the buffer holds the current active tokens at their rows
         self._owned = False  # the buffer may be written in place
 
-    @classmethod
-    def for_tokens(cls, x: torch.Tensor) -> "PatchAssembler":
-        """An assembler for the (B, N, D) tokens ``x`` before any pause."""
-        return cls(x)
-
     @property
     def active(self) -> torch.Tensor:
         """(b, n, D) the tokens still being updated."""

@@ -130,6 +130,23 @@ def test_gate_picks_the_exits_its_linear_layer_predicts(run, reports):
     assert reports["gate"]["exits"]["histogram"] == dict(sorted(expected.items(), key=lambda kv: int(kv[0])))
 
 
+def test_python_api_matches_the_cli(run, reports):
+    """adaseg.load_run / load_gate / evaluate: the same parent and gate the CLI uses, and the
+    same report figures as `adaseg eval --gate latest`."""
+    import adaseg
+
+    model = adaseg.load_run(run.root)
+    parent, info = adaseg.load_parent(run.parent_path)
+    gate, _ = adaseg.load_gate(run.gate_files()[0], parent_fingerprint=info["fingerprint"])
+    assert model.gate is not None and torch.equal(model.gate.linear.weight, gate.linear.weight)
+    assert adaseg.load_run(run.root, gate="none").gate is None
+    report = adaseg.evaluate(run.root, gate="latest", batch_size=2, warmup=0, timed=1)
+    assert report.metrics == reports["gate"]["metrics"] and report.gflops == reports["gate"]["gflops"]
+    assert report.exits == reports["gate"]["exits"]
+    paused = adaseg.evaluate(run.root, pause="3:0.4,5:0.3", batch_size=2, warmup=0, timed=1)
+    assert paused.metrics == reports["pause"]["metrics"]
+
+
 def test_demo_runs_the_four_commands_in_order(run, tmp_path):
     root = tmp_path / "demo"
     shutil.copytree(run.root, root)
