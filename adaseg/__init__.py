@@ -19,3 +19,26 @@ def list_models():
     from adaseg.registry import list_models as _list
 
     return _list()
+
+
+# The embedding API, imported on first use so `import adaseg` stays light.
+_EXPORTS = {
+    "PausePlan": "adaseg.models.adaptive",
+    "AdaptiveSettings": "adaseg.models.adaptive_settings",
+    "AdaptiveOutput": "adaseg.models.adaptive_output",
+    "AdaptiveModel": "adaseg.models.adaptive_model",
+    "load_run": "adaseg.api",
+    "load_parent": "adaseg.api",
+    "load_gate": "adaseg.api",
+    "evaluate": "adaseg.api",
+}
+
+__all__ = ["create_model", "list_models", *_EXPORTS]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'adaseg' has no attribute {name!r}")

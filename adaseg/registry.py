@@ -20,9 +20,9 @@ _BUILDERS: dict[str, str] = {
     "m2f_swin_s": f"{_M2F}:m2f_swin_s",
     "m2f_swin_b": f"{_M2F}:m2f_swin_b",
     "m2f_tiny": f"{_M2F}:m2f_tiny",
-    "segmenter_vit_ti": "adaseg.models.segmenter_configs:segmenter_vit_ti",
-    "segmenter_vit_s": "adaseg.models.segmenter_configs:segmenter_vit_s",
-    "segmenter_tiny": "adaseg.models.segmenter_configs:segmenter_tiny",
+    "segmenter_vit_ti": "adaseg.models.segmenter.configs:segmenter_vit_ti",
+    "segmenter_vit_s": "adaseg.models.segmenter.configs:segmenter_vit_s",
+    "segmenter_tiny": "adaseg.models.segmenter.configs:segmenter_tiny",
 }
 
 

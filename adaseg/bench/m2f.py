@@ -74,7 +74,7 @@ def require_transformers():
 def build_pair(setting: Setting, *, seed: int = 0):
     """(HF model, adaseg model) with identical weights, both in eval mode."""
     transformers = require_transformers()
-    from adaseg.models.hf_import import from_hf_mask2former
+    from adaseg.models.hf.importer import from_hf_mask2former
 
     torch.manual_seed(seed)
     swin = transformers.SwinConfig(
@@ -153,6 +153,7 @@ def run(*, setting: str = "swin_t", size: int = 512, repeats: int = 5, warmup: i
         exits: bool = True) -> dict:
     """Measure; returns a JSON-able dict of figures (seconds, wall and CPU)."""
     from adaseg.ops.ms_deform_attn import select_backend
+    from adaseg.models.adaptive_settings import AdaptiveSettings
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -164,7 +165,7 @@ def run(*, setting: str = "swin_t", size: int = 512, repeats: int = 5, warmup: i
     t_ours, t_hf, e_ours, e_hf = [], [], [], []
     per_exit: dict[int, dict] = {}
     with torch.inference_mode():
-        a = ours(x)
+        a = ours(x).heads
         b = hf(pixel_values=x, output_hidden_states=True, output_auxiliary_logits=True)
         diff_logits = float((a["pred_logits"] - b.class_queries_logits).abs().max())
         diff_masks = float((a["pred_masks"] - b.masks_queries_logits).abs().max())
@@ -185,8 +186,8 @@ def run(*, setting: str = "swin_t", size: int = 512, repeats: int = 5, warmup: i
                 for k in enc_t:  # round-robin over exits, for the same reason
                     plan = torch.tensor([k])
                     enc_t[k].append(_timed(lambda: ours.pixel_decoder.encode(
-                        prep, exits=plan, pause=None, pause_mode="entropy", all_exits=None, collect_aux=False)))
-                    full_t[k].append(_timed(lambda: ours(x, exits=k)))
+                        prep, settings=AdaptiveSettings(), exit_plan=plan, keep_aux=False)))
+                    full_t[k].append(_timed(lambda: ours(x, None, AdaptiveSettings(exits=k))))
             per_exit = {k: {"encoder": _median(enc_t[k]), "forward": _median(full_t[k])} for k in enc_t}
     fo, fh, eo, eh = _median(t_ours), _median(t_hf), _median(e_ours), _median(e_hf)
     return {

@@ -71,10 +71,6 @@ class EvalTransform:
     short: int | None = None
     max_size: int | None = None
 
-    @property
-    def is_identity(self) -> bool:
-        return self.short is None
-
     def __call__(self, image: np.ndarray, ids: np.ndarray, generator: torch.Generator | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
         """image (3, H, W) float32 on 0-255, ids (H, W) int64 -> resized pair."""

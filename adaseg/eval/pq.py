@@ -253,10 +253,6 @@ class PQAccumulator:
         self.num_images += 1
         return stats
 
-    def add_stats(self, stats: PQStats) -> None:
-        self.total += stats
-        self.num_images += 1
-
     def results(self) -> dict:
         return self.total.summary(self.categories)
 

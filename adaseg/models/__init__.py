@@ -3,7 +3,7 @@
 
 def from_hf_mask2former(path_or_dir, **kwargs):
     """Build an adaseg Mask2Former from a HF transformers checkpoint directory; see
-    :func:`adaseg.models.hf_import.from_hf_mask2former` (imported here lazily)."""
-    from adaseg.models.hf_import import from_hf_mask2former as _load
+    :func:`adaseg.models.hf.importer.from_hf_mask2former` (imported here lazily)."""
+    from adaseg.models.hf.importer import from_hf_mask2former as _load
 
     return _load(path_or_dir, **kwargs)

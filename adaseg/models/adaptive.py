@@ -4,25 +4,24 @@ An adaptive encoder takes
 
 * an **exit plan**: for each image, the encoder layer (1..K) after which it leaves the
   encoder. ``None`` means full depth (K) for every image; an ``int`` applies to every image;
-  a (B,) int64 tensor gives one exit per image. Images leave the active set as they exit,
-  so a batch costs what its images cost.
-* a **pause plan**: after layer ``l``, pause ``ratio`` of the tokens still active (those
-  whose auxiliary-decoder entropy is lowest, or random ones for PAUMER's baseline). Paused
-  tokens keep their features and are never updated again; an assembler puts every token
-  back in place before the decoder.
+  a (B,) int64 tensor gives one exit per image; ``"gate"`` lets the model's attached gate
+  pick each image's exit. Images leave the active set as they exit, so a batch costs what
+  its images cost.
+* a **pause plan** (:class:`PausePlan`): after layer ``l``, pause ``ratio`` of the tokens
+  still active (those whose auxiliary-decoder entropy is lowest, or random ones for
+  PAUMER's baseline). Paused tokens keep their features and are never updated again; an
+  assembler puts every token back in place before the decoder.
 
-Model forward contract (Mask2Former and Segmenter alike)::
+The pieces, one module each:
 
-    out = model(images, padding_mask=None, *, exits=None, pause=None, pause_mode="entropy",
-                all_exits=False)
-
-* ``images``: (B, 3, H, W) normalised float; ``padding_mask``: (B, H, W) bool, True on padding.
-* ``exits``: exit plan as above (ignored when ``all_exits`` is True).
-* ``pause``: a :class:`PausePlan` or ``None``.
-* ``all_exits=True`` returns the decoder outputs at every exit in ``model.exits`` from one
-  encoder pass (layers shared by several exits are computed once): ``out["exits"][k]``.
-* ``out["gate_features"]``: (B, C) the gate's input (adaptive average pool over the
-  lowest-resolution tokens after input projection), computed before the encoder runs.
+* :class:`~adaseg.models.adaptive_settings.AdaptiveSettings`: what the caller asks (exit
+  plan or gate, pause plan, pause mode and generator, recorded exits, auxiliary logits);
+* :class:`~adaseg.models.adaptive_output.AdaptiveOutput`: what every model returns;
+* :class:`~adaseg.models.adaptive_model.AdaptiveModel`: the model contract the recipes use
+  (``model(images, padding_mask, settings)``, ``depth``, ``exits``, ``gate_channels``,
+  ``set_gate``, ``task``, ``encoder_modules()``, ``backbone``);
+* :class:`~adaseg.models.adaptive_run.AdaptiveRun`: the loop every encoder runs (which
+  images and tokens are still running, one token buffer, exits and pauses recorded).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """ECO-M2F's weighted stochastic-depth loss over exits, shared by every model's criterion.
 
-With ``all_exits=True`` a model returns the decoder outputs at every exit k in
-``out["exits"]``; the training loss is ``sum_k alpha_k L_k`` with one weight alpha_k per exit.
+With ``record_exits`` a model returns the decoder outputs at every exit k in
+``out.exits``; the training loss is ``sum_k alpha_k L_k`` with one weight alpha_k per exit.
 Each criterion supplies its own per-exit loss L_k; this module checks the weights and sums.
 """
 
@@ -32,7 +32,7 @@ def weighted_exit_loss(
     """Check ``exit_weights`` against ``exits``, then sum alpha_k L_k over the exits in order.
 
     Args:
-        exits: ``out["exits"]`` of an ``all_exits=True`` run, {k: that exit's outputs}.
+        exits: ``out.exits`` of a recorded-exits run, {k: that exit's outputs}.
         exit_weights: {k: alpha_k}, one weight for exactly each exit (checked before any
             loss is computed).
         loss_of: that exit's outputs -> dict of scalar loss parts whose ``"total"`` is L_k;
@@ -41,7 +41,7 @@ def weighted_exit_loss(
     if exit_weights is None or set(exit_weights) != set(exits):
         raise ValueError(f"exit_weights must give a weight for each exit {sorted(exits)}, got {exit_weights}")
     if not exits:
-        raise ValueError("outputs['exits'] is empty: an all_exits output has at least one exit")
+        raise ValueError("outputs['exits'] is empty: a recorded-exits output has at least one exit")
     total = 0.0
     per_exit: dict[str, torch.Tensor] = {}
     for k, out_k in exits.items():

@@ -1,6 +1,6 @@
 """ECO-M2F's gating network: pooled lowest-resolution tokens -> one logit per exit.
 
-The gate reads ``out["gate_features"]`` (B, C), computed before the encoder runs, so Step C
+The gate reads ``out.gate_features`` (B, C), computed before the encoder runs, so Step C
 trains on cached features and inference picks each image's exit before spending encoder
 compute on it. Every image is gated independently (any batch size).
 """
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
-from adaseg.models.adaptive import normalise_exits
 
 
 def pool_features(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -85,22 +83,3 @@ class GateHost:
         if gate is not None:
             check_gate_fits(gate, depth=self.depth, channels=self.gate_channels)
         self.gate = gate
-
-
-def exit_plan(exits, *, gate: Gate | None, gate_features: torch.Tensor, batch_size: int, depth: int,
-              device: torch.device) -> torch.Tensor:
-    """A model's exit plan as a (B,) int64 tensor in 1..depth.
-
-    Args:
-        exits: None (depth) | int | (B,) per-image exits | "gate" (``gate`` picks each
-            image's exit from its ``gate_features`` (B, C)).
-        gate: the model's attached gate, or None.
-        batch_size, depth, device: B, the encoder depth K, and where the plan lives.
-    """
-    if isinstance(exits, str):
-        if exits != "gate":
-            raise ValueError(f"exits must be None, an int, a per-image tensor or 'gate', got {exits!r}")
-        if gate is None:
-            raise ValueError("exits='gate' needs a gate: call model.set_gate(gate) first")
-        exits = gate.predict(gate_features)
-    return normalise_exits(exits, batch_size, depth, device=device)

@@ -67,7 +67,7 @@ def select_pause(
     decoder: nn.Linear,
     pause_mode: str,
     padding: torch.Tensor | None,
-    collect_aux: bool,
+    keep_aux: bool,
     generator: torch.Generator | None,
 ) -> PauseSelection:
     """Choose which of the active tokens pause after encoder layer ``layer``.
@@ -82,14 +82,14 @@ def select_pause(
         decoder: the layer's 1x1 auxiliary decoder (C -> num_classes).
         pause_mode: "entropy" (pause the lowest auxiliary-decoder entropy) or "random".
         padding: (b, N) bool, True on padding tokens of the full map, or None.
-        collect_aux: keep the auxiliary decoder's logits (with gradient) for the aux loss.
+        keep_aux: keep the auxiliary decoder's logits (with gradient) for the aux loss.
         generator: RNG for ``pause_mode="random"`` (None: torch's global RNG).
     """
     check_pause_mode(pause_mode)
     b, n, _ = tokens.shape
     if positions is None:
         positions = torch.arange(n, device=tokens.device).expand(b, n)
-    aux = AuxRecord(layer, rows, positions, decoder(tokens)) if collect_aux else None
+    aux = AuxRecord(layer, rows, positions, decoder(tokens)) if keep_aux else None
     if pause_mode == "entropy":
         # the selection is not differentiable: the aux decoder learns from its own loss only
         score = pausing.aux_entropy(tokens.detach(), decoder.weight.detach(), decoder.bias.detach())

@@ -172,107 +172,140 @@ def _check_index(idx: torch.Tensor, batch: int, n_rows: int, op: str) -> None:
 
 
 class PatchAssembler:
-    """PAUMER's patch assembler over any number of pause stages, into ONE (B, N, D) buffer.
+    """PAUMER's patch assembler: ONE (b, N, D) buffer for the token map of the images still
+    running, across any number of pause stages and exits.
 
-    A paused token is written once, when it pauses, straight into its original row of the
-    output; the tokens still active at the end are written by :meth:`finish`. No full copy
-    of the token map is kept per stage (the paper's Appendix A keeps one per stage).
-    Gradients flow from the output to every written token.
+    The assembler keeps the *active* tokens (b, n, D) and their original rows ``positions``
+    (b, n); the buffer holds the paused tokens at their rows. Before the first pause the
+    active tokens ARE the map (no buffer of its own); :meth:`drop_rows` drops the rows of
+    images that have exited. Two kinds of encoder:
+
+    * ``values=True`` (deformable attention: paused tokens remain attention values): the map
+      is kept current, the updated rows written back after every layer (:meth:`update`), and
+      :meth:`full` is the map itself;
+    * ``values=False`` (ViT: paused tokens leave attention): the buffer receives the paused
+      rows once, at their pause; :meth:`full` adds the active rows at exits and recordings.
+
+    Without autograd every write is in place (the Triton ``WriteRows`` kernel on CUDA,
+    ``scatter_`` otherwise): no full copy of the map per layer or per stage (the paper's
+    Appendix A keeps one per stage). A tensor something else may still read (a layer output
+    under autograd, a map handed out by :meth:`full` under autograd or by :meth:`share`) is
+    copied once before its first write (copy on write). Under autograd a ``values=False``
+    assembler builds PAUMER's out-of-place graph (paused rows assembled at each pause, the
+    full map assembled from them at each exit), so training gradients are those of Appendix A.
 
     Per forward pass::
 
-        asm = PatchAssembler.for_tokens(x)          # x: (B, N, D) before any pause
-        keep_idx, pause_idx, kept = pausing.topk_keep(x, entropy, n_keep)
-        asm.pause(x, keep_idx=keep_idx, pause_idx=pause_idx)
-        x = kept                                    # (B, n_keep, D) continue with these
-        ...                                         # more layers / pause stages
-        out = asm.finish(x)                         # (B, N, D), every token in place
-
-    ``keep_idx`` / ``pause_idx`` index the tokens active at that stage (what topk_keep
-    returns); the assembler maps them to original positions (:attr:`positions`).
+        asm = PatchAssembler(x, values=True)         # x: (B, N, D), nothing paused yet
+        asm.update(layer(asm.active, values=asm.full()))
+        asm.pause(kept=..., kept_at=..., paused_local=..., paused_at=...)   # a pause selection
+        ...                                          # more layers / pause stages / drop_rows
+        out = asm.share()                            # (b, N, D), every token in place
     """
 
-    def __init__(self, *, batch_size: int, n_tokens: int, dim: int, dtype: torch.dtype, device: torch.device | str):
-        self.batch_size, self.n_tokens, self.dim = int(batch_size), int(n_tokens), int(dim)
-        self.dtype, self.device = dtype, torch.device(device)
-        self._positions: torch.Tensor | None = None  # None: identity (nothing paused yet)
-        self._buffer: torch.Tensor | None = None  # allocated at the first pause
-        self._finished = False
-
-    @classmethod
-    def for_tokens(cls, x: torch.Tensor) -> "PatchAssembler":
-        """An assembler for the (B, N, D) tokens ``x`` (shape, dtype and device taken from it)."""
-        b, n, d = x.shape
-        return cls(batch_size=b, n_tokens=n, dim=d, dtype=x.dtype, device=x.device)
+    def __init__(self, tokens: torch.Tensor, *, values: bool):
+        if tokens.dim() != 3:
+            raise ValueError(f"PatchAssembler: tokens must be (B, N, D), got {tuple(tokens.shape)}")
+        self.values = values
+        self._active = tokens  # (b, n, D)
+        self._positions: torch.Tensor | None = None  # (b, n) rows of the active tokens; None: all, in order
+        self._buffer = tokens  # (b, N, D); is the active tensor itself while nothing is paused
+        self._current = True  # the buffer holds the current active tokens at their rows
+        self._owned = False  # the buffer may be written in place
 
     @property
-    def positions(self) -> torch.Tensor:
-        """(B, n_active) int64: original row of each active token (ascending)."""
-        if self._positions is None:
-            return torch.arange(self.n_tokens, device=self.device).expand(self.batch_size, -1)
+    def active(self) -> torch.Tensor:
+        """(b, n, D) the tokens still being updated."""
+        return self._active
+
+    @property
+    def positions(self) -> torch.Tensor | None:
+        """(b, n) int64 original row of each active token (ascending), or None: every row, in order."""
         return self._positions
 
-    @property
-    def n_active(self) -> int:
-        return self.n_tokens if self._positions is None else self._positions.shape[1]
+    def update(self, x: torch.Tensor) -> None:
+        """The active tokens after a layer: (b, n, D), same shape as :attr:`active`."""
+        if x.shape != self._active.shape:
+            raise ValueError(f"PatchAssembler.update: x must be {tuple(self._active.shape)}, got {tuple(x.shape)}")
+        self._active = x
+        if self._positions is None:  # nothing paused: the layer output is the whole map
+            # Without autograd nothing else reads a layer's output once the next layer has
+            # it, so it becomes the buffer as it is; with autograd it is copied before a write.
+            self._buffer, self._current, self._owned = x, True, not torch.is_grad_enabled()
+            return
+        self._current = False
+        if self.values:  # the next layer reads the map: write the updated rows back now
+            self._sync()
 
-    def pause(self, x: torch.Tensor, *, keep_idx: torch.Tensor, pause_idx: torch.Tensor) -> None:
-        """File the paused rows of the active tokens ``x`` (B, n, D) into the output buffer.
+    def pause(self, *, kept: torch.Tensor, kept_at: torch.Tensor, paused_local: torch.Tensor,
+              paused_at: torch.Tensor) -> None:
+        """File the paused rows into the buffer; the kept ones stay active.
 
-        keep_idx (B, n_keep) and pause_idx (B, n - n_keep) partition 0..n-1 per image.
+        Args:
+            kept: (b, n_keep, D) the active tokens that stay active.
+            kept_at: (b, n_keep) their original rows.
+            paused_local: (b, m) indices among the n active tokens of the paused ones.
+            paused_at: (b, m) their original rows (n_keep + m == n, a partition).
         """
-        self._check_open()
-        b, n = self.batch_size, self.n_active
-        if x.shape != (b, n, self.dim):
-            raise ValueError(f"PatchAssembler.pause: x must be ({b}, {n}, {self.dim}), got {tuple(x.shape)}")
-        if keep_idx.shape[0] != b or pause_idx.shape[0] != b or keep_idx.shape[1] + pause_idx.shape[1] != n:
-            raise ValueError(
-                f"PatchAssembler.pause: keep_idx {tuple(keep_idx.shape)} and pause_idx {tuple(pause_idx.shape)} "
-                f"must split the {n} active tokens of {b} images"
-            )
-        if self._buffer is None:
-            self._buffer = torch.empty((b, self.n_tokens, self.dim), dtype=self.dtype, device=self.device)
-        if self._positions is None:
-            paused_at, kept_at = pause_idx, keep_idx
-        else:
-            paused_at = torch.gather(self._positions, 1, pause_idx)
-            kept_at = torch.gather(self._positions, 1, keep_idx)
-        self._buffer = self._write(x, pause_idx, paused_at)
-        self._positions = kept_at
+        b, n = self._active.shape[:2]
+        if kept_at.shape[0] != b or paused_at.shape != paused_local.shape or kept_at.shape[1] + paused_at.shape[1] != n:
+            raise ValueError(f"PatchAssembler.pause: kept_at {tuple(kept_at.shape)} and paused_at "
+                             f"{tuple(paused_at.shape)} must split the {n} active tokens of {b} images")
+        if not self.values and torch.is_grad_enabled():
+            base = torch.zeros_like(self._active) if self._positions is None else self._buffer
+            self._buffer = assemble(base, paused_at, gather_tokens(self._active, paused_local))
+            self._current, self._owned = False, False
+        elif not self._current:  # the buffer's rows of the pausing tokens are stale
+            self._write(self._active, paused_local, paused_at)
+        # else: the paused rows are in the buffer already; so are the kept ones (unchanged copies)
+        self._active, self._positions = kept, kept_at
 
-    def full(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) out of place: paused tokens from the buffer, active ones from ``x`` (B, n_active, D).
+    def full(self) -> torch.Tensor:
+        """(b, N, D) every token in place: paused ones from the buffer, active ones as they are now.
 
-        For encoders whose attention still reads paused tokens (deformable attention values).
+        Read it, do not keep it (see :meth:`share`): the assembler writes into it later.
         """
-        self._check_open()
-        if self._buffer is None:
-            return x
-        return assemble(self._buffer, self._positions, x)
+        if not self._current and not self.values and torch.is_grad_enabled():
+            return assemble(self._buffer, self._positions, self._active)  # out of place, buffer unchanged
+        self._sync()
+        if torch.is_grad_enabled():  # whatever reads it may save it for backward
+            self._owned = False
+        return self._buffer
 
-    def finish(self, x: torch.Tensor) -> torch.Tensor:
-        """Write the final active tokens ``x`` (B, n_active, D) in place; return the (B, N, D) output."""
-        self._check_open()
-        if x.shape != (self.batch_size, self.n_active, self.dim):
-            raise ValueError(
-                f"PatchAssembler.finish: x must be ({self.batch_size}, {self.n_active}, {self.dim}), got {tuple(x.shape)}"
-            )
-        self._finished = True
-        if self._buffer is None:
-            return x
-        return self._write(x, None, self._positions)
+    def share(self) -> torch.Tensor:
+        """:meth:`full` for a caller that keeps the tensor (e.g. an exit's output): never written again."""
+        out = self.full()
+        if out is self._buffer:
+            self._owned = False
+        return out
 
-    def _write(self, x: torch.Tensor, src_idx: torch.Tensor | None, dst_idx: torch.Tensor) -> torch.Tensor:
+    def drop_rows(self, keep: torch.Tensor) -> None:
+        """Keep only images ``keep`` (k,) int64 (indices into the current b rows, ascending)."""
+        self._active = self._active.index_select(0, keep)
+        if self._positions is None:  # the copy just made is the whole map
+            self._buffer, self._current, self._owned = self._active, True, True
+            return
+        self._positions = self._positions.index_select(0, keep)
+        self._buffer = self._buffer.index_select(0, keep)
+        self._owned = True
+
+    def _sync(self) -> None:
+        """Write the active rows into the buffer if they are not there yet."""
+        if not self._current:
+            self._write(self._active, None, self._positions)
+            self._current = True
+
+    def _write(self, x: torch.Tensor, src_idx: torch.Tensor | None, dst_idx: torch.Tensor) -> None:
         """``buffer[b, dst_idx[b, r]] = x[b, src_idx[b, r]]`` in place (autograd-aware)."""
+        if not self._owned:  # copy on write: never modify a tensor someone else may read
+            self._buffer = self._buffer.clone(memory_format=torch.contiguous_format)
+            self._owned = True
         buf = self._buffer
         if select_backend("assemble", buf, x, dst_idx) == "triton":
             from adaseg.ops.triton import library
 
-            return library.WriteRows.apply(buf, x, src_idx, dst_idx)
+            self._buffer = library.WriteRows.apply(buf, x, src_idx, dst_idx)
+            return
         rows = x if src_idx is None else reference.gather_tokens(x, src_idx)
         # In-place scatter_ is differentiable: autograd zeroes the overwritten rows' gradient.
-        return buf.scatter_(1, dst_idx.unsqueeze(-1).expand(*dst_idx.shape, self.dim), rows.to(buf.dtype))
-
-    def _check_open(self) -> None:
-        if self._finished:
-            raise RuntimeError("PatchAssembler: finish() was already called; make a new assembler per forward pass")
+        self._buffer = buf.scatter_(1, dst_idx.unsqueeze(-1).expand(*dst_idx.shape, buf.shape[2]), rows.to(buf.dtype))

@@ -1,7 +1,7 @@
 """Step B: the derived dataset -- per training image and exit, the parent's quality.
 
 The parent runs on the **training** split with the evaluation transform (no augmentation),
-every exit from one encoder pass (``all_exits=True``: shared layers are computed once, the
+every exit from one encoder pass (``record_exits``: shared layers are computed once, the
 shared decoder runs per exit). For each image and exit it records the quality (per-image
 PQ with panopticapi's rules for panoptic models, per-image mIoU for semantic ones), its
 per-class parts, and once per image the gate's input features. Images whose quality is
@@ -21,7 +21,8 @@ import torch
 
 from adaseg.recipes.derived import PART_NAMES, DerivedDataset, best_exit_histogram, stack_parts
 from adaseg.recipes.distributed import gather_in_order, shard_indices
-from adaseg.recipes.parent import exit_output, load_parent, model_task
+from adaseg.models.adaptive_settings import AdaptiveSettings
+from adaseg.recipes.parent import load_parent
 from adaseg.recipes.run_dir import RunDir
 from adaseg.recipes.scoring import Scorer, quality_metric
 
@@ -39,12 +40,12 @@ def score_exits(model, batch, scorer: Scorer, indices: list[int], task: str, dev
     images = batch["images"].to(device)
     mask = batch["padding_mask"].to(device)
     with torch.no_grad():
-        out = model(images, mask, all_exits=True)
+        out = model(images, mask, AdaptiveSettings(record_exits=model.exits))
     exits = list(model.exits)
-    per_image = [{"quality": [], "parts": [], "features": out["gate_features"][j].float().cpu().tolist()}
+    per_image = [{"quality": [], "parts": [], "features": out.gate_features[j].float().cpu().tolist()}
                  for j in range(len(indices))]
     for col, k in enumerate(exits):
-        view = exit_output(out, k)
+        view = out.at_exit(k)
         if scorer.metric == "pq":
             preds = model.postprocess(view, batch["sizes"], task="panoptic", output_sizes=batch["orig_sizes"])
             for j, (index, pred) in enumerate(zip(indices, preds)):
@@ -84,7 +85,7 @@ def derive(
     run.require("config", "parent")
     config = run.read_config()
     model, info = load_parent(run.parent_path, device=device)
-    task = model_task(model)
+    task = model.task
     dataset, data_spec = build_run_dataset(config, data, "train")
     metric = quality_metric(task, dataset.meta.task)
     scorer = Scorer(dataset, metric=metric)

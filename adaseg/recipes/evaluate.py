@@ -36,7 +36,8 @@ from adaseg.eval.pq import PQStats
 from adaseg.eval.throughput import measure_throughput
 from adaseg.models.pause_selection import PAUSE_MODES
 from adaseg.recipes.distributed import gather_in_order, shard_indices, world
-from adaseg.recipes.parent import encoder_module, load_parent, model_task
+from adaseg.models.adaptive_settings import AdaptiveSettings
+from adaseg.recipes.parent import load_parent
 from adaseg.recipes.run_dir import RunDir
 from adaseg.recipes.scoring import Scorer, quality_metric
 
@@ -142,8 +143,8 @@ def _exits_arg(settings: EvalSettings):
 
 
 def _forward(model, images, mask, settings: EvalSettings, generator: torch.Generator | None = None):
-    return model(images, mask, exits=_exits_arg(settings), pause=settings.pause, pause_mode=settings.pause_mode,
-                 generator=generator)
+    return model(images, mask, AdaptiveSettings(exits=_exits_arg(settings), pause=settings.pause,
+                                                pause_mode=settings.pause_mode, generator=generator))
 
 
 def _pause_generator(settings: EvalSettings, device: torch.device) -> torch.Generator | None:
@@ -195,7 +196,7 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
     if settings.pause_mode not in PAUSE_MODES:
         raise EvalSettingError("pause-mode", f"--pause-mode must be one of {', '.join(PAUSE_MODES)}, "
                                              f"got {settings.pause_mode!r}")
-    task = model_task(model)
+    task = model.task
     dataset, data_spec = build_run_dataset(config, settings.data, "val")
     metric = quality_metric(task, dataset.meta.task)
     scorer = Scorer(dataset, metric=metric)
@@ -226,7 +227,7 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
     # ---- pass 2: per-image FLOPs ------------------------------------------------------------
     n_flops = n if settings.flops_images is None else min(settings.flops_images, n)
     flop_mine = shard_indices(n_flops)
-    counter = FlopCounter(scopes={"encoder": encoder_module(model)})
+    counter = FlopCounter(scopes={"encoder": model.encoder_modules()})
     counts = []
     for i in flop_mine:
         batch = collate([dataset[i]])
@@ -290,7 +291,7 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
 
 
 def _score_batch(model, out, batch, idx, scorer: Scorer, metric: str) -> list[dict]:
-    plan = out["exit_plan"].tolist()
+    plan = out.exit_plan.tolist()
     results = []
     if metric == "pq":
         sizes, orig = batch["sizes"], batch["orig_sizes"]

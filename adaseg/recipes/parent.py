@@ -5,8 +5,9 @@ A parent checkpoint (``checkpoints/parent.safetensors``, kind ``"parent"``) reco
 {"num_classes": 9, "thing_ids": [...], "exits": [2, ...]}}``), so :func:`load_parent` rebuilds
 exactly the module whose weights it holds, whatever the command line of a later step says.
 
-Also here: what a model predicts (``task``), which module is its encoder (the FLOP scope
-"encoder"), and the per-exit view of an ``all_exits`` output.
+What a model predicts, which modules are its encoder and which its backbone are the model's
+own answers (:class:`~adaseg.models.adaptive_model.AdaptiveModel`: ``task``,
+``encoder_modules()``, ``backbone``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+
+from adaseg.models.adaptive_model import AdaptiveModel
 
 # Checkpoint kinds written by `adaseg import-weights`: --hf (a whole Mask2Former), --timm-backbone.
-from adaseg.models.hf_import import BACKBONE_KIND
-from adaseg.models.hf_import import MODEL_KIND as IMPORTED_KIND
+from adaseg.models.hf.importer import BACKBONE_KIND
+from adaseg.models.hf.importer import MODEL_KIND as IMPORTED_KIND
 from adaseg.recipes.checkpoint import CheckpointError, check_state_dict, load_checkpoint, read_checkpoint_meta
 
 PARENT_KIND = "parent"
@@ -53,48 +55,18 @@ def model_options_for(name: str, meta, exits: tuple[int, ...] | None = None) -> 
     return options
 
 
-def build_model(name: str, options: dict[str, Any]) -> nn.Module:
+def build_model(name: str, options: dict[str, Any]) -> AdaptiveModel:
     """``create_model(name, **options)`` with list options turned into the tuples builders expect;
     ``hf-mask2former`` rebuilds an imported model from its import config."""
     from adaseg.registry import create_model
 
     if name == IMPORTED_MODEL:
-        from adaseg.models.hf_import import build_mask2former
+        from adaseg.models.hf.importer import build_mask2former
 
         return build_mask2former(options)
 
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()}
     return create_model(name, **kwargs)
-
-
-def model_task(model: nn.Module) -> str:
-    """``"panoptic"`` for Mask2Former (also gives semantic and instance results), ``"semantic"``
-    for Segmenter."""
-    from adaseg.models.mask2former import Mask2Former
-    from adaseg.models.segmenter import Segmenter
-
-    if isinstance(model, Mask2Former):
-        return "panoptic"
-    if isinstance(model, Segmenter):
-        return "semantic"
-    raise TypeError(f"no task known for {type(model).__name__}")
-
-
-def encoder_module(model: nn.Module) -> nn.Module | list[nn.Module]:
-    """The modules whose forward is "the encoder" for FLOP counting: Mask2Former's deformable
-    transformer (layers + auxiliary decoders), Segmenter's ViT blocks and auxiliary decoders."""
-    from adaseg.models.mask2former import Mask2Former
-
-    if isinstance(model, Mask2Former):
-        return model.pixel_decoder.transformer
-    return [*model.encoder.blocks, *model.aux_decoders]
-
-
-def exit_output(out: dict, k: int) -> dict:
-    """The single-exit view of an ``all_exits`` output at exit ``k`` (what postprocess takes)."""
-    view = dict(out["exits"][k])
-    view.setdefault("input_size", out["input_size"])
-    return view
 
 
 def parent_config(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +88,7 @@ def read_model_config(path: str | os.PathLike) -> tuple[str, dict[str, Any], str
     return cfg["model"], dict(cfg["options"]), meta.kind
 
 
-def load_model_weights(model: nn.Module, path: str | os.PathLike, *, expect_model: str):
+def load_model_weights(model: AdaptiveModel, path: str | os.PathLike, *, expect_model: str):
     """Load the model weights stored in ``path`` (parent or train state) into ``model``.
 
     Raises :class:`CheckpointError` with one line when the checkpoint is for another model
@@ -134,15 +106,7 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike, *, expect_mode
     return meta
 
 
-def backbone_of(model: nn.Module) -> nn.Module:
-    """The pretrained-backbone part of a model: Mask2Former's ``backbone``, Segmenter's ViT
-    ``encoder`` (both carry timm's parameter names)."""
-    from adaseg.models.mask2former import Mask2Former
-
-    return model.backbone if isinstance(model, Mask2Former) else model.encoder
-
-
-def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+def load_backbone_weights(model: AdaptiveModel, path: str | os.PathLike) -> dict[str, Any]:
     """Load a backbone checkpoint (``adaseg import-weights --timm-backbone``) into the model's
     backbone, strictly; the rest of the model keeps its initialisation.
 
@@ -152,14 +116,14 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> dict[str
     tensors, meta = load_checkpoint(path)
     if meta.kind != BACKBONE_KIND:
         raise CheckpointError(f"{path} is a {meta.kind!r} checkpoint, not a backbone")
-    backbone = backbone_of(model)
+    backbone = model.backbone
     check_state_dict(backbone.state_dict(), tensors,
                      source=f"backbone checkpoint {path} ({meta.config.get('name')})")
     backbone.load_state_dict(tensors, strict=True)
     return meta.extra
 
 
-def load_parent(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_parent(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[AdaptiveModel, dict[str, Any]]:
     """Rebuild the parent stored at ``path`` in eval mode on ``device``; returns ``(model, info)``
     with ``info`` = ``{"model", "options", "fingerprint", "content_hash", "extra"}``, read from
     the file as verified (so a report records the fingerprint of the weights it used)."""

@@ -4,7 +4,7 @@ Recipes (``--recipe``):
 
 * ``standard``: Mask2Former's loss at full depth only (the baseline of ECO-M2F's Table 5).
 * ``wsd``: weighted stochastic depth. One encoder pass yields the tokens after every exit
-  layer (``all_exits=True``); the shared decoder runs on each; the loss is
+  layer (``record_exits``); the shared decoder runs on each; the loss is
   ``sum_k alpha_k L_k`` (Eq. 3), alpha increasing with k.
 * ``pause``: PAUMER's randomised training at full depth: every iteration one layer ``l`` is
   drawn from ``pause_layers`` and a ratio ``tau ~ U[lo, hi]``; the ``tau`` lowest-entropy
@@ -48,6 +48,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from adaseg.models.adaptive_output import AdaptiveOutput
+from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.models.mask2former.matcher import NonFiniteError
 from adaseg.recipes.checkpoint import (
     CheckpointError,
@@ -60,12 +62,10 @@ from adaseg.recipes.parent import (
     IMPORTED_MODEL,
     PARENT_KIND,
     TRAIN_STATE_KIND,
-    backbone_of,
     build_model,
     load_backbone_weights,
     load_model_weights,
     model_options_for,
-    model_task,
     parent_config,
     shipped_base,
 )
@@ -225,10 +225,10 @@ def draw_pause(layers: tuple[int, ...], lo: float, hi: float, generator: torch.G
 
 def build_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.AdamW:
     """AdamW with Mask2Former's groups: the pretrained backbone (every parameter of
-    :func:`~adaseg.recipes.parent.backbone_of`, e.g. all of Segmenter's ViT including its class
+    the model's ``backbone``, e.g. all of Segmenter's ViT including its class
     token and positions) x ``backbone_lr_mult``; no decay on norms, biases and embeddings (as
     detectron2's ``WEIGHT_DECAY_NORM/EMBED = 0``)."""
-    backbone = {id(p) for p in backbone_of(model).parameters()}
+    backbone = {id(p) for p in model.backbone.parameters()}
     groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -377,7 +377,7 @@ def train_parent(
     torch.manual_seed(s.seed)
     model = build_model(s.model, options)
     res = resolve(s, model.depth)
-    task = model_task(model)
+    task = model.task
     start = 0
     state_tensors = None
     if resume:
@@ -466,7 +466,8 @@ def train_parent(
             targets = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
             try:
                 with _autocast(device, s.amp):
-                    out = train_model(images, mask, pause=pause, all_exits=s.uses_wsd)
+                    out = train_model(images, mask, AdaptiveSettings(
+                        pause=pause, record_exits=model.exits if s.uses_wsd else ()))
                 out_f = _float_outputs(out)
                 parts = criterion(out_f, targets, exit_weights=res.alphas if s.uses_wsd else None)
                 loss = parts["loss"]
@@ -539,6 +540,8 @@ def _diverged(what: str, iteration: int, s: TrainSettings, run: RunDir, last_sav
 
 def _float_outputs(out: Any) -> Any:
     # the losses are computed in float32 whatever autocast produced
+    if isinstance(out, AdaptiveOutput):
+        return out.to_float()
     if isinstance(out, torch.Tensor):
         return out.float() if out.is_floating_point() else out
     if isinstance(out, dict):

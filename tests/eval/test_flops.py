@@ -140,6 +140,7 @@ def test_mask2former_exits_pausing_and_gate(monkeypatch):
     does not depend on the exit, pausing lowers the encoder's count, and the gate adds its
     linear layer (2*C*E FLOPs) to the total."""
     from adaseg.models.adaptive import PausePlan
+    from adaseg.models.adaptive_settings import AdaptiveSettings
     from adaseg.models.gate import Gate
     from adaseg.registry import create_model
 
@@ -148,7 +149,7 @@ def test_mask2former_exits_pausing_and_gate(monkeypatch):
     model = create_model("m2f_tiny").eval()
     x = torch.randn(1, 3, 64, 64)
     counter = FlopCounter(model=model, scopes={"encoder": model.pixel_decoder.transformer})
-    counts = {k: counter.count(model, x, exits=k)[1] for k in (2, 4, 6)}
+    counts = {k: counter.count(model, x, None, AdaptiveSettings(exits=k))[1] for k in (2, 4, 6)}
     per_layer = (counts[4].scopes["encoder"] - counts[2].scopes["encoder"]) / 2
     assert per_layer > 0
     assert counts[6].scopes["encoder"] - counts[4].scopes["encoder"] == 2 * per_layer
@@ -156,7 +157,7 @@ def test_mask2former_exits_pausing_and_gate(monkeypatch):
     rest = {k: c.total - c.scopes["encoder"] for k, c in counts.items()}
     assert rest[2] == rest[4] == rest[6]
 
-    _, paused = counter.count(model, x, exits=6, pause=PausePlan.parse("3:0.4,5:0.3"))
+    _, paused = counter.count(model, x, None, AdaptiveSettings(exits=6, pause=PausePlan.parse("3:0.4,5:0.3")))
     assert paused.scopes["encoder"] < counts[6].scopes["encoder"]
     assert paused.total - paused.scopes["encoder"] == rest[6]
 
@@ -165,7 +166,7 @@ def test_mask2former_exits_pausing_and_gate(monkeypatch):
         gate.linear.weight.zero_()
         gate.linear.bias.copy_(torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0]))
     model.set_gate(gate)
-    _, gated = counter.count(model, x, exits="gate")
+    _, gated = counter.count(model, x, None, AdaptiveSettings(exits="gate"))
     assert gated.scopes["encoder"] == counts[4].scopes["encoder"]
     assert gated.total == counts[4].total + 2 * model.pixel_decoder.conv_dim * 5
     assert all(p.requires_grad for p in model.parameters())  # restored after counting

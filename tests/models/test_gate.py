@@ -6,7 +6,7 @@ import pytest
 import torch
 from m2f_testing import tiny_model
 
-from adaseg.models.gate import Gate, check_gate_fits, exit_plan, pool_features
+from adaseg.models.gate import Gate, check_gate_fits, pool_features
 
 
 def test_pool_matches_manual_mean_with_and_without_padding():
@@ -27,7 +27,7 @@ def test_model_gate_features_are_pooled_projected_lowest_level():
     out = model(images)
     s1 = model.backbone(images)["s1"]
     conv, norm = model.pixel_decoder.input_proj[0]
-    torch.testing.assert_close(out["gate_features"], norm(conv(s1)).mean((2, 3)))
+    torch.testing.assert_close(out.gate_features, norm(conv(s1)).mean((2, 3)))
 
 
 @pytest.mark.parametrize("batch", [1, 3, 8])
@@ -61,26 +61,6 @@ def test_check_gate_fits():
         check_gate_fits(gate, depth=5, channels=4)
     with pytest.raises(ValueError, match=r"does not fit this model \(depth 6, 8 channels\)"):
         check_gate_fits(gate, depth=6, channels=8)
-
-
-@torch.no_grad()
-def test_exit_plan_by_hand():
-    gate = Gate(in_channels=2, exits=(2, 4, 6))
-    gate.linear.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
-    gate.linear.bias.zero_()
-    feats = torch.tensor([[3.0, 1.0], [0.0, 2.0], [-1.0, -2.0]])  # argmax 0, 1, 2 -> exits 2, 4, 6
-    plan = exit_plan("gate", gate=gate, gate_features=feats, batch_size=3, depth=6, device=torch.device("cpu"))
-    assert plan.dtype == torch.long and plan.tolist() == [2, 4, 6]
-    common = dict(gate=None, gate_features=feats, batch_size=3, depth=6, device=torch.device("cpu"))
-    assert exit_plan(None, **common).tolist() == [6, 6, 6]
-    assert exit_plan(3, **common).tolist() == [3, 3, 3]
-    assert exit_plan(torch.tensor([1, 5, 2]), **common).tolist() == [1, 5, 2]
-    with pytest.raises(ValueError, match="set_gate"):
-        exit_plan("gate", **common)
-    with pytest.raises(ValueError, match="'gate', got 'auto'"):
-        exit_plan("auto", **common)
-    with pytest.raises(ValueError, match="exits must be in 1..6"):
-        exit_plan(7, **common)
 
 
 def test_model_gate_channels_are_the_encoder_width():

@@ -21,7 +21,8 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 
 from adaseg.cli.main import main  # noqa: E402
 from adaseg.models import from_hf_mask2former  # noqa: E402
-from adaseg.models.hf_import import HFConfigError, HFWeightsError, build_mask2former, load_imported  # noqa: E402
+from adaseg.models.adaptive_settings import AdaptiveSettings  # noqa: E402
+from adaseg.models.hf.importer import HFConfigError, HFWeightsError, build_mask2former, load_imported  # noqa: E402
 
 ATOL = 1e-4
 NUM_LABELS = 5
@@ -95,7 +96,7 @@ def _well_conditioned_input(model, batch, size, *, margin=1e-3):
 def test_class_and_mask_logits_match_hf(hf, ours, batch, size):
     x, ref = _well_conditioned_input(hf[1], batch, size)
     with torch.no_grad():
-        out = ours(x)
+        out = ours(x).heads
     # guard against a trivially equal comparison (constant or zero outputs)
     assert ref.class_queries_logits.std() > 0.1 and ref.masks_queries_logits.std() > 0.1
     assert out["pred_masks"].shape == ref.masks_queries_logits.shape
@@ -117,8 +118,7 @@ def test_backbone_and_pixel_decoder_match_hf(hf, ours):
             torch.testing.assert_close(feats[key], theirs, atol=ATOL, rtol=0)
         pd = ours.pixel_decoder
         prep = pd.prepare(feats, None)
-        enc = pd.encode(prep, exits=torch.tensor([ours.depth]), pause=None, pause_mode="entropy",
-                        all_exits=None, collect_aux=False)
+        enc = pd.encode(prep, settings=AdaptiveSettings(), exit_plan=torch.tensor([ours.depth]), keep_aux=False)
         mask_features, maps = pd.finish(enc.tokens, prep, feats["s4"], None)
     for mine, theirs in zip(maps, ref.pixel_decoder_hidden_states):
         torch.testing.assert_close(mine, theirs, atol=ATOL, rtol=0)
@@ -233,7 +233,7 @@ def test_coco_labels_give_coco_things(hf, tmp_path):
     # the class head has 6 outputs, the config now asks for 134: a shape mismatch, named
     with pytest.raises(HFWeightsError, match=r"class_predictor\.weight \(6, 64\) -> predictor\.class_embed\.weight \(134, 64\)"):
         from_hf_mask2former(directory)
-    from adaseg.models.hf_config import default_thing_ids
+    from adaseg.models.hf.config import default_thing_ids
 
     assert default_thing_ids(names) == tuple(range(80))
 
@@ -321,7 +321,7 @@ def test_cli_hf_roundtrip(hf, ours, tmp_path):
     assert meta.kind == "mask2former" and meta.extra["class_names"][0] == "class0"
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
-        a, b = model(x), ours(x)
+        a, b = model(x).heads, ours(x).heads
     assert torch.equal(a["pred_logits"], b["pred_logits"]) and torch.equal(a["pred_masks"], b["pred_masks"])
 
 

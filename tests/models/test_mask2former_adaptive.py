@@ -1,9 +1,11 @@
-"""The adaptive encoder of Mask2Former: exits, all-exits, pausing, padding.
+"""Mask2Former's adaptive encoder beyond the contract every model shares
+(tests/models/test_adaptive_contract.py): paused tokens as deformable-attention values,
+entropy selection, random pausing's generator, padding, the gate.
 
-Oracles: the same model run image by image at a fixed exit; a hand-written loop that
-updates every token and then restores the paused ones (deformable attention is per query,
-so this is an independent statement of "paused tokens are values but never updated"); an
-entropy computed here with softmax; an unpadded run of each image.
+Oracles: a hand-written loop that updates every token and then restores the paused ones
+(deformable attention is per query, so this is an independent statement of "paused tokens
+are values but never updated"); an entropy computed here with softmax; an unpadded run of
+each image.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from m2f_testing import tiny_model
 
 from adaseg.models.adaptive import PausePlan, normalise_exits
+from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.models.gate import Gate
 
 ATOL = 1e-5
@@ -34,51 +37,6 @@ def _close(a, b, atol=ATOL):
     torch.testing.assert_close(a, b, atol=atol, rtol=0)
 
 
-@pytest.mark.parametrize("plan", [[2, 6, 3, 6], [1, 1, 5, 2], [4, 4, 4, 4]])
-@torch.no_grad()
-def test_mixed_exits_equal_per_image_runs(model, images, plan):
-    out = model(images, exits=torch.tensor(plan))
-    assert out["exit_plan"].tolist() == plan
-    for i, k in enumerate(plan):
-        alone = model(images[i : i + 1], exits=k)
-        _close(out["pred_logits"][i], alone["pred_logits"][0])
-        _close(out["pred_masks"][i], alone["pred_masks"][0])
-        for aux_b, aux_a in zip(out["aux_outputs"], alone["aux_outputs"]):
-            _close(aux_b["pred_masks"][i], aux_a["pred_masks"][0])
-
-
-@torch.no_grad()
-def test_exits_change_the_output(model, images):
-    a = model(images[:1], exits=2)["pred_masks"]
-    b = model(images[:1], exits=6)["pred_masks"]
-    assert (a - b).abs().max() > 1e-3
-
-
-@pytest.mark.parametrize("pause", [None, "1:0.5", "2:0.3,4:0.5"])
-@torch.no_grad()
-def test_all_exits_equal_separate_runs(model, images, pause):
-    plan = PausePlan.parse(pause)
-    torch.manual_seed(0)
-    out = model(images, all_exits=True, pause=plan)
-    assert sorted(out["exits"]) == list(model.exits) == [2, 3, 4, 5, 6]
-    assert out["exit_plan"] is None
-    for k in model.exits:
-        one = model(images, exits=k, pause=plan)
-        _close(out["exits"][k]["pred_logits"], one["pred_logits"])
-        _close(out["exits"][k]["pred_masks"], one["pred_masks"])
-
-
-@pytest.mark.parametrize("exits", [None, 3])
-@torch.no_grad()
-def test_pause_ratio_near_zero_equals_no_pausing(model, images, exits):
-    plan = PausePlan(((1, 1e-6), (2, 1e-6)))
-    paused = model(images, exits=exits, pause=plan)
-    plain = model(images, exits=exits)
-    assert all(p[2].shape[1] == 0 for p in paused["paused"])
-    _close(paused["pred_masks"], plain["pred_masks"], atol=0)
-    _close(paused["pred_logits"], plain["pred_logits"], atol=0)
-
-
 def _encoder_inputs(model, images):
     feats = model.backbone(images)
     prep = model.pixel_decoder.prepare(feats, None)
@@ -91,15 +49,15 @@ def _entropy(tokens, linear):
 
 
 @torch.no_grad()
-def test_paused_tokens_come_back_in_place_unchanged(model, images):
+def test_entropy_pauses_the_lowest_entropy_tokens(model, images):
     pd = model.pixel_decoder
     prep = _encoder_inputs(model, images)
     b, s, _ = prep.src.shape
-    plan = PausePlan(((2, 0.4),))
-    exits = normalise_exits(None, b, 6)
-    res = pd.encode(prep, exits=exits, pause=plan, pause_mode="entropy", all_exits=(2, 6), collect_aux=False)
+    settings = AdaptiveSettings(record_exits=(2, 6), pause="2:0.4")
+    res = pd.encode(prep, settings=settings, exit_plan=None, keep_aux=False)
     after2, final = res.per_exit[2], res.per_exit[6]
-    (layer, rows, paused_idx), = res.paused
+    (record,) = res.paused
+    layer, rows, paused_idx = record.layer, record.rows, record.positions
     assert layer == 2 and rows.tolist() == list(range(b))
     n_pause = s - (s - int(0.4 * s))
     assert paused_idx.shape == (b, n_pause)
@@ -123,8 +81,8 @@ def test_pausing_matches_update_all_then_restore_oracle(model, images, spec):
     prep = _encoder_inputs(model, images)
     b, s, _ = prep.src.shape
     plan = PausePlan.parse(spec)
-    res = pd.encode(prep, exits=normalise_exits(None, b, 6), pause=plan, pause_mode="entropy",
-                    all_exits=None, collect_aux=False)
+    res = pd.encode(prep, settings=AdaptiveSettings(pause=plan), exit_plan=normalise_exits(None, b, 6),
+                    keep_aux=False)
     x = prep.src
     active = torch.ones(b, s, dtype=torch.bool)
     for l, layer in enumerate(pd.transformer.encoder.layers, start=1):
@@ -140,22 +98,6 @@ def test_pausing_matches_update_all_then_restore_oracle(model, images, spec):
     _close(res.tokens, x)
 
 
-@torch.no_grad()
-def test_random_pause_mode(model, images):
-    plan = PausePlan(((3, 0.5),))
-    torch.manual_seed(5)
-    a = model(images, pause=plan, pause_mode="random")
-    torch.manual_seed(5)
-    b = model(images, pause=plan, pause_mode="random")
-    e = model(images, pause=plan, pause_mode="entropy")
-    s = int(a["token_shapes"].prod(1).sum())
-    assert a["paused"][0][2].shape == (4, s // 2)
-    assert torch.equal(a["paused"][0][2], b["paused"][0][2])
-    assert not torch.equal(a["paused"][0][2], e["paused"][0][2])
-    with pytest.raises(ValueError, match="pause_mode"):
-        model(images, pause=plan, pause_mode="lowest")
-
-
 @pytest.mark.parametrize("spec", ["3:0.5", "1:0.4,4:0.3"])
 @torch.no_grad()
 def test_random_pausing_follows_the_generator(model, images, spec):
@@ -163,36 +105,25 @@ def test_random_pausing_follows_the_generator(model, images, spec):
     runs = {}
     for seed in (3, 3, 4):
         torch.manual_seed(11)
-        out = model(images, pause=plan, pause_mode="random", generator=torch.Generator().manual_seed(seed))
+        out = model(images, None, AdaptiveSettings(pause=plan, pause_mode="random",
+                                                   generator=torch.Generator().manual_seed(seed)))
         after = torch.rand(8)
         torch.manual_seed(11)
         assert torch.equal(after, torch.rand(8)), "random pausing drew from the global RNG, not the generator"
         runs.setdefault(seed, []).append(out)
     (a, b), (c,) = runs[3], runs[4]
-    for ra, rb in zip(a["paused"], b["paused"]):
-        assert torch.equal(ra[2], rb[2])
-    assert torch.equal(a["pred_masks"], b["pred_masks"])
-    assert not torch.equal(a["paused"][0][2], c["paused"][0][2])
+    for ra, rb in zip(a.paused, b.paused):
+        assert torch.equal(ra.positions, rb.positions)
+    assert torch.equal(a.heads["pred_masks"], b.heads["pred_masks"])
+    assert not torch.equal(a.paused[0].positions, c.paused[0].positions)
     # Oracle for the first stage (every token active, no padding): the paused tokens are the
     # ones with the lowest of the generator's first uniform draw.
-    b_, s = images.shape[0], int(a["token_shapes"].prod(1).sum())
+    b_, s = images.shape[0], int(a.token_shapes.prod(1).sum())
     for out, seed in ((a, 3), (c, 4)):
-        m = out["paused"][0][2].shape[1]
+        m = out.paused[0].positions.shape[1]
         scores = torch.rand(b_, s, generator=torch.Generator().manual_seed(seed))
         expected = scores.argsort(1)[:, :m].sort(1).values
-        assert torch.equal(out["paused"][0][2].sort(1).values, expected)
-
-
-@torch.no_grad()
-def test_pause_and_exits_together(model, images):
-    plan = PausePlan(((2, 0.5), (4, 0.5)))
-    exits = torch.tensor([3, 6, 2, 5])
-    out = model(images, exits=exits, pause=plan)
-    for i, k in enumerate(exits.tolist()):
-        alone = model(images[i : i + 1], exits=k, pause=plan)
-        _close(out["pred_masks"][i], alone["pred_masks"][0])
-    # the second stage sees only the images still in the encoder after layer 4
-    assert out["paused"][1][1].tolist() == [1, 3]
+        assert torch.equal(out.paused[0].positions.sort(1).values, expected)
 
 
 @pytest.mark.parametrize("pause", [None, "2:0.5"])
@@ -210,18 +141,18 @@ def test_padding_equals_running_alone(model, pause):
         mask[i, :h, :w] = False
     plan = PausePlan.parse(pause)
     exits = torch.tensor([6, 3, 4])
-    out = model(batch, mask, exits=exits, pause=plan)
+    out = model(batch, mask, AdaptiveSettings(exits=exits, pause=plan))
     for i, (h, w) in enumerate(sizes):
-        alone = model(singles[i][None], exits=int(exits[i]), pause=plan)
-        _close(out["gate_features"][i], alone["gate_features"][0])
+        alone = model(singles[i][None], None, AdaptiveSettings(exits=int(exits[i]), pause=plan))
+        _close(out.gate_features[i], alone.gate_features[0])
         if plan is None:  # pausing counts padded tokens, so it only matches without padding
-            _close(out["pred_logits"][i], alone["pred_logits"][0])
-            _close(out["pred_masks"][i, :, : h // 4, : w // 4], alone["pred_masks"][0])
+            _close(out.heads["pred_logits"][i], alone.heads["pred_logits"][0])
+            _close(out.heads["pred_masks"][i, :, : h // 4, : w // 4], alone.heads["pred_masks"][0])
     if plan is not None:
         # padded tokens are paused before any image token
-        (_, _, paused), = out["paused"]
+        paused = out.paused[0].positions
         token_mask = torch.cat([torch.nn.functional.interpolate(mask[:, None].float(), size=tuple(hw))[:, 0].flatten(1)
-                                for hw in out["token_shapes"].tolist()], 1).bool()
+                                for hw in out.token_shapes.tolist()], 1).bool()
         n_pad = token_mask.sum(1)
         for i in range(3):
             n = min(int(n_pad[i]), paused.shape[1])
@@ -234,28 +165,15 @@ def test_gate_exits(model, images):
     torch.nn.init.normal_(gate.linear.weight, std=5.0)
     model.set_gate(gate)
     try:
-        out = model(images, exits="gate")
-        expected = torch.tensor(gate.exits)[gate(out["gate_features"]).argmax(-1)]
-        assert torch.equal(out["exit_plan"], expected)
-        ref = model(images, exits=expected)
-        _close(out["pred_masks"], ref["pred_masks"], atol=0)
+        out = model(images, None, AdaptiveSettings(exits="gate"))
+        expected = torch.tensor(gate.exits)[gate(out.gate_features).argmax(-1)]
+        assert torch.equal(out.exit_plan, expected)
+        ref = model(images, None, AdaptiveSettings(exits=expected))
+        _close(out.heads["pred_masks"], ref.heads["pred_masks"], atol=0)
     finally:
         model.set_gate(None)
-    with pytest.raises(ValueError, match="set_gate"):
-        model(images, exits="gate")
     with pytest.raises(ValueError, match="does not fit"):
         model.set_gate(Gate(in_channels=32, exits=(2, 7)))
-
-
-def test_bad_plans(model, images):
-    with pytest.raises(ValueError, match="exits must be in"):
-        model(images, exits=7)
-    with pytest.raises(ValueError, match="entries"):
-        model(images, exits=torch.tensor([2, 3]))
-    with pytest.raises(ValueError, match="below the encoder depth"):
-        model(images, pause=PausePlan(((6, 0.5),)))
-    with pytest.raises(ValueError, match="padding_mask"):
-        model(images, torch.zeros(4, 64, 64, dtype=torch.bool))
 
 
 @pytest.mark.parametrize("groups,channels", [(4, 8), (2, 6)])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from m2f_testing import tiny_model
 
 import adaseg
 from adaseg.models.adaptive import PausePlan
+from adaseg.models.adaptive_output import AdaptiveOutput
+from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.models.mask2former.criterion import (
     SetCriterion,
     aux_decoder_loss,
@@ -24,7 +27,7 @@ from adaseg.models.mask2former.criterion import (
     sigmoid_ce_loss,
     token_labels,
 )
-from adaseg.models.mask2former.encoder import AuxRecord
+from adaseg.models.pause_selection import AuxRecord
 from adaseg.models.mask2former.matcher import HungarianMatcher, pairwise_dice, pairwise_sigmoid_ce
 from adaseg.models.mask2former.point_sampling import point_sample, uncertain_points
 
@@ -159,8 +162,8 @@ def test_class_loss_by_hand():
     pred = torch.where(tmask[0], 10.0, -10.0)
     masks = torch.stack([-pred, -pred, pred])[None]  # query 2 is the target's mask
     logits = torch.tensor([[[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.0, 2.0], [0.5, 1.5, -0.5, 0.0]]])
-    out = {"pred_logits": logits, "pred_masks": F.interpolate(masks, size=(2, 2)), "input_size": (8, 8),
-           "gate_features": torch.zeros(1, 4)}
+    out = AdaptiveOutput(heads={"pred_logits": logits, "pred_masks": F.interpolate(masks, size=(2, 2))}, exits={},
+                         exit_plan=None, gate_features=torch.zeros(1, 4), input_size=(8, 8))
     res = crit(out, [{"masks": tmask, "labels": torch.tensor([1])}])
     w = [0.1, 0.1, 1.0]
     tgt = [3, 3, 1]
@@ -186,14 +189,13 @@ def test_all_exits_loss_is_the_weighted_sum_and_trains():
     images = torch.randn(2, 3, 64, 64)
     targets = _targets(2, (64, 64), model.num_classes)
     pause = PausePlan(((3, 0.4),))
-    out = model(images, all_exits=True, pause=pause)
-    assert [r.layer for r in out["aux_logits"]] == [3]
+    out = model(images, None, AdaptiveSettings(record_exits=model.exits, pause=pause))
+    assert [r.layer for r in out.aux_logits] == [3]
     alpha = {k: k / 6 for k in model.exits}
     torch.manual_seed(11)
     res = crit(out, targets, exit_weights=alpha)
     torch.manual_seed(11)
-    base = {n: v for n, v in out.items() if n != "exits"}
-    separate = {k: crit({**base, **out["exits"][k], "aux_logits": []}, targets)["loss"] for k in model.exits}
+    separate = {k: crit(replace(out.at_exit(k), aux_logits=[]), targets)["loss"] for k in model.exits}
     expected = sum(alpha[k] * separate[k] for k in model.exits) + 0.1 * res["loss_aux_decoder"]
     assert res["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
     for k in model.exits:
@@ -213,7 +215,7 @@ def test_registered_tiny_model_forward_backward():
     model = adaseg.create_model("m2f_tiny", num_classes=4, thing_ids=(2, 3)).train()
     crit = model.build_criterion()
     images = torch.randn(2, 3, 64, 64)
-    out = model(images, exits=torch.tensor([2, 6]), pause=PausePlan(((2, 0.5),)))
+    out = model(images, None, AdaptiveSettings(exits=torch.tensor([2, 6]), pause=PausePlan(((2, 0.5),))))
     res = crit(out, _targets(2, (64, 64), 4))
     assert torch.isfinite(res["loss"])
     res["loss"].backward()
@@ -238,9 +240,9 @@ def test_autocast_cpu_trains(dtype, monkeypatch):
     torch.manual_seed(0)
     images = torch.randn(2, 3, 64, 64)
     with torch.autocast("cpu", dtype=dtype):
-        out = model(images, all_exits=True, pause=PausePlan(((2, 0.5),)))
+        out = model(images, None, AdaptiveSettings(record_exits=model.exits, pause=PausePlan(((2, 0.5),))))
         res = crit(out, _targets(2, (64, 64), model.num_classes), exit_weights={k: 1.0 for k in model.exits})
-    assert out["exits"][6]["pred_masks"].dtype == dtype
+    assert out.exits[6]["pred_masks"].dtype == dtype
     assert seen and all(d == {torch.float32} for d in seen)  # the op gets one supported dtype
     assert torch.isfinite(res["loss"])
     res["loss"].backward()
@@ -253,10 +255,10 @@ def test_autocast_cuda_matches_fp32(dtype):
     model = tiny_model(seed=0).cuda()
     images = torch.randn(2, 3, 64, 64, device="cuda")
     with torch.no_grad():
-        ref = model(images, exits=torch.tensor([3, 6]))
+        ref = model(images, None, AdaptiveSettings(exits=torch.tensor([3, 6])))
         with torch.autocast("cuda", dtype=dtype):
-            low = model(images, exits=torch.tensor([3, 6]))
-    torch.testing.assert_close(low["pred_masks"].float(), ref["pred_masks"], atol=0.3, rtol=0.05)
+            low = model(images, None, AdaptiveSettings(exits=torch.tensor([3, 6])))
+    torch.testing.assert_close(low.heads["pred_masks"].float(), ref.heads["pred_masks"], atol=0.3, rtol=0.05)
 
 
 def test_images_without_segments():
@@ -265,11 +267,11 @@ def test_images_without_segments():
     images = torch.randn(2, 3, 64, 64)
     empty = {"masks": torch.zeros(0, 64, 64, dtype=torch.bool), "labels": torch.zeros(0, dtype=torch.long),
              "semantic": torch.full((64, 64), 255, dtype=torch.long)}
-    out = model(images, pause=PausePlan(((2, 0.5),)))
+    out = model(images, None, AdaptiveSettings(pause=PausePlan(((2, 0.5),))))
     res = crit(out, [empty, empty])
     assert res["loss_mask"].item() == 0.0 and res["loss_dice"].item() == 0.0 and res["loss_aux_decoder"].item() == 0.0
     # only "no object" targets: the class loss is the weighted CE to class K
-    expected = F.cross_entropy(out["pred_logits"].transpose(1, 2), torch.full((2, 10), model.num_classes))
+    expected = F.cross_entropy(out.heads["pred_logits"].transpose(1, 2), torch.full((2, 10), model.num_classes))
     assert res["loss_ce"].item() == pytest.approx(2.0 * expected.item(), rel=1e-5)
     res["loss"].backward()
     mixed = crit(model(images), [empty, _targets(1, (64, 64), model.num_classes)[0]])

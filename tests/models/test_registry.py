@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import adaseg
+from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.registry import model_options
 
 M2F_NAMES = ["m2f_r50", "m2f_swin_t", "m2f_swin_s", "m2f_swin_b", "m2f_tiny"]
@@ -45,7 +46,7 @@ def test_model_options_are_the_builder_keywords():
 def test_configs_forward_backward(name):
     torch.manual_seed(0)
     model = adaseg.create_model(name, num_queries=5).train()
-    out = model(torch.randn(1, 3, 64, 64), exits=2)
+    out = model(torch.randn(1, 3, 64, 64), None, AdaptiveSettings(exits=2)).heads
     assert out["pred_masks"].shape == (1, 5, 16, 16)
     (out["pred_logits"].sum() + out["pred_masks"].mean()).backward()
     assert model.predictor.query_feat.weight.grad is not None
@@ -58,7 +59,7 @@ def test_configs_forward_backward(name):
 def test_large_swin_configs_forward(name):
     """Same code path as m2f_swin_t (deeper/wider backbone): forward only, to keep CI short."""
     model = adaseg.create_model(name, num_queries=5).eval()
-    out = model(torch.randn(1, 3, 64, 64), exits=2)
+    out = model(torch.randn(1, 3, 64, 64), None, AdaptiveSettings(exits=2)).heads
     assert out["pred_logits"].shape == (1, 5, 134) and torch.isfinite(out["pred_masks"]).all()
 
 

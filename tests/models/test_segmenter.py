@@ -1,5 +1,6 @@
-"""Segmenter with the adaptive-encoder contract: exits, pausing, all-exit pass, decoder,
-loss, sliding-window inference.
+"""Segmenter beyond the contract every model shares (tests/models/test_adaptive_contract.py):
+exits and paused tokens against the ViT run by hand, attention without paused tokens,
+entropy selection, padding, decoder, loss, sliding-window inference.
 
 Oracles are independent of the adaptive loop: the ViT's own blocks run by hand (for paused
 features, "paused tokens are not attended to", per-exit outputs), per-image runs (for mixed
@@ -14,10 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from adaseg.models.adaptive import PausePlan
+from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.models.gate import Gate
 from adaseg.models.segmenter import Segmenter, token_validity
-from adaseg.models.segmenter_configs import segmenter_tiny, segmenter_vit_s, segmenter_vit_ti
-from adaseg.models.segmenter_sliding import segmenter_inference_sliding, window_starts
+from adaseg.models.segmenter.configs import segmenter_tiny, segmenter_vit_s, segmenter_vit_ti
+from adaseg.models.segmenter.sliding import segmenter_inference_sliding, window_starts
 from adaseg.models.backbones.vit import vit_tiny_cpu
 
 ATOL = 1e-5
@@ -40,6 +42,13 @@ def images() -> torch.Tensor:
     return torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 
 
+def _encode(model: Segmenter, images: torch.Tensor, mask: torch.Tensor | None = None, **settings):
+    """The encoder's run result (final-normed patch maps) at full depth for ``settings``."""
+    emb = model.embed(images, mask)
+    plan = torch.full((images.shape[0],), model.depth, dtype=torch.long)
+    return model.encode(emb, settings=AdaptiveSettings(**settings), exit_plan=plan, keep_aux=False)
+
+
 def _by_hand(model: Segmenter, x: torch.Tensor, layers: int) -> torch.Tensor:
     """(B, 1 + N, D) un-normed tokens after ``layers`` blocks, straight through the ViT."""
     t, _ = model.encoder.embed(x)
@@ -51,40 +60,21 @@ def _by_hand(model: Segmenter, x: torch.Tensor, layers: int) -> torch.Tensor:
 def test_forward_backward_tiny():
     model = _model().train()
     x = torch.randn(2, 3, 64, 48)
-    out = model(x, all_exits=True, pause=PausePlan.parse("2:0.5"))
-    assert set(out["exits"]) == {1, 2, 3, 4}
-    for k, o in out["exits"].items():
+    out = model(x, None, AdaptiveSettings(record_exits=model.exits, pause=PausePlan.parse("2:0.5")))
+    assert set(out.exits) == {1, 2, 3, 4}
+    for k, o in out.exits.items():
         assert o["sem_logits"].shape == (2, K, 64, 48)
-    assert out["gate_features"].shape == (2, 64)
-    assert out["token_shapes"].tolist() == [[8, 6]]
-    assert [r.layer for r in out["aux_logits"]] == [2]
-    assert out["aux_logits"][0].logits.shape == (2, 48, K)
+    assert out.gate_features.shape == (2, 64)
+    assert out.token_shapes.tolist() == [[8, 6]]
+    assert [r.layer for r in out.aux_logits] == [2]
+    assert out.aux_logits[0].logits.shape == (2, 48, K)
     crit = model.build_criterion()
     targets = [{"semantic": torch.randint(0, K, (64, 48))} for _ in range(2)]
-    losses = crit(out, targets, exit_weights={k: float(k) for k in out["exits"]})
+    losses = crit(out, targets, exit_weights={k: float(k) for k in out.exits})
     losses["loss"].backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     # Only the auxiliary decoders of layers that did not pause stay without gradient.
     assert sorted(no_grad) == sorted(f"aux_decoders.{i}.{s}" for i in (0, 2) for s in ("weight", "bias"))
-
-
-@pytest.mark.parametrize("pause", [None, "1:0.25,2:0.5", "2:0.3"])
-@pytest.mark.parametrize("mode", ["entropy", "random"])
-def test_mixed_exits_equal_per_image_runs(model, images, pause, mode):
-    plan = PausePlan.parse(pause)
-    exits = torch.tensor([1, 4, 2, 3])
-    with torch.no_grad():
-        batch = model(images, exits=exits, pause=plan, pause_mode=mode,
-                      generator=torch.Generator().manual_seed(0))["sem_logits"]
-        for i in range(4):
-            # Random pausing draws its scores per active batch; entropy is what must match per
-            # image. For the random baseline compare the shape/finite contract only.
-            alone = model(images[i : i + 1], exits=int(exits[i]), pause=plan, pause_mode=mode,
-                          generator=torch.Generator().manual_seed(0))["sem_logits"]
-            if mode == "entropy" or plan is None:
-                torch.testing.assert_close(batch[i : i + 1], alone, rtol=0, atol=ATOL)
-            else:
-                assert alone.shape == batch[i : i + 1].shape and torch.isfinite(alone).all()
 
 
 def test_exit_leaves_encoder_with_its_own_depth(model, images):
@@ -93,36 +83,18 @@ def test_exit_leaves_encoder_with_its_own_depth(model, images):
         for k in (1, 3):
             tok = model.encoder.norm(_by_hand(model, images, k))[:, 1:]
             want = model.decode(tok, (8, 8), (64, 64))
-            got = model(images, exits=k)["sem_logits"]
+            got = model(images, None, AdaptiveSettings(exits=k)).heads["sem_logits"]
             torch.testing.assert_close(got, want, rtol=0, atol=ATOL)
-
-
-@pytest.mark.parametrize("pause", [None, "1:0.5"])
-def test_all_exits_equal_single_exit_runs(model, images, pause):
-    plan = PausePlan.parse(pause)
-    with torch.no_grad():
-        allx = model(images, all_exits=True, pause=plan)
-        for k in model.exits:
-            one = model(images, exits=k, pause=plan)["sem_logits"]
-            torch.testing.assert_close(allx["exits"][k]["sem_logits"], one, rtol=0, atol=ATOL)
-
-
-def test_pause_ratio_towards_zero_equals_no_pausing(model, images):
-    plan = PausePlan.parse("1:1e-6,3:1e-6")  # n_keep == N at both stages
-    with torch.no_grad():
-        plain = model(images)["sem_logits"]
-        paused = model(images, pause=plan)
-    assert all(p.shape[1] == 0 for _, _, p in paused["paused"])
-    torch.testing.assert_close(paused["sem_logits"], plain, rtol=0, atol=ATOL)
 
 
 @pytest.mark.parametrize("layer,ratio", [(1, 0.5), (2, 0.25)])
 def test_paused_tokens_come_back_unchanged(model, images, layer, ratio):
     with torch.no_grad():
-        enc = model.encode(images, pause=PausePlan(((layer, ratio),)))
+        enc = _encode(model, images, pause=PausePlan(((layer, ratio),)))
         at_pause = model.encoder.norm(_by_hand(model, images, layer))[:, 1:]
         full = model.encoder.norm(_by_hand(model, images, model.depth))[:, 1:]
-    (l, rows, paused), = enc.paused
+    (record,) = enc.paused
+    l, rows, paused = record.layer, record.rows, record.positions
     assert l == layer and rows.tolist() == [0, 1, 2, 3]
     assert paused.shape == (4, int(ratio * 64))
     for i in range(4):
@@ -139,9 +111,9 @@ def test_paused_tokens_are_not_attended_to(model, images):
     """After pausing at layer 2, the kept tokens evolve exactly as if the paused ones did not
     exist: run the remaining blocks by hand on [cls, kept] only."""
     with torch.no_grad():
-        enc = model.encode(images, pause=PausePlan(((2, 0.5),)))
+        enc = _encode(model, images, pause=PausePlan(((2, 0.5),)))
         t = _by_hand(model, images, 2)
-        (_, _, paused), = enc.paused
+        paused = enc.paused[0].positions
         for i in range(4):
             kept = torch.ones(64, dtype=torch.bool)
             kept[paused[i]] = False
@@ -155,12 +127,12 @@ def test_paused_tokens_are_not_attended_to(model, images):
 def test_entropy_pauses_the_most_confident_tokens(model, images):
     layer, ratio = 2, 0.4
     with torch.no_grad():
-        enc = model.encode(images, pause=PausePlan(((layer, ratio),)))
+        enc = _encode(model, images, pause=PausePlan(((layer, ratio),)))
         tok = _by_hand(model, images, layer)[:, 1:].double()
         head = model.aux_decoders[layer - 1]
         p = torch.softmax(tok @ head.weight.double().t() + head.bias.double(), -1)
         entropy = -(p * p.log()).sum(-1)
-    (_, _, paused), = enc.paused
+    paused = enc.paused[0].positions
     n_paused = 64 - (64 - int(ratio * 64))
     for i in range(4):
         want = torch.argsort(entropy[i])[:n_paused].sort().values
@@ -170,37 +142,29 @@ def test_entropy_pauses_the_most_confident_tokens(model, images):
 def test_random_pausing_is_seeded_and_differs_from_entropy(model, images):
     plan = PausePlan(((1, 0.5),))
     with torch.no_grad():
-        a = model.encode(images, pause=plan, pause_mode="random", generator=torch.Generator().manual_seed(3))
-        b = model.encode(images, pause=plan, pause_mode="random", generator=torch.Generator().manual_seed(3))
-        e = model.encode(images, pause=plan)
-    assert torch.equal(a.paused[0][2], b.paused[0][2])
-    assert a.paused[0][2].shape == (4, 32)
-    assert not torch.equal(a.paused[0][2], e.paused[0][2])
-    with pytest.raises(ValueError, match="pause_mode"):
-        model.encode(images, pause=plan, pause_mode="lowest")
-
-
-def test_pause_after_last_layer_is_rejected(model, images):
-    with pytest.raises(ValueError, match="below the encoder depth"):
-        model(images, pause=PausePlan(((4, 0.5),)))
+        a = _encode(model, images, pause=plan, pause_mode="random", generator=torch.Generator().manual_seed(3))
+        b = _encode(model, images, pause=plan, pause_mode="random", generator=torch.Generator().manual_seed(3))
+        e = _encode(model, images, pause=plan)
+    assert torch.equal(a.paused[0].positions, b.paused[0].positions)
+    assert a.paused[0].positions.shape == (4, 32)
+    assert not torch.equal(a.paused[0].positions, e.paused[0].positions)
 
 
 def test_gate_features_and_gate_exits(model, images):
     with torch.no_grad():
-        out = model(images, exits=2)
+        out = model(images, None, AdaptiveSettings(exits=2))
         emb, _ = model.encoder.embed(images)
-        torch.testing.assert_close(out["gate_features"], emb[:, 1:].mean(1), rtol=0, atol=1e-6)
+        torch.testing.assert_close(out.gate_features, emb[:, 1:].mean(1), rtol=0, atol=1e-6)
         gate = Gate(in_channels=64, exits=(1, 3))
         model.set_gate(gate)
         try:
-            chosen = gate.predict(out["gate_features"])
-            got = model(images, exits="gate")
-            assert torch.equal(got["exit_plan"], chosen)
-            torch.testing.assert_close(got["sem_logits"], model(images, exits=chosen)["sem_logits"], rtol=0, atol=ATOL)
+            chosen = gate.predict(out.gate_features)
+            got = model(images, None, AdaptiveSettings(exits="gate"))
+            assert torch.equal(got.exit_plan, chosen)
+            want = model(images, None, AdaptiveSettings(exits=chosen)).heads["sem_logits"]
+            torch.testing.assert_close(got.heads["sem_logits"], want, rtol=0, atol=ATOL)
         finally:
             model.set_gate(None)
-    with pytest.raises(ValueError, match="set_gate"):
-        model(images, exits="gate")
 
 
 def test_token_validity_hand_case():
@@ -217,16 +181,16 @@ def test_padding_patches_pause_first_and_are_ignored(model, images):
     mask = torch.zeros(4, 64, 64, dtype=torch.bool)
     mask[0, 48:] = True  # image 0: bottom two patch rows are padding (16 patches)
     with torch.no_grad():
-        enc = model.encode(images, mask, pause=PausePlan(((1, 0.25),)))
+        enc = _encode(model, images, mask, pause=PausePlan(((1, 0.25),)))
     padding_patches = torch.arange(48, 64)
-    assert torch.equal(enc.paused[0][2][0], padding_patches)
+    assert torch.equal(enc.paused[0].positions[0], padding_patches)
     # The padding content does not reach the real patches. (Pixels 44..47 are bilinearly
     # upsampled from patch rows 5 and 6, and row 6 is padding, so they are left out.)
     noisy = images.clone()
     noisy[0, :, 48:] = 100.0
     with torch.no_grad():
-        a = model(images, mask)["sem_logits"][0, :, :44]
-        b = model(noisy, mask)["sem_logits"][0, :, :44]
+        a = model(images, mask).heads["sem_logits"][0, :, :44]
+        b = model(noisy, mask).heads["sem_logits"][0, :, :44]
     torch.testing.assert_close(a, b, rtol=0, atol=ATOL)
 
 
@@ -251,7 +215,7 @@ def test_criterion_pixel_and_aux_terms():
     model = _model().train()
     torch.manual_seed(0)
     x = torch.randn(2, 3, 64, 64)
-    out = model(x, pause=PausePlan(((2, 0.5),)))
+    out = model(x, None, AdaptiveSettings(pause=PausePlan(((2, 0.5),))))
     sem = [torch.randint(0, K, (60, 64)), torch.randint(0, K, (64, 56))]
     sem[0][:5, :5] = 255
     crit = model.build_criterion(aux_weight=0.1)
@@ -259,10 +223,10 @@ def test_criterion_pixel_and_aux_terms():
     padded = torch.full((2, 64, 64), 255)
     padded[0, :60] = sem[0]
     padded[1, :, :56] = sem[1]
-    ce = F.cross_entropy(out["sem_logits"], padded, ignore_index=255)
+    ce = F.cross_entropy(out.heads["sem_logits"], padded, ignore_index=255)
     torch.testing.assert_close(losses["loss_ce"], ce)
     # Patch (r, c) of an 8-pixel grid is labelled by pixel (8r + 4, 8c + 4).
-    rec = out["aux_logits"][0]
+    rec = out.aux_logits[0]
     centre = padded[:, 4::8, 4::8].flatten(1)
     labels = torch.gather(centre, 1, rec.token_idx)
     aux = F.cross_entropy(rec.logits.flatten(0, 1), labels.flatten(), ignore_index=255)
@@ -277,7 +241,7 @@ def test_postprocess_semantic_argmax(model, images):
         out = model(images[:2])
     maps = model.postprocess(out, [(64, 64), (40, 50)], output_sizes=[(64, 64), (80, 100)])
     assert maps[0].shape == (64, 64) and maps[1].shape == (80, 100)
-    assert torch.equal(maps[0], out["sem_logits"][0].argmax(0))
+    assert torch.equal(maps[0], out.heads["sem_logits"][0].argmax(0))
     with pytest.raises(ValueError, match="semantic"):
         model.postprocess(out, [(64, 64)] * 2, task="panoptic")
 
@@ -292,8 +256,9 @@ def test_window_starts():
 
 def test_sliding_window_equals_plain_forward_at_window_size(model, images):
     with torch.no_grad():
-        plain = model(images, exits=torch.tensor([1, 2, 3, 4]))["sem_logits"]
-    slid = segmenter_inference_sliding(model, images, 64, 32, exits=torch.tensor([1, 2, 3, 4]), batch_size=3)
+        plain = model(images, None, AdaptiveSettings(exits=torch.tensor([1, 2, 3, 4]))).heads["sem_logits"]
+    slid = segmenter_inference_sliding(model, images, 64, 32, settings=AdaptiveSettings(exits=torch.tensor([1, 2, 3, 4])),
+                                       batch_size=3)
     torch.testing.assert_close(slid, plain, rtol=0, atol=ATOL)
 
 
@@ -302,7 +267,7 @@ def test_sliding_window_tiles_and_averages(model):
     big = torch.randn(1, 3, 64, 160)  # windows at x = 0, 48, 96 (stride 48)
     slid = segmenter_inference_sliding(model, big, 64, 48, batch_size=2)
     with torch.no_grad():
-        parts = [model(big[..., x : x + 64])["sem_logits"] for x in (0, 48, 96)]
+        parts = [model(big[..., x : x + 64]).heads["sem_logits"] for x in (0, 48, 96)]
     want = torch.zeros(1, K, 64, 160)
     count = torch.zeros(1, 1, 64, 160)
     for x, p in zip((0, 48, 96), parts):
@@ -321,7 +286,7 @@ def test_sliding_window_pads_small_images(model):
     mask[:, 40:] = True
     padded = F.pad(small, (0, 0, 0, 24))
     with torch.no_grad():
-        want = model(padded, mask)["sem_logits"][..., :40, :]
+        want = model(padded, mask).heads["sem_logits"][..., :40, :]
     assert slid.shape == (1, K, 40, 64)
     torch.testing.assert_close(slid, want, rtol=0, atol=ATOL)
 
@@ -338,9 +303,9 @@ def test_builders(builder, depth, dim):
 def test_segmenter_tiny_forward_at_default_size():
     m = segmenter_tiny().eval()
     with torch.no_grad():
-        out = m(torch.randn(1, 3, 128, 128), pause=PausePlan.parse("3:0.4,5:0.3"))
-    assert out["sem_logits"].shape == (1, 8, 128, 128)
-    assert [p.shape[1] for _, _, p in out["paused"]] == [102, 46]  # floor(.4*256), floor(.3*154)
+        out = m(torch.randn(1, 3, 128, 128), None, AdaptiveSettings(pause=PausePlan.parse("3:0.4,5:0.3")))
+    assert out.heads["sem_logits"].shape == (1, 8, 128, 128)
+    assert [p.positions.shape[1] for p in out.paused] == [102, 46]  # floor(.4*256), floor(.3*154)
 
 
 def test_paper_builder_loads_timm_vit_weights(tmp_path):

@@ -67,10 +67,11 @@ def main(small: bool) -> None:
     h = torch.rand(b, n, generator=g).to(device)
     up = torch.randn(b, n, d, generator=g, dtype=torch.float64).to(device)
     os.environ[pausing.BACKEND_ENV] = "triton"
-    asm = pausing.PatchAssembler.for_tokens(x)
+    asm = pausing.PatchAssembler(x, values=True)  # the in-place write (WriteRows) under autograd
     keep_idx, pause_idx, kept = pausing.topk_keep(x, h, num_kept(n, 0.4))
-    asm.pause(x, keep_idx=keep_idx, pause_idx=pause_idx)
-    out = asm.finish(kept * 3)
+    asm.pause(kept=kept, kept_at=keep_idx, paused_local=pause_idx, paused_at=pause_idx)
+    asm.update(kept * 3)
+    out = asm.full()
     (g_tr,) = torch.autograd.grad((out * up).sum(), x)
     os.environ[pausing.BACKEND_ENV] = "reference"
     ref_out = reference.assemble(x, keep_idx, reference.topk_keep(x, h, num_kept(n, 0.4))[2] * 3)

@@ -2,7 +2,8 @@
 
 The Triton backend runs on CPU under the interpreter (tests/conftest.py sets
 TRITON_INTERPRET=1); the assembler is checked against PAUMER's Appendix A algorithm
-built from the reference ops (one full copy per stage).
+built from the reference ops (one full copy per stage), with autograd (copy on write) and
+without (in place).
 """
 
 from __future__ import annotations
@@ -161,24 +162,31 @@ def _paper_assembler(x, weight, bias, ms, n_keeps):
     return x
 
 
-def _with_assembler(x, weight, bias, ms, n_keeps):
+def _pause(asm, keep_idx, pause_idx, kept):
+    """File a topk_keep selection (indices among the active tokens) into the assembler."""
+    pos = asm.positions
+    kept_at = keep_idx if pos is None else torch.gather(pos, 1, keep_idx)
+    paused_at = pause_idx if pos is None else torch.gather(pos, 1, pause_idx)
+    asm.pause(kept=kept, kept_at=kept_at, paused_local=pause_idx, paused_at=paused_at)
+
+
+def _with_assembler(x, weight, bias, ms, n_keeps, values):
     """The same network through the dispatcher and one PatchAssembler buffer."""
-    asm = pausing.PatchAssembler.for_tokens(x)
+    asm = pausing.PatchAssembler(x, values=values)
     for m, n_keep in zip(ms, n_keeps):
-        x = _layer(x, m)
+        asm.update(_layer(asm.active, m))
+        x = asm.active
         keep_idx, pause_idx, kept = pausing.topk_keep(x, _score(x, weight, bias), n_keep)
-        asm.pause(x, keep_idx=keep_idx, pause_idx=pause_idx)
-        x = kept
-        # full(): what deformable attention reads mid-encoder (paused rows + active rows)
-        mid = pausing.assemble(asm.full(x).detach(), asm.positions, x.detach())
-        assert torch.equal(asm.full(x), mid)
-        assert asm.n_active == n_keep and torch.equal(asm.positions, asm.positions.sort(dim=1).values)
-    return asm.finish(_layer(x, ms[-1]))
+        _pause(asm, keep_idx, pause_idx, kept)
+        assert asm.active.shape[1] == n_keep and torch.equal(asm.positions, asm.positions.sort(dim=1).values)
+    asm.update(_layer(asm.active, ms[-1]))
+    return asm.full()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("values", [False, True])
 @pytest.mark.parametrize("n,ratios", [(31, (0.4, 0.3, 0.5)), (20, (0.95,)), (17, (1 / 17 + 1e-3, 0.5))])
-def test_patch_assembler_matches_paper_algorithm(backend, n, ratios, monkeypatch):
+def test_patch_assembler_matches_paper_algorithm(backend, values, n, ratios, monkeypatch):
     monkeypatch.setenv(pausing.BACKEND_ENV, backend)
     b, d, c = 2, 8, 7
     n_keeps, active = [], n
@@ -188,28 +196,55 @@ def test_patch_assembler_matches_paper_algorithm(backend, n, ratios, monkeypatch
     x0 = torch.randn(b, n, d, generator=_gen(10), dtype=torch.float64).requires_grad_()
     weight, bias = torch.randn(c, d, generator=_gen(11)), torch.randn(c, generator=_gen(12))
     ms = [torch.randn(d, d, generator=_gen(13 + i), dtype=torch.float64) * 0.3 for i in range(len(ratios) + 1)]
-    got = _with_assembler(x0, weight, bias, ms, n_keeps)
+    got = _with_assembler(x0, weight, bias, ms, n_keeps, values)
     want = _paper_assembler(x0, weight, bias, ms, n_keeps)
     assert got.shape == (b, n, d) and torch.equal(got, want)
+    with torch.no_grad():  # the in-place path (no copy on write) gives the same map
+        assert torch.equal(_with_assembler(x0, weight, bias, ms, n_keeps, values), want)
     up = torch.randn(b, n, d, generator=_gen(20), dtype=torch.float64)
     (g_got,) = torch.autograd.grad((got * up).sum(), x0)
     (g_want,) = torch.autograd.grad((want * up).sum(), x0)
     torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12)
 
 
-def test_patch_assembler_without_pause_and_misuse():
+@pytest.mark.parametrize("values", [False, True])
+def test_patch_assembler_without_pause_and_misuse(values):
     x = torch.randn(2, 5, 3)
-    asm = pausing.PatchAssembler.for_tokens(x)
-    assert asm.full(x) is x and asm.finish(x) is x
-    with pytest.raises(RuntimeError, match=r"finish\(\) was already called"):
-        asm.finish(x)
-    asm = pausing.PatchAssembler(batch_size=2, n_tokens=5, dim=3, dtype=x.dtype, device="cpu")
-    keep_idx, pause_idx, kept = reference.topk_keep(x, torch.rand(2, 5), 3)
+    asm = pausing.PatchAssembler(x, values=values)
+    assert asm.full() is x and asm.positions is None  # nothing paused: no buffer of its own
+    y = x * 2
+    asm.update(y)
+    assert asm.full() is y
+    with pytest.raises(ValueError, match=r"x must be \(2, 5, 3\)"):
+        asm.update(x[:, :3])
+    keep_idx, pause_idx, kept = reference.topk_keep(y, torch.rand(2, 5), 3)
     with pytest.raises(ValueError, match="must split the 5 active tokens"):
-        asm.pause(x, keep_idx=keep_idx, pause_idx=pause_idx[:, :1])
-    asm.pause(x, keep_idx=keep_idx, pause_idx=pause_idx)
-    with pytest.raises(ValueError, match=r"x must be \(2, 3, 3\)"):
-        asm.finish(x)
+        asm.pause(kept=kept, kept_at=keep_idx, paused_local=pause_idx[:, :1], paused_at=pause_idx[:, :1])
+    _pause(asm, keep_idx, pause_idx, kept)
+    full = asm.share()
+    assert torch.equal(full, y)
+    asm.update(kept + 1)  # a write after share() must not change what share() returned
+    assert torch.equal(full, y) and torch.equal(asm.full(), reference.assemble(y, keep_idx, kept + 1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("values", [False, True])
+def test_patch_assembler_drops_rows_of_exited_images(backend, values, monkeypatch):
+    monkeypatch.setenv(pausing.BACKEND_ENV, backend)
+    x = torch.randn(3, 6, 4, generator=_gen(40))
+    asm = pausing.PatchAssembler(x, values=values)
+    keep_idx, pause_idx, kept = reference.topk_keep(x, torch.rand(3, 6, generator=_gen(41)), 4)
+    _pause(asm, keep_idx, pause_idx, kept)
+    asm.update(kept * 3)
+    want = reference.assemble(x, keep_idx, kept * 3)
+    keep = torch.tensor([0, 2])
+    asm.drop_rows(keep)
+    assert torch.equal(asm.positions, keep_idx[keep]) and torch.equal(asm.active, kept[keep] * 3)
+    assert torch.equal(asm.full(), want[keep])
+    # dropping before any pause: the map is just the kept rows
+    asm = pausing.PatchAssembler(x, values=values)
+    asm.drop_rows(torch.tensor([1]))
+    assert torch.equal(asm.full(), x[1:2]) and asm.positions is None
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -235,13 +270,14 @@ def test_patch_assembler_full_view_feeds_later_layers(backend, monkeypatch):
         pos = torch.gather(pos, 1, keep_idx)
     want = reference.assemble(full, pos, layer(active, full))
 
-    asm, active = pausing.PatchAssembler.for_tokens(x0), x0
+    asm = pausing.PatchAssembler(x0, values=True)
     for n_keep in (9, 4):
-        active = layer(active, asm.full(active))
+        asm.update(layer(asm.active, asm.full()))
+        active = asm.active
         keep_idx, pause_idx, kept = pausing.topk_keep(active, _score(active, weight, bias), n_keep)
-        asm.pause(active, keep_idx=keep_idx, pause_idx=pause_idx)
-        active = kept
-    got = asm.finish(layer(active, asm.full(active)))
+        _pause(asm, keep_idx, pause_idx, kept)
+    asm.update(layer(asm.active, asm.full()))
+    got = asm.full()
 
     assert torch.equal(got, want)
     up = torch.randn(b, n, d, generator=_gen(34), dtype=torch.float64)

@@ -14,6 +14,7 @@ import torch
 
 import adaseg
 from adaseg.models.adaptive import PausePlan
+from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.ops import pausing
 
 pytestmark = pytest.mark.skipif(
@@ -25,9 +26,9 @@ pytestmark = pytest.mark.skipif(
 def _run(model, images, padding_mask, plan, keys, backend, monkeypatch):
     monkeypatch.setenv(pausing.BACKEND_ENV, backend)
     model.zero_grad(set_to_none=True)
-    out = model(images, padding_mask, pause=plan)
+    out = model(images, padding_mask, AdaptiveSettings(pause=plan))
     # A loss over every output, so gradients reach paused and kept tokens alike.
-    loss = sum(out[k].float().square().mean() for k in keys)
+    loss = sum(out.heads[k].float().square().mean() for k in keys)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return out, grads
@@ -55,13 +56,12 @@ def test_model_with_pause_plan_same_through_both_backends(name, size, spec, keys
     tri_out, tri_grads = _run(model, images, padding_mask, plan, keys, "triton", monkeypatch)
 
     # Same tokens paused at every stage (entropies differ only by float32 rounding).
-    assert len(ref_out["paused"]) == len(plan.stages)
-    for ref_rec, tri_rec in zip(ref_out["paused"], tri_out["paused"]):
-        assert ref_rec[0] == tri_rec[0]
-        for a, b in zip(ref_rec[1:], tri_rec[1:]):
-            assert torch.equal(a, b)
+    assert len(ref_out.paused) == len(plan.stages)
+    for ref_rec, tri_rec in zip(ref_out.paused, tri_out.paused):
+        assert ref_rec.layer == tri_rec.layer
+        assert torch.equal(ref_rec.rows, tri_rec.rows) and torch.equal(ref_rec.positions, tri_rec.positions)
     for key in keys:
-        torch.testing.assert_close(tri_out[key], ref_out[key], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(tri_out.heads[key], ref_out.heads[key], rtol=1e-5, atol=1e-5)
     assert ref_grads.keys() == tri_grads.keys() and ref_grads
     for n in ref_grads:
         torch.testing.assert_close(tri_grads[n], ref_grads[n], rtol=1e-4, atol=1e-6, msg=n)

@@ -11,6 +11,7 @@ import shutil
 import pytest
 import torch
 
+from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.recipes.run_dir import RunDir
 from recipe_testing import TRAIN_FAST, invoke, invoke_json, torchrun, write_folder
 
@@ -57,11 +58,11 @@ def test_derive_matches_single_exit_forwards(run):
     for i in (0, 5):
         batch = collate([dataset[i]])
         with torch.no_grad():
-            features = model(batch["images"], batch["padding_mask"])["gate_features"][0]
+            features = model(batch["images"], batch["padding_mask"]).gate_features[0]
         torch.testing.assert_close(derived.features[i], features, rtol=1e-5, atol=1e-6)
         for col, k in enumerate(derived.exit_list):
             with torch.no_grad():
-                out = model(batch["images"], batch["padding_mask"], exits=k)
+                out = model(batch["images"], batch["padding_mask"], AdaptiveSettings(exits=k))
             pred = model.postprocess(out, batch["sizes"], task="panoptic", output_sizes=batch["orig_sizes"])[0]
             q = scorer.pq_stats(i, pred).pq()
             expected = math.nan if q is None else q
@@ -122,11 +123,28 @@ def test_gate_picks_the_exits_its_linear_layer_predicts(run, reports):
     dataset = build_dataset(json.loads(run.config_path.read_text())["data"], "val")
     batch = collate([dataset[i] for i in range(len(dataset))])
     with torch.no_grad():
-        features = model(batch["images"], batch["padding_mask"])["gate_features"]
+        features = model(batch["images"], batch["padding_mask"]).gate_features
     expected: dict[str, int] = {}
     for e in gate.predict(features).tolist():
         expected[str(e)] = expected.get(str(e), 0) + 1
     assert reports["gate"]["exits"]["histogram"] == dict(sorted(expected.items(), key=lambda kv: int(kv[0])))
+
+
+def test_python_api_matches_the_cli(run, reports):
+    """adaseg.load_run / load_gate / evaluate: the same parent and gate the CLI uses, and the
+    same report figures as `adaseg eval --gate latest`."""
+    import adaseg
+
+    model = adaseg.load_run(run.root)
+    parent, info = adaseg.load_parent(run.parent_path)
+    gate, _ = adaseg.load_gate(run.gate_files()[0], parent_fingerprint=info["fingerprint"])
+    assert model.gate is not None and torch.equal(model.gate.linear.weight, gate.linear.weight)
+    assert adaseg.load_run(run.root, gate="none").gate is None
+    report = adaseg.evaluate(run.root, gate="latest", batch_size=2, warmup=0, timed=1)
+    assert report.metrics == reports["gate"]["metrics"] and report.gflops == reports["gate"]["gflops"]
+    assert report.exits == reports["gate"]["exits"]
+    paused = adaseg.evaluate(run.root, pause="3:0.4,5:0.3", batch_size=2, warmup=0, timed=1)
+    assert paused.metrics == reports["pause"]["metrics"]
 
 
 def test_demo_runs_the_four_commands_in_order(run, tmp_path):
@@ -210,8 +228,8 @@ def test_random_pausing_eval_draws_from_its_own_seeded_generator(trained_run):
     for start in range(0, len(dataset), 2):
         batch = collate([dataset[i] for i in range(start, min(start + 2, len(dataset)))])
         with torch.no_grad():
-            out = model(batch["images"], batch["padding_mask"], pause=PausePlan.parse(spec), pause_mode="random",
-                        generator=generator)
+            out = model(batch["images"], batch["padding_mask"],
+                        AdaptiveSettings(pause=PausePlan.parse(spec), pause_mode="random", generator=generator))
         semantic = model.postprocess(out, batch["sizes"], task="semantic")
         for j, (h, w) in enumerate(batch["sizes"]):
             cm += scorer.confusion(batch["targets"][j]["semantic"][:h, :w], semantic[j].cpu())

@@ -11,6 +11,7 @@ import pytest
 import torch
 from recipe_testing import invoke_json, write_folder
 
+from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.recipes.run_dir import RunDir
 
 
@@ -54,7 +55,7 @@ def test_derive_records_per_image_miou_of_single_exit_forwards(run):
         gt = batch["targets"][0]["semantic"][:h, :w].numpy()
         for col, k in enumerate(derived.exit_list):
             with torch.no_grad():
-                out = model(batch["images"], batch["padding_mask"], exits=k)
+                out = model(batch["images"], batch["padding_mask"], AdaptiveSettings(exits=k))
             pred = model.postprocess(out, batch["sizes"], task="semantic")[0].cpu().numpy()
             inter, union = _ious(pred, gt, dataset.meta.num_classes)
             expected = float(np.mean(inter[union > 0] / union[union > 0])) if (union > 0).any() else math.nan
@@ -76,7 +77,7 @@ def test_eval_reports_dataset_miou_with_an_exit_and_pausing(run):
         batch = collate([dataset[i]])
         h, w = batch["sizes"][0]
         with torch.no_grad():
-            out = model(batch["images"], batch["padding_mask"], exits=5, pause=PausePlan.parse("2:0.5"))
+            out = model(batch["images"], batch["padding_mask"], AdaptiveSettings(exits=5, pause=PausePlan.parse("2:0.5")))
         pred = model.postprocess(out, batch["sizes"], task="semantic")[0].cpu().numpy()
         a, b = _ious(pred, batch["targets"][0]["semantic"][:h, :w].numpy(), dataset.meta.num_classes)
         inter, union = inter + a, union + b

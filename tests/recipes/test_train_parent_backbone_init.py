@@ -10,7 +10,7 @@ from recipe_testing import invoke, invoke_json, snapshot, write_folder
 from safetensors.torch import save_file
 
 from adaseg.models.backbones import build_backbone
-from adaseg.recipes.parent import backbone_of, load_parent
+from adaseg.recipes.parent import load_parent
 
 
 def _timm_file(path, name: str, seed: int) -> dict[str, torch.Tensor]:
@@ -43,7 +43,7 @@ def test_parent_backbone_is_the_timm_checkpoint(folder, tmp_path, model, backbon
                       "--batch-size", "2", "--backbone-lr-mult", "0", "--threads", "1", "--run", run)
     assert out["init"] == str(ckpt)
     parent, _ = load_parent(run / "checkpoints" / "parent.safetensors")
-    params = dict(backbone_of(parent).named_parameters())
+    params = dict(parent.backbone.named_parameters())
     assert set(params) <= set(timm_state)
     for name, p in params.items():
         assert torch.equal(p, timm_state[name]), name

@@ -139,10 +139,6 @@ class VisionTransformer(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
-    def token_grid(self, height: int, width: int) -> tuple[int, int]:
-        """Patch grid of an (height, width) image after padding to a multiple of the patch."""
-        return math.ceil(height / self.patch_size), math.ceil(width / self.patch_size)
-
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """(B, 3, H, W) -> tokens (B, 1 + h*w, D) with positions added, and the grid (h, w).
 

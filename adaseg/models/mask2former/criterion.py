@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from adaseg.models.adaptive_output import AdaptiveOutput
 from adaseg.models.exit_loss import weighted_exit_loss
 from adaseg.models.mask2former.matcher import HungarianMatcher
 from adaseg.models.mask2former.point_sampling import point_sample, uncertain_points
@@ -128,13 +129,14 @@ class SetCriterion(nn.Module):
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
 
-    def forward(self, outputs: dict, targets: list[dict], *, exit_weights: dict[int, float] | None = None) -> dict:
+    def forward(self, outputs: AdaptiveOutput, targets: list[dict], *,
+                exit_weights: dict[int, float] | None = None) -> dict:
         """
         Args:
-            outputs: a model output (single exit, or ``exits`` from ``all_exits=True``).
+            outputs: a model output (single exit, or recorded ``exits``).
             targets: per image ``masks`` (n, h, w) bool, ``labels`` (n,) int64 and, for the
                 auxiliary loss, ``semantic`` (h, w) int64 (255 = ignore).
-            exit_weights: {exit: alpha_k}, required with ``all_exits`` outputs (ECO-M2F's
+            exit_weights: {exit: alpha_k}, required with recorded-exits outputs (ECO-M2F's
                 weighted stochastic depth: loss = sum_k alpha_k L_k).
 
         Returns:
@@ -142,34 +144,34 @@ class SetCriterion(nn.Module):
             ``loss_mask``, ``loss_dice`` (final layer, weighted; of the deepest exit when
             several), ``loss_aux_decoder`` (unweighted) and ``loss_exit{k}`` per exit.
         """
-        targets = pad_targets(targets, tuple(outputs["input_size"]))
+        targets = pad_targets(targets, tuple(outputs.input_size))
         num_masks = self._num_masks(targets, outputs)
         result: dict[str, torch.Tensor] = {}
-        if "exits" in outputs:
+        if outputs.exits:
             losses = weighted_exit_loss(
-                outputs["exits"], exit_weights, lambda out_k: self._set_loss(out_k, targets, num_masks)
+                outputs.exits, exit_weights, lambda out_k: self._set_loss(out_k, targets, num_masks)
             )
             total = losses.total
             result.update(losses.per_exit)
             result.update({n: v for n, v in losses.deepest.items() if n != "total"})  # deepest exit's parts
         else:
-            parts = self._set_loss(outputs, targets, num_masks)
+            parts = self._set_loss(outputs.single_heads(), targets, num_masks)
             total = parts["total"]
             result.update({n: v for n, v in parts.items() if n != "total"})
-        records = outputs.get("aux_logits") or []
+        records = outputs.aux_logits
         if records:
             if any("semantic" not in t for t in targets):
                 raise ValueError("the auxiliary-decoder loss needs a 'semantic' map in every target")
             semantic = torch.stack([t["semantic"] for t in targets])
-            aux = aux_decoder_loss(records, semantic, outputs["token_shapes"])
+            aux = aux_decoder_loss(records, semantic, outputs.token_shapes)
         else:
-            aux = torch.zeros((), device=outputs["gate_features"].device)
+            aux = torch.zeros((), device=outputs.gate_features.device)
         result["loss_aux_decoder"] = aux
         result["loss"] = total + self.aux_weight * aux
         return result
 
     def _num_masks(self, targets, outputs) -> float:
-        n = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], device=outputs["gate_features"].device)
+        n = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], device=outputs.gate_features.device)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(n)
             n = n / dist.get_world_size()

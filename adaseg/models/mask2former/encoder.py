@@ -1,29 +1,21 @@
 """The adaptive multi-scale deformable-attention encoder (ECO-M2F exits + PAUMER pausing).
 
-Tokens of all levels live in one (B, S, C) buffer. Each layer updates only the *active*
-tokens of the *active* images:
-
-* exits: after layer k the images whose exit is k are written to the output and dropped from
-  the batch (the batch dimension shrinks), so compute follows the exit plan;
-* pausing: after a pause layer, a fraction of the active tokens (lowest auxiliary-decoder
-  entropy, or random ones) stops being updated. Paused tokens stay in the buffer with their
-  features, so they still serve as deformable-attention values; updated tokens are written
-  back in place after every layer (the PAUMER assembler), so the buffer is always the
-  assembled token map.
+Tokens of all levels live in one (B, S, C) map; the loop over layers is an
+:class:`~adaseg.models.adaptive_run.AdaptiveRun` (exits, pausing, the one buffer). Paused
+tokens stay in the run's buffer with their features, so they still serve as
+deformable-attention values; the run writes the updated tokens back in place before each
+layer reads the map.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaseg.models.adaptive import PausePlan
-from adaseg.models.pause_selection import AuxRecord, check_pause_mode, select_pause
+from adaseg.models.adaptive_run import AdaptiveRun, RunResult
+from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.nn import MSDeformAttn
-from adaseg.ops import pausing
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -68,22 +60,6 @@ class _LayerStack(nn.Module):
     def __init__(self, layers: list[nn.Module]):
         super().__init__()
         self.layers = nn.ModuleList(layers)
-
-
-@dataclass
-class EncoderResult:
-    """``tokens``: (B, S, C) each image's assembled tokens at its exit (None with all_exits);
-    ``per_exit``: {k: (B, S, C)} with all_exits; ``aux``: auxiliary-decoder records (training);
-    ``paused``: per pause stage, (rows (b,), paused token positions (b, m)) for inspection."""
-
-    tokens: torch.Tensor | None
-    per_exit: dict[int, torch.Tensor] = field(default_factory=dict)
-    aux: list[AuxRecord] = field(default_factory=list)
-    paused: list[tuple[int, torch.Tensor, torch.Tensor]] = field(default_factory=list)
-
-
-def _gather_rows(x: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
-    return None if x is None else x.index_select(0, idx)
 
 
 class AdaptiveDeformableEncoder(nn.Module):
@@ -143,13 +119,10 @@ class AdaptiveDeformableEncoder(nn.Module):
         level_start_index: torch.Tensor,
         padding_mask: torch.Tensor | None,
         *,
-        exits: torch.Tensor,
-        pause: PausePlan | None,
-        pause_mode: str,
-        all_exits: tuple[int, ...] | None,
-        collect_aux: bool,
-        generator: torch.Generator | None = None,
-    ) -> EncoderResult:
+        settings: AdaptiveSettings,
+        exit_plan: torch.Tensor | None,
+        keep_aux: bool,
+    ) -> RunResult:
         """
         Args:
             src: (B, S, C) input tokens of all levels (lowest resolution first).
@@ -157,80 +130,20 @@ class AdaptiveDeformableEncoder(nn.Module):
             reference_points: (B, S, L, 2) normalised (x, y) per level.
             spatial_shapes: (L, 2) int64; level_start_index: (L,) int64.
             padding_mask: (B, S) bool True on padding, or None.
-            exits: (B,) int64 exit layer per image (1..K).
-            pause: pause plan or None.
-            pause_mode: "entropy" (PAUMER) or "random" (its baseline).
-            all_exits: record the assembled tokens after each of these layers (all images run
-                to the deepest one), or None.
-            collect_aux: keep auxiliary-decoder logits (with gradient) at pause stages.
-            generator: RNG for ``pause_mode="random"`` (None: torch's global RNG).
+            settings: pause plan, mode, generator, recorded exits.
+            exit_plan: (B,) int64 exit layer per image (1..K), or None with recorded exits.
+            keep_aux: keep auxiliary-decoder logits (with gradient) at pause stages.
+
+        Returns:
+            the run's :class:`RunResult` over the (B, S, C) token map.
         """
-        check_pause_mode(pause_mode)
-        if pause is not None:
-            pause.check_depth(self.num_layers)
-        b, s, c = src.shape
-        depth = int(exits.max()) if all_exits is None else max(all_exits)
-        result = EncoderResult(tokens=None)
-
-        rows = torch.arange(b, device=src.device)  # batch index of each active image
-        buf, active = src, src  # assembled tokens / active tokens of the active images
-        token_idx: torch.Tensor | None = None  # (b, n) positions of active tokens; None = all
-        pos_r, ref_r, mask_r, exits_r = pos, reference_points, padding_mask, exits
-        q_pos, q_ref = pos, reference_points  # positions / reference points of the active tokens
-        done_rows: list[torch.Tensor] = []
-        done_tokens: list[torch.Tensor] = []
-
-        for layer_no in range(1, depth + 1):
-            if all_exits is None:
-                stay = exits_r >= layer_no
-                if not bool(stay.all()):
-                    keep = stay.nonzero().squeeze(1)
-                    rows, buf, active, exits_r = rows[keep], buf[keep], active[keep], exits_r[keep]
-                    pos_r, ref_r, mask_r = pos_r[keep], ref_r[keep], _gather_rows(mask_r, keep)
-                    q_pos, q_ref = q_pos[keep], q_ref[keep]
-                    token_idx = None if token_idx is None else token_idx[keep]
+        run = AdaptiveRun(src, settings=settings, exit_plan=exit_plan, aux_decoders=self.aux_decoders,
+                          padding=padding_mask, keep_aux=keep_aux, paused_are_values=True)
+        run.track(pos=pos, ref=reference_points)
+        for layer_no in run.layers():
+            # Paused tokens are not updated but still serve as values: the layer reads the
+            # run's full map (written in place) and updates the active tokens only.
             layer = self.encoder.layers[layer_no - 1]
-            active = layer(active, q_pos, q_ref, buf, spatial_shapes, level_start_index, mask_r)
-            buf = active if token_idx is None else pausing.assemble(buf, token_idx, active)
-
-            if all_exits is None:
-                leaving = exits_r == layer_no
-                if bool(leaving.any()):
-                    done_rows.append(rows[leaving])
-                    done_tokens.append(buf[leaving])
-            elif layer_no in all_exits:
-                result.per_exit[layer_no] = buf
-
-            ratio = None if pause is None else pause.ratio_after(layer_no)
-            if ratio is not None and layer_no < depth:
-                active, token_idx = self._pause(
-                    layer_no, ratio, active, token_idx, rows, mask_r, pause_mode, collect_aux, generator, result
-                )
-                # gathered once per pause stage, not once per layer
-                q_pos = pausing.gather_tokens(pos_r, token_idx)
-                q_ref = pausing.gather_tokens(ref_r.flatten(2), token_idx).view(*token_idx.shape, *ref_r.shape[2:])
-
-        if all_exits is None:
-            order = torch.cat(done_rows)
-            tokens = torch.cat(done_tokens)
-            result.tokens = tokens.new_zeros(b, s, c).index_copy(0, order, tokens)
-        return result
-
-    def _pause(self, layer_no, ratio, active, token_idx, rows, mask_r, pause_mode, collect_aux, generator, result):
-        """Pause ``ratio`` of the active tokens; returns the kept tokens and their positions."""
-        sel = select_pause(
-            layer=layer_no,
-            ratio=ratio,
-            tokens=active,
-            positions=token_idx,
-            rows=rows,
-            decoder=self.aux_decoders[layer_no - 1],
-            pause_mode=pause_mode,
-            padding=mask_r,
-            collect_aux=collect_aux,
-            generator=generator,
-        )
-        if sel.aux is not None:
-            result.aux.append(sel.aux)
-        result.paused.append((layer_no, rows, sel.paused_at))
-        return sel.kept, sel.kept_at
+            run.step(layer(run.tokens, run.tracked("pos"), run.tracked("ref"), run.full_map(), spatial_shapes,
+                           level_start_index, run.padding))
+        return run.finish()

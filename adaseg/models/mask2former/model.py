@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adaseg.models.adaptive import PausePlan
-from adaseg.models.gate import Gate, GateHost, exit_plan
+from adaseg.models.adaptive_output import AdaptiveOutput
+from adaseg.models.adaptive_settings import AdaptiveSettings
+from adaseg.models.gate import Gate, GateHost
 from adaseg.models.mask2former.criterion import SetCriterion
 from adaseg.models.mask2former.matcher import HungarianMatcher
 from adaseg.models.mask2former.pixel_decoder import MSDeformAttnPixelDecoder
@@ -27,7 +28,7 @@ class Mask2Former(GateHost, nn.Module):
         enc_layers, enc_heads, enc_points, enc_ffn, enc_dropout: adaptive encoder settings.
         dec_layers, dec_heads, dec_ffn, num_queries: transformer-decoder settings.
         norm_groups: GroupNorm groups in the pixel decoder.
-        exits: potential exits (encoder layers), e.g. (2, ..., 6); ``all_exits`` returns these.
+        exits: potential exits (encoder layers), e.g. (2, ..., 6), the ones recipes record.
         object_mask_threshold, overlap_threshold, test_topk: post-processing settings.
         train_points: points per mask for matching and losses (12544 in Mask2Former; scale
             it with the mask-feature size for small inputs).
@@ -106,69 +107,50 @@ class Mask2Former(GateHost, nn.Module):
         """C of ``gate_features`` (the encoder's token width)."""
         return self.pixel_decoder.conv_dim
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        padding_mask: torch.Tensor | None = None,
-        *,
-        exits=None,
-        pause: PausePlan | None = None,
-        pause_mode: str = "entropy",
-        all_exits: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> dict:
+    @property
+    def task(self) -> str:
+        """Mask2Former predicts panoptic segmentation (and, from it, semantic and instance)."""
+        return "panoptic"
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """The FLOP scope "encoder": the deformable transformer (layers + auxiliary decoders)."""
+        return [self.pixel_decoder.transformer]
+
+    def forward(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                settings: AdaptiveSettings | None = None) -> AdaptiveOutput:
         """
         Args:
             images: (B, 3, H, W) normalised images.
             padding_mask: (B, H, W) bool True on padding, or None.
-            exits: None (full depth) | int | (B,) per-image exit layers | "gate" (ask
-                ``self.gate`` per image); ignored with ``all_exits``.
-            pause: pause plan or None; pause_mode: "entropy" | "random".
-            all_exits: return the decoder outputs at every exit in ``self.exits``.
-            generator: RNG for ``pause_mode="random"`` (None: torch's global RNG).
+            settings: exit plan / gate, pause plan, recorded exits (None: full depth, no pausing).
 
         Returns:
-            dict with ``pred_logits`` (B, Q, K+1), ``pred_masks`` (B, Q, H/4, W/4),
-            ``aux_outputs`` (per decoder layer) -- or, with ``all_exits``, ``exits``:
-            {k: that dict} -- plus ``gate_features`` (B, C), ``exit_plan`` (B,) (None with
-            all_exits), ``aux_logits`` (auxiliary-decoder records, training only),
-            ``paused`` (pause records), ``token_shapes`` (L, 2), ``input_size`` (H, W) and
-            ``padding_mask``.
+            :class:`AdaptiveOutput` whose heads are ``pred_logits`` (B, Q, K+1), ``pred_masks``
+            (B, Q, H/4, W/4) and ``aux_outputs`` (per decoder layer); token_shapes (L, 2).
         """
+        settings = AdaptiveSettings() if settings is None else settings
         if images.dim() != 4:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         b, _, h, w = images.shape
         if padding_mask is not None and tuple(padding_mask.shape) != (b, h, w):
             raise ValueError(f"padding_mask must be {(b, h, w)}, got {tuple(padding_mask.shape)}")
+        settings.check_depth(self.depth)
         features = self.backbone(images)
         prep = self.pixel_decoder.prepare(features, padding_mask)
-        plan = None
-        if not all_exits:
-            plan = exit_plan(exits, gate=self.gate, gate_features=prep.gate_features, batch_size=b,
-                             depth=self.depth, device=images.device)
-        enc = self.pixel_decoder.encode(
-            prep,
-            exits=plan,
-            pause=pause,
-            pause_mode=pause_mode,
-            all_exits=self.exits if all_exits else None,
-            collect_aux=self.training,
-            generator=generator,
+        plan = settings.exit_plan(batch_size=b, depth=self.depth, gate=self.gate, gate_features=prep.gate_features,
+                                  device=images.device)
+        keep_aux = self.training if settings.keep_aux is None else settings.keep_aux
+        enc = self.pixel_decoder.encode(prep, settings=settings, exit_plan=plan, keep_aux=keep_aux)
+
+        def decode(tokens):
+            return self._decode(tokens, prep, features["s4"], padding_mask)
+
+        return AdaptiveOutput(
+            heads=None if enc.tokens is None else decode(enc.tokens),
+            exits={k: decode(t) for k, t in enc.per_exit.items()},
+            exit_plan=plan, gate_features=prep.gate_features, aux_logits=enc.aux, paused=enc.paused,
+            token_shapes=prep.spatial_shapes, input_size=(h, w), padding_mask=padding_mask,
         )
-        out = {
-            "gate_features": prep.gate_features,
-            "exit_plan": plan,
-            "aux_logits": enc.aux,
-            "paused": enc.paused,
-            "token_shapes": prep.spatial_shapes,
-            "input_size": (h, w),
-            "padding_mask": padding_mask,
-        }
-        if all_exits:
-            out["exits"] = {k: self._decode(enc.per_exit[k], prep, features["s4"], padding_mask) for k in self.exits}
-        else:
-            out.update(self._decode(enc.tokens, prep, features["s4"], padding_mask))
-        return out
 
     def _decode(self, tokens, prep, s4, padding_mask) -> dict:
         mask_features, maps = self.pixel_decoder.finish(tokens, prep, s4, padding_mask)
@@ -181,10 +163,10 @@ class Mask2Former(GateHost, nn.Module):
         kwargs = {"num_points": self.train_points, **overrides}
         return SetCriterion(num_classes=self.num_classes, matcher=matcher, aux_weight=aux_weight, **kwargs)
 
-    def postprocess(self, out: dict, image_sizes, *, task: str = "panoptic", output_sizes=None) -> list:
+    def postprocess(self, out: AdaptiveOutput, image_sizes, *, task: str = "panoptic", output_sizes=None) -> list:
         """Per-image predictions; see :func:`adaseg.models.mask2former.postprocess.postprocess`."""
         return _postprocess(
-            out,
+            {**out.single_heads(), "input_size": out.input_size},
             image_sizes,
             task=task,
             num_classes=self.num_classes,

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaseg.models.adaptive import PausePlan
+from adaseg.models.adaptive_run import RunResult
+from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.models.gate import pool_features
 from adaseg.models.mask2former.encoder import AdaptiveDeformableEncoder
 from adaseg.models.mask2former.masked_ops import ConvNorm, MaskedGroupNorm, level_mask, replicate_padding
@@ -176,32 +177,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
             gate_features=gate_features,
         )
 
-    def encode(
-        self,
-        prep: PixelDecoderInput,
-        *,
-        exits,
-        pause: PausePlan | None,
-        pause_mode: str,
-        all_exits,
-        collect_aux,
-        generator: torch.Generator | None = None,
-    ):
-        """Run the adaptive encoder; see :meth:`AdaptiveDeformableEncoder.forward`."""
-        return self.transformer(
-            prep.src,
-            prep.pos,
-            prep.reference_points,
-            prep.spatial_shapes,
-            prep.level_start_index,
-            prep.token_mask,
-            exits=exits,
-            pause=pause,
-            pause_mode=pause_mode,
-            all_exits=all_exits,
-            collect_aux=collect_aux,
-            generator=generator,
-        )
+    def encode(self, prep: PixelDecoderInput, *, settings: AdaptiveSettings, exit_plan: torch.Tensor | None,
+               keep_aux: bool) -> RunResult:
+        """Run the adaptive encoder on the prepared tokens; see :meth:`AdaptiveDeformableEncoder.forward`."""
+        return self.transformer(prep.src, prep.pos, prep.reference_points, prep.spatial_shapes,
+                                prep.level_start_index, prep.token_mask, settings=settings, exit_plan=exit_plan,
+                                keep_aux=keep_aux)
 
     def finish(self, tokens: torch.Tensor, prep: PixelDecoderInput, s4: torch.Tensor, mask: torch.Tensor | None):
         """Split assembled tokens into maps and build the stride-4 mask features.

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaseg.models.adaptive_output import AdaptiveOutput
 from adaseg.models.exit_loss import weighted_exit_loss
 from adaseg.models.mask2former.criterion import IGNORE, aux_decoder_loss
 
@@ -35,38 +36,39 @@ class SegmenterCriterion(nn.Module):
         self.patch_size = patch_size
         self.aux_weight = aux_weight
 
-    def forward(self, outputs: dict, targets: list[dict], *, exit_weights: dict[int, float] | None = None) -> dict:
+    def forward(self, outputs: AdaptiveOutput, targets: list[dict], *,
+                exit_weights: dict[int, float] | None = None) -> dict:
         """
         Args:
-            outputs: a Segmenter output (single exit, or ``exits`` from ``all_exits=True``).
+            outputs: a Segmenter output (single exit, or recorded ``exits``).
             targets: per image ``semantic`` (h, w) int64, 255 = ignore; smaller than the input
                 when the batch is padded (padded pixels are ignored).
-            exit_weights: {exit: alpha_k}, required with ``all_exits`` outputs.
+            exit_weights: {exit: alpha_k}, required with recorded-exits outputs.
 
         Returns:
             dict of scalars: ``loss`` (total), ``loss_ce`` (deepest exit when several),
             ``loss_exit{k}`` per exit, ``loss_aux_decoder`` (unweighted).
         """
-        height, width = outputs["input_size"]
+        height, width = outputs.input_size
         semantic = self._stack(targets, height, width, outputs)
         result: dict[str, torch.Tensor] = {}
-        if "exits" in outputs:
+        if outputs.exits:
             losses = weighted_exit_loss(
-                outputs["exits"], exit_weights, lambda out_k: {"total": self._ce(out_k["sem_logits"], semantic)}
+                outputs.exits, exit_weights, lambda out_k: {"total": self._ce(out_k["sem_logits"], semantic)}
             )
             total = losses.total
             result.update(losses.per_exit)
             result["loss_ce"] = losses.deepest["total"]
         else:
-            total = self._ce(outputs["sem_logits"], semantic)
+            total = self._ce(outputs.single_heads()["sem_logits"], semantic)
             result["loss_ce"] = total
-        records = outputs.get("aux_logits") or []
+        records = outputs.aux_logits
         if records:
-            grid_h, grid_w = (int(v) for v in outputs["token_shapes"][0])
+            grid_h, grid_w = (int(v) for v in outputs.token_shapes[0])
             p = self.patch_size
             # Token centres are placed on the patch-padded label map (padding = ignore).
             padded = F.pad(semantic, (0, grid_w * p - width, 0, grid_h * p - height), value=IGNORE)
-            aux = aux_decoder_loss(records, padded, outputs["token_shapes"])
+            aux = aux_decoder_loss(records, padded, outputs.token_shapes)
         else:
             aux = semantic.new_zeros((), dtype=torch.float32)
         result["loss_aux_decoder"] = aux
@@ -79,8 +81,8 @@ class SegmenterCriterion(nn.Module):
         return F.cross_entropy(logits.float(), semantic, ignore_index=IGNORE)
 
     def _stack(self, targets, height, width, outputs) -> torch.Tensor:
-        if len(targets) != outputs["gate_features"].shape[0]:
-            raise ValueError(f"{len(targets)} targets for a batch of {outputs['gate_features'].shape[0]}")
+        if len(targets) != outputs.gate_features.shape[0]:
+            raise ValueError(f"{len(targets)} targets for a batch of {outputs.gate_features.shape[0]}")
         maps = []
         for i, t in enumerate(targets):
             if "semantic" not in t:

@@ -4,7 +4,7 @@
 ``model.safetensors``, a sharded ``model.safetensors.index.json`` or ``pytorch_model.bin``)
 with json/safetensors/torch only -- transformers is not needed -- builds the adaseg
 :class:`~adaseg.models.mask2former.Mask2Former` its config describes, renames every weight
-(:mod:`adaseg.models.hf_mapping`) and loads them strictly. The only adaseg parameters a HF
+(:mod:`adaseg.models.hf.mapping`) and loads them strictly. The only adaseg parameters a HF
 checkpoint cannot provide are the PAUMER auxiliary decoders (``ADASEG_ONLY``); they keep their
 initial values and are reported.
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from adaseg.models.hf_config import HFConfigError, read_config, translate
-from adaseg.models.hf_mapping import HFWeightsError, check_against, map_state_dict
+from adaseg.models.hf.config import HFConfigError, read_config, translate
+from adaseg.models.hf.mapping import HFWeightsError, check_against, map_state_dict
 
 __all__ = [
     "ADASEG_ONLY", "HFConfigError", "HFWeightsError", "HFImport", "build_mask2former",
@@ -56,7 +56,7 @@ class HFImport:
 
 
 def build_mask2former(config: dict[str, Any]):
-    """Build an (untrained) adaseg Mask2Former from an import config (see :mod:`adaseg.models.hf_config`)."""
+    """Build an (untrained) adaseg Mask2Former from an import config (see :mod:`adaseg.models.hf.config`)."""
     from adaseg.models.backbones.swin import SwinTransformer
     from adaseg.models.mask2former import Mask2Former
 

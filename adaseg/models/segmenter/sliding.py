@@ -9,7 +9,11 @@ model's ``padding_mask`` (padding patches are not attended to) and cropped away 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
+
+from adaseg.models.adaptive_settings import AdaptiveSettings
 
 __all__ = ["segmenter_inference_sliding", "window_starts"]
 
@@ -45,21 +49,19 @@ def segmenter_inference_sliding(
     window,
     stride,
     *,
-    exits=None,
-    pause=None,
-    pause_mode: str = "entropy",
+    settings: AdaptiveSettings | None = None,
     batch_size: int = 8,
 ) -> torch.Tensor:
     """Semantic logits of large images by sliding windows.
 
     Args:
-        model: a :class:`~adaseg.models.segmenter.Segmenter` (call ``model.eval()`` first).
+        model: a :class:`~adaseg.models.segmenter.model.Segmenter` (call ``model.eval()`` first).
         images: (B, 3, H, W) normalised images.
         window: window size, int or (h, w) (the training crop).
         stride: step between windows, int or (h, w), at most the window.
-        exits: None | int | (B,) per-image exits (every window of image i uses exit i) | "gate"
-            (the gate decides per window).
-        pause, pause_mode: pause plan for every window.
+        settings: as for a forward pass (None: full depth, no pausing); a per-image exit plan
+            (B,) gives every window of image i exit i; ``"gate"`` decides per window; the
+            pause plan applies to every window.
         batch_size: windows per forward pass.
 
     Returns:
@@ -71,7 +73,10 @@ def segmenter_inference_sliding(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     b, _, h, w = images.shape
     (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
-    per_image = exits
+    settings = AdaptiveSettings() if settings is None else settings
+    exits = per_image = settings.exits
+    if settings.record_exits:
+        raise ValueError("sliding-window inference decodes one exit per window, not recorded exits")
     if exits is not None and not isinstance(exits, (int, str)):
         per_image = torch.as_tensor(exits, dtype=torch.long).reshape(-1)
         if per_image.numel() != b:
@@ -94,7 +99,8 @@ def segmenter_inference_sliding(
             chunk_exits = per_image
         else:
             chunk_exits = per_image[[i for i, _, _ in chunk]].to(images.device)
-        logits = model(crops, mask, exits=chunk_exits, pause=pause, pause_mode=pause_mode)["sem_logits"].float()
+        out = model(crops, mask, replace(settings, exits=chunk_exits))
+        logits = out.heads["sem_logits"].float()
         for (i, y, x), lg in zip(chunk, logits):
             total[i, :, y : y + wh, x : x + ww] += lg
             count[i, :, y : y + wh, x : x + ww] += 1

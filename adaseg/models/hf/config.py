@@ -6,7 +6,7 @@ that only matter for HF's training loss or for other backbones are checked where
 change the forward pass and otherwise left alone (listed in :data:`_TRAINING_ONLY`).
 
 The result is a plain JSON-able dict, ``{"architecture": "mask2former", "backbone": {...},
-"model": {...}}``, that :func:`adaseg.models.hf_import.build_mask2former` turns into a model
+"model": {...}}``, that :func:`adaseg.models.hf.importer.build_mask2former` turns into a model
 and that adaseg checkpoints store as their config.
 """
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from adaseg.models.backbones.timm_checkpoint import load_timm_checkpoint
 from adaseg.models.backbones.vit import VisionTransformer, vit_s, vit_ti, vit_tiny_cpu
-from adaseg.models.segmenter import Segmenter
+from adaseg.models.segmenter.model import Segmenter
 
 __all__ = ["segmenter_vit_ti", "segmenter_vit_s", "segmenter_tiny"]
 
