@@ -70,6 +70,8 @@ def demo(ctx, data, iters, derive_limit, eval_limit, threads, run, quiet):
         say(4, line)
         plan = None if pause is None else PauseSpec().convert(pause, None, None)
         name = f"demo_{'gate' if gate == 'latest' else 'full'}{'_pause' if pause else ''}"
+        if eval_limit is not None:  # a demo on a few images must not replace the full demo's report
+            name += f"_limit{eval_limit}"
         ctx.invoke(eval_cmd, gate=gate, pause=plan, run=run, threads=threads, quiet=True, limit=eval_limit,
                    name=name)
         reports.append(json.loads(run_dir.report_path(name).read_text()))

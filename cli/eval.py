@@ -48,6 +48,7 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
     from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
 
     set_threads(threads)
+    _refuse_idle_options(pause, pause_mode)
     run_dir = RunDir(run)
     try:
         run_dir.require("config", "parent")
@@ -90,6 +91,23 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
         return
     reporter.print(report_table(data))
     reporter.info(f"eval: {data['settings']['images']} val images in {data['info']['seconds']:.0f} s; wrote {report_path}")
+
+
+def _refuse_idle_options(pause, pause_mode: str) -> None:
+    """A setting given on the command line that cannot change anything is an error, not silently
+    recorded: ``--pause-mode`` without ``--pause``, ``--seed`` without random pausing (the
+    only thing eval draws)."""
+    from adaseg.cli.options import given_on_command_line
+
+    ctx = click.get_current_context()
+
+    def given(name: str) -> bool:
+        return given_on_command_line(ctx, name)
+
+    if given("pause_mode") and pause is None:
+        raise click.UsageError("--pause-mode chooses which tokens pause: it needs --pause (e.g. --pause 3:0.4,5:0.3)")
+    if given("seed") and (pause is None or pause_mode != "random"):
+        raise click.UsageError("--seed seeds random pausing only: it needs --pause ... --pause-mode random")
 
 
 def _pct(v) -> str:

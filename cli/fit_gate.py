@@ -78,7 +78,10 @@ def _print_tables(reporter, result, path) -> None:
     from rich.table import Table
 
     n = result.num_images
-    table = Table(title=f"Gate targets on the training set (beta={result.beta:g}, K={result.K}, {result.loss})")
+    from adaseg.exact import exact_float
+
+    table = Table(title=f"Gate targets on the training set (beta={exact_float(result.beta)}, K={result.K}, "
+                        f"{result.loss})")
     table.add_column("exit (layers)", justify="right")
     table.add_column("targets", justify="right")
     table.add_column("share", justify="right")

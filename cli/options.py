@@ -58,6 +58,14 @@ class DeviceType(click.ParamType):
         return device
 
 
+def given_on_command_line(ctx: click.Context, name: str) -> bool:
+    """True when option ``name`` (its parameter name) was given by the user (command line or
+    environment), not left at its default -- e.g. to refuse a setting that cannot take effect."""
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
 def check_pause_depth(plan, depth: int, *, param_hint: str = "'--pause'") -> None:
     """Raise ``click.BadParameter`` if ``plan`` pauses at or beyond the encoder's last layer."""
     if plan is None:

@@ -135,7 +135,7 @@ def instance(pred_json: str, gt_json: str | None, panoptic_json: str | None, pan
             gt, gt_name = load_json(gt_json, what="instances ground-truth"), gt_json
         else:
             gt, gt_name = instances_from_panoptic(panoptic_json, panoptic_dir), panoptic_json
-        result = instance_ap(gt, load_results(pred_json), gt_name=gt_name)
+        result = instance_ap(gt, load_results(pred_json), gt_name=gt_name, results_name=pred_json)
     except DataError as exc:
         raise click.ClickException(str(exc)) from None
     names = {int(c["id"]): c.get("name", str(c["id"])) for c in gt["categories"]}

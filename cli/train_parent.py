@@ -95,6 +95,9 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
         settings = _iters_from_epochs(ctx, settings, epochs, quiet=quiet)
     try:
         tp.check_settings(settings)
+        _refuse_idle_options(ctx, settings)
+        if resume:
+            tp.check_resume_iters(run_dir, settings, tp.resumed_iteration(run_dir))
         init_path = None if resume else tp.resolve_init(settings)
         if init_path is not None:
             tp.check_init(init_path, settings.model)
@@ -122,8 +125,30 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
         if dist_info.is_main:
             click.echo(json.dumps(summary, sort_keys=True))
         return
+    if result.iterations == result.resumed_from:  # a resumed run whose state already held every iteration
+        reporter.info(f"train-parent: the training state already held all {result.iterations} iterations; "
+                      f"wrote {result.parent_path} from it")
+        return
     reporter.info(f"train-parent: {result.iterations - result.resumed_from} iterations in {result.seconds:.0f} s; "
                   f"final loss {result.last_losses.get('loss', float('nan')):.4f}; wrote {result.parent_path}")
+
+
+def _refuse_idle_options(ctx, settings) -> None:
+    """An option given on the command line that the recipe never reads is an error, not
+    silently recorded: --alphas needs a wsd recipe, the pause options a pause recipe."""
+    from adaseg.cli.options import given_on_command_line
+    from adaseg.recipes.train_parent import TrainSettingError
+
+    def given(name: str) -> bool:
+        return given_on_command_line(ctx, name)
+
+    if given("alphas") and not settings.uses_wsd:
+        raise TrainSettingError("alphas", f"--alphas weigh the exits of wsd and wsd+pause; --recipe {settings.recipe} "
+                                          "trains full depth only and would ignore them")
+    for name, flag in (("pause_layers", "pause-layers"), ("pause_range", "pause-range"), ("aux_weight", "aux-weight")):
+        if given(name) and not settings.uses_pause:
+            raise TrainSettingError(flag, f"--{flag} applies to the pause and wsd+pause recipes; --recipe "
+                                          f"{settings.recipe} draws no pauses and would ignore it")
 
 
 def _iters_from_epochs(ctx, settings, epochs: float, *, quiet: bool):

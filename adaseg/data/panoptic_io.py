@@ -9,6 +9,7 @@ RGB encodes the segment id as ``R + 256 G + 256^2 B`` (0 = void).
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -91,8 +92,82 @@ def _read_png(path: str) -> np.ndarray:
         raise DataError(f"{path}: unreadable PNG ({exc})") from None
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_image_id(v) -> bool:
+    # COCO numbers its images, Cityscapes names them ("frankfurt_000000_000294")
+    return _is_int(v) or isinstance(v, str)
+
+
+def _annotation_label(ann: dict) -> str:
+    name = ann.get("file_name")
+    return f"annotation {name}" if isinstance(name, str) else f"annotation of image_id {ann.get('image_id')!r}"
+
+
+def check_panoptic_annotations(annotations, path: str, cat_ids: set, *, gt: bool) -> None:
+    """Types and consistency of COCO-panoptic ``annotations``; DataError naming ``path`` and the
+    annotation on the first problem.
+
+    Every annotation is an object with an ``image_id`` (integer or string, each image once), a
+    ``file_name`` string and a ``segments_info`` list; every segment an object with an integer
+    ``id`` in 1..2^24-1 (unique in its image) and an integer ``category_id`` of ``cat_ids``.
+    With ``gt`` the fields PQ reads from the ground truth are checked too: ``iscrowd`` 0 or 1,
+    ``area`` a number >= 0, ``bbox`` four numbers (each where present).
+    """
+    if not isinstance(annotations, list):
+        raise DataError(f"{path}: 'annotations' must be a list")
+    seen_images: set = set()
+    for ann in annotations:
+        if not isinstance(ann, dict):
+            raise DataError(f"{path}: annotation {str(ann)[:80]} is not an object")
+        for key in ("image_id", "file_name", "segments_info"):
+            if key not in ann:
+                raise DataError(f"{path}: {_annotation_label(ann)} has no {key!r}")
+        label = _annotation_label(ann)
+        if not _is_image_id(ann["image_id"]):
+            raise DataError(f"{path}: {label}: image_id {ann['image_id']!r} is neither an integer nor a string")
+        if not isinstance(ann["file_name"], str) or not ann["file_name"]:
+            raise DataError(f"{path}: {label}: file_name {ann['file_name']!r} is not a file name")
+        if ann["image_id"] in seen_images:
+            raise DataError(f"{path}: {label}: image_id {ann['image_id']!r} has more than one annotation")
+        seen_images.add(ann["image_id"])
+        if not isinstance(ann["segments_info"], list):
+            raise DataError(f"{path}: {label}: segments_info must be a list")
+        seen = set()
+        for s in ann["segments_info"]:
+            if not isinstance(s, dict) or "id" not in s or "category_id" not in s:
+                raise DataError(f"{path}: {label}: segment without id/category_id: {str(s)[:80]}")
+            sid, cid = s["id"], s["category_id"]
+            if not _is_int(sid) or not 0 <= sid < OFFSET:
+                raise DataError(f"{path}: {label}: segment id {sid!r} is not an integer in 1..{OFFSET - 1}")
+            if sid == VOID:
+                raise DataError(f"{path}: {label}: segment id 0 is reserved for void")
+            if sid in seen:
+                raise DataError(f"{path}: {label}: duplicate segment id {sid}")
+            seen.add(sid)
+            if not _is_int(cid) or cid not in cat_ids:
+                raise DataError(f"{path}: {label}: segment {sid} has unknown category_id {cid!r}")
+            if not gt:
+                continue
+            if "iscrowd" in s and not (_is_int(s["iscrowd"]) and s["iscrowd"] in (0, 1)):
+                raise DataError(f"{path}: {label}: segment {sid} has iscrowd {s['iscrowd']!r} (must be 0 or 1)")
+            if "area" in s and not (_is_number(s["area"]) and s["area"] >= 0):
+                raise DataError(f"{path}: {label}: segment {sid} has area {s['area']!r} (must be a number >= 0)")
+            if "bbox" in s and not (isinstance(s["bbox"], list) and len(s["bbox"]) == 4
+                                    and all(_is_number(v) for v in s["bbox"])):
+                raise DataError(f"{path}: {label}: segment {sid} has bbox {str(s['bbox'])[:60]} (must be 4 numbers)")
+
+
 def check_panoptic_json(data: dict, path: str, *, need_images: bool = True) -> None:
-    """Structural checks of a COCO-panoptic JSON; DataError naming ``path`` on the first problem."""
+    """Structural checks of a COCO-panoptic ground-truth JSON; DataError naming ``path`` on the
+    first problem (categories with integer ids, each once; images with unique ids; the
+    annotations as :func:`check_panoptic_annotations` with ``gt=True``)."""
     required = ("annotations", "categories") + (("images",) if need_images else ())
     for key in required:
         if key not in data:
@@ -103,22 +178,20 @@ def check_panoptic_json(data: dict, path: str, *, need_images: bool = True) -> N
     for c in data["categories"]:
         if not isinstance(c, dict) or "id" not in c or "name" not in c:
             raise DataError(f"{path}: category entry without id/name: {c!r}")
-        cat_ids.add(int(c["id"]))
-    for ann in data["annotations"]:
-        if not isinstance(ann, dict) or "image_id" not in ann or "file_name" not in ann or "segments_info" not in ann:
-            raise DataError(f"{path}: annotation without image_id/file_name/segments_info: {str(ann)[:120]}")
-        seen = set()
-        for s in ann["segments_info"]:
-            if "id" not in s or "category_id" not in s:
-                raise DataError(f"{path}: segment without id/category_id in {ann['file_name']}")
-            if int(s["category_id"]) not in cat_ids:
-                raise DataError(f"{path}: {ann['file_name']}: segment {s['id']} has unknown category_id "
-                                f"{s['category_id']}")
-            if int(s["id"]) in seen:
-                raise DataError(f"{path}: {ann['file_name']}: duplicate segment id {s['id']}")
-            if int(s["id"]) == VOID:
-                raise DataError(f"{path}: {ann['file_name']}: segment id 0 is reserved for void")
-            seen.add(int(s["id"]))
+        if not _is_int(c["id"]):
+            raise DataError(f"{path}: category {c['name']!r} has id {c['id']!r}, not an integer")
+        if c["id"] in cat_ids:
+            raise DataError(f"{path}: category id {c['id']} is listed twice")
+        cat_ids.add(c["id"])
+    if isinstance(data.get("images"), list):
+        image_ids: set = set()
+        for img in data["images"]:
+            if not isinstance(img, dict) or not _is_image_id(img.get("id")):
+                raise DataError(f"{path}: image entry without an integer or string id: {str(img)[:80]}")
+            if img["id"] in image_ids:
+                raise DataError(f"{path}: image id {img['id']!r} is listed twice in 'images'")
+            image_ids.add(img["id"])
+    check_panoptic_annotations(data["annotations"], path, cat_ids, gt=True)
 
 
 def check_ids_match(id_map: np.ndarray, segments: list[dict], png_path: str) -> np.ndarray:

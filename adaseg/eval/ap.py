@@ -52,14 +52,20 @@ def instances_from_panoptic(gt_json, gt_folder: str) -> dict:
     """COCO instances dict (thing categories) from a COCO-panoptic JSON (path or dict) + PNG folder."""
     from adaseg.data.panoptic_io import check_ids_match, read_panoptic_png
 
+    from adaseg.data.panoptic_io import check_panoptic_json
+
+    name = "panoptic ground truth" if isinstance(gt_json, dict) else str(gt_json)
     data = gt_json if isinstance(gt_json, dict) else load_json(str(gt_json), what="panoptic annotation")
+    check_panoptic_json(data, name, need_images=False)
     things = [c for c in data["categories"] if int(c.get("isthing", 0)) == 1]
     thing_ids = {int(c["id"]) for c in things}
     images = data.get("images") or [{"id": a["image_id"]} for a in data["annotations"]]
     anns = []
+    sizes = {}  # COCOeval needs every image's height and width; the PNGs have them
     for a in data["annotations"]:
         png = os.path.join(gt_folder, a["file_name"])
         id_map = read_panoptic_png(png)
+        sizes[a["image_id"]] = id_map.shape
         check_ids_match(id_map, a["segments_info"], png)
         for s in a["segments_info"]:
             if int(s["category_id"]) not in thing_ids:
@@ -73,7 +79,9 @@ def instances_from_panoptic(gt_json, gt_folder: str) -> dict:
     imgs = []
     for img in images:
         entry = {"id": img["id"]}
-        if "height" in img:
+        if img["id"] in sizes:
+            entry.update(height=int(sizes[img["id"]][0]), width=int(sizes[img["id"]][1]))
+        elif "height" in img:
             entry.update(height=img["height"], width=img["width"])
         imgs.append(entry)
     return {"images": imgs, "annotations": anns, "categories": things}
@@ -101,26 +109,29 @@ def _coco(dataset: dict) -> COCO:
     return coco
 
 
-def instance_ap(gt, results: list[dict], *, gt_name: str = "ground truth") -> dict:
+def instance_ap(gt, results: list[dict], *, gt_name: str = "ground truth", results_name: str = "results",
+                check: bool = True) -> dict:
     """COCOeval(segm) of ``results`` against ``gt`` (instances dict or JSON path).
+
+    ``check``: validate both first (:mod:`adaseg.eval.coco_checks`: every field COCOeval reads,
+    every RLE decoded), raising DataError naming ``gt_name`` / ``results_name`` and the entry;
+    off only for inputs adaseg made itself.
 
     Returns {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'per_class': {category_id: AP}} as
     fractions; -1 from COCOeval (no GT of that area range) is returned as None.
     """
+    from adaseg.eval.coco_checks import check_instances_gt, check_results
+
     if not isinstance(gt, dict):
         gt_name = str(gt)
         gt = load_json(gt_name, what="instances ground-truth")
     for key in ("images", "annotations", "categories"):
         if not isinstance(gt.get(key), list):
             raise DataError(f"{gt_name}: missing top-level list {key!r}")
+    if check:
+        check_instances_gt(gt, gt_name)
+        check_results(results, gt, name=results_name, gt_name=gt_name)
     gt_coco = _coco(gt)
-    img_ids = set(gt_coco.getImgIds())
-    cat_ids = set(gt_coco.getCatIds())
-    for r in results:
-        if r.get("image_id") not in img_ids:
-            raise DataError(f"results: image_id {r.get('image_id')!r} is not in {gt_name}")
-        if r.get("category_id") not in cat_ids:
-            raise DataError(f"results: category_id {r.get('category_id')!r} is not a category of {gt_name}")
     if results:
         with contextlib.redirect_stdout(io.StringIO()):
             dt_coco = gt_coco.loadRes([dict(r) for r in results])

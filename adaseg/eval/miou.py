@@ -82,13 +82,19 @@ class ConfusionMatrix:
 
 def miou_folders(gt_dir: str, pred_dir: str, *, num_classes: int, class_names: list[str] | None = None,
                  ignore_label: int = IGNORE_LABEL) -> dict:
-    """mIoU of every ``*.png`` in ``gt_dir`` against the same file name in ``pred_dir``."""
+    """mIoU of every ``*.png`` in ``gt_dir`` against the same file name in ``pred_dir`` (which
+    must hold exactly those PNGs: a missing or an extra prediction is a DataError)."""
     for d in (gt_dir, pred_dir):
         if not os.path.isdir(d):
             raise DataError(f"{d}: label folder not found")
     names = sorted(f for f in os.listdir(gt_dir) if f.endswith(".png"))
     if not names:
         raise DataError(f"{gt_dir}: no .png label files (empty dataset)")
+    extra = sorted(set(f for f in os.listdir(pred_dir) if f.endswith(".png")) - set(names))
+    if extra:
+        # a prediction with no ground truth would otherwise be left out of the score unseen
+        raise DataError(f"{os.path.join(pred_dir, extra[0])}: prediction for an image {gt_dir} does not have "
+                        f"({len(extra)} such file{'s' if len(extra) > 1 else ''})")
     cm = ConfusionMatrix(num_classes=num_classes, ignore_label=ignore_label)
     for n in names:
         pred_path = os.path.join(pred_dir, n)

@@ -18,7 +18,10 @@ zero. The caller decides what such an image is worth (Step B records it as undef
 Per-class entries of classes with no segment are 0.0, as in panopticapi.
 
 Stricter than panopticapi on malformed input: GT PNG ids missing from the GT JSON (and the
-reverse) are errors here, as prediction ids already are in panopticapi.
+reverse) are errors here, as prediction ids already are in panopticapi; so are a prediction
+for an image the GT does not annotate (panopticapi leaves it out of the score), an image
+annotated twice, and ids, areas or boxes of the wrong type
+(:func:`adaseg.data.panoptic_io.check_panoptic_annotations`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adaseg.data.panoptic_io import OFFSET, VOID, DataError, check_panoptic_json, load_json, read_panoptic_png
+from adaseg.data.panoptic_io import (OFFSET, VOID, DataError, check_panoptic_annotations, check_panoptic_json,
+                                    load_json, read_panoptic_png)
 
 
 @dataclass
@@ -254,9 +258,15 @@ class PQAccumulator:
 
 
 def _pairs(gt: dict, pred: dict, gt_json: str, pred_json: str) -> list[tuple[dict, dict]]:
-    pred_by_image = {}
+    """(GT annotation, its prediction) in GT order. Both sides must cover the same images: a
+    prediction for an image the GT does not have is an error, not silently left out (it would
+    leave the score looking better than the predictions are)."""
+    pred_by_image = {ann["image_id"]: ann for ann in pred["annotations"]}
+    gt_ids = {ann["image_id"] for ann in gt["annotations"]}
     for ann in pred["annotations"]:
-        pred_by_image[ann["image_id"]] = ann
+        if ann["image_id"] not in gt_ids:
+            raise DataError(f"{pred_json}: annotation {ann['file_name']} is for image_id {ann['image_id']!r}, which "
+                            f"{gt_json} does not annotate")
     pairs = []
     for ann in gt["annotations"]:
         p = pred_by_image.get(ann["image_id"])
@@ -291,6 +301,7 @@ def pq_compute_per_image(gt_json, pred_json, gt_folder: str, pred_folder: str, *
     check_panoptic_json(gt, gt_name, need_images=False)
     if "annotations" not in pred or not isinstance(pred["annotations"], list):
         raise DataError(f"{pred_name}: missing top-level list 'annotations'")
+    check_panoptic_annotations(pred["annotations"], pred_name, {c["id"] for c in gt["categories"]}, gt=False)
     for folder in (gt_folder, pred_folder):
         if not os.path.isdir(folder):
             raise DataError(f"{folder}: panoptic PNG folder not found")

@@ -52,9 +52,12 @@ class PausePlan:
 
     @classmethod
     def parse(cls, spec: str | None) -> "PausePlan | None":
-        """Parse ``"3:0.4,5:0.3"``; ``None``, ``""`` and ``"none"`` mean no pausing."""
-        if spec is None or spec.strip().lower() in ("", "none"):
+        """Parse ``"3:0.4,5:0.3"``; ``None`` and ``"none"`` mean no pausing. An empty spec is
+        an error (``--pause ''`` is more likely a lost variable than a request not to pause)."""
+        if spec is None or spec.strip().lower() == "none":
             return None
+        if not spec.strip():
+            raise ValueError("the pause spec is empty: give layer:ratio pairs (e.g. 3:0.4,5:0.3) or none")
         stages = []
         for part in spec.split(","):
             layer_text, sep, ratio_text = part.strip().partition(":")
@@ -84,7 +87,10 @@ class PausePlan:
         return None
 
     def __str__(self) -> str:
-        return ",".join(f"{layer}:{ratio:g}" for layer, ratio in self.stages)
+        # exact: parse(str(plan)) == plan (a ratio 0.9999999 must not be written as 1)
+        from adaseg.exact import exact_float
+
+        return ",".join(f"{layer}:{exact_float(ratio)}" for layer, ratio in self.stages)
 
 
 def normalise_exits(exits, batch_size: int, depth: int, device=None) -> torch.Tensor:

@@ -68,13 +68,29 @@ class EvalSettings:
     data: str | None = None
 
     def name(self) -> str:
-        """Report name: ``{gate stem|exit K|full}_{pause}_{mode}`` in report-safe characters."""
+        """Report name: what was run (gate stem, ``exit{K}`` or ``full``), then every setting
+        that changes the report and differs from its default, each with its exact value
+        (``--limit 4`` -> ``limit4``, a ratio 0.9999999 stays 0.9999999), in report-safe
+        characters. Two evaluations share a name only when they share these settings, so one
+        never overwrites the other's report. Left out, and recorded inside the report: how
+        images/s is measured (``--batch-size``, ``--warmup``, ``--timed``, device, threads).
+        (The batch size also sets how much a batch of different-sized images is padded, which
+        can move the metrics slightly on such datasets; on equal-sized images it does not.)
+        """
         from pathlib import Path
+
+        from adaseg.exact import exact_float
 
         parts = [Path(self.gate).stem if self.gate else (f"exit{self.exit}" if self.exit else "full")]
         if self.pause is not None:
-            parts.append("pause" + "+".join(f"{l}-{r:g}" for l, r in self.pause.stages))
+            parts.append("pause" + "+".join(f"{l}-{exact_float(r)}" for l, r in self.pause.stages))
             parts.append(self.pause_mode)
+            if self.pause_mode == "random" and self.seed != _DEFAULTS.seed:
+                parts.append(f"seed{self.seed}")  # the random draw depends on it
+        if self.limit is not None:
+            parts.append(f"limit{self.limit}")
+        if self.flops_images is not None:
+            parts.append(f"flops{self.flops_images}")
         if self.data is not None:
             # Another dataset's report must not overwrite the run's own one of the same settings.
             from pathlib import PurePath
@@ -82,6 +98,16 @@ class EvalSettings:
             stem = PurePath(self.data.rstrip("/\\")).name or self.data
             parts.append("data-" + re.sub(r"[^A-Za-z0-9_.+-]", "-", stem))
         return "_".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every setting, JSON-ready (the pause plan as its exact spec)."""
+        return {"gate": self.gate, "exit": self.exit, "pause": None if self.pause is None else str(self.pause),
+                "pause_mode": self.pause_mode, "batch_size": self.batch_size, "limit": self.limit,
+                "flops_images": self.flops_images, "warmup": self.warmup, "timed": self.timed, "seed": self.seed,
+                "data": self.data}
+
+
+_DEFAULTS = EvalSettings()
 
 
 @dataclass
@@ -96,6 +122,19 @@ class EvalReport:
     def to_json(self) -> dict[str, Any]:
         return {"settings": self.settings, "metrics": self.metrics, "gflops": self.gflops,
                 "throughput": self.throughput, "exits": self.exits, "info": self.info}
+
+
+def check_pause_reachable(plan, last_exit: int, why: str) -> None:
+    """Refuse a pause stage no image can reach: after layer ``l >= last_exit`` every image has
+    already left the encoder, so the stage would never pause a token while the report
+    recorded it. (Below the last exit a stage takes effect on the images still running, e.g.
+    a gate's images with later exits.) Raises :class:`EvalSettingError` for ``--pause``."""
+    late = [layer for layer, _ in plan.stages if layer >= last_exit]
+    if late:
+        raise EvalSettingError(
+            "pause", f"{plan}: pause layer {late[0]} is not below {why}: no image runs past layer {last_exit}, "
+            "so this pause would never happen (pause earlier, or leave it out)"
+        )
 
 
 def _exits_arg(settings: EvalSettings):
@@ -148,6 +187,11 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
             settings.pause.check_depth(model.depth)
         except ValueError as exc:
             raise EvalSettingError("pause", f"{settings.pause}: {exc}") from None
+        if settings.exit is not None:
+            check_pause_reachable(settings.pause, settings.exit, f"--exit {settings.exit}")
+        elif gate_info is not None:
+            exits = [int(e) for e in gate_info["config"]["exits"]]
+            check_pause_reachable(settings.pause, max(exits), f"the gate's last exit {max(exits)} (exits {exits})")
     if settings.pause_mode not in PAUSE_MODES:
         raise EvalSettingError("pause-mode", f"--pause-mode must be one of {', '.join(PAUSE_MODES)}, "
                                              f"got {settings.pause_mode!r}")
@@ -196,10 +240,16 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
     # ---- pass 3: throughput (rank 0) ---------------------------------------------------------
     if gathered is None:
         return None
-    nb = max(1, min(4, math.ceil(n / settings.batch_size)))
+    # A batch larger than the evaluated images would only repeat them (--batch-size 100000 on
+    # 4 images once built a 100000-image batch): time at most n images per batch.
+    timing_batch = min(settings.batch_size, n)
+    if timing_batch < settings.batch_size and reporter is not None:
+        reporter.info(f"eval: --batch-size {settings.batch_size} is more than the {n} evaluated images; "
+                      f"images/s is measured at batch {timing_batch}")
+    nb = max(1, min(4, math.ceil(n / timing_batch)))
     batches = []
     for b in range(nb):
-        idx = [(b * settings.batch_size + j) % n for j in range(settings.batch_size)]
+        idx = [(b * timing_batch + j) % n for j in range(timing_batch)]
         cb = collate([dataset[i] for i in idx])
         batches.append((cb["images"].to(device), cb["padding_mask"].to(device)))
 
@@ -208,7 +258,7 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
         _forward(model, images, mask, settings, generator)
         return int(images.shape[0])
 
-    throughput = measure_throughput(step, batch_size=settings.batch_size, device=device,
+    throughput = measure_throughput(step, batch_size=timing_batch, device=device,
                                     warmup=settings.warmup, iterations=settings.timed)
 
     metrics = _metrics(gathered, scorer, metric)
@@ -217,11 +267,8 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
     hist: dict[str, int] = {}
     for e in exits_used:
         hist[str(e)] = hist.get(str(e), 0) + 1
-    settings_json = {
-        "gate": settings.gate, "exit": settings.exit, "pause": None if settings.pause is None else str(settings.pause),
-        "pause_mode": settings.pause_mode, "batch_size": settings.batch_size, "images": n,
-        "flops_images": n_flops, "name": settings.name(),
-    }
+    settings_json = {**settings.to_json(), "images": n, "flops_images": n_flops, "name": settings.name(),
+                     "requested_flops_images": settings.flops_images, "timing_batch_size": timing_batch}
     if gate_info is not None:
         settings_json["gate_settings"] = {k: gate_info["extra"].get(k) for k in ("beta", "K", "loss", "exits")}
     report = EvalReport(

@@ -99,7 +99,7 @@ class RunDir:
         return self.root / "log.jsonl"
 
     def gate_path(self, *, beta: float, K: int, loss: str, temperature: float | None = None) -> Path:
-        """``gates/gate_beta{beta}_K{K}_{loss}[_T{temperature}].safetensors``."""
+        """``gates/gate_beta{beta}_K{K}_{loss}[_T{temperature}].safetensors`` (exact numbers)."""
         return self.gates_dir / (gate_stem(beta=beta, K=K, loss=loss, temperature=temperature) + ".safetensors")
 
     def report_path(self, name: str) -> Path:
@@ -196,8 +196,15 @@ class RunDir:
 
 
 def gate_stem(*, beta: float, K: int, loss: str, temperature: float | None = None) -> str:
-    """File stem naming a gate's settings, e.g. ``gate_beta0.0005_K6_hard-ce``."""
-    stem = f"gate_beta{beta:g}_K{K}_{loss}"
+    """File stem naming a gate's trade-off settings exactly, e.g. ``gate_beta0.0005_K6_hard-ce``.
+
+    Numbers are exact (:func:`adaseg.exact.exact_float`): ``--beta 0.00050000001`` names
+    another file than ``--beta 0.0005``. (The fit's optimiser settings -- epochs, lr, batch
+    size, seed -- are recorded inside the gate's file; refitting one trade-off replaces it.)
+    """
+    from adaseg.exact import exact_float
+
+    stem = f"gate_beta{exact_float(beta)}_K{K}_{loss}"
     if temperature is not None:
-        stem += f"_T{temperature:g}"
+        stem += f"_T{exact_float(temperature)}"
     return stem

@@ -145,6 +145,10 @@ def check_settings(s: TrainSettings) -> None:
         raise TrainSettingError("aux-weight", f"--aux-weight must be >= 0, got {s.aux_weight!r}")
     if s.alphas is not None and any(not (math.isfinite(a) and a > 0) for a in s.alphas):
         raise TrainSettingError("alphas", f"--alphas must all be > 0, got {list(s.alphas)}")
+    if s.alphas is not None and any(a >= b for a, b in zip(s.alphas, s.alphas[1:])):
+        # ECO-M2F Eq. 3: alpha_k < alpha_k' for every k < k' (later exits weigh more)
+        raise TrainSettingError("alphas", f"--alphas must strictly increase with the exit (ECO-M2F Eq. 3), "
+                                          f"got {','.join(map(repr, s.alphas))}")
 
 
 def resolve(s: TrainSettings, depth: int) -> Resolved:
@@ -371,6 +375,7 @@ def train_parent(
             raise CheckpointError(f"{run.last_path} is a {meta.kind!r} checkpoint, not a training state")
         load_model_weights(model, run.last_path, expect_model=s.model)
         start = int(meta.extra["iteration"])
+        check_resume_iters(run, s, start)
         state_tensors = tensors
         init = meta.extra.get("init")
     else:
@@ -480,6 +485,27 @@ def stored_settings(run: RunDir) -> TrainSettings:
     if meta.kind != TRAIN_STATE_KIND:
         raise CheckpointError(f"{run.last_path} is a {meta.kind!r} checkpoint, not a training state")
     return TrainSettings.from_json(meta.extra["settings"])
+
+
+def resumed_iteration(run: RunDir) -> int:
+    """The iteration the training state in ``run`` has reached (its header only)."""
+    meta = read_checkpoint_meta(run.last_path)
+    if meta.kind != TRAIN_STATE_KIND:
+        raise CheckpointError(f"{run.last_path} is a {meta.kind!r} checkpoint, not a training state")
+    return int(meta.extra["iteration"])
+
+
+def check_resume_iters(run: RunDir, s: TrainSettings, done: int) -> None:
+    """``--resume`` must leave something to do: ``s.iters`` beyond the ``done`` iterations of
+    the state (else the loop would run 0 or a negative number of iterations and the parent
+    would be rewritten claiming ``s.iters``). ``s.iters == done`` is allowed only while the
+    parent is missing (a run stopped between its last state and its parent: resuming writes
+    the parent from the state). Raises :class:`TrainSettingError` for ``--iters``."""
+    if s.iters < done or (s.iters == done and run.parent_path.is_file()):
+        raise TrainSettingError(
+            "iters", f"--iters {s.iters} is not beyond the {done} iterations {run.last_path} already holds: "
+            f"--resume trains on up to --iters, so pass --iters N with N > {done}"
+        )
 
 
 def settings_json(s: TrainSettings) -> str:

@@ -47,6 +47,24 @@ def snapshot(root: Path, *, skip=("log.jsonl",)) -> dict[str, str]:
     }
 
 
+def refused(root: Path, *args: str, expect: str, code: int | None = None) -> str:
+    """``adaseg ARGS`` is refused: a non-zero exit (``code`` when given), no traceback, the last
+    output line is ``Error: ...`` and holds ``expect``, and every file under ``root`` (its log
+    aside) is byte-identical afterwards. Returns that line."""
+    before = snapshot(Path(root))
+    result = invoke(*args)
+    assert result.exit_code != 0, result.output
+    if code is not None:
+        assert result.exit_code == code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("Error:") and result.output.count("Error:") == 1, result.output
+    assert expect in " ".join(result.output.split()), result.output
+    assert snapshot(Path(root)) == before, "the run directory changed"
+    return lines[-1]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -51,7 +51,7 @@ def test_values_parsed():
     assert result.output.strip() == repr(("r1", "x", "cpu", True, True, "3:0.4,5:0.3", 7))
 
 
-@pytest.mark.parametrize("spec", ["none", ""])
+@pytest.mark.parametrize("spec", ["none", "NONE"])
 def test_pause_none(spec):
     result = _run(["--pause", spec])
     assert result.exit_code == 0 and result.output.strip().endswith("None, 0)")
@@ -70,6 +70,8 @@ def test_pause_none(spec):
         (["--device", "tpu"], "is not a device"),
         (["--device", "meta"], "only cpu and cuda"),
         (["--seed", "-1"], "Invalid value for '--seed'"),
+        (["--pause", ""], "the pause spec is empty"),
+        (["--pause", "  "], "the pause spec is empty"),
     ],
 )
 def test_bad_values_one_line(args, message):
