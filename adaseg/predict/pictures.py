@@ -106,11 +106,16 @@ def label_colours(p: Prediction, categories) -> tuple[np.ndarray, np.ndarray, li
 
 def overlay(p: Prediction, categories, *, legend: bool = True) -> Image.Image:
     """The image with its predicted segments tinted in their class colours (things of one class
-    in shades of it), segment boundaries in white, and (``legend``) a strip below naming each
-    class present with its share of the image."""
+    in shades of it), pixels of no segment in dark grey, segment boundaries in white, and
+    (``legend``) a strip below naming each class present with its share of the image."""
     rgb = p.image.astype(np.float64)
     colours, labelled, present = label_colours(p, categories)
-    blend = np.where(labelled[..., None], 0.45 * rgb + 0.55 * colours, rgb)
+    # pixels no segment claims (void): the image in dark grey with diagonal hatching, so they
+    # read as "not predicted" even next to a grey class such as road
+    grey = rgb.mean(axis=2, keepdims=True) * 0.5
+    yy, xx = np.indices(labelled.shape)
+    grey = np.where((((yy + xx) % 6) < 1)[..., None], 200.0, grey)
+    blend = np.where(labelled[..., None], 0.45 * rgb + 0.55 * colours, grey)
     ids = p.panoptic if p.panoptic is not None else p.semantic
     blend[_boundaries(ids)] = 255.0
     k = upscale_factor(*p.size)
@@ -119,8 +124,10 @@ def overlay(p: Prediction, categories, *, legend: bool = True) -> Image.Image:
         return img
     names = {c.id: c.name for c in categories}
     colour_of = {c.id: c.color for c in categories}
-    entries = [(colour_of[cid], f"{names[cid]} {100 * frac:.0f}%") for cid, frac in present] or \
-              [((0, 0, 0), "nothing predicted")]
+    entries = [(colour_of[cid], f"{names[cid]} {100 * frac:.0f}%") for cid, frac in present]
+    void = 1.0 - float(labelled.mean())
+    if void > 0:
+        entries.append(((64, 64, 64), f"void, hatched (no segment) {100 * void:.0f}%"))
     return _with_legend(img, entries)
 
 
@@ -186,6 +193,11 @@ def compute_panel(p: Prediction, level: int, *, scale: int | None = None) -> Ima
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
 
 
+def levels_fine_first(p: Prediction) -> list[int]:
+    """Token levels ordered from the most tokens (finest) to the fewest."""
+    return sorted(range(len(p.token_shapes)), key=lambda l: -p.token_shapes[l][0] * p.token_shapes[l][1])
+
+
 def level_name(p: Prediction, level: int) -> str:
     th, tw = p.token_shapes[level]
     stride = round(p.input_size[0] / th)
@@ -214,12 +226,12 @@ def compute_picture(p: Prediction) -> Image.Image:
     """Where the compute went: a header with the exit and GFLOPs and the share of tokens paused
     per stage, one panel per token level, and a colour key of layers run."""
     k = upscale_factor(*p.size)
-    panels = [compute_panel(p, level, scale=k) for level in range(len(p.token_shapes))]
+    order = levels_fine_first(p)
+    panels = [compute_panel(p, level, scale=k) for level in order]
     size = max(12, panels[0].width // 22)
     f = font(size)
     pad = size // 2
     width = sum(x.width for x in panels) + pad * (len(panels) + 1)
-    key = [(layer_colour(v, p.depth), f"{v}") for v in range(1, p.depth + 1)]
     header = 2 * (size + pad) + pad
     caption = size + pad
     key_h = size + 2 * pad
@@ -228,18 +240,22 @@ def compute_picture(p: Prediction) -> Image.Image:
     draw.text((pad, pad), f"{p.name}: {summary_line(p)}", fill=(0, 0, 0), font=f)
     draw.text((pad, pad + size + pad), pause_line(p), fill=(0, 0, 0), font=f)
     x = pad
-    for level, panel in enumerate(panels):
+    for level, panel in zip(order, panels):
         out.paste(panel, (x, header))
         draw.text((x, header + panel.height + pad // 2), level_name(p, level), fill=(0, 0, 0), font=f)
         x += panel.width + pad
-    y = header + panels[0].height + caption + pad // 2
-    draw.text((pad, y), "encoder layers each token ran:", fill=(0, 0, 0), font=f)
-    x = pad + int(draw.textlength("encoder layers each token ran: ", font=f))
-    for colour, text in key:
-        draw.rectangle([x, y, x + size, y + size], fill=colour, outline=(0, 0, 0))
-        draw.text((x + size + 3, y), text, fill=(0, 0, 0), font=f)
-        x += size + 6 + int(draw.textlength(text, font=f)) + pad
+    _layer_key(draw, f, x=pad, y=header + panels[0].height + caption + pad // 2, size=size, pad=pad, depth=p.depth)
     return out
+
+
+def _layer_key(draw: ImageDraw.ImageDraw, f, *, x: int, y: int, size: int, pad: int, depth: int) -> None:
+    label = "encoder layers each token ran: "
+    draw.text((x, y), label, fill=(0, 0, 0), font=f)
+    x += int(draw.textlength(label, font=f))
+    for v in range(1, depth + 1):
+        draw.rectangle([x, y, x + size, y + size], fill=layer_colour(v, depth), outline=(0, 0, 0))
+        draw.text((x + size + 3, y), str(v), fill=(0, 0, 0), font=f)
+        x += size + 6 + int(draw.textlength(str(v), font=f)) + pad
 
 
 def contact_sheet(preds: list[Prediction], categories, *, title: str, row_height: int = 192) -> Image.Image:
@@ -255,7 +271,7 @@ def contact_sheet(preds: list[Prediction], categories, *, title: str, row_height
         w = max(1, round(w0 * row_height / h0))
         image = Image.fromarray(p.image).resize((w, row_height), Image.NEAREST if h0 < row_height else Image.BILINEAR)
         over = overlay(p, categories, legend=False).resize((w, row_height), Image.NEAREST)
-        comp = compute_panel(p, 0).resize((w, row_height), Image.NEAREST)
+        comp = compute_panel(p, levels_fine_first(p)[0]).resize((w, row_height), Image.NEAREST)
         _, _, present = label_colours(p, categories)
         text = [p.name, summary_line(p).replace(" | ", "\n"), pause_line(p),
                 ", ".join(f"{names[c]} {100 * a:.0f}%" for c, a in present[:4]) or "nothing predicted"]
@@ -263,10 +279,12 @@ def contact_sheet(preds: list[Prediction], categories, *, title: str, row_height
     text_w = 26 * size
     width = max((sum(x.width for x in ims) + pad * 4 + text_w for ims, _ in cells), default=400)
     head = ["image", "prediction", "layers run (finest tokens)", ""]
-    top = 2 * (size + pad) + pad
+    top = 3 * (size + pad) + pad
     out = Image.new("RGB", (width, top + len(cells) * (row_height + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(out)
     draw.text((pad, pad), title, fill=(0, 0, 0), font=f)
+    if preds:
+        _layer_key(draw, f, x=pad, y=2 * pad + size, size=size, pad=pad, depth=preds[0].depth)
     for r, (ims, text) in enumerate(cells):
         y = top + r * (row_height + pad)
         x = pad

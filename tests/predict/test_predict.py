@@ -55,8 +55,10 @@ def test_val_predictions_score_the_eval_pq(tmp_path, run, folder, settings):
             ours = report["metrics"][key.upper() + suffix]
             assert math.isclose(ref[group][key], ours, rel_tol=0, abs_tol=1e-12), (group, key)
     # `adaseg score panoptic` accepts the same files as they are
-    scored = invoke_json("score", "panoptic", "--pred-json", out / "predictions.json", "--pred-dir",
-                         out / "panoptic", "--data", folder)
+    done = invoke("score", "panoptic", "--pred-json", out / "predictions.json", "--pred-dir", out / "panoptic",
+                  "--data", folder, "--json")
+    assert done.exit_code == 0, done.output
+    scored = json.loads(done.output)
     assert math.isclose(scored["All"]["pq"], report["metrics"]["PQ"], abs_tol=1e-12)
     # the exits written are the ones eval counted
     written = json.loads((out / "predictions.json").read_text())["annotations"]
@@ -79,7 +81,8 @@ def predicted(tmp_path_factory, run, folder):
 def test_json_is_coco_panoptic_and_ids_match_the_pngs(predicted, folder):
     data = json.loads((predicted / "predictions.json").read_text())
     gt = json.loads(Path(_val_gt(folder)[0]).read_text())
-    assert data["categories"] == gt["categories"]  # the dataset's own ids, names, colours
+    keys = ("id", "name", "isthing", "color")  # the dataset's own ids, names, colours
+    assert [{k: c[k] for k in keys} for c in data["categories"]] == [{k: c[k] for k in keys} for c in gt["categories"]]
     cat_ids = {c["id"] for c in gt["categories"]}
     check_panoptic_annotations(data["annotations"], "predictions.json", cat_ids, gt=True)
     assert sorted(a["image_id"] for a in data["annotations"]) == sorted(i["id"] for i in gt["images"])
