@@ -231,14 +231,17 @@ def compute_picture(p: Prediction) -> Image.Image:
     size = max(12, panels[0].width // 22)
     f = font(size)
     pad = size // 2
-    width = sum(x.width for x in panels) + pad * (len(panels) + 1)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = [f"{p.name}: {summary_line(p)}", pause_line(p)]
+    width = max([sum(x.width for x in panels) + pad * (len(panels) + 1), _layer_key_width(probe, f, size, pad, p.depth)]
+                + [int(probe.textlength(t, font=f)) + 2 * pad for t in lines])
     header = 2 * (size + pad) + pad
     caption = size + pad
     key_h = size + 2 * pad
     out = Image.new("RGB", (width, header + panels[0].height + caption + key_h), (255, 255, 255))
     draw = ImageDraw.Draw(out)
-    draw.text((pad, pad), f"{p.name}: {summary_line(p)}", fill=(0, 0, 0), font=f)
-    draw.text((pad, pad + size + pad), pause_line(p), fill=(0, 0, 0), font=f)
+    draw.text((pad, pad), lines[0], fill=(0, 0, 0), font=f)
+    draw.text((pad, pad + size + pad), lines[1], fill=(0, 0, 0), font=f)
     x = pad
     for level, panel in zip(order, panels):
         out.paste(panel, (x, header))
@@ -246,6 +249,11 @@ def compute_picture(p: Prediction) -> Image.Image:
         x += panel.width + pad
     _layer_key(draw, f, x=pad, y=header + panels[0].height + caption + pad // 2, size=size, pad=pad, depth=p.depth)
     return out
+
+
+def _layer_key_width(draw: ImageDraw.ImageDraw, f, size: int, pad: int, depth: int) -> int:
+    return (2 * pad + int(draw.textlength("encoder layers each token ran: ", font=f))
+            + sum(size + 6 + int(draw.textlength(str(v), font=f)) + pad for v in range(1, depth + 1)))
 
 
 def _layer_key(draw: ImageDraw.ImageDraw, f, *, x: int, y: int, size: int, pad: int, depth: int) -> None:
