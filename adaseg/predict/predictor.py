@@ -273,9 +273,7 @@ def _load(source, *, data: str | None, gate: str, exit: int | None, device: torc
     from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
 
     path = Path(source)
-    if gate != "none" and gate not in ("auto", "latest") and exit is not None:
-        raise PredictError("--exit and --gate are exclusive: a gate picks each image's exit (use --gate none)", "exit")
-    if gate == "latest" and exit is not None:
+    if gate not in ("auto", "none") and exit is not None:
         raise PredictError("--exit and --gate are exclusive: a gate picks each image's exit (use --gate none)", "exit")
     try:
         if path.is_dir():

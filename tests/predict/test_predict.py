@@ -237,6 +237,6 @@ def test_misuse_is_refused(tmp_path, run, folder, args, expect):
 def test_loading_a_run_does_not_import_training_steps(run):
     code = ("import sys, adaseg; p = adaseg.Predictor(sys.argv[1], gate='latest', pause='2:0.5'); "
             "bad = [m for m in sys.modules if m.startswith(('adaseg.recipes.fit_gate', 'adaseg.recipes.train_parent', "
-            "'adaseg.recipes.derive', 'adaseg.recipes.gate_targets'))]; print(bad); assert not bad")
+            "'adaseg.recipes.derive', 'adaseg.recipes.gate_targets', 'adaseg.recipes.evaluate'))]; print(bad); assert not bad")
     done = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
