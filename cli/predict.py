@@ -26,7 +26,8 @@ class NothingPredicted(click.ClickException):
 @click.option("--overwrite", is_flag=True, default=False,
               help="Replace an earlier `adaseg predict` output in --out.")
 @click.option("--data", "data", default=None, metavar="NAME|PATH",
-              help="Predict this dataset's --split instead of INPUT files (it must have the run's categories).")
+              help="Dataset with the run's categories: without INPUT, predict its --split; with INPUT, use its "
+                   "categories and eval transform [default: the run's dataset; required with a checkpoint].")
 @click.option("--split", type=click.Choice(("train", "val")), default=None, help="Split of --data [default: val].")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images.")
 @click.option("--gate", "gate", default="auto", show_default=True, metavar="FILE|latest|auto|none",
@@ -63,7 +64,7 @@ def predict(inputs, run, out, overwrite, data, split, limit, gate, exit_, pause,
     try:
         predictor = Predictor(run, data=data, gate=gate, exit=exit_, pause=pause, pause_mode=pause_mode, seed=seed,
                               task=task, device=device, batch_size=batch_size)
-        if data is not None:
+        if not inputs:
             dataset = predictor.dataset(split or "val")
             jobs = list(range(len(dataset) if limit is None else min(limit, len(dataset))))
         else:
@@ -81,10 +82,11 @@ def predict(inputs, run, out, overwrite, data, split, limit, gate, exit_, pause,
     settings = {"run": str(run), "gate": None if predictor.gate_path is None else str(predictor.gate_path),
                 "exit": exit_, "pause": None if pause is None else str(pause), "pause_mode": pause_mode,
                 "seed": seed, "task": predictor.task, "batch_size": batch_size, "data": data,
-                "split": (split or "val") if data else None, "inputs": list(inputs), "device": str(device)}
+                "split": None if inputs else (split or "val"), "inputs": list(inputs), "device": str(device)}
     predicted, skipped = _run(predictor, dataset, jobs, out, settings, sheet=sheet, quiet=quiet)
     if not quiet:
-        click.echo(f"predict: {predicted} images predicted, {len(skipped)} skipped; wrote {out}", err=True)
+        click.echo(f"predict: {predicted} image{'s' * (predicted != 1)} predicted, {len(skipped)} skipped; wrote {out}",
+                   err=True)
 
 
 def _run(predictor, dataset, jobs, out: str, settings: dict, *, sheet: int, quiet: bool):
@@ -164,12 +166,10 @@ def _refuse_idle_options(inputs, data, split, pause, pause_mode: str) -> None:
     from adaseg.cli.options import given_on_command_line
 
     ctx = click.get_current_context()
-    if inputs and data is not None:
-        raise click.UsageError("give INPUT files/folders or --data SPEC, not both")
     if not inputs and data is None:
         raise click.UsageError("nothing to predict: give INPUT files/folders or --data SPEC")
-    if split is not None and data is None:
-        raise click.UsageError("--split picks a split of --data: it needs --data")
+    if split is not None and (data is None or inputs):
+        raise click.UsageError("--split picks the split of --data to predict: it needs --data and no INPUT")
     if given_on_command_line(ctx, "pause_mode") and pause is None:
         raise click.UsageError("--pause-mode chooses which tokens pause: it needs --pause (e.g. --pause 3:0.4,5:0.3)")
     if given_on_command_line(ctx, "seed") and (pause is None or pause_mode != "random"):

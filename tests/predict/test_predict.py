@@ -227,7 +227,7 @@ def test_existing_out_is_refused_unless_overwrite(tmp_path, run, folder):
     (("--exit", "3", "--gate", "latest"), "exclusive"),
     (("--pause", "6:0.5", "--gate", "none"), "below the encoder depth"),
     (("--pause-mode", "random"), "needs --pause"),
-    (("--split", "train"), "needs --data"),
+    (("--split", "train"), "needs --data and no INPUT"),
 ])
 def test_misuse_is_refused(tmp_path, run, folder, args, expect):
     user = _user_images(tmp_path, folder)
