@@ -104,7 +104,7 @@ def _run(predictor, dataset, jobs, out: str, settings: dict, *, sheet: int, quie
         for start in range(0, len(jobs), step):
             part = jobs[start:start + step]
             if dataset is not None:
-                preds = predictor.predict_dataset(dataset, part)
+                preds = _predict_split(predictor, dataset, part, skipped)
             else:
                 loaded = []
                 for job in part:
@@ -123,6 +123,21 @@ def _run(predictor, dataset, jobs, out: str, settings: dict, *, sheet: int, quie
             raise NothingPredicted(f"no image predicted: all {len(skipped)} inputs were skipped")
         writer.finish(settings, skipped, title=_title(settings))
     return count, skipped
+
+
+def _predict_split(predictor, dataset, part: list[int], skipped: list[dict]) -> list:
+    """Predict dataset images ``part``; an image whose files do not read (DataError) is named
+    and skipped like an unreadable input, the others of its batch still predicted."""
+    from adaseg.data import DataError
+
+    try:
+        return predictor.predict_dataset(dataset, part)
+    except DataError as exc:
+        if len(part) > 1:
+            return [p for i in part for p in _predict_split(predictor, dataset, [i], skipped)]
+        click.echo(f"skipped {exc}", err=True)
+        skipped.append({"file": dataset.records[part[0]].image_path, "reason": str(exc)})
+        return []
 
 
 def _title(settings: dict) -> str:
