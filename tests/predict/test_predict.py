@@ -240,3 +240,19 @@ def test_loading_a_run_does_not_import_training_steps(run):
             "'adaseg.recipes.derive', 'adaseg.recipes.gate_targets', 'adaseg.recipes.evaluate'))]; print(bad); assert not bad")
     done = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_unreadable_dataset_image_is_skipped(tmp_path, run, folder):
+    from adaseg.data.coco_panoptic import PanopticLayout
+
+    copy = tmp_path / "data"
+    shutil.copytree(folder, copy)
+    images = sorted(p for p in Path(PanopticLayout(str(copy), "val").image_dir).iterdir() if p.is_file())
+    images[1].write_bytes(images[1].read_bytes()[:200])
+    out = tmp_path / "out"
+    result = _predict(out, "--run", run, "--data", copy, "--batch-size", "2", "--gate", "none")
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.output.splitlines() if line.startswith("skipped")] == \
+        [line for line in result.output.splitlines() if images[1].name in line]
+    assert json.loads((out / "predict.json").read_text())["counts"] == {"predicted": 3, "skipped": 1}
+    assert not list(out.rglob(images[1].stem + ".*"))
