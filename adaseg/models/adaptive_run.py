@@ -8,7 +8,7 @@ An encoder is a loop over its layers that asks the run for the active tokens, ca
 layer and hands the result back; the run exits images and pauses tokens::
 
     run = AdaptiveRun(tokens, settings=settings, exit_plan=plan, aux_decoders=self.aux_decoders,
-                      padding=padding)                 # tokens: (B, N, C)
+                      padding=padding, keep_aux=False, paused_are_values=False)   # tokens: (B, N, C)
     run.track(pos=pos)                                 # per-token inputs, (B, N, ...)
     for layer_no in run.layers():
         y = layers[layer_no - 1](run.tokens, run.tracked("pos"), ...)   # (b, n, C)
@@ -29,7 +29,7 @@ Semantics (the contract of every adaptive encoder):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -64,20 +64,26 @@ class AdaptiveRun:
         aux_decoders: ``aux_decoders[l - 1]`` scores the tokens after layer l (l < K).
         padding: (B, N) bool True on padding tokens, or None.
         keep_aux: keep auxiliary-decoder logits (with gradient) at pause stages.
+        paused_are_values: the encoder's layers read paused tokens (deformable attention
+            values: :meth:`full_map` every layer) rather than leaving them out (ViT).
+        on_record: applied to each recorded map (b, N, C) when it is recorded (e.g. the
+            encoder's final norm), or None.
     """
 
     def __init__(self, tokens: torch.Tensor, *, settings: AdaptiveSettings, exit_plan: torch.Tensor | None,
-                 aux_decoders: nn.ModuleList, padding: torch.Tensor | None, keep_aux: bool):
+                 aux_decoders: nn.ModuleList, padding: torch.Tensor | None, keep_aux: bool,
+                 paused_are_values: bool, on_record: Callable[[torch.Tensor], torch.Tensor] | None = None):
         if (exit_plan is None) == (not settings.record_exits):
             raise ValueError("an adaptive run needs either an exit plan or recorded exits")
         self.settings = settings
         self.keep_aux = keep_aux
+        self._on_record = on_record
         self._aux_decoders = aux_decoders
         b = tokens.shape[0]
         self.rows = torch.arange(b, device=tokens.device)  # (b,) batch index of each running image
         self._exits = exit_plan  # (b,) exit of each running image
         self.last = settings.record_exits[-1] if settings.record_exits else int(exit_plan.max())
-        self._asm = pausing.PatchAssembler(tokens)
+        self._asm = pausing.PatchAssembler(tokens, values=paused_are_values)
         self._batch = b
         self.padding = padding  # (b, N) of the running images
         self._sources: dict[str, torch.Tensor | None] = {}  # (b, N, ...) per-token inputs of the running images
@@ -144,7 +150,8 @@ class AdaptiveRun:
         layer_no = self.layer
         if self.settings.record_exits:
             if layer_no in self.settings.record_exits:
-                self._result.per_exit[layer_no] = self._asm.share()
+                recorded = self._asm.share()
+                self._result.per_exit[layer_no] = recorded if self._on_record is None else self._on_record(recorded)
         else:
             leaving = self._exits == layer_no
             if bool(leaving.any()):

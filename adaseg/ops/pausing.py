@@ -164,39 +164,41 @@ def _check_index(idx: torch.Tensor, batch: int, n_rows: int, op: str) -> None:
 
 
 class PatchAssembler:
-    """PAUMER's patch assembler: ONE (b, N, D) buffer that holds every token of the images
-    still running, in place, across any number of pause stages and exits.
+    """PAUMER's patch assembler: ONE (b, N, D) buffer for the token map of the images still
+    running, across any number of pause stages and exits.
 
     The assembler keeps the *active* tokens (b, n, D) and their original rows ``positions``
-    (b, n); the buffer holds the paused tokens at their rows. No full copy of the token map is
-    made per stage or per layer (the paper's Appendix A keeps one per stage):
+    (b, n); the buffer holds the paused tokens at their rows. Before the first pause the
+    active tokens ARE the map (no buffer of its own); :meth:`drop_rows` drops the rows of
+    images that have exited. Two kinds of encoder:
 
-    * before the first pause the active tokens ARE the token map (no buffer of its own);
-    * at a pause the paused rows are written once into the buffer (:meth:`pause`);
-    * :meth:`full` writes the current active rows into the buffer and returns it, for an
-      encoder whose attention reads paused tokens (deformable attention values) and at exits;
-    * :meth:`drop_rows` drops the images that have exited (their rows leave the buffer).
+    * ``values=True`` (deformable attention: paused tokens remain attention values): the map
+      is kept current, the updated rows written back after every layer (:meth:`update`), and
+      :meth:`full` is the map itself;
+    * ``values=False`` (ViT: paused tokens leave attention): the buffer receives the paused
+      rows once, at their pause; :meth:`full` adds the active rows at exits and recordings.
 
-    Writes are in place (the Triton ``WriteRows`` kernel on CUDA, ``scatter_`` otherwise), but
-    a tensor that something else may still read (a layer output while autograd records, the
-    map :meth:`full` handed out while autograd records, the one :meth:`share` handed out) is
-    copied once before its first write (copy on write), so neither autograd nor a caller
-    ever sees a tensor change under it.
+    Without autograd every write is in place (the Triton ``WriteRows`` kernel on CUDA,
+    ``scatter_`` otherwise): no full copy of the map per layer or per stage (the paper's
+    Appendix A keeps one per stage). A tensor something else may still read (a layer output
+    under autograd, a map handed out by :meth:`full` under autograd or by :meth:`share`) is
+    copied once before its first write (copy on write). Under autograd a ``values=False``
+    assembler builds PAUMER's out-of-place graph (paused rows assembled at each pause, the
+    full map assembled from them at each exit), so training gradients are those of Appendix A.
 
     Per forward pass::
 
-        asm = PatchAssembler(x)                      # x: (B, N, D), nothing paused yet
-        x = layer(asm.active, values=asm.full())     # any layer
-        asm.update(x)
+        asm = PatchAssembler(x, values=True)         # x: (B, N, D), nothing paused yet
+        asm.update(layer(asm.active, values=asm.full()))
         asm.pause(kept=..., kept_at=..., paused_local=..., paused_at=...)   # a pause selection
         ...                                          # more layers / pause stages / drop_rows
-        out = asm.full()                             # (b, N, D), every token in place
+        out = asm.share()                            # (b, N, D), every token in place
     """
 
-    def __init__(self, tokens: torch.Tensor):
+    def __init__(self, tokens: torch.Tensor, *, values: bool):
         if tokens.dim() != 3:
             raise ValueError(f"PatchAssembler: tokens must be (B, N, D), got {tuple(tokens.shape)}")
-        self.n_tokens = int(tokens.shape[1])
+        self.values = values
         self._active = tokens  # (b, n, D)
         self._positions: torch.Tensor | None = None  # (b, n) rows of the active tokens; None: all, in order
         self._buffer = tokens  # (b, N, D); is the active tensor itself while nothing is paused
@@ -213,10 +215,6 @@ class PatchAssembler:
         """(b, n) int64 original row of each active token (ascending), or None: every row, in order."""
         return self._positions
 
-    @property
-    def batch_size(self) -> int:
-        return int(self._active.shape[0])
-
     def update(self, x: torch.Tensor) -> None:
         """The active tokens after a layer: (b, n, D), same shape as :attr:`active`."""
         if x.shape != self._active.shape:
@@ -226,8 +224,10 @@ class PatchAssembler:
             # Without autograd nothing else reads a layer's output once the next layer has
             # it, so it becomes the buffer as it is; with autograd it is copied before a write.
             self._buffer, self._current, self._owned = x, True, not torch.is_grad_enabled()
-        else:
-            self._current = False
+            return
+        self._current = False
+        if self.values:  # the next layer reads the map: write the updated rows back now
+            self._sync()
 
     def pause(self, *, kept: torch.Tensor, kept_at: torch.Tensor, paused_local: torch.Tensor,
               paused_at: torch.Tensor) -> None:
@@ -243,28 +243,32 @@ class PatchAssembler:
         if kept_at.shape[0] != b or paused_at.shape != paused_local.shape or kept_at.shape[1] + paused_at.shape[1] != n:
             raise ValueError(f"PatchAssembler.pause: kept_at {tuple(kept_at.shape)} and paused_at "
                              f"{tuple(paused_at.shape)} must split the {n} active tokens of {b} images")
-        if not self._current:  # the buffer's rows of the pausing tokens are stale
+        if not self.values and torch.is_grad_enabled():
+            base = torch.zeros_like(self._active) if self._positions is None else self._buffer
+            self._buffer = assemble(base, paused_at, gather_tokens(self._active, paused_local))
+            self._current, self._owned = False, False
+        elif not self._current:  # the buffer's rows of the pausing tokens are stale
             self._write(self._active, paused_local, paused_at)
+        # else: the paused rows are in the buffer already; so are the kept ones (unchanged copies)
         self._active, self._positions = kept, kept_at
-        # the buffer is current for the kept tokens too: they are unchanged copies of its rows
 
     def full(self) -> torch.Tensor:
-        """(b, N, D) every token in place: paused ones from the buffer, active ones written now.
+        """(b, N, D) every token in place: paused ones from the buffer, active ones as they are now.
 
-        Under autograd the returned tensor may be saved by whatever reads it, so the
-        assembler will not write into it again (the next write copies first).
+        Read it, do not keep it (see :meth:`share`): the assembler writes into it later.
         """
-        if not self._current:
-            self._write(self._active, None, self._positions)
-            self._current = True
-        if torch.is_grad_enabled():
+        if not self._current and not self.values and torch.is_grad_enabled():
+            return assemble(self._buffer, self._positions, self._active)  # out of place, buffer unchanged
+        self._sync()
+        if torch.is_grad_enabled():  # whatever reads it may save it for backward
             self._owned = False
         return self._buffer
 
     def share(self) -> torch.Tensor:
         """:meth:`full` for a caller that keeps the tensor (e.g. an exit's output): never written again."""
         out = self.full()
-        self._owned = False
+        if out is self._buffer:
+            self._owned = False
         return out
 
     def drop_rows(self, keep: torch.Tensor) -> None:
@@ -276,6 +280,12 @@ class PatchAssembler:
         self._positions = self._positions.index_select(0, keep)
         self._buffer = self._buffer.index_select(0, keep)
         self._owned = True
+
+    def _sync(self) -> None:
+        """Write the active rows into the buffer if they are not there yet."""
+        if not self._current:
+            self._write(self._active, None, self._positions)
+            self._current = True
 
     def _write(self, x: torch.Tensor, src_idx: torch.Tensor | None, dst_idx: torch.Tensor) -> None:
         """``buffer[b, dst_idx[b, r]] = x[b, src_idx[b, r]]`` in place (autograd-aware)."""

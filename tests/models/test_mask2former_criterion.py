@@ -17,6 +17,7 @@ from m2f_testing import tiny_model
 
 import adaseg
 from adaseg.models.adaptive import PausePlan
+from adaseg.models.adaptive_output import AdaptiveOutput
 from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.models.mask2former.criterion import (
     SetCriterion,
@@ -161,8 +162,8 @@ def test_class_loss_by_hand():
     pred = torch.where(tmask[0], 10.0, -10.0)
     masks = torch.stack([-pred, -pred, pred])[None]  # query 2 is the target's mask
     logits = torch.tensor([[[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.0, 2.0], [0.5, 1.5, -0.5, 0.0]]])
-    out = {"pred_logits": logits, "pred_masks": F.interpolate(masks, size=(2, 2)), "input_size": (8, 8),
-           "gate_features": torch.zeros(1, 4)}
+    out = AdaptiveOutput(heads={"pred_logits": logits, "pred_masks": F.interpolate(masks, size=(2, 2))}, exits={},
+                         exit_plan=None, gate_features=torch.zeros(1, 4), input_size=(8, 8))
     res = crit(out, [{"masks": tmask, "labels": torch.tensor([1])}])
     w = [0.1, 0.1, 1.0]
     tgt = [3, 3, 1]

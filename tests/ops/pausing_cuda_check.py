@@ -67,7 +67,7 @@ def main(small: bool) -> None:
     h = torch.rand(b, n, generator=g).to(device)
     up = torch.randn(b, n, d, generator=g, dtype=torch.float64).to(device)
     os.environ[pausing.BACKEND_ENV] = "triton"
-    asm = pausing.PatchAssembler(x)
+    asm = pausing.PatchAssembler(x, values=True)  # the in-place write (WriteRows) under autograd
     keep_idx, pause_idx, kept = pausing.topk_keep(x, h, num_kept(n, 0.4))
     asm.pause(kept=kept, kept_at=keep_idx, paused_local=pause_idx, paused_at=pause_idx)
     asm.update(kept * 3)

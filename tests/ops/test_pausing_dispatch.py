@@ -170,9 +170,9 @@ def _pause(asm, keep_idx, pause_idx, kept):
     asm.pause(kept=kept, kept_at=kept_at, paused_local=pause_idx, paused_at=paused_at)
 
 
-def _with_assembler(x, weight, bias, ms, n_keeps):
+def _with_assembler(x, weight, bias, ms, n_keeps, values):
     """The same network through the dispatcher and one PatchAssembler buffer."""
-    asm = pausing.PatchAssembler(x)
+    asm = pausing.PatchAssembler(x, values=values)
     for m, n_keep in zip(ms, n_keeps):
         asm.update(_layer(asm.active, m))
         x = asm.active
@@ -184,8 +184,9 @@ def _with_assembler(x, weight, bias, ms, n_keeps):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("values", [False, True])
 @pytest.mark.parametrize("n,ratios", [(31, (0.4, 0.3, 0.5)), (20, (0.95,)), (17, (1 / 17 + 1e-3, 0.5))])
-def test_patch_assembler_matches_paper_algorithm(backend, n, ratios, monkeypatch):
+def test_patch_assembler_matches_paper_algorithm(backend, values, n, ratios, monkeypatch):
     monkeypatch.setenv(pausing.BACKEND_ENV, backend)
     b, d, c = 2, 8, 7
     n_keeps, active = [], n
@@ -195,20 +196,21 @@ def test_patch_assembler_matches_paper_algorithm(backend, n, ratios, monkeypatch
     x0 = torch.randn(b, n, d, generator=_gen(10), dtype=torch.float64).requires_grad_()
     weight, bias = torch.randn(c, d, generator=_gen(11)), torch.randn(c, generator=_gen(12))
     ms = [torch.randn(d, d, generator=_gen(13 + i), dtype=torch.float64) * 0.3 for i in range(len(ratios) + 1)]
-    got = _with_assembler(x0, weight, bias, ms, n_keeps)
+    got = _with_assembler(x0, weight, bias, ms, n_keeps, values)
     want = _paper_assembler(x0, weight, bias, ms, n_keeps)
     assert got.shape == (b, n, d) and torch.equal(got, want)
     with torch.no_grad():  # the in-place path (no copy on write) gives the same map
-        assert torch.equal(_with_assembler(x0, weight, bias, ms, n_keeps), want)
+        assert torch.equal(_with_assembler(x0, weight, bias, ms, n_keeps, values), want)
     up = torch.randn(b, n, d, generator=_gen(20), dtype=torch.float64)
     (g_got,) = torch.autograd.grad((got * up).sum(), x0)
     (g_want,) = torch.autograd.grad((want * up).sum(), x0)
     torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12)
 
 
-def test_patch_assembler_without_pause_and_misuse():
+@pytest.mark.parametrize("values", [False, True])
+def test_patch_assembler_without_pause_and_misuse(values):
     x = torch.randn(2, 5, 3)
-    asm = pausing.PatchAssembler(x)
+    asm = pausing.PatchAssembler(x, values=values)
     assert asm.full() is x and asm.positions is None  # nothing paused: no buffer of its own
     y = x * 2
     asm.update(y)
@@ -226,10 +228,11 @@ def test_patch_assembler_without_pause_and_misuse():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_patch_assembler_drops_rows_of_exited_images(backend, monkeypatch):
+@pytest.mark.parametrize("values", [False, True])
+def test_patch_assembler_drops_rows_of_exited_images(backend, values, monkeypatch):
     monkeypatch.setenv(pausing.BACKEND_ENV, backend)
     x = torch.randn(3, 6, 4, generator=_gen(40))
-    asm = pausing.PatchAssembler(x)
+    asm = pausing.PatchAssembler(x, values=values)
     keep_idx, pause_idx, kept = reference.topk_keep(x, torch.rand(3, 6, generator=_gen(41)), 4)
     _pause(asm, keep_idx, pause_idx, kept)
     asm.update(kept * 3)
@@ -239,7 +242,7 @@ def test_patch_assembler_drops_rows_of_exited_images(backend, monkeypatch):
     assert torch.equal(asm.positions, keep_idx[keep]) and torch.equal(asm.active, kept[keep] * 3)
     assert torch.equal(asm.full(), want[keep])
     # dropping before any pause: the map is just the kept rows
-    asm = pausing.PatchAssembler(x)
+    asm = pausing.PatchAssembler(x, values=values)
     asm.drop_rows(torch.tensor([1]))
     assert torch.equal(asm.full(), x[1:2]) and asm.positions is None
 
@@ -267,7 +270,7 @@ def test_patch_assembler_full_view_feeds_later_layers(backend, monkeypatch):
         pos = torch.gather(pos, 1, keep_idx)
     want = reference.assemble(full, pos, layer(active, full))
 
-    asm = pausing.PatchAssembler(x0)
+    asm = pausing.PatchAssembler(x0, values=True)
     for n_keep in (9, 4):
         asm.update(layer(asm.active, asm.full()))
         active = asm.active

@@ -138,7 +138,7 @@ class AdaptiveDeformableEncoder(nn.Module):
             the run's :class:`RunResult` over the (B, S, C) token map.
         """
         run = AdaptiveRun(src, settings=settings, exit_plan=exit_plan, aux_decoders=self.aux_decoders,
-                          padding=padding_mask, keep_aux=keep_aux)
+                          padding=padding_mask, keep_aux=keep_aux, paused_are_values=True)
         run.track(pos=pos, ref=reference_points)
         for layer_no in run.layers():
             # Paused tokens are not updated but still serve as values: the layer reads the

@@ -162,7 +162,8 @@ class Segmenter(GateHost, nn.Module):
         vit = self.encoder
         patches = emb.tokens[:, 1:]
         run = AdaptiveRun(patches, settings=settings, exit_plan=exit_plan, aux_decoders=self.aux_decoders,
-                          padding=None if emb.valid is None else ~emb.valid, keep_aux=keep_aux)
+                          padding=None if emb.valid is None else ~emb.valid, keep_aux=keep_aux,
+                          paused_are_values=False, on_record=vit.norm)
         run.carry["cls"] = emb.tokens[:, :1]
         for layer_no in run.layers():
             cls = run.carry["cls"]
@@ -175,7 +176,6 @@ class Segmenter(GateHost, nn.Module):
         result = run.finish()
         if result.tokens is not None:
             result.tokens = vit.norm(result.tokens)
-        result.per_exit = {k: vit.norm(t) for k, t in result.per_exit.items()}
         return result
 
     # ------------------------------------------------------------------ forward
