@@ -17,6 +17,7 @@ import click
 
 from adaseg.cli.options import data_option, quiet_option, run_option
 from adaseg.cli.recipe_options import threads_option
+from adaseg.cli.run_guard import writing_run
 
 DEMO_BETA = 0.0005
 DEMO_PAUSE = "3:0.4,5:0.3"
@@ -48,33 +49,36 @@ def demo(ctx, data, iters, derive_limit, eval_limit, threads, run, quiet):
         if not quiet:
             click.secho(f"[demo {step}/4] {line}", bold=True)
 
-    if run_dir.has("parent"):
-        say(1, f"adaseg train-parent --run {run}: skipped, {run_dir.parent_path} exists")
-    else:
-        resume = run_dir.last_path.is_file()
-        say(1, f"adaseg train-parent --run {run}" + (" --resume" if resume else ""))
-        kwargs = {"data": data, "run": run, "threads": threads, "quiet": quiet, "resume": resume}
-        if iters is not None:
-            kwargs["iters"] = iters
-        ctx.invoke(train_parent, **kwargs)
-    if run_dir.has("derived") and _derived_current(run_dir):
-        say(2, f"adaseg derive --run {run}: skipped, {run_dir.derived_path} exists")
-    else:
-        say(2, f"adaseg derive --run {run}")
-        ctx.invoke(derive, run=run, threads=threads, quiet=quiet, limit=derive_limit)
-    say(3, f"adaseg fit-gate --beta {DEMO_BETA} --run {run}")
-    ctx.invoke(fit_gate, beta=DEMO_BETA, run=run, quiet=quiet)
-    reports = []
-    for gate, pause in (("none", None), ("latest", None), ("none", DEMO_PAUSE), ("latest", DEMO_PAUSE)):
-        line = f"adaseg eval --gate {gate}" + (f" --pause {pause}" if pause else "") + f" --run {run}"
-        say(4, line)
-        plan = None if pause is None else PauseSpec().convert(pause, None, None)
-        name = f"demo_{'gate' if gate == 'latest' else 'full'}{'_pause' if pause else ''}"
-        if eval_limit is not None:  # a demo on a few images must not replace the full demo's report
-            name += f"_limit{eval_limit}"
-        ctx.invoke(eval_cmd, gate=gate, pause=plan, run=run, threads=threads, quiet=True, limit=eval_limit,
-                   name=name)
-        reports.append(json.loads(run_dir.report_path(name).read_text()))
+    # One lock for the whole demo: no other writer can slip in between its steps (the steps,
+    # run in-process, take the same lock again: it is re-entrant).
+    with writing_run(run_dir, command="demo", dirs=[run_dir.checkpoints_dir, run_dir.gates_dir, run_dir.reports_dir]):
+        if run_dir.has("parent"):
+            say(1, f"adaseg train-parent --run {run}: skipped, {run_dir.parent_path} exists")
+        else:
+            resume = run_dir.last_path.is_file()
+            say(1, f"adaseg train-parent --run {run}" + (" --resume" if resume else ""))
+            kwargs = {"data": data, "run": run, "threads": threads, "quiet": quiet, "resume": resume}
+            if iters is not None:
+                kwargs["iters"] = iters
+            ctx.invoke(train_parent, **kwargs)
+        if run_dir.has("derived") and _derived_current(run_dir):
+            say(2, f"adaseg derive --run {run}: skipped, {run_dir.derived_path} exists")
+        else:
+            say(2, f"adaseg derive --run {run}")
+            ctx.invoke(derive, run=run, threads=threads, quiet=quiet, limit=derive_limit)
+        say(3, f"adaseg fit-gate --beta {DEMO_BETA} --run {run}")
+        ctx.invoke(fit_gate, beta=DEMO_BETA, run=run, quiet=quiet)
+        reports = []
+        for gate, pause in (("none", None), ("latest", None), ("none", DEMO_PAUSE), ("latest", DEMO_PAUSE)):
+            line = f"adaseg eval --gate {gate}" + (f" --pause {pause}" if pause else "") + f" --run {run}"
+            say(4, line)
+            plan = None if pause is None else PauseSpec().convert(pause, None, None)
+            name = f"demo_{'gate' if gate == 'latest' else 'full'}{'_pause' if pause else ''}"
+            if eval_limit is not None:  # a demo on a few images must not replace the full demo's report
+                name += f"_limit{eval_limit}"
+            ctx.invoke(eval_cmd, gate=gate, pause=plan, run=run, threads=threads, quiet=True, limit=eval_limit,
+                       name=name)
+            reports.append(json.loads(run_dir.report_path(name).read_text()))
     if not quiet:
         from rich.console import Console
 

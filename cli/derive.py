@@ -7,6 +7,7 @@ import click
 
 from adaseg.cli.options import device_option, json_option, quiet_option, run_data_option, run_option
 from adaseg.cli.recipe_options import set_threads, threads_option
+from adaseg.cli.run_guard import writing_run
 
 
 @click.command(name="derive")
@@ -39,7 +40,7 @@ def derive(batch_size, limit, data, device, threads, run, quiet, as_json):
         run_dir.read_config()
     except (MissingStepError, RunDirError) as exc:
         raise click.ClickException(str(exc)) from None
-    with distributed_session(device) as dist_info:
+    with writing_run(run_dir, command="derive", dirs=[]), distributed_session(device) as dist_info:
         reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="derive"),
                             enabled=dist_info.is_main)
         reporter.event("start", run=str(run_dir.root), batch_size=batch_size, limit=limit, data=data)
@@ -48,15 +49,15 @@ def derive(batch_size, limit, data, device, threads, run, quiet, as_json):
                                    data=data, reporter=reporter)
         except (CheckpointError, DerivedDatasetError, DataError, MissingStepError, RunDirError) as exc:
             raise click.ClickException(str(exc)) from None
-    if result.derived is None:
-        return
-    summary = result.derived.summary()
-    summary.update(path=result.path, seconds=result.seconds)
-    reporter.event("done", **summary)
-    if as_json:
-        click.echo(json.dumps(summary, sort_keys=True))
-        return
-    _print(reporter, result, summary)
+        if result.derived is None:
+            return
+        summary = result.derived.summary()
+        summary.update(path=result.path, seconds=result.seconds)
+        reporter.event("done", **summary)
+        if as_json:
+            click.echo(json.dumps(summary, sort_keys=True))
+            return
+        _print(reporter, result, summary)
 
 
 def _print(reporter, result, summary) -> None:

@@ -9,6 +9,7 @@ import click
 from adaseg.cli.options import (device_option, json_option, pause_option, quiet_option, run_data_option, run_option,
                                 seed_option)
 from adaseg.cli.recipe_options import set_threads, threads_option
+from adaseg.cli.run_guard import writing_run
 
 
 @click.command(name="eval")
@@ -68,7 +69,7 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
     except RunDirError as exc:
         raise click.BadParameter(str(exc), param_hint="'--name'") from None
 
-    with distributed_session(device) as dist_info:
+    with writing_run(run_dir, command="eval", dirs=[run_dir.reports_dir]), distributed_session(device) as dist_info:
         reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="eval"),
                             enabled=dist_info.is_main)
         reporter.event("start", run=str(run_dir.root), name=report_name, gate=settings.gate, exit=exit_,
@@ -79,18 +80,19 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
             raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
         except (CheckpointError, DataError, MissingStepError, RunDirError) as exc:
             raise click.ClickException(str(exc)) from None
-    if report is None:
-        return
-    data = report.to_json()
-    data["settings"]["name"] = report_name
-    run_dir.write_report(report_name, data)
-    reporter.event("done", report=str(report_path), metrics={k: v for k, v in report.metrics.items()
-                                                             if not isinstance(v, dict)})
-    if as_json:
-        click.echo(json.dumps(data, sort_keys=True))
-        return
-    reporter.print(report_table(data))
-    reporter.info(f"eval: {data['settings']['images']} val images in {data['info']['seconds']:.0f} s; wrote {report_path}")
+        if report is None:
+            return
+        data = report.to_json()
+        data["settings"]["name"] = report_name
+        run_dir.write_report(report_name, data)
+        reporter.event("done", report=str(report_path), metrics={k: v for k, v in report.metrics.items()
+                                                                 if not isinstance(v, dict)})
+        if as_json:
+            click.echo(json.dumps(data, sort_keys=True))
+            return
+        reporter.print(report_table(data))
+        reporter.info(f"eval: {data['settings']['images']} val images in {data['info']['seconds']:.0f} s; "
+                      f"wrote {report_path}")
 
 
 def _refuse_idle_options(pause, pause_mode: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import click
 
 from adaseg.cli.options import json_option, quiet_option, run_option, seed_option
+from adaseg.cli.run_guard import writing_run
 
 # Mirrors adaseg.recipes.gate_targets.LOSSES (kept literal so `adaseg --help` does not import
 # torch); a test checks the two agree.
@@ -45,33 +46,40 @@ def fit_gate(beta, K, loss, temperature, epochs, lr, batch_size, seed, run, quie
         raise click.BadParameter(f"{beta!r}: must be a finite number >= 0", param_hint="'--beta'")
     run_dir = RunDir(run)
     try:
-        derived = run_dir.load_derived(check_parent=True)
-    except (MissingStepError, RunDirError, DerivedDatasetError, CheckpointError) as exc:
+        run_dir.require("parent", "derived")
+    except MissingStepError as exc:
         raise click.ClickException(str(exc)) from None
-    try:
-        K, temperature = resolve_settings(derived, beta=beta, K=K, loss=loss, temperature=temperature)
-    except GateSettingError as exc:
-        raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
-
-    # Everything is validated: from here on the run directory is written.
-    reporter = Reporter.for_run(run_dir, command="fit-gate", quiet=quiet or as_json)
-    settings = dict(beta=beta, K=K, loss=loss, temperature=temperature, epochs=epochs, lr=lr,
-                    batch_size=batch_size, seed=seed)
-    reporter.event("start", run=str(run_dir.root), **settings)
-    with reporter.progress(total=epochs, description="fit-gate", unit="epoch") as progress:
+    with writing_run(run_dir, command="fit-gate", dirs=[run_dir.gates_dir]):
         try:
-            result = fit(derived, **settings, on_epoch=lambda _, value: progress.update(loss=value))
-        except GateSettingError as exc:
+            derived = run_dir.load_derived(check_parent=True)
+        except (MissingStepError, RunDirError, DerivedDatasetError, CheckpointError) as exc:
             raise click.ClickException(str(exc)) from None
-    path = save_gate(run_dir, result, derived)
-    summary = result.summary()
-    summary["path"] = str(path)
-    reporter.event("done", **summary)
+        try:
+            K, temperature = resolve_settings(derived, beta=beta, K=K, loss=loss, temperature=temperature)
+        except GateSettingError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
 
-    if as_json:
-        click.echo(json.dumps(summary, sort_keys=True))
-        return
-    _print_tables(reporter, result, path)
+        # Everything is validated: from here on the run directory is written.
+        reporter = Reporter.for_run(run_dir, command="fit-gate", quiet=quiet or as_json)
+        settings = dict(beta=beta, K=K, loss=loss, temperature=temperature, epochs=epochs, lr=lr,
+                        batch_size=batch_size, seed=seed)
+        reporter.event("start", run=str(run_dir.root), **settings)
+        with reporter.progress(total=epochs, description="fit-gate", unit="epoch") as progress:
+            try:
+                result = fit(derived, **settings, on_epoch=lambda _, value: progress.update(loss=value))
+            except GateSettingError as exc:
+                raise click.ClickException(str(exc)) from None
+        try:
+            path = save_gate(run_dir, result, derived)
+        except CheckpointError as exc:  # e.g. a gate whose fit diverged to NaN is not written
+            raise click.ClickException(str(exc)) from None
+        summary = result.summary()
+        summary["path"] = str(path)
+        reporter.event("done", **summary)
+        if as_json:
+            click.echo(json.dumps(summary, sort_keys=True))
+            return
+        _print_tables(reporter, result, path)
 
 
 def _print_tables(reporter, result, path) -> None:

@@ -11,6 +11,7 @@ import click
 
 from adaseg.cli.options import data_option, device_option, json_option, quiet_option, run_option, seed_option
 from adaseg.cli.recipe_options import FloatList, IntList, Range01, set_threads, threads_option
+from adaseg.cli.run_guard import writing_run
 
 RECIPES = ("wsd+pause", "wsd", "pause", "standard")  # mirrors adaseg.recipes.train_parent.RECIPES
 
@@ -74,6 +75,49 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
         weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult, clip=clip, amp=amp, seed=seed,
         ckpt_every=ckpt_every,
     )
+    if not resume:
+        try:  # settings alone: refused before the run directory is touched
+            tp.check_settings(given)
+            _refuse_idle_options(ctx, given)
+        except tp.TrainSettingError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
+    # From here on the run directory is locked: the checks below see what no other writer can change.
+    with writing_run(run_dir, command="train-parent", dirs=[run_dir.checkpoints_dir],
+                     interrupt_hint=lambda: _interrupt_hint(run_dir)):
+        settings = _settings(ctx, run_dir, given, resume=resume, epochs=epochs, quiet=quiet)
+        with distributed_session(device) as dist_info:
+            reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="train-parent"),
+                                enabled=dist_info.is_main)
+            reporter.event("start", run=str(run_dir.root), resume=resume, **settings.to_json())
+            try:
+                result = tp.train_parent(run_dir, settings, device=dist_info.device, resume=resume,
+                                         reporter=reporter, rank=dist_info.rank, world_size=dist_info.world_size)
+            except tp.TrainSettingError as exc:
+                raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
+            except (CheckpointError, DataError, ValueError, FloatingPointError) as exc:
+                raise click.ClickException(str(exc)) from None
+        summary = {"iterations": result.iterations, "resumed_from": result.resumed_from, "seconds": result.seconds,
+                   "losses": result.last_losses, "parent": result.parent_path, "init": result.init,
+                   "recipe": settings.recipe}
+        reporter.event("done", **summary)
+        if as_json:
+            if dist_info.is_main:
+                click.echo(json.dumps(summary, sort_keys=True))
+            return
+        if result.iterations == result.resumed_from:  # a resumed run whose state already held every iteration
+            reporter.info(f"train-parent: the training state already held all {result.iterations} iterations; "
+                          f"wrote {result.parent_path} from it")
+            return
+        reporter.info(f"train-parent: {result.iterations - result.resumed_from} iterations in {result.seconds:.0f} s; "
+                      f"final loss {result.last_losses.get('loss', float('nan')):.4f}; wrote {result.parent_path}")
+
+
+def _settings(ctx, run_dir, given, *, resume: bool, epochs, quiet: bool):
+    """The run's settings: the stored ones on --resume (merged with what may change), else the
+    given ones; checked, with --init's fit. Raises Click errors with one line."""
+    from adaseg.recipes import train_parent as tp
+    from adaseg.recipes.checkpoint import CheckpointError
+
     if resume:
         if not run_dir.last_path.is_file():
             raise click.ClickException(
@@ -105,32 +149,19 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
         raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
     except CheckpointError as exc:
         raise click.ClickException(str(exc)) from None
+    return settings
 
-    with distributed_session(device) as dist_info:
-        reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="train-parent"),
-                            enabled=dist_info.is_main)
-        reporter.event("start", run=str(run_dir.root), resume=resume, **settings.to_json())
-        try:
-            result = tp.train_parent(run_dir, settings, device=dist_info.device, resume=resume, reporter=reporter,
-                                     rank=dist_info.rank, world_size=dist_info.world_size)
-        except tp.TrainSettingError as exc:
-            raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
-        except (CheckpointError, DataError, ValueError, FloatingPointError) as exc:
-            raise click.ClickException(str(exc)) from None
-    summary = {"iterations": result.iterations, "resumed_from": result.resumed_from, "seconds": result.seconds,
-               "losses": result.last_losses, "parent": result.parent_path, "init": result.init,
-               "recipe": settings.recipe}
-    reporter.event("done", **summary)
-    if as_json:
-        if dist_info.is_main:
-            click.echo(json.dumps(summary, sort_keys=True))
-        return
-    if result.iterations == result.resumed_from:  # a resumed run whose state already held every iteration
-        reporter.info(f"train-parent: the training state already held all {result.iterations} iterations; "
-                      f"wrote {result.parent_path} from it")
-        return
-    reporter.info(f"train-parent: {result.iterations - result.resumed_from} iterations in {result.seconds:.0f} s; "
-                  f"final loss {result.last_losses.get('loss', float('nan')):.4f}; wrote {result.parent_path}")
+
+def _interrupt_hint(run_dir) -> str:
+    """What an interrupted train-parent left: the saved iteration to resume from, if any."""
+    from adaseg.recipes.checkpoint import CheckpointError, read_checkpoint_meta
+
+    try:
+        saved = read_checkpoint_meta(run_dir.last_path).extra.get("iteration")
+    except CheckpointError:
+        return f"no training state was saved yet: start again with `adaseg train-parent --run {run_dir.root}`"
+    return (f"{run_dir.last_path} holds iteration {saved}: continue with "
+            f"`adaseg train-parent --resume --run {run_dir.root}`")
 
 
 def _refuse_idle_options(ctx, settings) -> None:

@@ -76,7 +76,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 def atomic_save_safetensors(
     path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None
 ) -> Path:
-    """Save torch tensors with ``safetensors.torch.save_file`` atomically.
+    """Save torch tensors with ``safetensors.torch.save_file`` atomically (no content hash: the
+    files of a run go through :func:`adaseg.recipes.integrity.write_safetensors` instead).
 
     Tensors are made contiguous (safetensors refuses views) and moved to CPU.
     ``metadata`` values must be strings (the format's rule).

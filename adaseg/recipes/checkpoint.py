@@ -5,8 +5,10 @@ Layout of one checkpoint ``NAME.safetensors``:
 * the tensors (a model's ``state_dict``, or any named tensors), saved with safetensors;
 * the file's metadata holds one entry, ``"adaseg"``: a JSON object with ``format`` (1),
   ``kind`` (e.g. ``"parent"``, ``"gate"``), ``config`` (the constructor settings needed to
-  rebuild the module), ``fingerprint`` and any ``extra`` fields. Because it lives inside
-  the one file, the tensors and their description are replaced together, atomically;
+  rebuild the module), ``fingerprint``, any ``extra`` fields and ``content_sha256``, the
+  file's content hash (:mod:`adaseg.recipes.integrity`), checked by :func:`load_checkpoint`
+  on every load. Because it lives inside the one file, the tensors and their description
+  are replaced together, atomically;
 * ``NAME.json`` next to it: the same JSON, for people and tools that do not read
   safetensors headers. It is a copy; the safetensors metadata is the source of truth.
 
@@ -18,6 +20,7 @@ gate) and refuse to mix artefacts of different parents.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,10 +31,19 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from adaseg.recipes.atomic import atomic_save_safetensors, atomic_write_json
+from adaseg.recipes.atomic import atomic_write_json
+from adaseg.recipes.integrity import (
+    HASH_KEY,
+    META_KEY,
+    IntegrityError,
+    UnreadableFile,
+    non_finite,
+    read_header_meta,
+    read_safetensors,
+    write_safetensors,
+)
 
 FORMAT_VERSION = 1
-META_KEY = "adaseg"
 MAX_LISTED = 5  # mismatches named in an error line; the rest are counted
 
 
@@ -47,15 +59,19 @@ class CheckpointMeta:
     config: dict[str, Any]
     fingerprint: str
     extra: dict[str, Any] = field(default_factory=dict)
+    content_hash: str | None = None  # None before writing, and in files that predate content hashes
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "format": FORMAT_VERSION,
             "kind": self.kind,
             "config": self.config,
             "fingerprint": self.fingerprint,
             "extra": self.extra,
         }
+        if self.content_hash is not None:
+            out[HASH_KEY] = self.content_hash
+        return out
 
 
 def tensor_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -101,8 +117,10 @@ def save_checkpoint(
 ) -> CheckpointMeta:
     """Write ``tensors`` and their description to ``path`` (``.safetensors``) and its sidecar.
 
-    ``config`` and ``extra`` must be JSON-serialisable; this is checked before anything is
-    written, so a bad value leaves no file behind. Returns the recorded metadata.
+    ``config`` and ``extra`` must be JSON-serialisable and every floating-point tensor finite;
+    both are checked before anything is written, so a bad value leaves no file behind. The
+    file carries its content hash (:mod:`adaseg.recipes.integrity`). Returns the recorded
+    metadata.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -111,55 +129,87 @@ def save_checkpoint(
     if bad:
         raise CheckpointError(f"checkpoint {path}: entries are not tensors: {bad[:MAX_LISTED]}")
     state = _unshare(tensors)
+    broken = non_finite(state)
+    if broken:
+        raise CheckpointError(f"refusing to write checkpoint {path}: NaN/inf in {_listed(broken)}")
     meta = CheckpointMeta(
         kind=kind, config=dict(config), fingerprint=tensor_fingerprint(state), extra=dict(extra or {})
     )
     try:
-        meta_text = json.dumps(meta.to_json(), sort_keys=True, allow_nan=False)
+        json.dumps(meta.to_json(), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path}: config/extra is not JSON-serialisable ({exc})") from None
-    atomic_save_safetensors(path, state, metadata={META_KEY: meta_text})
+    digest = write_safetensors(path, state, meta.to_json())
+    meta = dataclasses.replace(meta, content_hash=digest)
     atomic_write_json(sidecar_path(path), meta.to_json())
     return meta
 
 
-def read_checkpoint_meta(path: str | os.PathLike) -> CheckpointMeta:
-    """Read only the header of ``path`` (fast, no tensor data)."""
-    from safetensors import safe_open
+def _meta_from_json(path: Path, data: dict[str, Any] | None) -> CheckpointMeta:
+    if data is None:
+        raise CheckpointError(f"checkpoint {path} has no '{META_KEY}' metadata: not written by adaseg")
+    if "kind" not in data or "fingerprint" not in data:
+        what = "a derived dataset (from `adaseg derive`)" if "parent_fingerprint" in data and "metric" in data \
+            else "another kind of adaseg file"
+        raise CheckpointError(f"{path} is {what}, not a checkpoint")
+    if data.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format {data.get('format')!r}; "
+                              f"this adaseg reads {FORMAT_VERSION}")
+    if not isinstance(data.get("config"), dict) or not isinstance(data.get("extra", {}), dict):
+        raise CheckpointError(f"checkpoint {path}: its metadata's config/extra are not JSON objects")
+    return CheckpointMeta(kind=data["kind"], config=data["config"], fingerprint=data["fingerprint"],
+                          extra=data.get("extra", {}), content_hash=data.get(HASH_KEY))
 
+
+def read_checkpoint_meta(path: str | os.PathLike) -> CheckpointMeta:
+    """Read only the header of ``path`` (fast, no tensor data, nothing verified)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(META_KEY)
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"checkpoint {path} is not a readable safetensors file ({exc})") from None
-    if raw is None:
-        raise CheckpointError(f"checkpoint {path} has no '{META_KEY}' metadata: not written by adaseg")
-    data = json.loads(raw)
-    if data.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format {data.get('format')!r}; this adaseg reads {FORMAT_VERSION}")
-    return CheckpointMeta(
-        kind=data["kind"], config=data["config"], fingerprint=data["fingerprint"], extra=data.get("extra", {})
-    )
+        data = read_header_meta(path)
+    except UnreadableFile as exc:
+        from adaseg.recipes.run_dir import recreate_hint
+
+        raise CheckpointError(f"checkpoint {exc}; {recreate_hint(path)}") from None
+    except IntegrityError as exc:
+        raise CheckpointError(f"checkpoint {exc}") from None
+    return _meta_from_json(path, data)
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, device: str | torch.device = "cpu", verify: bool = False
+    path: str | os.PathLike, *, device: str | torch.device = "cpu", verify: bool = True
 ) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
-    """Return ``(tensors, meta)``; ``verify=True`` recomputes the fingerprint and compares."""
-    from safetensors.torch import load_file
+    """Return ``(tensors, meta)`` after verifying the file; raise :class:`CheckpointError` with
+    one line naming the file and how to re-create it when it is corrupt or holds NaN/inf.
 
-    meta = read_checkpoint_meta(path)
-    tensors = load_file(str(path), device=str(device))
-    if verify:
-        actual = tensor_fingerprint(tensors)
-        if actual != meta.fingerprint:
-            raise CheckpointError(
-                f"checkpoint {path}: tensors do not match the recorded fingerprint "
-                f"({actual[:12]} != {meta.fingerprint[:12]}); the file was modified outside adaseg"
-            )
+    The content hash is checked on the bytes that are then parsed. A file written before
+    content hashes (no ``content_sha256``) is verified by recomputing its tensor fingerprint
+    instead, which covers the tensors but not the description. ``verify`` is kept for callers
+    of the earlier API, where verification was optional; it can no longer be turned off.
+    """
+    if not verify:
+        raise CheckpointError("load_checkpoint(verify=False) is gone: every load is verified")
+    from adaseg.recipes.run_dir import recreate_hint
+
+    path = Path(path)
+    hint = recreate_hint(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        read = read_safetensors(path, hint=hint)
+    except IntegrityError as exc:
+        raise CheckpointError(f"checkpoint {exc}") from None
+    meta = _meta_from_json(path, read.meta)
+    tensors = read.tensors
+    if read.content_hash is None and tensor_fingerprint(tensors) != meta.fingerprint:
+        raise CheckpointError(f"checkpoint {path} is corrupt: its tensors do not match the recorded fingerprint "
+                              f"{meta.fingerprint[:12]}; {hint}")
+    broken = non_finite(tensors)
+    if broken:
+        raise CheckpointError(f"checkpoint {path} holds NaN/inf values in {_listed(broken)}; {hint}")
+    if str(device) != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
     return tensors, meta
 
 

@@ -13,6 +13,7 @@ order and writes ``derived.safetensors`` through :class:`adaseg.recipes.derived.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 
@@ -106,7 +107,7 @@ def derive(
                 progress.update(len(idx), **({"q_full": sum(mean_full) / len(mean_full)} if mean_full else {}))
     finally:
         if progress is not None:
-            progress.__exit__(None, None, None)
+            progress.__exit__(*sys.exc_info())  # "ok": false when interrupted or failed
     gathered = gather_in_order(mine, results)
     if gathered is None:
         return DeriveResult(derived=None, seconds=time.perf_counter() - t0, path=None)

@@ -18,12 +18,15 @@ One file ``derived.safetensors`` (+ ``derived.json``, a readable summary) holdin
   tokens), computed once by the parent.
 
 The ``"adaseg"`` metadata entry holds ``metric``, ``part_names``, ``depth`` (the parent's
-encoder depth), ``parent_fingerprint``, ``image_ids`` and free-form ``info``.
+encoder depth), ``parent_fingerprint``, ``image_ids``, free-form ``info`` and the file's
+content hash ``content_sha256`` (:mod:`adaseg.recipes.integrity`), verified by :meth:`load`.
+A file written before content hashes is read with a note that it could not be verified.
+Every stored number must be finite except ``quality``'s NaN (undefined); :meth:`validate`
+refuses the rest.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -32,11 +35,18 @@ from typing import Any, Sequence
 
 import torch
 
-from adaseg.recipes.atomic import atomic_save_safetensors, atomic_write_json
+from adaseg.recipes.atomic import atomic_write_json
 from adaseg.recipes.checkpoint import tensor_fingerprint
+from adaseg.recipes.integrity import (
+    META_KEY,
+    IntegrityError,
+    UnreadableFile,
+    read_safetensors,
+    warn_once,
+    write_safetensors,
+)
 
 FORMAT_VERSION = 1
-META_KEY = "adaseg"
 PART_NAMES = {"pq": ("tp", "fp", "fn", "iou_sum"), "miou": ("intersection", "union")}
 
 
@@ -62,6 +72,7 @@ class DerivedDataset:
     parts_index: torch.Tensor | None = None
     parts_values: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    content_hash: str | None = None  # of the file it was read from / written to
 
     def __post_init__(self) -> None:
         self.exits = torch.as_tensor(self.exits, dtype=torch.long).reshape(-1)
@@ -100,6 +111,8 @@ class DerivedDataset:
             raise DerivedDatasetError(f"features must be (N={n}, C), got {tuple(self.features.shape)}")
         if not torch.isfinite(self.features).all():
             raise DerivedDatasetError("features hold NaN or inf values")
+        if torch.isinf(self.quality).any():
+            raise DerivedDatasetError("quality holds inf values (NaN marks undefined; inf means nothing)")
         defined = self.quality[~torch.isnan(self.quality)]
         if defined.numel() and (defined.min() < 0 or defined.max() > 1):
             raise DerivedDatasetError(
@@ -119,6 +132,8 @@ class DerivedDataset:
                     f"parts must be (M, 3) and (M, {len(self.part_names)}) for {self.part_names}, got "
                     f"{tuple(self.parts_index.shape)} and {tuple(self.parts_values.shape)}"
                 )
+            if not torch.isfinite(self.parts_values).all():
+                raise DerivedDatasetError("parts_values hold NaN or inf values (only quality may be NaN: undefined)")
             if m and (
                 self.parts_index[:, 0].min() < 0 or self.parts_index[:, 0].max() >= n
                 or self.parts_index[:, 1].min() < 0 or self.parts_index[:, 1].max() >= len(exits)
@@ -186,8 +201,7 @@ class DerivedDataset:
             "image_ids": [str(i) for i in self.image_ids],
             "info": self.info,
         }
-        text = json.dumps(meta, sort_keys=True, allow_nan=False)
-        atomic_save_safetensors(path, tensors, metadata={META_KEY: text})
+        self.content_hash = write_safetensors(path, tensors, meta)
         atomic_write_json(path.with_suffix(".json"), self.summary())
         return path
 
@@ -209,27 +223,33 @@ class DerivedDataset:
             "undefined_all_exits": int(undefined.all(1).sum()),
             "best_exit_histogram": best,
             "info": self.info,
+            "content_sha256": self.content_hash,
         }
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DerivedDataset":
         """Read ``path``; raise :class:`DerivedDatasetError` with one line if it is unusable."""
-        from safetensors import safe_open
+        from adaseg.recipes.run_dir import recreate_hint
 
         path = Path(path)
-        if not path.is_file():
+        hint = recreate_hint(path)
+        if not path.exists():
             raise DerivedDatasetError(f"derived dataset {path} does not exist")
         try:
-            with safe_open(str(path), framework="pt") as f:
-                raw = (f.metadata() or {}).get(META_KEY)
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:  # safetensors' own error types for corrupt files
-            raise DerivedDatasetError(f"derived dataset {path} is not readable ({exc})") from None
-        if raw is None:
+            read = read_safetensors(path, hint=hint)
+        except UnreadableFile as exc:
+            raise DerivedDatasetError(f"derived dataset {path} is not readable ({exc.detail}); {hint}") from None
+        except IntegrityError as exc:
+            raise DerivedDatasetError(f"derived dataset {exc}") from None
+        meta, tensors = read.meta, read.tensors
+        if meta is None:
             raise DerivedDatasetError(f"derived dataset {path} has no '{META_KEY}' metadata")
-        meta = json.loads(raw)
+        if "kind" in meta:
+            raise DerivedDatasetError(f"{path} is a {meta['kind']!r} checkpoint, not a derived dataset")
         if meta.get("format") != FORMAT_VERSION:
             raise DerivedDatasetError(f"derived dataset {path} has format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        if read.content_hash is None:
+            warn_once(str(path), f"{path} predates content hashes and cannot be verified; {hint} to add one")
         missing = [k for k in ("exits", "quality", "features") if k not in tensors]
         if missing:
             raise DerivedDatasetError(f"derived dataset {path} lacks tensors {missing}")
@@ -245,9 +265,12 @@ class DerivedDataset:
                 parts_index=tensors.get("parts_index"),
                 parts_values=tensors.get("parts_values"),
                 info=meta.get("info", {}),
+                content_hash=read.content_hash,
             )
         except DerivedDatasetError as exc:
-            raise DerivedDatasetError(f"derived dataset {path}: {exc}") from None
+            raise DerivedDatasetError(f"derived dataset {path}: {exc}; {hint}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DerivedDatasetError(f"derived dataset {path}: its metadata is malformed ({exc!r}); {hint}") from None
 
 
 def best_exit_histogram(derived: DerivedDataset) -> dict[str, int]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -221,7 +222,7 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
                 progress.update(len(idx))
     finally:
         if progress is not None:
-            progress.__exit__(None, None, None)
+            progress.__exit__(*sys.exc_info())  # "ok": false when interrupted or failed
 
     # ---- pass 2: per-image FLOPs ------------------------------------------------------------
     n_flops = n if settings.flops_images is None else min(settings.flops_images, n)
@@ -278,7 +279,11 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
         throughput=throughput.summary(),
         exits={"histogram": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
                "mean": sum(exits_used) / max(len(exits_used), 1), "depth": int(model.depth)},
-        info={"run": str(run.root), "parent_fingerprint": info["fingerprint"], "model": info["model"],
+        info={"run": str(run.root), "parent_fingerprint": info["fingerprint"],
+              "parent_content_sha256": info["content_hash"],
+              **({"gate_fingerprint": gate_info["fingerprint"], "gate_content_sha256": gate_info["content_hash"]}
+                 if gate_info is not None else {}),
+              "model": info["model"],
               "data": data_spec, "task": task, "metric": metric, "seconds": time.perf_counter() - t0,
               "device": str(device), "threads": torch.get_num_threads()},
     )

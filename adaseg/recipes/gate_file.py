@@ -32,9 +32,13 @@ def load_gate(path: str | Path, *, parent_fingerprint: str | None):
             f"gate {path} was fitted for parent {str(fitted_for)[:12]}, not this run's parent "
             f"{parent_fingerprint[:12]}: fit it again with `adaseg fit-gate`"
         )
-    gate = Gate(in_channels=int(meta.config["in_channels"]), exits=tuple(meta.config["exits"]))
-    load_into(gate, path)
-    return gate, {"config": meta.config, "extra": meta.extra, "fingerprint": meta.fingerprint}
+    try:
+        gate = Gate(in_channels=int(meta.config["in_channels"]), exits=tuple(meta.config["exits"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"gate {path}: its config {meta.config} does not describe a gate ({exc})") from None
+    meta = load_into(gate, path)  # verified: content hash, finite weights
+    return gate, {"config": meta.config, "extra": meta.extra, "fingerprint": meta.fingerprint,
+                  "content_hash": meta.content_hash}
 
 
 def resolve_gate(run: RunDir, spec: str) -> Path | None:
@@ -49,8 +53,10 @@ def resolve_gate(run: RunDir, spec: str) -> Path | None:
         run.require("gate")
         return max(run.gate_files(), key=lambda p: read_checkpoint_meta(p).extra.get("created", 0.0))
     path = Path(spec)
-    if not path.is_file() and (run.gates_dir / spec).is_file():
+    if not path.exists() and (run.gates_dir / spec).exists():
         path = run.gates_dir / spec
+    if path.is_dir():
+        raise RunDirError(f"--gate {path} is a directory; pass a gate file ({run.gates_dir}/gate_*.safetensors)")
     if not path.is_file():
         raise RunDirError(f"--gate {spec}: no such file (nor in {run.gates_dir})")
     if path.suffix.lower() == ".json":
@@ -59,4 +65,7 @@ def resolve_gate(run: RunDir, spec: str) -> Path | None:
             raise RunDirError(f"--gate {spec}: {path} is the gate's JSON sidecar; pass its weights file {twin}")
         raise RunDirError(f"--gate {spec}: {path} is a JSON file, not a gate, and no {twin.name} lies beside it "
                           "(pass a gate's .safetensors file)")
+    kind = read_checkpoint_meta(path).kind  # CheckpointError names other adaseg files (a derived dataset)
+    if kind != GATE_KIND:
+        raise RunDirError(f"--gate {spec}: {path} is a {kind!r} checkpoint, not a gate")
     return path

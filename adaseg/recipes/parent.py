@@ -88,11 +88,12 @@ def read_model_config(path: str | os.PathLike) -> tuple[str, dict[str, Any], str
     return cfg["model"], dict(cfg["options"]), meta.kind
 
 
-def load_model_weights(model: AdaptiveModel, path: str | os.PathLike, *, expect_model: str) -> dict[str, Any]:
+def load_model_weights(model: AdaptiveModel, path: str | os.PathLike, *, expect_model: str):
     """Load the model weights stored in ``path`` (parent or train state) into ``model``.
 
     Raises :class:`CheckpointError` with one line when the checkpoint is for another model
-    (another registry name, or tensors that do not fit). Returns the checkpoint's ``extra``.
+    (another registry name, or tensors that do not fit), is corrupt or holds NaN/inf. Returns
+    the verified :class:`~adaseg.recipes.checkpoint.CheckpointMeta`.
     """
     name, _, kind = read_model_config(path)
     if name != expect_model:
@@ -102,7 +103,7 @@ def load_model_weights(model: AdaptiveModel, path: str | os.PathLike, *, expect_
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     check_state_dict(model.state_dict(), state, source=f"checkpoint {path}")
     model.load_state_dict(state, strict=True)
-    return meta.extra
+    return meta
 
 
 def load_backbone_weights(model: AdaptiveModel, path: str | os.PathLike) -> dict[str, Any]:
@@ -124,17 +125,18 @@ def load_backbone_weights(model: AdaptiveModel, path: str | os.PathLike) -> dict
 
 def load_parent(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[AdaptiveModel, dict[str, Any]]:
     """Rebuild the parent stored at ``path`` in eval mode on ``device``; returns ``(model, info)``
-    with ``info`` = ``{"model", "options", "fingerprint", "extra"}``."""
+    with ``info`` = ``{"model", "options", "fingerprint", "content_hash", "extra"}``, read from
+    the file as verified (so a report records the fingerprint of the weights it used)."""
     name, options, kind = read_model_config(path)
     if kind != PARENT_KIND:
         raise CheckpointError(f"{path} is a {kind!r} checkpoint, not a parent")
     model = build_model(name, options)
-    extra = load_model_weights(model, path, expect_model=name)
-    meta = read_checkpoint_meta(path)
+    meta = load_model_weights(model, path, expect_model=name)
     # inference only: no parameter needs a gradient (FLOP counting's module tracker also
     # requires that tensors which need gradients have a graph, which no_grad does not build)
     model.requires_grad_(False)
-    return model.to(device).eval(), {"model": name, "options": options, "fingerprint": meta.fingerprint, "extra": extra}
+    return model.to(device).eval(), {"model": name, "options": options, "fingerprint": meta.fingerprint,
+                                     "content_hash": meta.content_hash, "extra": meta.extra}
 
 
 def shipped_base(model: str, data: str) -> Path | None:

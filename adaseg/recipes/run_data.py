@@ -39,6 +39,9 @@ def build_run_dataset(config: dict, spec: str | None, split: str):
     """
     from adaseg.data import build_dataset
 
+    if "data" not in config:
+        raise DataError("the run's config.json records no dataset ('data'): train-parent writes it; restore it, "
+                        "or train again in a new --run")
     run_spec = str(config["data"])
     if spec is None or spec == run_spec:
         return build_dataset(run_spec, split, train=False), run_spec

@@ -49,6 +49,8 @@ _STEPS = {
 }
 _ORDER = ("config", "parent", "derived", "gate")
 
+_CONFIG_HINT = "train-parent writes it: restore it, or train again in a new --run"
+
 _REPORT_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -81,6 +83,11 @@ class RunDir:
     @property
     def last_path(self) -> Path:
         return self.checkpoints_dir / "last.safetensors"
+
+    @property
+    def pending_last_path(self) -> Path:
+        """Where train-parent writes a state until the next iteration proves it finite."""
+        return self.checkpoints_dir / "last.pending.safetensors"
 
     @property
     def derived_path(self) -> Path:
@@ -151,9 +158,16 @@ class RunDir:
 
         self.require("config")
         try:
-            return json.loads(self.config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise RunDirError(f"{self.config_path} is not valid JSON ({exc})") from None
+            config = json.loads(self.config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RunDirError(f"{self.config_path} is not valid JSON ({exc}); {_CONFIG_HINT}") from None
+        except OSError as exc:
+            raise RunDirError(f"{self.config_path} cannot be read ({exc.strerror or exc})") from None
+        if not isinstance(config, dict):
+            kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number",
+                    type(None): "null"}.get(type(config), type(config).__name__)
+            raise RunDirError(f"{self.config_path} holds {kind}, not a JSON object; {_CONFIG_HINT}")
+        return config
 
     def write_report(self, name: str, report: dict[str, Any]) -> Path:
         return atomic_write_json(self.report_path(name), report)
@@ -193,6 +207,26 @@ class RunDir:
                     f"{self.parent_path} is {fp[:12]}: run `adaseg derive --run {self.root}` again"
                 )
         return derived
+
+
+def recreate_hint(path: str | os.PathLike) -> str:
+    """What to do about a corrupt or unusable file at ``path``: the command that re-creates it,
+    read from where it lies in a run directory (see the module docstring's layout)."""
+    path = Path(path)
+    if path.parent.name == "checkpoints":
+        root = path.parent.parent
+        if path.name == "parent.safetensors":
+            return (f"re-create it from the training state with `adaseg train-parent --resume --run {root}`, "
+                    "or train again in a new --run")
+        if path.name == "last.safetensors":
+            return f"the training cannot resume from it: train again in a new --run (or delete {path.parent} first)"
+    if path.name == "derived.safetensors":
+        return f"run `adaseg derive --run {path.parent}` again"
+    if path.parent.name == "gates":
+        return f"fit it again with `adaseg fit-gate --run {path.parent.parent}` and the settings in its name"
+    if path.parent.name == "assets":
+        return "reinstall adaseg (a shipped file is damaged)"
+    return "re-create it with the adaseg command that wrote it"
 
 
 def gate_stem(*, beta: float, K: int, loss: str, temperature: float | None = None) -> str:

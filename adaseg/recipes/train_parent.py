@@ -19,7 +19,9 @@ Optimisation as Mask2Former: AdamW (weight decay 0.05), backbone learning rate x
 gradient clipping of the whole model's L2 norm at 0.01, poly decay (power 0.9), no warm-up.
 
 **Resumable and reproducible.** The state (weights, AdamW moments, iteration) is written
-atomically to ``checkpoints/last.safetensors`` every ``ckpt_every`` iterations. Everything
+atomically to ``checkpoints/last.safetensors`` every ``ckpt_every`` iterations (via a pending
+file that replaces it once the next iteration's loss and gradients are finite, so a diverging
+run keeps its last good state). Everything
 random in iteration ``i`` (the batch's images, their augmentation, the pause draw) is a
 function of ``(seed, i)`` only, so a run killed at any point and resumed with ``--resume``
 continues exactly as if it had not been interrupted. At the end the weights are written to
@@ -37,6 +39,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -46,7 +50,14 @@ from torch import nn
 
 from adaseg.models.adaptive_output import AdaptiveOutput
 from adaseg.models.adaptive_settings import AdaptiveSettings
-from adaseg.recipes.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from adaseg.models.mask2former.matcher import NonFiniteError
+from adaseg.recipes.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_meta,
+    save_checkpoint,
+    sidecar_path,
+)
 from adaseg.recipes.parent import (
     IMPORTED_MODEL,
     PARENT_KIND,
@@ -405,13 +416,33 @@ def train_parent(
         + (f", exits {list(res.exits)} alphas {[round(a, 4) for a in res.alphas.values()]}" if s.uses_wsd else "")
         + (f", pause layers {list(res.pause_layers)} tau U{list(s.pause_range)}" if s.uses_pause else ""))
 
-    def save_state(iteration: int) -> None:
+    # A state is kept only once it has proved good: the state after iteration N goes to a pending
+    # file and replaces last.safetensors when iteration N+1's loss and gradients are finite, so a
+    # diverging training never overwrites the last good state with the one that diverged.
+    last_saved = start if resume else None
+    pending: int | None = None
+
+    def save_state(iteration: int, path) -> None:
         if rank != 0:
             return
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update(optimizer_tensors(optimizer))
-        save_checkpoint(run.last_path, tensors, kind=TRAIN_STATE_KIND, config=config,
+        save_checkpoint(path, tensors, kind=TRAIN_STATE_KIND, config=config,
                         extra={"iteration": iteration, "settings": s.to_json(), "init": init, "time": time.time()})
+
+    def promote() -> None:
+        nonlocal pending, last_saved
+        if pending is None:
+            return
+        if rank == 0:
+            os.replace(run.pending_last_path, run.last_path)
+            os.replace(sidecar_path(run.pending_last_path), sidecar_path(run.last_path))
+        last_saved, pending = pending, None
+
+    def discard_pending() -> None:
+        if rank == 0:
+            for path in (run.pending_last_path, sidecar_path(run.pending_last_path)):
+                path.unlink(missing_ok=True)
 
     t0 = time.perf_counter()
     losses: dict[str, float] = {}
@@ -433,37 +464,78 @@ def train_parent(
             images = batch["images"].to(device)
             mask = batch["padding_mask"].to(device)
             targets = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
-            with _autocast(device, s.amp):
-                out = train_model(images, mask, AdaptiveSettings(
-                    pause=pause, record_exits=model.exits if s.uses_wsd else ()))
-            out_f = _float_outputs(out)
-            parts = criterion(out_f, targets, exit_weights=res.alphas if s.uses_wsd else None)
-            loss = parts["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"train-parent: the loss is {float(loss)} at iteration {it}; lower --lr")
+            try:
+                with _autocast(device, s.amp):
+                    out = train_model(images, mask, AdaptiveSettings(
+                        pause=pause, record_exits=model.exits if s.uses_wsd else ()))
+                out_f = _float_outputs(out)
+                parts = criterion(out_f, targets, exit_weights=res.alphas if s.uses_wsd else None)
+                loss = parts["loss"]
+                bad = None if torch.isfinite(loss) else f"the loss is {float(loss)}"
+            except NonFiniteError as exc:  # the matcher met NaN/inf outputs before a loss existed
+                bad = str(exc)
+            if _any_rank(bad is not None, world_size, device):  # every rank stops together
+                raise _diverged(bad or "another rank's loss is not finite", it + 1, s, run, last_saved)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
+            if not torch.isfinite(grad_norm):  # gradients are all-reduced: every rank agrees
+                raise _diverged(f"the gradient norm is {float(grad_norm)}", it + 1, s, run, last_saved)
+            promote()  # the state before this step led to a finite loss and gradients
             optimizer.step()
             losses = {k: float(v.detach()) for k, v in parts.items()}
             done = it + 1
-            if done % s.ckpt_every == 0 or done == s.iters:
-                save_state(done)
+            if done == s.iters:  # the end: no later loss can vouch for it; the parent is written anyway
+                save_state(done, run.last_path)
+                last_saved = done
+            elif done % s.ckpt_every == 0:
+                save_state(done, run.pending_last_path)
+                pending = done
             if progress is not None:
                 progress.update(loss=losses["loss"], lr=lr)
             if reporter is not None and (done % 10 == 0 or done == s.iters):
                 reporter.event("iteration", iteration=done, lr=lr, pause=str(pause) if pause else None, **losses)
             if on_iteration is not None:
                 on_iteration(done, losses)
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # an interruption: Ctrl-C, SIGTERM (adaseg.recipes.interrupt)
+            promote()  # keep the progress: nothing says the pending state is bad
+        raise
     finally:
+        discard_pending()  # a diverged or failed run's unproven state (a promoted one is gone already)
         if progress is not None:
-            progress.__exit__(None, None, None)
+            progress.__exit__(*sys.exc_info())  # "ok": false when interrupted or failed
     if rank == 0:
         save_checkpoint(run.parent_path, model.state_dict(), kind=PARENT_KIND, config=config,
                         extra={"task": task, "data": s.data, "settings": s.to_json(), "iterations": s.iters,
                                "init": init, "depth": res.depth})
     return TrainResult(iterations=s.iters, resumed_from=start, seconds=time.perf_counter() - t0,
                        last_losses=losses, parent_path=str(run.parent_path), init=init)
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss (or the gradients) became non-finite; the message says at which iteration,
+    what was kept and what to try."""
+
+
+def _any_rank(flag: bool, world_size: int, device: torch.device) -> bool:
+    """``flag`` OR-ed over all ranks (one tiny all-reduce; just ``flag`` without torchrun)."""
+    if world_size == 1:
+        return flag
+    import torch.distributed as dist
+
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def _diverged(what: str, iteration: int, s: TrainSettings, run: RunDir, last_saved: int | None) -> TrainingDiverged:
+    kept = (f"{run.last_path} still holds iteration {last_saved}" if last_saved is not None
+            else "no training state was saved")
+    return TrainingDiverged(
+        f"train-parent: training diverged at iteration {iteration} of {s.iters} ({what}); stopped at once: "
+        f"{kept} and no parent was written. Try a lower --lr (now {s.lr:g}) or --clip (now {s.clip:g}) in a new --run"
+    )
 
 
 def _float_outputs(out: Any) -> Any:
@@ -499,13 +571,25 @@ def check_resume_iters(run: RunDir, s: TrainSettings, done: int) -> None:
     """``--resume`` must leave something to do: ``s.iters`` beyond the ``done`` iterations of
     the state (else the loop would run 0 or a negative number of iterations and the parent
     would be rewritten claiming ``s.iters``). ``s.iters == done`` is allowed only while the
-    parent is missing (a run stopped between its last state and its parent: resuming writes
-    the parent from the state). Raises :class:`TrainSettingError` for ``--iters``."""
-    if s.iters < done or (s.iters == done and run.parent_path.is_file()):
+    parent is missing or fails verification (a run stopped between its last state and its
+    parent, or a corrupted parent: resuming writes the parent from the state). Raises
+    :class:`TrainSettingError` for ``--iters``."""
+    if s.iters < done or (s.iters == done and _parent_intact(run)):
         raise TrainSettingError(
             "iters", f"--iters {s.iters} is not beyond the {done} iterations {run.last_path} already holds: "
             f"--resume trains on up to --iters, so pass --iters N with N > {done}"
         )
+
+
+def _parent_intact(run: RunDir) -> bool:
+    """Whether the run's parent exists and passes its content-hash and finiteness checks."""
+    if not run.parent_path.is_file():
+        return False
+    try:
+        load_checkpoint(run.parent_path)
+    except CheckpointError:
+        return False
+    return True
 
 
 def settings_json(s: TrainSettings) -> str:

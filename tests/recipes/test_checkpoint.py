@@ -32,7 +32,7 @@ def test_roundtrip_and_sidecar(tmp_path):
     loaded = load_into(fresh, path)
     for k, v in net.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v)
-    assert loaded == meta == read_checkpoint_meta(path)
+    assert loaded == meta == read_checkpoint_meta(path) and meta.content_hash is not None
     assert loaded.config == {"hidden": 4} and loaded.extra == {"step": 7}
     side = json.loads(sidecar_path(path).read_text())
     assert side["fingerprint"] == meta.fingerprint and side["kind"] == "parent"
@@ -58,9 +58,9 @@ def test_verify_detects_modified_tensors(tmp_path):
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
     save_file({"w": torch.full((3,), 2.0)}, str(path), metadata=metadata)  # tampered outside adaseg
-    load_checkpoint(path)  # header-only trust by default
-    with pytest.raises(CheckpointError, match="fingerprint"):
-        load_checkpoint(path, verify=True)
+    read_checkpoint_meta(path)  # the header alone is not verified
+    with pytest.raises(CheckpointError, match="is corrupt: its bytes do not match its content hash"):
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize(
@@ -103,7 +103,7 @@ def test_tied_weights_are_saved(tmp_path):
     w = torch.randn(4, 4)
     path = tmp_path / "tied.safetensors"
     save_checkpoint(path, {"a": w, "b": w}, kind="x", config={})
-    tensors, _ = load_checkpoint(path, verify=True)
+    tensors, _ = load_checkpoint(path)
     assert torch.equal(tensors["a"], w) and torch.equal(tensors["b"], w)
 
 

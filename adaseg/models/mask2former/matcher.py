@@ -11,6 +11,10 @@ from torch import nn
 from adaseg.models.mask2former.point_sampling import point_sample
 
 
+class NonFiniteError(FloatingPointError):
+    """The matcher met NaN/inf predictions (e.g. a diverged training): no assignment exists."""
+
+
 def pairwise_sigmoid_ce(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean binary cross-entropy of every prediction against every target.
 
@@ -93,6 +97,9 @@ class HungarianMatcher(nn.Module):
                 continue
             coords = torch.rand(self.num_points, 2, device=tmasks.device)
             cost = self.cost_matrix(outputs["pred_logits"][b], outputs["pred_masks"][b], labels, tmasks, coords)
+            if not torch.isfinite(cost).all():
+                # scipy would only say "matrix contains invalid numeric entries"
+                raise NonFiniteError("the model's outputs hold NaN/inf (seen by the matcher)")
             rows, cols = linear_sum_assignment(cost.cpu().numpy())
             indices.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(np.asarray(cols), dtype=torch.long)))
         return indices
