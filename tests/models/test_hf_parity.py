@@ -133,14 +133,14 @@ def test_comparison_detects_a_changed_weight_and_timm_style_shifting(hf, ours):
     broken = from_hf_mask2former(hf[0], thing_ids=THINGS)
     with torch.no_grad():
         broken.backbone.layers[2].blocks[1].attn.qkv.weight[0] += 0.5
-        assert (broken(x)["pred_logits"] - ref.class_queries_logits).abs().max() > 1e-3
+        assert (broken(x).heads["pred_logits"] - ref.class_queries_logits).abs().max() > 1e-3
     _, info = from_hf_mask2former(hf[0], thing_ids=THINGS, return_info=True)
     config = json.loads(json.dumps(info.config))
     config["backbone"]["settings"]["always_shift"] = False
     timm_style = build_mask2former(config).eval()
     timm_style.load_state_dict(ours.state_dict())
     with torch.no_grad():
-        assert (timm_style(x)["pred_masks"] - ref.masks_queries_logits).abs().max() > 1e-3
+        assert (timm_style(x).heads["pred_masks"] - ref.masks_queries_logits).abs().max() > 1e-3
 
 
 def test_import_info_and_config(hf):
