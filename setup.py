@@ -1,21 +1,31 @@
 """adaseg's build: the Python packages, the console script, and the ``adaseg._C`` extension.
 
-The extension needs torch at build time, so install with ``--no-build-isolation`` after
-installing torch (see README.md). CPU kernels are always built; CUDA kernels too when
-the installed torch has CUDA and ``nvcc`` is found (``TORCH_CUDA_ARCH_LIST`` picks the
-architectures). If the extension cannot be built (no compiler, no torch), the package
-still installs and ``adaseg.ops`` falls back to the pure-PyTorch reference.
+The extension is compiled against the torch already installed, so install torch first and
+then ``pip install --no-build-isolation ...`` (see README.md; pyproject.toml says why torch
+is not a build requirement). CPU kernels are always built; CUDA kernels too when that torch
+has CUDA and a CUDA toolkit is found (see adaseg/ops/cuda_toolkit.py for how, and for the
+architectures built when ``TORCH_CUDA_ARCH_LIST`` is unset and no GPU is visible).
+
+A failed build fails the install, with the compiler's error and one line on how to opt
+out: ``ADASEG_NO_EXTENSION=1`` installs without the extension (adaseg's ops then run the
+pure-PyTorch reference and say so once), ``ADASEG_NO_CUDA=1`` without its CUDA kernels.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+OPT_OUT = (
+    "adaseg: to install without the compiled ops set ADASEG_NO_EXTENSION=1 (adaseg then runs "
+    "its pure-PyTorch reference ops, about 10x slower); to skip only the CUDA kernels set ADASEG_NO_CUDA=1."
+)
 
 
 def _read_version() -> str:
@@ -26,32 +36,92 @@ def _read_version() -> str:
     raise RuntimeError("no __version__ in adaseg/__init__.py")
 
 
-def _extension_setup() -> dict:
-    """ext_modules and cmdclass for ``adaseg._C``, or nothing when torch is absent."""
-    if os.environ.get("ADASEG_NO_EXTENSION") == "1":
-        print("adaseg: ADASEG_NO_EXTENSION=1, skipping the C++/CUDA extension", file=sys.stderr)
-        return {}
-    try:
-        import torch
-        from torch.utils import cpp_extension
-    except ImportError:
-        print(
-            "adaseg: torch is not importable in the build environment; building without the "
-            "C++/CUDA extension (install torch first, then `pip install --no-build-isolation .`)",
-            file=sys.stderr,
+def _say(line: str) -> None:
+    print(f"adaseg: {line}", file=sys.stderr)
+
+
+def _fail(reason: str) -> None:
+    """Stop the build: one line why, one line how to opt out (pip shows both, then fails)."""
+    sys.exit(f"error: adaseg: {reason}\n{OPT_OUT}")
+
+
+def _cuda_toolkit_module():
+    """adaseg/ops/cuda_toolkit.py, loaded by path: the package is not importable yet."""
+    path = os.path.join(ROOT, "adaseg", "ops", "cuda_toolkit.py")
+    spec = importlib.util.spec_from_file_location("_adaseg_cuda_toolkit", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while decorating
+    spec.loader.exec_module(module)
+    return module
+
+
+def _configure_cuda(torch) -> bool:
+    """Whether to build the CUDA kernels; sets CUDA_HOME and TORCH_CUDA_ARCH_LIST for torch.
+
+    Must run before ``torch.utils.cpp_extension`` is imported: that module fixes its
+    CUDA_HOME at import time.
+    """
+    if os.environ.get("ADASEG_NO_CUDA") == "1":
+        _say("ADASEG_NO_CUDA=1: building the CPU kernels only")
+        return False
+    if torch.version.cuda is None:
+        _say(f"torch {torch.__version__} is a CPU build: building the CPU kernels only")
+        return False
+    toolkit_mod = _cuda_toolkit_module()
+    toolkit, how = toolkit_mod.find_toolkit()
+    if toolkit is None and (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")):
+        _fail(how)  # the user named a toolkit that is not one: say so rather than guess
+    if toolkit is None:
+        _say(
+            f"WARNING: building WITHOUT the CUDA kernels: torch {torch.__version__} has CUDA "
+            f"{torch.version.cuda} but no CUDA toolkit was found ({how}). Install the CUDA toolkit "
+            "(nvcc) or set CUDA_HOME, then reinstall."
         )
+        return False
+    os.environ["CUDA_HOME"] = toolkit.home  # torch reads it; a set value was checked above
+    _say(f"CUDA kernels: CUDA_HOME={toolkit.home} (from {toolkit.how}), nvcc {toolkit_mod.nvcc_version(toolkit.nvcc)}")
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        if torch.cuda.device_count() > 0:
+            _say("TORCH_CUDA_ARCH_LIST unset: building for the visible GPUs (torch's default)")
+        else:
+            try:
+                archs = toolkit_mod.default_arch_list(toolkit_mod.nvcc_archs(toolkit.nvcc))
+            except ValueError as exc:
+                _fail(f"cannot choose CUDA architectures: {exc}")
+            os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+            _say(f"TORCH_CUDA_ARCH_LIST unset and no GPU visible: building for {archs}")
+    else:
+        _say(f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}")
+    return True
+
+
+class _NoTorchBuildExt(build_ext):
+    """Stands in for torch's BuildExtension when torch cannot be imported: fails the build."""
+
+    def run(self):
+        _fail(
+            "torch is not importable in the build environment, so adaseg._C cannot be compiled. "
+            "Install torch first, then `pip install --no-build-isolation ...` (an isolated build "
+            "environment has no torch)"
+        )
+
+
+def _extension_setup() -> dict:
+    """ext_modules and cmdclass for ``adaseg._C`` (nothing when the user opted out)."""
+    if os.environ.get("ADASEG_NO_EXTENSION") == "1":
+        _say("ADASEG_NO_EXTENSION=1: installing WITHOUT the compiled extension adaseg._C "
+             "(the pure-PyTorch reference ops will run)")
         return {}
+    if importlib.util.find_spec("torch") is None:
+        # Metadata and sdists need no torch; only compiling the extension does.
+        return {"ext_modules": [Extension("adaseg._C", sources=[])], "cmdclass": {"build_ext": _NoTorchBuildExt}}
+    import torch
+
+    with_cuda = _configure_cuda(torch)
+    from torch.utils import cpp_extension
 
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-    if not sources:
-        return {}
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
-    with_cuda = bool(
-        cuda_sources
-        and torch.version.cuda is not None
-        and cpp_extension.CUDA_HOME is not None
-        and os.environ.get("ADASEG_NO_CUDA") != "1"
-    )
     # at::parallel_for only runs in parallel when the extension itself is compiled with
     # OpenMP (torch's CPU build uses the OpenMP backend; the runtime is torch's libgomp).
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
@@ -75,21 +145,21 @@ def _extension_setup() -> dict:
         define_macros=define_macros,
     )
 
-    class OptionalBuildExt(cpp_extension.BuildExtension):
-        """Build the extension, but let the install succeed without it.
+    class LoudBuildExt(cpp_extension.BuildExtension):
+        """torch's BuildExtension, but a failure ends the install with how to opt out.
 
-        The op's dispatcher falls back to the reference (with one warning naming how to
-        get the fast path), so a missing compiler costs speed, not function.
+        The compiler's own error is printed above the line this adds; the install must not
+        quietly succeed without the fast path (the reference ops are ~10x slower).
         """
 
         def run(self):
             try:
                 super().run()
-            except Exception as exc:  # the compiler's own error is printed above this line
-                print(f"adaseg: WARNING: the C++ extension was not built ({exc}); "
-                      "adaseg will use the pure-PyTorch reference ops.", file=sys.stderr)
+            except Exception as exc:  # any failure: the compiler's, the linker's, torch's checks
+                _fail(f"building the C++{'/CUDA' if with_cuda else ''} extension adaseg._C failed: "
+                      f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}")
 
-    return {"ext_modules": [ext], "cmdclass": {"build_ext": OptionalBuildExt}}
+    return {"ext_modules": [ext], "cmdclass": {"build_ext": LoudBuildExt}}
 
 
 setup(

@@ -69,6 +69,20 @@ def with_cuda() -> bool:
     return bool(load().with_cuda)
 
 
+OPS = ("ms_deform_attn", "ms_deform_attn_backward")
+
+
+def has_kernel(op: str, dispatch_key: str) -> bool:
+    """Whether PyTorch's dispatcher holds a ``dispatch_key`` kernel (e.g. "CPU", "CUDA") for
+    ``torch.ops.adaseg.<op>``: what the dispatcher will run, not what a build flag claims.
+    False when the op is not registered at all (the extension is not loaded)."""
+    if not hasattr(torch.ops.adaseg, op):  # no schema: nothing registered the op
+        return False
+    # OpOverload.has_kernel_for_dispatch_key asks the dispatcher
+    # (torch._C._dispatch_has_kernel_for_dispatch_key) through torch's public op object.
+    return getattr(torch.ops.adaseg, op).default.has_kernel_for_dispatch_key(dispatch_key)
+
+
 def unsupported_reason(device: torch.device, dtype: torch.dtype) -> str | None:
     """Why the extension cannot run ms_deform_attn on (device, dtype), or None if it can.
 
@@ -81,7 +95,8 @@ def unsupported_reason(device: torch.device, dtype: torch.dtype) -> str | None:
             return f"the CPU kernel takes float32/float64, not {dtype}; cast the inputs to float32"
         return None
     if device.type == "cuda":
-        if not with_cuda():
+        load()
+        if not has_kernel("ms_deform_attn", "CUDA"):
             return (
                 f"{MODULE} was built without CUDA kernels; rebuild with a CUDA build of torch and "
                 "nvcc on the PATH (`pip install --no-build-isolation -e .`)"

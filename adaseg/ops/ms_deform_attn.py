@@ -22,8 +22,9 @@ BACKENDS = ("auto", "reference", "ext")
 _warned: set[str] = set()
 
 
-def select_backend(value: torch.Tensor) -> str:
-    """``"ext"`` or ``"reference"`` for inputs like ``value`` (device and dtype decide).
+def explain_backend(device: torch.device, dtype: torch.dtype) -> tuple[str, str]:
+    """(backend, why) for inputs on ``device`` of ``dtype``: what :func:`select_backend`
+    chooses, without warning (``adaseg doctor`` reports it). ``device`` need not exist here.
 
     Raises:
         ValueError: ``ADASEG_MSDA_BACKEND`` holds an unknown name.
@@ -33,13 +34,33 @@ def select_backend(value: torch.Tensor) -> str:
     if forced not in BACKENDS:
         raise ValueError(f"{ENV_VAR}={os.environ[ENV_VAR]!r}: expected one of {', '.join(BACKENDS)}")
     if forced == "reference":
-        return "reference"
-    reason = _extension.unsupported_reason(value.device, value.dtype)
+        return "reference", f"{ENV_VAR}=reference"
+    reason = _extension.unsupported_reason(device, dtype)
     if reason is None:
-        _extension.load()
-        return "ext"
+        return "ext", f"{_extension.MODULE} has a {device.type.upper()} kernel for {dtype}" + (
+            f" ({ENV_VAR}=ext)" if forced == "ext" else ""
+        )
     if forced == "ext":
         raise RuntimeError(f"{ENV_VAR}=ext, but {reason}")
+    return "reference", reason
+
+
+def select_backend(value: torch.Tensor) -> str:
+    """``"ext"`` or ``"reference"`` for inputs like ``value`` (device and dtype decide).
+
+    The first time the reference runs for a reason, one warning names the reason and how
+    to get the fast path.
+
+    Raises:
+        ValueError: ``ADASEG_MSDA_BACKEND`` holds an unknown name.
+        RuntimeError: ``ADASEG_MSDA_BACKEND=ext`` but the extension cannot run these inputs.
+    """
+    backend, reason = explain_backend(value.device, value.dtype)
+    if backend == "ext":
+        _extension.load()
+        return "ext"
+    if reason.startswith(f"{ENV_VAR}="):  # the user chose the reference: nothing to warn about
+        return "reference"
     if reason not in _warned:
         _warned.add(reason)
         warnings.warn(

@@ -58,38 +58,46 @@ def _triton_interprets() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def explain_backend(op: str, device_type: str, *, triton_dtypes_ok: bool = True) -> tuple[str, str]:
+    """(backend, why) for ``op`` on tensors of ``device_type`` ("cpu", "cuda"), no logging.
+
+    What :func:`select_backend` chooses; ``adaseg doctor`` reports it for devices this
+    machine may not have. Raises as :func:`select_backend` does for a forced backend that
+    cannot run.
+    """
+    forced = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if forced not in ("", "auto", "reference", "triton"):
+        raise ValueError(f"{BACKEND_ENV}={os.environ[BACKEND_ENV]!r}: expected 'reference', 'triton' or 'auto'")
+    on_cuda = device_type == "cuda"
+    if forced == "reference":
+        return "reference", f"{BACKEND_ENV}=reference"
+    if forced == "triton":
+        if not _triton_installed():
+            raise RuntimeError(f"{BACKEND_ENV}=triton but triton is not installed (pip install triton)")
+        if not on_cuda and not _triton_interprets():
+            raise RuntimeError(
+                f"{BACKEND_ENV}=triton: {op} got tensors on {device_type}; the Triton kernels need "
+                "CUDA tensors, or TRITON_INTERPRET=1 set before triton is imported to run them on CPU"
+            )
+        return "triton", f"{BACKEND_ENV}=triton"
+    if not on_cuda:
+        return "reference", "tensors not on CUDA"
+    if not _triton_installed():
+        return "reference", "triton is not installed"
+    if not triton_dtypes_ok:
+        return "reference", "dtype not covered by the Triton kernel"
+    return "triton", "CUDA tensors"
+
+
 def select_backend(op: str, *tensors: torch.Tensor, triton_dtypes_ok: bool = True) -> str:
     """``"triton"`` or ``"reference"`` for ``op`` on these tensors (see module docstring).
 
     ``triton_dtypes_ok`` False makes auto mode pick the reference (e.g. float64 entropy);
     a forced Triton backend still goes to the kernels, which then reject the dtype.
     """
-    forced = os.environ.get(BACKEND_ENV, "").strip().lower()
-    if forced not in ("", "auto", "reference", "triton"):
-        raise ValueError(f"{BACKEND_ENV}={os.environ[BACKEND_ENV]!r}: expected 'reference', 'triton' or 'auto'")
-    def devices() -> str:  # only for messages
-        return ", ".join(sorted({str(t.device) for t in tensors}))
-
-    on_cuda = all(t.is_cuda for t in tensors)
-    if forced == "reference":
-        backend, why = "reference", f"{BACKEND_ENV}=reference"
-    elif forced == "triton":
-        if not _triton_installed():
-            raise RuntimeError(f"{BACKEND_ENV}=triton but triton is not installed (pip install triton)")
-        if not on_cuda and not _triton_interprets():
-            raise RuntimeError(
-                f"{BACKEND_ENV}=triton: {op} got tensors on {devices()}; the Triton kernels need "
-                "CUDA tensors, or TRITON_INTERPRET=1 set before triton is imported to run them on CPU"
-            )
-        backend, why = "triton", f"{BACKEND_ENV}=triton"
-    elif not on_cuda:
-        backend, why = "reference", "tensors not on CUDA"
-    elif not _triton_installed():
-        backend, why = "reference", "triton is not installed"
-    elif not triton_dtypes_ok:
-        backend, why = "reference", "dtype not covered by the Triton kernel"
-    else:
-        backend, why = "triton", "CUDA tensors"
+    # Mixed devices count as "not CUDA": the message then lists them all.
+    device_type = "cuda" if all(t.is_cuda for t in tensors) else ", ".join(sorted({str(t.device) for t in tensors}))
+    backend, why = explain_backend(op, device_type, triton_dtypes_ok=triton_dtypes_ok)
     if (op, backend) not in _logged:
         _logged.add((op, backend))
         _log.info("adaseg pausing: %s uses the %s backend (%s)", op, backend, why)
