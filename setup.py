@@ -178,7 +178,7 @@ setup(
         "click>=8.1",
         "rich>=13",
         "scipy>=1.10",
-        "pillow>=10",
+        "pillow>=10.1",  # ImageFont.load_default(size=) for the predict pictures
         "safetensors>=0.4",
         "pycocotools>=2.0.7",
         "cityscapesscripts>=2.2.4",

@@ -31,6 +31,8 @@ _EXPORTS = {
     "load_parent": "adaseg.api",
     "load_gate": "adaseg.api",
     "evaluate": "adaseg.api",
+    "Predictor": "adaseg.predict.predictor",
+    "Prediction": "adaseg.predict.result",
 }
 
 __all__ = ["create_model", "list_models", *_EXPORTS]

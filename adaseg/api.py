@@ -20,7 +20,7 @@ import torch
 from adaseg.models.adaptive import PausePlan
 from adaseg.models.adaptive_model import AdaptiveModel
 from adaseg.recipes.evaluate import EvalReport, EvalSettings
-from adaseg.recipes.fit_gate import load_gate, resolve_gate
+from adaseg.recipes.gate_file import load_gate, resolve_gate
 from adaseg.recipes.parent import load_parent
 from adaseg.recipes.run_dir import DEFAULT_RUN, RunDir
 

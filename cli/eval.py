@@ -44,7 +44,7 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
     from adaseg.recipes import evaluate as ev
     from adaseg.recipes.checkpoint import CheckpointError
     from adaseg.recipes.distributed import distributed_session
-    from adaseg.recipes.fit_gate import resolve_gate
+    from adaseg.recipes.gate_file import resolve_gate
     from adaseg.recipes.progress import JsonlLog, Reporter
     from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
 

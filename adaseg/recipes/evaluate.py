@@ -176,7 +176,7 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
     if settings.exit is not None and not 1 <= settings.exit <= model.depth:
         raise EvalSettingError("exit", f"--exit {settings.exit} is outside the parent's layers 1..{model.depth}")
     if settings.gate is not None:
-        from adaseg.recipes.fit_gate import load_gate
+        from adaseg.recipes.gate_file import load_gate
 
         gate, gate_info = load_gate(settings.gate, parent_fingerprint=info["fingerprint"])
         try:

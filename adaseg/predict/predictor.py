@@ -1,0 +1,335 @@
+"""``adaseg.Predictor``: a trained run (or a parent checkpoint) as a function from images to
+predictions, with the gate's exit, the paused tokens and the GFLOPs of every image.
+
+::
+
+    import adaseg
+
+    predict = adaseg.Predictor("runs/default", gate="latest", pause="3:0.4,5:0.3")
+    for p in predict(["street.jpg", "photo.png"]):
+        print(p.name, p.exit, p.gflops["total"], [s["category_id"] for s in p.segments])
+
+Images go through the run's dataset's eval transform (e.g. shorter side 800 for COCO, native
+size for Cityscapes and the synthetic set) and are padded into a batch as ``adaseg eval``
+pads them; every output is resized back to the image's own size. Loading uses the parent,
+gate and data modules only, never the training steps.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from adaseg.data.meta import PIXEL_MEAN, PIXEL_STD
+from adaseg.predict.images import ImageError, LoadedImage, read_image, to_rgb
+from adaseg.predict.result import PausedStage, Prediction
+
+TASKS = ("panoptic", "semantic", "instance")
+
+
+class PredictError(ValueError):
+    """A setting or file that makes prediction impossible; ``param`` names the option (or None)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class Predictor:
+    """Predictions of a trained parent on arbitrary images.
+
+    Args:
+        run_or_checkpoint: a run directory (its parent, its dataset's categories and eval
+            transform, its gates) or a parent checkpoint file (then ``data`` is required).
+        data: a ``--data`` spec whose categories and eval transform to use (default: the
+            run's dataset); it must have the parent's categories.
+        gate: ``"auto"`` (the run's latest gate when it has one and no ``exit`` is given),
+            ``"latest"``, ``"none"`` or a gate file.
+        exit: a fixed exit layer for every image (exclusive with a gate).
+        pause: a pause plan (:class:`~adaseg.models.adaptive.PausePlan` or ``"3:0.4,5:0.3"``).
+        pause_mode: ``"entropy"`` or ``"random"``; ``seed``: random pausing's generator.
+        task: ``"panoptic"``, ``"semantic"`` or ``"instance"`` (default: the model's task).
+        device: where the model runs; ``batch_size``: images per forward pass (images of a
+            batch are padded to a common size, as in ``adaseg eval``; 1 keeps each image's
+            prediction independent of its neighbours).
+        flops: count each image's GFLOPs (one extra forward per image unless batch_size=1).
+    """
+
+    def __init__(self, run_or_checkpoint: str | os.PathLike = "runs/default", *, data: str | None = None,
+                 gate: str = "auto", exit: int | None = None, pause=None, pause_mode: str = "entropy",
+                 seed: int = 0, task: str | None = None, device: str | torch.device = "cpu", batch_size: int = 1,
+                 flops: bool = True):
+        from adaseg.models.adaptive import PausePlan
+        from adaseg.models.adaptive_settings import AdaptiveSettings
+
+        self.device = torch.device(device)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise PredictError(f"batch size must be a positive integer, got {batch_size!r}", "batch-size")
+        self.batch_size = batch_size
+        self.flops = bool(flops)
+        if isinstance(pause, str):
+            try:
+                pause = PausePlan.parse(pause)
+            except ValueError as exc:
+                raise PredictError(f"{pause!r}: {exc}", "pause") from None
+        self.model, self.meta, self.transform, self.gate_path, gate_exits = _load(
+            run_or_checkpoint, data=data, gate=gate, exit=exit, device=self.device)
+        self._source, self._data = Path(run_or_checkpoint), data
+        self.task = task or self.model.task
+        if self.task not in TASKS:
+            raise PredictError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}", "task")
+        if self.task != "semantic" and self.model.task != "panoptic":
+            raise PredictError(f"--task {self.task}: this model predicts {self.model.task} segmentation only", "task")
+        _check_exit_and_pause(self.model, exit, pause, gate_exits)
+        self.exit_source = "gate" if self.gate_path is not None else ("fixed" if exit is not None else "full")
+        self._generator = None
+        if pause is not None and pause_mode == "random":
+            self._generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        try:
+            self.settings = AdaptiveSettings(exits="gate" if self.gate_path is not None else exit, pause=pause,
+                                             pause_mode=pause_mode, generator=self._generator)
+        except (TypeError, ValueError) as exc:
+            raise PredictError(str(exc), "pause-mode") from None
+        self._lut = np.array([c.id for c in self.meta.categories], dtype=np.int64)
+
+    # ------------------------------------------------------------------ inputs
+    def load(self, image: Any, *, name: str | None = None) -> LoadedImage:
+        """A path, PIL image or (H, W, 3) / (H, W) uint8 array -> :class:`LoadedImage`
+        (:class:`~adaseg.predict.images.ImageError` for an unreadable file)."""
+        if isinstance(image, LoadedImage):
+            return image
+        if isinstance(image, (str, os.PathLike)):
+            return read_image(image, name=name)
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+                raise ImageError(f"array {name or ''}: need (H, W, 3) or (H, W) uint8, got {image.dtype} "
+                                 f"{tuple(image.shape)}")
+            rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+            return LoadedImage(name=name or "image", rgb=np.ascontiguousarray(rgb))
+        if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image
+            rgb, note = to_rgb(image)
+            return LoadedImage(name=name or "image", rgb=rgb, note=note)
+        raise ImageError(f"cannot predict a {type(image).__name__}: give a path, a PIL image or a uint8 array")
+
+    def __call__(self, images: Any) -> list[Prediction]:
+        """Predict one image or a list (paths, PIL images, uint8 arrays); a list in, a list out.
+        Names default to file stems (``image``, ``image-2``, ... for arrays)."""
+        from adaseg.predict.images import unique_names
+
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        loaded = [self.load(x) for x in items]
+        for item, name in zip(loaded, unique_names([x.name for x in loaded])):
+            item.name = name
+        return self.predict_loaded(loaded)
+
+    # ------------------------------------------------------------------ prediction
+    def sample(self, image: LoadedImage) -> dict:
+        """The model input of one image: the eval transform and normalisation a dataset sample
+        gets (:class:`~adaseg.data.SegmentationDataset`), without labels."""
+        chw = image.rgb.transpose(2, 0, 1).astype(np.float32)
+        h0, w0 = image.rgb.shape[:2]
+        ids = np.zeros((h0, w0), dtype=np.int64)
+        if self.transform is not None:
+            chw, ids = self.transform(chw, ids, None)
+        mean = np.asarray(PIXEL_MEAN, dtype=np.float32)[:, None, None]
+        std = np.asarray(PIXEL_STD, dtype=np.float32)[:, None, None]
+        return {"image": torch.from_numpy(np.ascontiguousarray((chw - mean) / std, dtype=np.float32)),
+                "orig_size": (h0, w0)}
+
+    def predict_loaded(self, images: list[LoadedImage], samples: list[dict] | None = None,
+                       image_ids: list | None = None) -> list[Prediction]:
+        """Predict loaded images in batches of ``batch_size``. ``samples``: their model inputs
+        when they come from a dataset (``dataset[i]``), else made by :meth:`sample`."""
+        out: list[Prediction] = []
+        for start in range(0, len(images), self.batch_size):
+            part = images[start:start + self.batch_size]
+            made = samples[start:start + self.batch_size] if samples is not None else [self.sample(x) for x in part]
+            ids = image_ids[start:start + self.batch_size] if image_ids is not None else [None] * len(part)
+            out.extend(self._predict_batch(part, made, ids))
+        return out
+
+    def _forward(self, images: torch.Tensor, padding: torch.Tensor):
+        return self.model(images, padding, self.settings)
+
+    def _predict_batch(self, part: list[LoadedImage], samples: list[dict], image_ids: list) -> list[Prediction]:
+        from adaseg.data import collate
+        from adaseg.eval.flops import FlopCounter
+
+        batch = collate([_as_collatable(s) for s in samples])
+        images, padding = batch["images"].to(self.device), batch["padding_mask"].to(self.device)
+        counter = FlopCounter(scopes={"encoder": self.model.encoder_modules()}) if self.flops else None
+        counts = None
+        if counter is not None and len(part) == 1:
+            out, count = counter.count(self._forward, images, padding)  # one pass: its output and its cost
+            counts = [count]
+        else:
+            with torch.no_grad():
+                out = self._forward(images, padding)
+        if counter is not None and counts is None:
+            counts = [counter.count(self._forward, images[j:j + 1], padding[j:j + 1])[1] for j in range(len(part))]
+        sizes, orig = batch["sizes"], batch["orig_sizes"]
+        results = self._postprocess(out, sizes, orig)
+        plan = out.exit_plan.tolist()
+        shapes = [tuple(int(v) for v in s) for s in out.token_shapes.tolist()]
+        preds = []
+        for j, item in enumerate(part):
+            paused = []
+            for rec in out.paused:
+                hit = (rec.rows == j).nonzero().flatten()
+                if hit.numel():
+                    paused.append(PausedStage(rec.layer, rec.positions[int(hit[0])].cpu().numpy().astype(np.int64)))
+            p = Prediction(name=item.name, size=tuple(orig[j]), task=self.task, exit=int(plan[j]),
+                           depth=int(self.model.depth), exit_source=self.exit_source, token_shapes=shapes,
+                           input_size=tuple(out.input_size), valid_size=tuple(sizes[j]), paused=paused,
+                           note=item.note, source=item.source, image=item.rgb, image_id=image_ids[j])
+            if counts is not None:
+                c = counts[j]
+                p.gflops = {"total": c.total / 1e9, "encoder": c.scopes["encoder"] / 1e9}
+            self._fill(p, results, j)
+            preds.append(p)
+        return preds
+
+    def _postprocess(self, out, sizes, orig) -> dict[str, list]:
+        post = self.model.postprocess
+        res: dict[str, list] = {}
+        if self.task == "panoptic":
+            res["panoptic"] = post(out, sizes, task="panoptic", output_sizes=orig)
+        elif self.task == "instance":
+            res["instance"] = post(out, sizes, task="instance", output_sizes=orig)
+        res["semantic"] = post(out, sizes, task="semantic", output_sizes=orig)
+        return res
+
+    def _fill(self, p: Prediction, results: dict[str, list], j: int) -> None:
+        from adaseg.data.dataset import segment_info
+
+        p.semantic = results["semantic"][j].cpu().numpy().astype(np.int64)
+        if "panoptic" in results:
+            id_map, segments = results["panoptic"][j]
+            id_map = id_map.cpu().numpy().astype(np.int32)
+            p.panoptic = id_map
+            for s in segments:
+                info = segment_info(id_map == s["id"], seg_id=s["id"], category_id=int(self._lut[s["category_id"]]),
+                                    iscrowd=0)
+                p.segments.append({**info, "isthing": int(bool(s["isthing"])), "score": float(s["score"])})
+        if "instance" in results:
+            r = results["instance"][j]
+            p.instances = [{"category_id": int(self._lut[int(c)]), "score": float(s), "mask": m.cpu().numpy()}
+                           for c, s, m in zip(r["labels"].tolist(), r["scores"].tolist(), r["masks"])]
+
+    def dataset(self, split: str = "val"):
+        """The ``split`` of the dataset whose categories this predictor uses (``data``, else the
+        run's own), with its eval transform."""
+        from adaseg.data import DataError, build_dataset
+        from adaseg.recipes.run_data import build_run_dataset
+        from adaseg.recipes.run_dir import RunDir
+
+        try:
+            if self._source.is_dir():
+                return build_run_dataset(RunDir(self._source).read_config(), self._data, split)[0]
+            return build_dataset(self._data, split, train=False)
+        except DataError as exc:
+            raise PredictError(str(exc), "data") from None
+
+    def predict_dataset(self, dataset, indices: Iterable[int] | None = None) -> list[Prediction]:
+        """Predict ``dataset``'s images (a :class:`~adaseg.data.SegmentationDataset` with the
+        parent's categories) exactly as ``adaseg eval`` feeds them: its own samples, so the
+        predictions line up with its ground truth. Names are the image file stems."""
+        from adaseg.data.panoptic_io import read_image as read_rgb
+
+        idx = list(range(len(dataset))) if indices is None else list(indices)
+        loaded, samples, ids = [], [], []
+        for i in idx:
+            rec = dataset.records[i]
+            loaded.append(LoadedImage(name=Path(rec.image_path).stem, rgb=read_rgb(rec.image_path),
+                                      source=rec.image_path))
+            samples.append(dataset[i])
+            ids.append(rec.image_id)
+        return self.predict_loaded(loaded, samples, ids)
+
+
+def _as_collatable(sample: dict) -> dict:
+    # collate() pads images and stacks targets; a prediction has no targets
+    _, h, w = sample["image"].shape
+    if "masks" in sample:
+        return sample
+    return {"image": sample["image"], "masks": torch.zeros(0, h, w, dtype=torch.bool),
+            "labels": torch.zeros(0, dtype=torch.long), "semantic": torch.zeros(h, w, dtype=torch.long),
+            "image_id": None, "file_name": "", "orig_size": sample["orig_size"], "difficulty": None}
+
+
+def _load(source, *, data: str | None, gate: str, exit: int | None, device: torch.device):
+    """-> (model with its gate attached, dataset meta, eval transform, gate path | None, the
+    gate's exits | None)."""
+    from adaseg.data import DataError, build_dataset
+    from adaseg.recipes.checkpoint import CheckpointError
+    from adaseg.recipes.gate_file import load_gate, resolve_gate
+    from adaseg.recipes.parent import load_parent
+    from adaseg.recipes.run_data import build_run_dataset
+    from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
+
+    path = Path(source)
+    if gate not in ("auto", "none") and exit is not None:
+        raise PredictError("--exit and --gate are exclusive: a gate picks each image's exit (use --gate none)", "exit")
+    try:
+        if path.is_dir():
+            run = RunDir(path)
+            run.require("config", "parent")
+            model, info = load_parent(run.parent_path, device=device)
+            dataset, _ = build_run_dataset(run.read_config(), data, "val")
+            if gate == "auto":
+                gate = "latest" if (run.has("gate") and exit is None) else "none"
+            gate_path = resolve_gate(run, gate)
+        elif path.is_file():
+            model, info = load_parent(path, device=device)
+            if data is None:
+                raise PredictError(f"{path} is a checkpoint, not a run directory: give data= (--data) for its "
+                                   "categories and eval transform", "data")
+            dataset = build_dataset(data, "val", train=False)
+            if dataset.meta.num_classes != _num_classes(info):
+                raise PredictError(f"--data {data!r} has {dataset.meta.num_classes} categories, the checkpoint "
+                                   f"{path} predicts {_num_classes(info)}", "data")
+            if gate == "auto":
+                gate = "none"
+            if gate == "latest":
+                raise PredictError("--gate latest needs a run directory (give a gate file or none)", "gate")
+            gate_path = None if gate == "none" else Path(gate)
+            if gate_path is not None and not gate_path.is_file():
+                raise PredictError(f"--gate {gate}: no such file", "gate")
+        else:
+            raise PredictError(f"{path}: neither a run directory nor a checkpoint file", None)
+        gate_exits = None
+        if gate_path is not None:
+            g, _ = load_gate(gate_path, parent_fingerprint=info["fingerprint"])
+            try:
+                model.set_gate(g.to(device))
+                gate_exits = tuple(int(e) for e in g.exits)
+            except ValueError as exc:
+                raise PredictError(f"{gate_path}: {exc}", "gate") from None
+    except (MissingStepError, RunDirError, CheckpointError, DataError) as exc:
+        raise PredictError(str(exc), None) from None
+    return model, dataset.meta, dataset.transform, gate_path, gate_exits
+
+
+def _num_classes(info: dict) -> int | None:
+    return info["options"].get("num_classes")
+
+
+def _check_exit_and_pause(model, exit: int | None, pause, gate_exits) -> None:
+    if exit is not None and not 1 <= exit <= model.depth:
+        raise PredictError(f"--exit {exit} is outside the parent's layers 1..{model.depth}", "exit")
+    if pause is None:
+        return
+    try:
+        pause.check_depth(model.depth)
+    except ValueError as exc:
+        raise PredictError(f"{pause}: {exc}", "pause") from None
+    last = exit if exit is not None else (max(gate_exits) if gate_exits else model.depth)
+    late = [layer for layer, _ in pause.stages if layer >= last]
+    if late:
+        raise PredictError(f"{pause}: pause layer {late[0]} is not below the last exit {last}: no image runs past "
+                           f"layer {last}, so this pause would never happen", "pause")

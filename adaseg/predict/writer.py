@@ -1,0 +1,145 @@
+"""Writing predictions to an output folder, every file atomically (:mod:`adaseg.recipes.atomic`).
+
+Layout of ``--out DIR``::
+
+    predictions.json        COCO panoptic (images, annotations with segments_info, categories
+                            with the dataset's own ids); each annotation also records the
+                            image's exit, GFLOPs and paused-token counts (panoptic task)
+    panoptic/NAME.png       segment ids as R + 256 G + 256^2 B (COCO panoptic PNG)
+    semantic/NAME.png       class index per pixel (0..K-1, uint8; what `adaseg score semantic` reads)
+    instances.json          COCO results, RLE masks, dataset category ids (instance task)
+    overlay/NAME.png        the image tinted by class, with a legend of the classes present
+    compute/NAME.png        where the compute went (exit, GFLOPs, layers each token ran)
+    compute/NAME.json       the exit, GFLOPs and the paused token positions per stage
+    contact_sheet.png       up to N images side by side
+    predict.json            the settings, every image's files with their sha256, the skipped files
+
+``predict.json`` is written last: a folder holding it is a complete ``adaseg predict`` output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from adaseg.predict.result import Prediction
+from adaseg.recipes.atomic import atomic_write_bytes, atomic_write_json
+
+SUMMARY = "predict.json"
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def panoptic_png(id_map: np.ndarray) -> Image.Image:
+    """(H, W) segment ids -> the COCO panoptic RGB PNG image."""
+    from adaseg.data.panoptic_io import id2rgb
+
+    return Image.fromarray(id2rgb(id_map), mode="RGB")
+
+
+def semantic_png(classes: np.ndarray) -> Image.Image:
+    """(H, W) class indices (< 255) -> single-channel uint8 PNG image."""
+    if classes.size and int(classes.max()) >= 255:
+        raise ValueError("class indices must be below 255 (255 marks void)")
+    return Image.fromarray(classes.astype(np.uint8), mode="L")
+
+
+class PredictionWriter:
+    """Writes each :class:`Prediction` as it comes (:meth:`write`) and the run's JSON files at
+    the end (:meth:`finish`). ``meta``: the dataset's :class:`~adaseg.data.meta.DatasetMeta`;
+    ``task``: the predictor's task; ``compute``: draw and record where compute went (adaptive settings were given);
+    ``sheet``: images on the contact sheet (0: none)."""
+
+    def __init__(self, root: str | Path, *, meta, task: str, compute: bool, sheet: int = 8):
+        self.root = Path(root)
+        self.task = task
+        self.meta = meta
+        self.compute = compute
+        self.sheet = sheet
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+        self.instance_results: list[dict] = []
+        self.records: list[dict] = []
+        self._sheet_preds: list[Prediction] = []
+        self._next_id = 1
+
+    def _png(self, folder: str, name: str, img: Image.Image, files: dict) -> None:
+        data = png_bytes(img)
+        rel = f"{folder}/{name}.png"
+        atomic_write_bytes(self.root / rel, data)
+        files[folder] = {"path": rel, "sha256": hashlib.sha256(data).hexdigest()}
+
+    def write(self, p: Prediction) -> dict[str, Any]:
+        """Write one image's files; returns its record (as in ``predict.json``)."""
+        from adaseg.predict.pictures import compute_picture, overlay
+
+        image_id = p.image_id if p.image_id is not None else p.name
+        files: dict[str, Any] = {}
+        cats = self.meta.categories
+        if p.panoptic is not None:
+            self._png("panoptic", p.name, panoptic_png(p.panoptic), files)
+        if p.task == "semantic":
+            self._png("semantic", p.name, semantic_png(p.semantic), files)
+        self._png("overlay", p.name, overlay(p, cats), files)
+        compute = self._compute_json(p)
+        if self.compute:
+            self._png("compute", p.name, compute_picture(p), files)
+            data = atomic_write_json(self.root / "compute" / f"{p.name}.json",
+                                     {**compute, "paused_positions": [{"layer": s.layer,
+                                                                       "positions": s.positions.tolist()}
+                                                                      for s in p.paused]}).read_bytes()
+            files["compute_json"] = {"path": f"compute/{p.name}.json", "sha256": hashlib.sha256(data).hexdigest()}
+        h, w = p.size
+        self.images.append({"id": image_id, "file_name": Path(p.source).name if p.source else f"{p.name}.png",
+                            "height": int(h), "width": int(w)})
+        if p.panoptic is not None:
+            self.annotations.append({"image_id": image_id, "file_name": f"{p.name}.png",
+                                     "segments_info": p.segments, **compute})
+        if p.instances is not None:
+            from adaseg.eval.ap import masks_to_results
+
+            if p.instances:
+                masks = np.stack([r["mask"] for r in p.instances])
+                self.instance_results.extend(masks_to_results(image_id, masks, [r["score"] for r in p.instances],
+                                                              [r["category_id"] for r in p.instances]))
+        record = {"name": p.name, "image_id": image_id, "source": p.source, "size": [int(h), int(w)],
+                  "note": p.note, "files": files, **compute}
+        self.records.append(record)
+        if len(self._sheet_preds) < self.sheet:
+            self._sheet_preds.append(p)
+        return record
+
+    @staticmethod
+    def _compute_json(p: Prediction) -> dict[str, Any]:
+        return {"exit": p.exit, "exit_source": p.exit_source, "depth": p.depth, "gflops": p.gflops,
+                "paused": p.paused_in_image()}
+
+    def finish(self, settings: dict[str, Any], skipped: list[dict[str, str]], *, title: str) -> None:
+        """Write the JSON files of the whole run and the contact sheet."""
+        from adaseg.predict.pictures import contact_sheet
+
+        files: dict[str, Any] = {}
+        if self.annotations:
+            data = atomic_write_json(self.root / "predictions.json",
+                                     {"images": self.images, "annotations": self.annotations,
+                                      "categories": self.meta.categories_json()}).read_bytes()
+            files["predictions"] = {"path": "predictions.json", "sha256": hashlib.sha256(data).hexdigest()}
+        if self.task == "instance":
+            data = atomic_write_json(self.root / "instances.json", self.instance_results).read_bytes()
+            files["instances"] = {"path": "instances.json", "sha256": hashlib.sha256(data).hexdigest()}
+        if self._sheet_preds:
+            data = png_bytes(contact_sheet(self._sheet_preds, self.meta.categories, title=title))
+            atomic_write_bytes(self.root / "contact_sheet.png", data)
+            files["contact_sheet"] = {"path": "contact_sheet.png", "sha256": hashlib.sha256(data).hexdigest()}
+        atomic_write_json(self.root / SUMMARY, {"settings": settings, "files": files, "images": self.records,
+                                                "skipped": skipped,
+                                                "counts": {"predicted": len(self.records), "skipped": len(skipped)}})
