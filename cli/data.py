@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from adaseg.recipes.choices import SPLITS
+
 
 def _data_error(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
@@ -40,7 +42,7 @@ def synth(out: str, n_train: int, n_val: int, size: int, seed: int, workers: int
 
 @data.command(name="check")
 @click.argument("spec", default="synthetic")
-@click.option("--split", "splits", multiple=True, type=click.Choice(["train", "val"]),
+@click.option("--split", "splits", multiple=True, type=click.Choice(SPLITS),
               help="Split(s) to check [train and val].")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Check only the first N images per split.")
 def check(spec: str, splits: tuple[str, ...], limit: int | None) -> None:
@@ -66,7 +68,7 @@ def check(spec: str, splits: tuple[str, ...], limit: int | None) -> None:
 
 @data.command(name="info")
 @click.argument("spec", default="synthetic")
-@click.option("--split", default="val", show_default=True, type=click.Choice(["train", "val"]))
+@click.option("--split", default="val", show_default=True, type=click.Choice(SPLITS))
 def info(spec: str, split: str) -> None:
     """Categories, sizes and (synthetic) difficulty histogram of SPEC."""
     from rich.console import Console
@@ -95,7 +97,7 @@ def info(spec: str, split: str) -> None:
 
 @data.command(name="speed")
 @click.argument("spec", default="synthetic")
-@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val"]))
+@click.option("--split", default="train", show_default=True, type=click.Choice(SPLITS))
 @click.option("--train/--eval", "train", default=True, show_default=True, help="Training or eval transforms.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0))

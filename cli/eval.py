@@ -9,6 +9,7 @@ import click
 from adaseg.cli.options import (device_option, json_option, pause_option, quiet_option, run_data_option, run_option,
                                 seed_option)
 from adaseg.cli.recipe_options import set_threads, threads_option
+from adaseg.recipes.choices import PAUSE_MODES
 from adaseg.cli.run_guard import writing_run
 
 
@@ -18,7 +19,7 @@ from adaseg.cli.run_guard import writing_run
                    "or auto: latest when the run has a gate and no --exit is given, else none.")
 @click.option("--exit", "exit_", type=int, default=None, help="Fixed exit layer for every image (no gate).")
 @pause_option
-@click.option("--pause-mode", type=click.Choice(("entropy", "random")), default="entropy", show_default=True,
+@click.option("--pause-mode", type=click.Choice(PAUSE_MODES), default="entropy", show_default=True,
               help="Which tokens pause: lowest auxiliary entropy (PAUMER) or random ones (its baseline).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward pass (quality and images/s).")

@@ -8,6 +8,7 @@ import click
 
 from adaseg.cli.options import DEFAULT_RUN, PauseSpec, device_option, quiet_option
 from adaseg.cli.recipe_options import set_threads, threads_option
+from adaseg.recipes.choices import PAUSE_MODES, SPLITS, TASKS
 
 NOTHING_PREDICTED = 2  # exit code when no image could be predicted
 
@@ -28,17 +29,17 @@ class NothingPredicted(click.ClickException):
 @click.option("--data", "data", default=None, metavar="NAME|PATH",
               help="Dataset with the run's categories: without INPUT, predict its --split; with INPUT, use its "
                    "categories and eval transform [default: the run's dataset; required with a checkpoint].")
-@click.option("--split", type=click.Choice(("train", "val")), default=None, help="Split of --data [default: val].")
+@click.option("--split", type=click.Choice(SPLITS), default=None, help="Split of --data [default: val].")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images.")
 @click.option("--gate", "gate", default="auto", show_default=True, metavar="FILE|latest|auto|none",
               help="Gate picking each image's exit; auto: the run's latest gate when it has one and no --exit.")
 @click.option("--exit", "exit_", type=click.IntRange(min=1), default=None, help="Fixed exit layer (no gate).")
 @click.option("--pause", "pause", default=None, type=PauseSpec(), metavar="LAYER:RATIO,...",
               help="Pause tokens after encoder layers, e.g. 3:0.4,5:0.3.")
-@click.option("--pause-mode", type=click.Choice(("entropy", "random")), default="entropy", show_default=True,
+@click.option("--pause-mode", type=click.Choice(PAUSE_MODES), default="entropy", show_default=True,
               help="Which tokens pause: lowest auxiliary entropy (PAUMER) or random ones.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of random pausing.")
-@click.option("--task", type=click.Choice(("panoptic", "semantic", "instance")), default=None,
+@click.option("--task", type=click.Choice(TASKS), default=None,
               help="What to predict [default: the model's task].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Images per forward pass (a batch pads its images to one size; 1 keeps images independent).")

@@ -11,6 +11,8 @@ import json
 
 import click
 
+from adaseg.recipes.choices import SPLITS
+
 
 def _emit(result: dict, as_json: bool, render) -> None:
     if as_json:
@@ -34,7 +36,7 @@ def score() -> None:
 @click.option("--gt-json", type=click.Path(dir_okay=False), default=None, help="GT COCO-panoptic JSON.")
 @click.option("--gt-dir", type=click.Path(file_okay=False), default=None, help="GT panoptic PNG folder.")
 @click.option("--data", "spec", default=None, help="Instead of --gt-json/--gt-dir: the GT of this dataset spec.")
-@click.option("--split", default="val", show_default=True, type=click.Choice(["train", "val"]), help="With --data.")
+@click.option("--split", default="val", show_default=True, type=click.Choice(SPLITS), help="With --data.")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0), help="Processes (0/1: none).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def panoptic(pred_json: str, pred_dir: str, gt_json: str | None, gt_dir: str | None, spec: str | None, split: str,

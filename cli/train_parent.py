@@ -12,8 +12,7 @@ import click
 from adaseg.cli.options import data_option, device_option, json_option, quiet_option, run_option, seed_option
 from adaseg.cli.recipe_options import FloatList, IntList, Range01, set_threads, threads_option
 from adaseg.cli.run_guard import writing_run
-
-RECIPES = ("wsd+pause", "wsd", "pause", "standard")  # mirrors adaseg.recipes.train_parent.RECIPES
+from adaseg.recipes.choices import RECIPES
 
 
 @click.command(name="train-parent")

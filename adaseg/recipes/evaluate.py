@@ -34,7 +34,7 @@ from adaseg.eval.flops import FlopCounter, FlopStats
 from adaseg.eval.miou import ConfusionMatrix
 from adaseg.eval.pq import PQStats
 from adaseg.eval.throughput import measure_throughput
-from adaseg.models.pause_selection import PAUSE_MODES
+from adaseg.recipes.choices import PAUSE_MODES
 from adaseg.recipes.distributed import gather_in_order, shard_indices, world
 from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.recipes.parent import load_parent

@@ -58,6 +58,7 @@ from adaseg.recipes.checkpoint import (
     save_checkpoint,
     sidecar_path,
 )
+from adaseg.recipes.choices import RECIPES
 from adaseg.recipes.parent import (
     IMPORTED_MODEL,
     PARENT_KIND,
@@ -71,7 +72,6 @@ from adaseg.recipes.parent import (
 )
 from adaseg.recipes.run_dir import RunDir
 
-RECIPES = ("standard", "wsd", "pause", "wsd+pause")
 # Settings a resumed run may change; every other one must match the interrupted run.
 RESUMABLE_CHANGES = ("iters", "ckpt_every")
 

@@ -1,0 +1,20 @@
+"""Closed sets of option values, shared by the recipes and the CLI.
+
+Torch-free on purpose: the CLI builds its ``click.Choice`` options from these at import
+time, before any command runs, and ``adaseg --help`` must not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+# Step A recipes, in the order `adaseg train-parent --help` lists them (the default first).
+RECIPES = ("wsd+pause", "wsd", "pause", "standard")
+
+# PAUMER's pause selection: lowest auxiliary-decoder entropy, or uniformly random (the
+# baseline). Equal to adaseg.models.pause_selection.PAUSE_MODES (a test checks).
+PAUSE_MODES = ("entropy", "random")
+
+# Dataset splits the recipes read.
+SPLITS = ("train", "val")
+
+# Post-processing a prediction can ask for (adaseg.models.mask2former.postprocess.TASKS).
+TASKS = ("panoptic", "semantic", "instance")
