@@ -65,6 +65,7 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
     from adaseg.recipes.distributed import distributed_session
     from adaseg.recipes.progress import JsonlLog, Reporter
     from adaseg.recipes.run_dir import RunDir
+    from adaseg.recipes.train_setup import refuse_idle_options
 
     set_threads(threads)
     run_dir = RunDir(run)
@@ -77,7 +78,7 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
     if not resume:
         try:  # settings alone: refused before the run directory is touched
             tp.check_settings(given)
-            _refuse_idle_options(ctx, given)
+            refuse_idle_options(given, _given_names(ctx))
         except tp.TrainSettingError as exc:
             raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
     # From here on the run directory is locked: the checks below see what no other writer can change.
@@ -112,43 +113,28 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
 
 
 def _settings(ctx, run_dir, given, *, resume: bool, epochs, quiet: bool):
-    """The run's settings: the stored ones on --resume (merged with what may change), else the
-    given ones; checked, with --init's fit. Raises Click errors with one line."""
-    from adaseg.recipes import train_parent as tp
+    """The run's settings (:func:`adaseg.recipes.train_setup.run_settings`), its errors as Click errors."""
+    from adaseg.data import DataError
+    from adaseg.recipes import train_setup
     from adaseg.recipes.checkpoint import CheckpointError
+    from adaseg.recipes.train_parent import TrainSettingError
 
-    if resume:
-        if not run_dir.last_path.is_file():
-            raise click.ClickException(
-                f"{run_dir.root} has no training state to resume: run `adaseg train-parent --run {run_dir.root}` first"
-            )
-        try:
-            settings = tp.stored_settings(run_dir)
-        except CheckpointError as exc:
-            raise click.ClickException(str(exc)) from None
-        settings = _merge_resume(ctx, settings, given)
-    else:
-        if run_dir.last_path.is_file() or run_dir.parent_path.is_file():
-            raise click.ClickException(
-                f"{run_dir.root} already holds a trained parent or training state: pass --resume to continue it, "
-                "or choose another --run"
-            )
-        settings = given
-    if epochs is not None:
-        settings = _iters_from_epochs(ctx, settings, epochs, quiet=quiet)
+    note = None if quiet else (lambda line: click.echo(line, err=True))
     try:
-        tp.check_settings(settings)
-        _refuse_idle_options(ctx, settings)
-        if resume:
-            tp.check_resume_iters(run_dir, settings, tp.resumed_iteration(run_dir))
-        init_path = None if resume else tp.resolve_init(settings)
-        if init_path is not None:
-            tp.check_init(init_path, settings.model)
-    except tp.TrainSettingError as exc:
+        return train_setup.run_settings(run_dir, given, _given_names(ctx), resume=resume, epochs=epochs, note=note)
+    except TrainSettingError as exc:
         raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
-    except CheckpointError as exc:
+    except train_setup.TrainUsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    except (train_setup.TrainRunError, CheckpointError, DataError) as exc:
         raise click.ClickException(str(exc)) from None
-    return settings
+
+
+def _given_names(ctx) -> frozenset[str]:
+    """Names of the options the user set (not left at their defaults)."""
+    from adaseg.cli.options import given_on_command_line
+
+    return frozenset(name for name in ctx.params if given_on_command_line(ctx, name))
 
 
 def _interrupt_hint(run_dir) -> str:
@@ -161,71 +147,3 @@ def _interrupt_hint(run_dir) -> str:
         return f"no training state was saved yet: start again with `adaseg train-parent --run {run_dir.root}`"
     return (f"{run_dir.last_path} holds iteration {saved}: continue with "
             f"`adaseg train-parent --resume --run {run_dir.root}`")
-
-
-def _refuse_idle_options(ctx, settings) -> None:
-    """An option given on the command line that the recipe never reads is an error, not
-    silently recorded: --alphas needs a wsd recipe, the pause options a pause recipe."""
-    from adaseg.cli.options import given_on_command_line
-    from adaseg.recipes.train_parent import TrainSettingError
-
-    def given(name: str) -> bool:
-        return given_on_command_line(ctx, name)
-
-    if given("alphas") and not settings.uses_wsd:
-        raise TrainSettingError("alphas", f"--alphas weigh the exits of wsd and wsd+pause; --recipe {settings.recipe} "
-                                          "trains full depth only and would ignore them")
-    for name, flag in (("pause_layers", "pause-layers"), ("pause_range", "pause-range"), ("aux_weight", "aux-weight")):
-        if given(name) and not settings.uses_pause:
-            raise TrainSettingError(flag, f"--{flag} applies to the pause and wsd+pause recipes; --recipe "
-                                          f"{settings.recipe} draws no pauses and would ignore it")
-
-
-def _iters_from_epochs(ctx, settings, epochs: float, *, quiet: bool):
-    """``--epochs E``: the settings with ``iters = ceil(E x training images / batch size)``."""
-    import dataclasses
-    import math
-
-    from click.core import ParameterSource
-
-    from adaseg.data import DataError, build_dataset
-
-    if ctx.get_parameter_source("iters") == ParameterSource.COMMANDLINE:
-        raise click.UsageError("give --iters or --epochs, not both")
-    try:
-        images = len(build_dataset(settings.data, "train", train=True))
-    except DataError as exc:
-        raise click.ClickException(str(exc)) from None
-    iters = max(1, math.ceil(epochs * images / settings.batch_size))
-    if not quiet:
-        click.echo(f"train-parent: --epochs {epochs:g} = {iters} iterations ({images} training images, "
-                   f"batch {settings.batch_size})", err=True)
-    return dataclasses.replace(settings, iters=iters)
-
-
-def _merge_resume(ctx, stored, given):
-    """Stored settings win; an option given on the command line must agree with them, except
-    the ones a resumed run may change (more iterations, checkpoint interval)."""
-    import dataclasses
-
-    from click.core import ParameterSource
-
-    from adaseg.recipes.train_parent import RESUMABLE_CHANGES
-
-    names = {"batch_size": "batch-size", "pause_layers": "pause-layers", "pause_range": "pause-range",
-             "aux_weight": "aux-weight", "weight_decay": "weight-decay", "backbone_lr_mult": "backbone-lr-mult",
-             "ckpt_every": "ckpt-every"}
-    merged = dataclasses.replace(stored)
-    for field in dataclasses.fields(stored):
-        key = field.name
-        if ctx.get_parameter_source(key) != ParameterSource.COMMANDLINE:
-            continue
-        new, old = getattr(given, key), getattr(stored, key)
-        if key in RESUMABLE_CHANGES:
-            setattr(merged, key, new)
-        elif new != old:
-            raise click.UsageError(
-                f"--{names.get(key, key)} {new} differs from the interrupted run's {old}: --resume continues "
-                "that run as it was set up (only --iters and --ckpt-every may change)"
-            )
-    return merged
