@@ -1,14 +1,8 @@
 """``adaseg demo``: the whole default recipe in one command, one run directory.
 
-Runs, in order, and says so before each:
-
-1. ``adaseg train-parent``  Step A (from the shipped base checkpoint when there is one)
-2. ``adaseg derive``        Step B
-3. ``adaseg fit-gate --beta 0.0005``  Step C
-4. ``adaseg eval`` four times: full depth, the gate, pausing ``3:0.4,5:0.3``, gate + pausing
-
-and ends with one comparison table. A step whose output is already in the run directory is
-skipped (and says so), so an interrupted demo continues where it stopped.
+The sequence (train-parent, derive, fit-gate, four evals; steps already done are skipped)
+is :mod:`adaseg.recipes.demo`'s; this command runs each step's command in-process, says so
+before each, and ends with one comparison table.
 """
 
 from __future__ import annotations
@@ -18,9 +12,6 @@ import click
 from adaseg.cli.options import data_option, quiet_option, run_option
 from adaseg.cli.recipe_options import threads_option
 from adaseg.cli.run_guard import writing_run
-
-DEMO_BETA = 0.0005
-DEMO_PAUSE = "3:0.4,5:0.3"
 
 
 @click.command(name="demo")
@@ -40,45 +31,24 @@ def demo(ctx, data, iters, derive_limit, eval_limit, threads, run, quiet):
     from adaseg.cli.eval import eval_cmd
     from adaseg.cli.fit_gate import fit_gate
     from adaseg.cli.train_parent import train_parent
-    from adaseg.cli.options import PauseSpec
+    from adaseg.recipes.demo import demo_steps
     from adaseg.recipes.run_dir import RunDir
 
+    commands = {"train-parent": train_parent, "derive": derive, "fit-gate": fit_gate, "eval": eval_cmd}
     run_dir = RunDir(run)
-
-    def say(step: int, line: str) -> None:
-        if not quiet:
-            click.secho(f"[demo {step}/4] {line}", bold=True)
-
+    reports = []
     # One lock for the whole demo: no other writer can slip in between its steps (the steps,
     # run in-process, take the same lock again: it is re-entrant).
     with writing_run(run_dir, command="demo", dirs=[run_dir.checkpoints_dir, run_dir.gates_dir, run_dir.reports_dir]):
-        if run_dir.has("parent"):
-            say(1, f"adaseg train-parent --run {run}: skipped, {run_dir.parent_path} exists")
-        else:
-            resume = run_dir.last_path.is_file()
-            say(1, f"adaseg train-parent --run {run}" + (" --resume" if resume else ""))
-            kwargs = {"data": data, "run": run, "threads": threads, "quiet": quiet, "resume": resume}
-            if iters is not None:
-                kwargs["iters"] = iters
-            ctx.invoke(train_parent, **kwargs)
-        if run_dir.has("derived") and _derived_current(run_dir):
-            say(2, f"adaseg derive --run {run}: skipped, {run_dir.derived_path} exists")
-        else:
-            say(2, f"adaseg derive --run {run}")
-            ctx.invoke(derive, run=run, threads=threads, quiet=quiet, limit=derive_limit)
-        say(3, f"adaseg fit-gate --beta {DEMO_BETA} --run {run}")
-        ctx.invoke(fit_gate, beta=DEMO_BETA, run=run, quiet=quiet)
-        reports = []
-        for gate, pause in (("none", None), ("latest", None), ("none", DEMO_PAUSE), ("latest", DEMO_PAUSE)):
-            line = f"adaseg eval --gate {gate}" + (f" --pause {pause}" if pause else "") + f" --run {run}"
-            say(4, line)
-            plan = None if pause is None else PauseSpec().convert(pause, None, None)
-            name = f"demo_{'gate' if gate == 'latest' else 'full'}{'_pause' if pause else ''}"
-            if eval_limit is not None:  # a demo on a few images must not replace the full demo's report
-                name += f"_limit{eval_limit}"
-            ctx.invoke(eval_cmd, gate=gate, pause=plan, run=run, threads=threads, quiet=True, limit=eval_limit,
-                       name=name)
-            reports.append(json.loads(run_dir.report_path(name).read_text()))
+        for step in demo_steps(run_dir, run=run, data=data, iters=iters, derive_limit=derive_limit,
+                               eval_limit=eval_limit, threads=threads, quiet=quiet):
+            if not quiet:
+                click.secho(f"[demo {step.number}/4] {step.line}", bold=True)
+            if step.skipped:
+                continue
+            ctx.invoke(commands[step.command], **step.options)
+            if step.report is not None:
+                reports.append(json.loads(run_dir.report_path(step.report).read_text()))
     if not quiet:
         from rich.console import Console
 
@@ -86,16 +56,6 @@ def demo(ctx, data, iters, derive_limit, eval_limit, threads, run, quiet):
         if not console.is_terminal:  # keep the table's rows whole in logs
             console = Console(width=max(console.width, 150))
         console.print(comparison_table(reports))
-
-
-def _derived_current(run_dir) -> bool:
-    from adaseg.recipes.checkpoint import CheckpointError
-    from adaseg.recipes.derived import DerivedDataset, DerivedDatasetError
-
-    try:
-        return DerivedDataset.load(run_dir.derived_path).parent_fingerprint == run_dir.parent_fingerprint()
-    except (DerivedDatasetError, CheckpointError):  # an unreadable file is derived again
-        return False
 
 
 def comparison_table(reports: list[dict]):
