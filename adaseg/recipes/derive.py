@@ -13,7 +13,6 @@ order and writes ``derived.safetensors`` through :class:`adaseg.recipes.derived.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from adaseg.recipes.derived import PART_NAMES, DerivedDataset, best_exit_histogr
 from adaseg.recipes.distributed import gather_in_order, shard_indices
 from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.recipes.parent import load_parent
+from adaseg.recipes.progress import progress_or_none
 from adaseg.recipes.run_dir import RunDir
 from adaseg.recipes.scoring import Scorer, quality_metric
 
@@ -93,10 +93,8 @@ def derive(
     mine = shard_indices(n)
     t0 = time.perf_counter()
     results: list[dict] = []
-    progress = reporter.progress(total=len(mine), description="derive", unit="img") if reporter else None
-    if progress is not None:
-        progress.__enter__()
-    try:
+    # The progress task records "ok": false when the loop is interrupted or fails.
+    with progress_or_none(reporter, total=len(mine), description="derive", unit="img") as progress:
         for start in range(0, len(mine), batch_size):
             idx = mine[start : start + batch_size]
             batch = collate([dataset[i] for i in idx])
@@ -105,9 +103,6 @@ def derive(
             if progress is not None:
                 mean_full = [r["quality"][-1] for r in part if not math.isnan(r["quality"][-1])]
                 progress.update(len(idx), **({"q_full": sum(mean_full) / len(mean_full)} if mean_full else {}))
-    finally:
-        if progress is not None:
-            progress.__exit__(*sys.exc_info())  # "ok": false when interrupted or failed
     gathered = gather_in_order(mine, results)
     if gathered is None:
         return DeriveResult(derived=None, seconds=time.perf_counter() - t0, path=None)

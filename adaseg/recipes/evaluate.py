@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +37,7 @@ from adaseg.recipes.choices import PAUSE_MODES
 from adaseg.recipes.distributed import gather_in_order, shard_indices, world
 from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.recipes.parent import load_parent
+from adaseg.recipes.progress import progress_or_none
 from adaseg.recipes.run_dir import RunDir
 from adaseg.recipes.scoring import Scorer, quality_metric
 
@@ -207,10 +207,8 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
 
     # ---- pass 1: quality ---------------------------------------------------------------
     per_image: list[dict] = []
-    progress = reporter.progress(total=len(mine), description="eval", unit="img") if reporter else None
-    if progress is not None:
-        progress.__enter__()
-    try:
+    # The progress task records "ok": false when the loop is interrupted or fails.
+    with progress_or_none(reporter, total=len(mine), description="eval", unit="img") as progress:
         for start in range(0, len(mine), settings.batch_size):
             idx = mine[start : start + settings.batch_size]
             batch = collate([dataset[i] for i in idx])
@@ -220,9 +218,6 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
             per_image.extend(_score_batch(model, out, batch, idx, scorer, metric))
             if progress is not None:
                 progress.update(len(idx))
-    finally:
-        if progress is not None:
-            progress.__exit__(*sys.exc_info())  # "ok": false when interrupted or failed
 
     # ---- pass 2: per-image FLOPs ------------------------------------------------------------
     n_flops = n if settings.flops_images is None else min(settings.flops_images, n)

@@ -15,6 +15,7 @@ Only rank 0 of a distributed run writes (``enabled=False`` elsewhere).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -163,6 +164,15 @@ class Reporter:
 
     def progress(self, *, total: int, description: str, unit: str = "it") -> "ProgressTask":
         return ProgressTask(self, total=total, description=description, unit=unit)
+
+
+def progress_or_none(reporter: Reporter | None, *, total: int, description: str,
+                     unit: str = "it") -> contextlib.AbstractContextManager:
+    """``reporter.progress(...)`` as a context manager, or one that yields None when there is
+    no reporter: ``with progress_or_none(reporter, ...) as p:`` and ``if p is not None: p.update()``."""
+    if reporter:
+        return reporter.progress(total=total, description=description, unit=unit)
+    return contextlib.nullcontext()
 
 
 class ProgressTask:

@@ -40,7 +40,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -70,6 +69,7 @@ from adaseg.recipes.parent import (
     parent_config,
     shipped_base,
 )
+from adaseg.recipes.progress import progress_or_none
 from adaseg.recipes.run_dir import RunDir
 
 # Settings a resumed run may change; every other one must match the interrupted run.
@@ -446,65 +446,63 @@ def train_parent(
 
     t0 = time.perf_counter()
     losses: dict[str, float] = {}
-    progress = reporter.progress(total=s.iters - start, description="train-parent", unit="it") if reporter else None
-    if progress is not None:
-        progress.__enter__()
-    try:
-        for it in range(start, s.iters):
-            seed_it = iteration_seed(s.seed, it)
-            torch.manual_seed(seed_it)  # the loss's point sampling of this iteration
-            dataset.reseed(seed_it)  # this iteration's augmentation
-            # --batch-size is the global batch: the same images per iteration whatever the world size
-            idx = batch_indices(len(dataset), s.batch_size, it, s.seed)[rank::world_size]
-            batch = collate([dataset[i] for i in idx])
-            pause = None
-            if s.uses_pause:
-                pause = draw_pause(res.pause_layers, *s.pause_range, torch.Generator().manual_seed(seed_it))
-            lr = set_lr(optimizer, s, it)
-            images = batch["images"].to(device)
-            mask = batch["padding_mask"].to(device)
-            targets = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
-            try:
-                with _autocast(device, s.amp):
-                    out = train_model(images, mask, AdaptiveSettings(
-                        pause=pause, record_exits=model.exits if s.uses_wsd else ()))
-                out_f = _float_outputs(out)
-                parts = criterion(out_f, targets, exit_weights=res.alphas if s.uses_wsd else None)
-                loss = parts["loss"]
-                bad = None if torch.isfinite(loss) else f"the loss is {float(loss)}"
-            except NonFiniteError as exc:  # the matcher met NaN/inf outputs before a loss existed
-                bad = str(exc)
-            if _any_rank(bad is not None, world_size, device):  # every rank stops together
-                raise _diverged(bad or "another rank's loss is not finite", it + 1, s, run, last_saved)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
-            if not torch.isfinite(grad_norm):  # gradients are all-reduced: every rank agrees
-                raise _diverged(f"the gradient norm is {float(grad_norm)}", it + 1, s, run, last_saved)
-            promote()  # the state before this step led to a finite loss and gradients
-            optimizer.step()
-            losses = {k: float(v.detach()) for k, v in parts.items()}
-            done = it + 1
-            if done == s.iters:  # the end: no later loss can vouch for it; the parent is written anyway
-                save_state(done, run.last_path)
-                last_saved = done
-            elif done % s.ckpt_every == 0:
-                save_state(done, run.pending_last_path)
-                pending = done
-            if progress is not None:
-                progress.update(loss=losses["loss"], lr=lr)
-            if reporter is not None and (done % 10 == 0 or done == s.iters):
-                reporter.event("iteration", iteration=done, lr=lr, pause=str(pause) if pause else None, **losses)
-            if on_iteration is not None:
-                on_iteration(done, losses)
-    except BaseException as exc:
-        if not isinstance(exc, Exception):  # an interruption: Ctrl-C, SIGTERM (adaseg.recipes.interrupt)
-            promote()  # keep the progress: nothing says the pending state is bad
-        raise
-    finally:
-        discard_pending()  # a diverged or failed run's unproven state (a promoted one is gone already)
-        if progress is not None:
-            progress.__exit__(*sys.exc_info())  # "ok": false when interrupted or failed
+    # The progress task records "ok": false when training is interrupted or fails; it closes
+    # after the unproven state is discarded.
+    with progress_or_none(reporter, total=s.iters - start, description="train-parent", unit="it") as progress:
+        try:
+            for it in range(start, s.iters):
+                seed_it = iteration_seed(s.seed, it)
+                torch.manual_seed(seed_it)  # the loss's point sampling of this iteration
+                dataset.reseed(seed_it)  # this iteration's augmentation
+                # --batch-size is the global batch: the same images per iteration whatever the world size
+                idx = batch_indices(len(dataset), s.batch_size, it, s.seed)[rank::world_size]
+                batch = collate([dataset[i] for i in idx])
+                pause = None
+                if s.uses_pause:
+                    pause = draw_pause(res.pause_layers, *s.pause_range, torch.Generator().manual_seed(seed_it))
+                lr = set_lr(optimizer, s, it)
+                images = batch["images"].to(device)
+                mask = batch["padding_mask"].to(device)
+                targets = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
+                try:
+                    with _autocast(device, s.amp):
+                        out = train_model(images, mask, AdaptiveSettings(
+                            pause=pause, record_exits=model.exits if s.uses_wsd else ()))
+                    out_f = _float_outputs(out)
+                    parts = criterion(out_f, targets, exit_weights=res.alphas if s.uses_wsd else None)
+                    loss = parts["loss"]
+                    bad = None if torch.isfinite(loss) else f"the loss is {float(loss)}"
+                except NonFiniteError as exc:  # the matcher met NaN/inf outputs before a loss existed
+                    bad = str(exc)
+                if _any_rank(bad is not None, world_size, device):  # every rank stops together
+                    raise _diverged(bad or "another rank's loss is not finite", it + 1, s, run, last_saved)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
+                if not torch.isfinite(grad_norm):  # gradients are all-reduced: every rank agrees
+                    raise _diverged(f"the gradient norm is {float(grad_norm)}", it + 1, s, run, last_saved)
+                promote()  # the state before this step led to a finite loss and gradients
+                optimizer.step()
+                losses = {k: float(v.detach()) for k, v in parts.items()}
+                done = it + 1
+                if done == s.iters:  # the end: no later loss can vouch for it; the parent is written anyway
+                    save_state(done, run.last_path)
+                    last_saved = done
+                elif done % s.ckpt_every == 0:
+                    save_state(done, run.pending_last_path)
+                    pending = done
+                if progress is not None:
+                    progress.update(loss=losses["loss"], lr=lr)
+                if reporter is not None and (done % 10 == 0 or done == s.iters):
+                    reporter.event("iteration", iteration=done, lr=lr, pause=str(pause) if pause else None, **losses)
+                if on_iteration is not None:
+                    on_iteration(done, losses)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # an interruption: Ctrl-C, SIGTERM (adaseg.recipes.interrupt)
+                promote()  # keep the progress: nothing says the pending state is bad
+            raise
+        finally:
+            discard_pending()  # a diverged or failed run's unproven state (a promoted one is gone already)
     if rank == 0:
         save_checkpoint(run.parent_path, model.state_dict(), kind=PARENT_KIND, config=config,
                         extra={"task": task, "data": s.data, "settings": s.to_json(), "iterations": s.iters,
