@@ -164,12 +164,38 @@ def _nan_to_none(x: float | None) -> float | None:
 
 def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, reporter=None) -> EvalReport | None:
     """Evaluate the run's parent on the val split (see the module docstring); None off rank 0."""
-    from adaseg.data import collate
     from adaseg.recipes.run_data import build_run_dataset
 
     run.require("config", "parent")
     config = run.read_config()
     model, info = load_parent(run.parent_path, device=device)
+    gate_info = _apply_settings(model, info, settings, device)
+    task = model.task
+    dataset, data_spec = build_run_dataset(config, settings.data, "val")
+    metric = quality_metric(task, dataset.meta.task)
+    scorer = Scorer(dataset, metric=metric)
+    n = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
+    mine = shard_indices(n)
+    generator = _pause_generator(settings, device)
+    t0 = time.perf_counter()
+    per_image = _quality_pass(model, dataset, mine, scorer, metric, settings, device, generator, reporter)
+    n_flops = n if settings.flops_images is None else min(settings.flops_images, n)
+    flop_mine = shard_indices(n_flops)
+    counts = _flops_pass(model, dataset, flop_mine, settings, device, generator)
+    gathered = gather_in_order(mine, per_image)
+    gathered_flops = gather_in_order(flop_mine, counts)
+    if gathered is None:  # the throughput pass and the report are rank 0's
+        return None
+    timing_batch, throughput = _throughput_pass(model, dataset, n, settings, device, generator, reporter)
+    settings_json = {**settings.to_json(), "images": n, "flops_images": n_flops, "name": settings.name(),
+                     "requested_flops_images": settings.flops_images, "timing_batch_size": timing_batch}
+    return _report(run, model, info, gate_info, settings_json, gathered, gathered_flops, throughput, scorer,
+                   metric=metric, task=task, data_spec=data_spec, device=device, t0=t0)
+
+
+def _apply_settings(model, info: dict, settings: EvalSettings, device: torch.device) -> dict | None:
+    """Check ``settings`` against the loaded parent and install the gate; the gate file's
+    record (None without --gate). Raises :class:`EvalSettingError` naming the option."""
     gate_info = None
     if settings.gate is not None and settings.exit is not None:
         raise EvalSettingError("exit", "--exit and --gate are exclusive: a gate picks each image's exit")
@@ -196,16 +222,14 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
     if settings.pause_mode not in PAUSE_MODES:
         raise EvalSettingError("pause-mode", f"--pause-mode must be one of {', '.join(PAUSE_MODES)}, "
                                              f"got {settings.pause_mode!r}")
-    task = model.task
-    dataset, data_spec = build_run_dataset(config, settings.data, "val")
-    metric = quality_metric(task, dataset.meta.task)
-    scorer = Scorer(dataset, metric=metric)
-    n = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
-    mine = shard_indices(n)
-    generator = _pause_generator(settings, device)
-    t0 = time.perf_counter()
+    return gate_info
 
-    # ---- pass 1: quality ---------------------------------------------------------------
+
+def _quality_pass(model, dataset, mine: list[int], scorer: Scorer, metric: str, settings: EvalSettings,
+                  device: torch.device, generator: torch.Generator | None, reporter) -> list[dict]:
+    """Pass 1: this rank's images ``mine`` through the model in batches, scored one by one."""
+    from adaseg.data import collate
+
     per_image: list[dict] = []
     # The progress task records "ok": false when the loop is interrupted or fails.
     with progress_or_none(reporter, total=len(mine), description="eval", unit="img") as progress:
@@ -218,10 +242,14 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
             per_image.extend(_score_batch(model, out, batch, idx, scorer, metric))
             if progress is not None:
                 progress.update(len(idx))
+    return per_image
 
-    # ---- pass 2: per-image FLOPs ------------------------------------------------------------
-    n_flops = n if settings.flops_images is None else min(settings.flops_images, n)
-    flop_mine = shard_indices(n_flops)
+
+def _flops_pass(model, dataset, flop_mine: list[int], settings: EvalSettings, device: torch.device,
+                generator: torch.Generator | None) -> list:
+    """Pass 2: the FLOPs of each image in ``flop_mine``, counted one image at a time."""
+    from adaseg.data import collate
+
     counter = FlopCounter(scopes={"encoder": model.encoder_modules()})
     counts = []
     for i in flop_mine:
@@ -229,13 +257,15 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
         _, c = counter.count(_forward, model, batch["images"].to(device), batch["padding_mask"].to(device), settings,
                              generator)
         counts.append(c)
+    return counts
 
-    gathered = gather_in_order(mine, per_image)
-    gathered_flops = gather_in_order(flop_mine, counts)
 
-    # ---- pass 3: throughput (rank 0) ---------------------------------------------------------
-    if gathered is None:
-        return None
+def _throughput_pass(model, dataset, n: int, settings: EvalSettings, device: torch.device,
+                     generator: torch.Generator | None, reporter):
+    """Pass 3 (rank 0): images/s over up to four batches of the first ``n`` images; the batch
+    size timed and the measurement."""
+    from adaseg.data import collate
+
     # A batch larger than the evaluated images would only repeat them (--batch-size 100000 on
     # 4 images once built a 100000-image batch): time at most n images per batch.
     timing_batch = min(settings.batch_size, n)
@@ -256,18 +286,22 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
 
     throughput = measure_throughput(step, batch_size=timing_batch, device=device,
                                     warmup=settings.warmup, iterations=settings.timed)
+    return timing_batch, throughput
 
+
+def _report(run: RunDir, model, info: dict, gate_info: dict | None, settings_json: dict, gathered: list[dict],
+            gathered_flops: list, throughput, scorer: Scorer, *, metric: str, task: str, data_spec: str,
+            device: torch.device, t0: float) -> EvalReport:
+    """The report from every rank's per-image results and FLOPs and rank 0's throughput."""
     metrics = _metrics(gathered, scorer, metric)
     flop_stats = FlopStats(per_image=gathered_flops)
     exits_used = [r["exit"] for r in gathered]
     hist: dict[str, int] = {}
     for e in exits_used:
         hist[str(e)] = hist.get(str(e), 0) + 1
-    settings_json = {**settings.to_json(), "images": n, "flops_images": n_flops, "name": settings.name(),
-                     "requested_flops_images": settings.flops_images, "timing_batch_size": timing_batch}
     if gate_info is not None:
         settings_json["gate_settings"] = {k: gate_info["extra"].get(k) for k in ("beta", "K", "loss", "exits")}
-    report = EvalReport(
+    return EvalReport(
         settings=settings_json,
         metrics=metrics,
         gflops=flop_stats.summary(),
@@ -282,7 +316,6 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
               "data": data_spec, "task": task, "metric": metric, "seconds": time.perf_counter() - t0,
               "device": str(device), "threads": torch.get_num_threads()},
     )
-    return report
 
 
 def _score_batch(model, out, batch, idx, scorer: Scorer, metric: str) -> list[dict]:

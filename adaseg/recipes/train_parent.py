@@ -360,43 +360,16 @@ def train_parent(
 ) -> TrainResult:
     """Run Step A into ``run`` (see the module docstring). Checks come first: a bad setting or
     checkpoint raises before any file is written."""
-    from adaseg.data import build_dataset, collate
+    from adaseg.data import build_dataset
 
     s = settings
     check_settings(s)
-    if s.batch_size % world_size:
-        raise TrainSettingError(
-            "batch-size", f"--batch-size {s.batch_size} (images per iteration over all ranks) is not a multiple of "
-            f"the {world_size} processes"
-        )
+    _check_world_size(s, world_size)
     dataset = build_dataset(s.data, "train", train=True)
-    if s.model == IMPORTED_MODEL:
-        options = imported_options(s, run.last_path if resume else resolve_init(s), dataset.meta)
-    else:
-        options = model_options_for(s.model, dataset.meta, s.exits)
-    torch.manual_seed(s.seed)
-    model = build_model(s.model, options)
+    model, options = _build_model(run, s, dataset, resume=resume)
     res = resolve(s, model.depth)
     task = model.task
-    start = 0
-    state_tensors = None
-    if resume:
-        tensors, meta = load_checkpoint(run.last_path)
-        if meta.kind != TRAIN_STATE_KIND:
-            raise CheckpointError(f"{run.last_path} is a {meta.kind!r} checkpoint, not a training state")
-        load_model_weights(model, run.last_path, expect_model=s.model)
-        start = int(meta.extra["iteration"])
-        check_resume_iters(run, s, start)
-        state_tensors = tensors
-        init = meta.extra.get("init")
-    else:
-        init = resolve_init(s)
-        if init is not None:
-            check_init(init, s.model)
-            if init_is_backbone(init):
-                load_backbone_weights(model, init)
-            else:
-                load_model_weights(model, init, expect_model=s.model)
+    start, state_tensors, init = _load_start(run, s, model, resume=resume)
     model.to(device).train()
     criterion = model.build_criterion(aux_weight=s.aux_weight).to(device)
     optimizer = build_optimizer(model, s)
@@ -410,41 +383,126 @@ def train_parent(
         run.write_config({"model": s.model, "model_options": options, "data": s.data, "task": task,
                           "train": s.to_json(), "init": init})
     config = parent_config(s.model, options)
+    _announce(reporter, s, res, len(dataset), start, init)
+    states = _TrainingStates(run, s, model, optimizer, config=config, init=init, rank=rank,
+                             last_saved=start if resume else None)
+    t0 = time.perf_counter()
+    losses = _iterate(train_model, model, criterion, optimizer, dataset, s, res, states, start=start, device=device,
+                      rank=rank, world_size=world_size, reporter=reporter, on_iteration=on_iteration)
+    if rank == 0:
+        save_checkpoint(run.parent_path, model.state_dict(), kind=PARENT_KIND, config=config,
+                        extra={"task": task, "data": s.data, "settings": s.to_json(), "iterations": s.iters,
+                               "init": init, "depth": res.depth})
+    return TrainResult(iterations=s.iters, resumed_from=start, seconds=time.perf_counter() - t0,
+                       last_losses=losses, parent_path=str(run.parent_path), init=init)
+
+
+def _check_world_size(s: TrainSettings, world_size: int) -> None:
+    """--batch-size counts the images of one iteration over all ranks: it must split evenly."""
+    if s.batch_size % world_size:
+        raise TrainSettingError(
+            "batch-size", f"--batch-size {s.batch_size} (images per iteration over all ranks) is not a multiple of "
+            f"the {world_size} processes"
+        )
+
+
+def _build_model(run: RunDir, s: TrainSettings, dataset, *, resume: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """The model to train, seeded with ``--seed``, and its options (recorded in config.json)."""
+    if s.model == IMPORTED_MODEL:
+        options = imported_options(s, run.last_path if resume else resolve_init(s), dataset.meta)
+    else:
+        options = model_options_for(s.model, dataset.meta, s.exits)
+    torch.manual_seed(s.seed)
+    return build_model(s.model, options), options
+
+
+def _load_start(run: RunDir, s: TrainSettings, model: nn.Module, *, resume: bool):
+    """Load the starting weights into ``model``: the training state on ``resume``, else
+    --init. Returns (first iteration, the state's tensors or None, the init recorded)."""
+    if resume:
+        tensors, meta = load_checkpoint(run.last_path)
+        if meta.kind != TRAIN_STATE_KIND:
+            raise CheckpointError(f"{run.last_path} is a {meta.kind!r} checkpoint, not a training state")
+        load_model_weights(model, run.last_path, expect_model=s.model)
+        start = int(meta.extra["iteration"])
+        check_resume_iters(run, s, start)
+        return start, tensors, meta.extra.get("init")
+    init = resolve_init(s)
+    if init is not None:
+        check_init(init, s.model)
+        if init_is_backbone(init):
+            load_backbone_weights(model, init)
+        else:
+            load_model_weights(model, init, expect_model=s.model)
+    return 0, None, init
+
+
+def _announce(reporter, s: TrainSettings, res: Resolved, images: int, start: int, init: str | None) -> None:
+    """The one line that says what this run trains."""
     say = reporter.info if reporter is not None else (lambda *_a, **_k: None)
-    say(f"train-parent: {s.recipe} on {s.data} ({len(dataset)} images), model {s.model} (depth {res.depth}), "
+    say(f"train-parent: {s.recipe} on {s.data} ({images} images), model {s.model} (depth {res.depth}), "
         f"iterations {start}..{s.iters}, batch {s.batch_size}, lr {s.lr:g}, init {init or 'random'}"
         + (f", exits {list(res.exits)} alphas {[round(a, 4) for a in res.alphas.values()]}" if s.uses_wsd else "")
         + (f", pause layers {list(res.pause_layers)} tau U{list(s.pause_range)}" if s.uses_pause else ""))
 
-    # A state is kept only once it has proved good: the state after iteration N goes to a pending
-    # file and replaces last.safetensors when iteration N+1's loss and gradients are finite, so a
-    # diverging training never overwrites the last good state with the one that diverged.
-    last_saved = start if resume else None
-    pending: int | None = None
 
-    def save_state(iteration: int, path) -> None:
-        if rank != 0:
+class _TrainingStates:
+    """The resumable training state on disk.
+
+    A state is kept only once it has proved good: the state after iteration N goes to a pending
+    file and replaces last.safetensors when iteration N+1's loss and gradients are finite, so a
+    diverging training never overwrites the last good state with the one that diverged.
+    ``last_saved``: the iteration last.safetensors holds (None: none saved); ``pending``: the
+    iteration of the pending file (None: none). Only rank 0 writes.
+    """
+
+    def __init__(self, run: RunDir, s: TrainSettings, model: nn.Module, optimizer: torch.optim.Optimizer, *,
+                 config: dict, init: str | None, rank: int, last_saved: int | None):
+        self.run, self.s, self.model, self.optimizer = run, s, model, optimizer
+        self.config, self.init, self.rank = config, init, rank
+        self.last_saved = last_saved
+        self.pending: int | None = None
+
+    def save(self, iteration: int, path) -> None:
+        if self.rank != 0:
             return
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        tensors.update(optimizer_tensors(optimizer))
-        save_checkpoint(path, tensors, kind=TRAIN_STATE_KIND, config=config,
-                        extra={"iteration": iteration, "settings": s.to_json(), "init": init, "time": time.time()})
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update(optimizer_tensors(self.optimizer))
+        save_checkpoint(path, tensors, kind=TRAIN_STATE_KIND, config=self.config,
+                        extra={"iteration": iteration, "settings": self.s.to_json(), "init": self.init,
+                               "time": time.time()})
 
-    def promote() -> None:
-        nonlocal pending, last_saved
-        if pending is None:
+    def save_final(self, iteration: int) -> None:
+        """The last iteration: no later loss can vouch for it; the parent is written anyway."""
+        self.save(iteration, self.run.last_path)
+        self.last_saved = iteration
+
+    def save_pending(self, iteration: int) -> None:
+        self.save(iteration, self.run.pending_last_path)
+        self.pending = iteration
+
+    def promote(self) -> None:
+        """The pending state becomes last.safetensors."""
+        if self.pending is None:
             return
-        if rank == 0:
-            os.replace(run.pending_last_path, run.last_path)
-            os.replace(sidecar_path(run.pending_last_path), sidecar_path(run.last_path))
-        last_saved, pending = pending, None
+        if self.rank == 0:
+            os.replace(self.run.pending_last_path, self.run.last_path)
+            os.replace(sidecar_path(self.run.pending_last_path), sidecar_path(self.run.last_path))
+        self.last_saved, self.pending = self.pending, None
 
-    def discard_pending() -> None:
-        if rank == 0:
-            for path in (run.pending_last_path, sidecar_path(run.pending_last_path)):
+    def discard_pending(self) -> None:
+        if self.rank == 0:
+            for path in (self.run.pending_last_path, sidecar_path(self.run.pending_last_path)):
                 path.unlink(missing_ok=True)
 
-    t0 = time.perf_counter()
+
+def _iterate(train_model: nn.Module, model: nn.Module, criterion, optimizer: torch.optim.Optimizer, dataset,
+             s: TrainSettings, res: Resolved, states: _TrainingStates, *, start: int, device: torch.device,
+             rank: int, world_size: int, reporter, on_iteration) -> dict[str, float]:
+    """Iterations ``start``..``s.iters``: the losses of the last one (empty when none ran)."""
+    from adaseg.data import collate
+
+    run = states.run
     losses: dict[str, float] = {}
     # The progress task records "ok": false when training is interrupted or fails; it closes
     # after the unproven state is discarded.
@@ -475,22 +533,20 @@ def train_parent(
                 except NonFiniteError as exc:  # the matcher met NaN/inf outputs before a loss existed
                     bad = str(exc)
                 if _any_rank(bad is not None, world_size, device):  # every rank stops together
-                    raise _diverged(bad or "another rank's loss is not finite", it + 1, s, run, last_saved)
+                    raise _diverged(bad or "another rank's loss is not finite", it + 1, s, run, states.last_saved)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
                 if not torch.isfinite(grad_norm):  # gradients are all-reduced: every rank agrees
-                    raise _diverged(f"the gradient norm is {float(grad_norm)}", it + 1, s, run, last_saved)
-                promote()  # the state before this step led to a finite loss and gradients
+                    raise _diverged(f"the gradient norm is {float(grad_norm)}", it + 1, s, run, states.last_saved)
+                states.promote()  # the state before this step led to a finite loss and gradients
                 optimizer.step()
                 losses = {k: float(v.detach()) for k, v in parts.items()}
                 done = it + 1
-                if done == s.iters:  # the end: no later loss can vouch for it; the parent is written anyway
-                    save_state(done, run.last_path)
-                    last_saved = done
+                if done == s.iters:
+                    states.save_final(done)
                 elif done % s.ckpt_every == 0:
-                    save_state(done, run.pending_last_path)
-                    pending = done
+                    states.save_pending(done)
                 if progress is not None:
                     progress.update(loss=losses["loss"], lr=lr)
                 if reporter is not None and (done % 10 == 0 or done == s.iters):
@@ -499,16 +555,11 @@ def train_parent(
                     on_iteration(done, losses)
         except BaseException as exc:
             if not isinstance(exc, Exception):  # an interruption: Ctrl-C, SIGTERM (adaseg.recipes.interrupt)
-                promote()  # keep the progress: nothing says the pending state is bad
+                states.promote()  # keep the progress: nothing says the pending state is bad
             raise
         finally:
-            discard_pending()  # a diverged or failed run's unproven state (a promoted one is gone already)
-    if rank == 0:
-        save_checkpoint(run.parent_path, model.state_dict(), kind=PARENT_KIND, config=config,
-                        extra={"task": task, "data": s.data, "settings": s.to_json(), "iterations": s.iters,
-                               "init": init, "depth": res.depth})
-    return TrainResult(iterations=s.iters, resumed_from=start, seconds=time.perf_counter() - t0,
-                       last_losses=losses, parent_path=str(run.parent_path), init=init)
+            states.discard_pending()  # a diverged or failed run's unproven state (a promoted one is gone already)
+    return losses
 
 
 class TrainingDiverged(FloatingPointError):
