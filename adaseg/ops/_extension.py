@@ -59,11 +59,6 @@ def load() -> ModuleType:
     return module
 
 
-def is_loaded() -> bool:
-    """True once :func:`load` has succeeded in this process."""
-    return _module is not None
-
-
 def with_cuda() -> bool:
     """True when the built extension holds CUDA kernels (loads it)."""
     return bool(load().with_cuda)

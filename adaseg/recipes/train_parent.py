@@ -37,7 +37,6 @@ from its initialisation -- the way to train the plain Mask2Former with ``--recip
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -639,7 +638,3 @@ def _parent_intact(run: RunDir) -> bool:
     except CheckpointError:
         return False
     return True
-
-
-def settings_json(s: TrainSettings) -> str:
-    return json.dumps(s.to_json(), sort_keys=True)
