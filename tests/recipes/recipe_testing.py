@@ -24,6 +24,28 @@ def write_folder(path: Path) -> str:
     return write_synthetic(str(path), workers=1, **SYNTH)
 
 
+def trained_run(root: Path, folder: str, *, gate_args=("--beta", "0.0005", "--epochs", "2")):
+    """A finished 2-iteration parent at ``root`` (``--recipe standard``), its derived dataset and,
+    unless ``gate_args`` is None, a gate fitted with ``gate_args``; returns its RunDir."""
+    from adaseg.recipes.run_dir import RunDir
+
+    invoke_json("train-parent", "--data", folder, *TRAIN_FAST, "--recipe", "standard", "--run", root)
+    invoke_json("derive", "--run", root, "--threads", "1")
+    if gate_args is not None:
+        invoke_json("fit-gate", *gate_args, "--run", root)
+    return RunDir(root)
+
+
+def copy_run(run, root: Path):
+    """A copy of ``run`` (a RunDir) at ``root``, for a test that may change it."""
+    import shutil
+
+    from adaseg.recipes.run_dir import RunDir
+
+    shutil.copytree(run.root, root)
+    return RunDir(root)
+
+
 def invoke(*args: str):
     """Run ``adaseg ARGS`` in-process; returns Click's result (exceptions caught)."""
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)

@@ -6,10 +6,9 @@ directory byte-for-byte as it was (its log, which records every attempt, aside).
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
-from recipe_testing import TRAIN_FAST, invoke, invoke_json, refused, snapshot, write_folder
+from recipe_testing import TRAIN_FAST, copy_run, invoke, invoke_json, refused, snapshot, trained_run, write_folder
 
 from adaseg.recipes.checkpoint import read_checkpoint_meta
 from adaseg.recipes.run_dir import RunDir
@@ -26,18 +25,13 @@ def folder(tmp_path_factory):
 def base_run(tmp_path_factory, folder):
     """A finished 2-iteration parent (its training state at iteration 2), its derived dataset
     and a gate whose exits stop at layer 4 (--K 4)."""
-    root = tmp_path_factory.mktemp("runs") / "run"
-    invoke_json("train-parent", "--data", folder, *TRAIN_FAST, "--recipe", "standard", "--run", root)
-    invoke_json("derive", "--run", root, "--threads", "1")
-    invoke_json("fit-gate", "--beta", "0.0005", "--K", "4", "--epochs", "2", "--run", root)
-    return RunDir(root)
+    return trained_run(tmp_path_factory.mktemp("runs") / "run", folder,
+                       gate_args=("--beta", "0.0005", "--K", "4", "--epochs", "2"))
 
 
 @pytest.fixture
 def run(base_run, tmp_path):
-    root = tmp_path / "run"
-    shutil.copytree(base_run.root, root)
-    return RunDir(root)
+    return copy_run(base_run, tmp_path / "run")
 
 
 def _gate_k4(run: RunDir) -> str:

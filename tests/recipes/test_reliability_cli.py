@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from recipe_testing import TRAIN_FAST, invoke, invoke_json, snapshot, write_folder
+from recipe_testing import copy_run, invoke, invoke_json, snapshot, trained_run, write_folder
 
 from adaseg.recipes.checkpoint import load_checkpoint, read_checkpoint_meta
 from adaseg.recipes.integrity import read_safetensors, write_safetensors
@@ -23,18 +23,12 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory, folder):
-    root = tmp_path_factory.mktemp("runs") / "run"
-    invoke_json("train-parent", "--data", folder, *TRAIN_FAST, "--recipe", "standard", "--run", root)
-    invoke_json("derive", "--run", root, "--threads", "1")
-    invoke_json("fit-gate", "--beta", "0.0005", "--run", root, "--epochs", "2")
-    return RunDir(root)
+    return trained_run(tmp_path_factory.mktemp("runs") / "run", folder)
 
 
 @pytest.fixture
 def run(base_run, tmp_path):
-    root = tmp_path / "run"
-    shutil.copytree(base_run.root, root)
-    return RunDir(root)
+    return copy_run(base_run, tmp_path / "run")
 
 
 EVAL = ("--limit", "2", "--flops-images", "1", "--warmup", "0", "--timed", "1", "--threads", "1")

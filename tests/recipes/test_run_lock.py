@@ -6,7 +6,6 @@ an ``interrupted`` record in log.jsonl."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import sys
 import time
 
 import pytest
-from recipe_testing import TRAIN_FAST, invoke, invoke_json, snapshot, write_folder
+from recipe_testing import copy_run, invoke, snapshot, trained_run, write_folder
 
 from adaseg.recipes.checkpoint import load_checkpoint
 from adaseg.recipes.run_dir import RunDir
@@ -37,17 +36,12 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory, folder):
-    root = tmp_path_factory.mktemp("runs") / "run"
-    invoke_json("train-parent", "--data", folder, *TRAIN_FAST, "--recipe", "standard", "--run", root)
-    invoke_json("derive", "--run", root, "--threads", "1")
-    return RunDir(root)
+    return trained_run(tmp_path_factory.mktemp("runs") / "run", folder, gate_args=None)
 
 
 @pytest.fixture
 def run(base_run, tmp_path):
-    root = tmp_path / "run"
-    shutil.copytree(base_run.root, root)
-    return RunDir(root)
+    return copy_run(base_run, tmp_path / "run")
 
 
 @pytest.fixture
