@@ -23,9 +23,17 @@ from adaseg.registry import model_options
 SMALL = {"m2f_tiny", "segmenter_tiny", "segmenter_vit_ti"}  # the others run at 32 px, 2 images
 
 
-@pytest.fixture(scope="module", params=adaseg.list_models())
+# Every model on the CPU, and on a GPU where one is present: there the pausing runs through
+# the compiled Triton kernels (selection, in-place write-back) and deformable attention
+# through the CUDA extension, which only a GPU can check.
+_NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+_CASES = [pytest.param((name, "cpu"), id=name) for name in adaseg.list_models()] + [
+    pytest.param((name, "cuda"), id=f"{name}-cuda", marks=_NO_GPU) for name in adaseg.list_models()]
+
+
+@pytest.fixture(scope="module", params=_CASES)
 def case(request):
-    name = request.param
+    name, device = request.param
     torch.manual_seed(0)
     options = {"num_classes": 4}
     if "thing_ids" in model_options(name):
@@ -33,7 +41,7 @@ def case(request):
     model = adaseg.create_model(name, **options).eval()
     b, size = (3, 64) if name in SMALL else (2, 32)
     images = torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(1))
-    return name, model, images
+    return name, model.to(device), images.to(device)
 
 
 def _heads(out: AdaptiveOutput) -> list[torch.Tensor]:
@@ -92,7 +100,7 @@ def test_model_follows_the_protocol(case):
 def test_mixed_exits_equal_per_image_runs(case):
     _, model, images = case
     b = images.shape[0]
-    plan = torch.tensor([2, model.depth, 3][:b])
+    plan = torch.tensor([2, model.depth, 3][:b], device=images.device)
     pause = AdaptiveSettings(pause="1:0.3").pause
     out = model(images, None, AdaptiveSettings(exits=plan, pause=pause))
     assert out.exit_plan.tolist() == plan.tolist() and out.exits == {}
@@ -135,7 +143,7 @@ def test_paused_tokens_come_back_bit_for_bit(case, mode, monkeypatch):
     _, model, images = case
     layer, last = 2, model.depth
     capture = _Capture(monkeypatch)
-    generator = torch.Generator().manual_seed(0) if mode == "random" else None
+    generator = torch.Generator(device=images.device).manual_seed(0) if mode == "random" else None
     settings = AdaptiveSettings(record_exits=(layer, last), pause=f"{layer}:0.5", pause_mode=mode,
                                 generator=generator)
     out = model(images, None, settings)
@@ -146,7 +154,7 @@ def test_paused_tokens_come_back_bit_for_bit(case, mode, monkeypatch):
     n = at_pause.shape[1]
     assert record.positions.shape == (images.shape[0], n // 2)
     for i in range(images.shape[0]):
-        paused = torch.zeros(n, dtype=torch.bool)
+        paused = torch.zeros(n, dtype=torch.bool, device=images.device)
         paused[record.positions[i]] = True
         assert torch.equal(final[i, paused], at_pause[i, paused])
         assert (final[i, ~paused] - at_pause[i, ~paused]).abs().amax(-1).min() > 0  # the others moved on
@@ -156,7 +164,7 @@ def test_paused_tokens_come_back_bit_for_bit(case, mode, monkeypatch):
 def test_padding_tokens_pause_first(case, monkeypatch):
     _, model, images = case
     b, _, h, w = images.shape
-    mask = torch.zeros(b, h, w, dtype=torch.bool)
+    mask = torch.zeros(b, h, w, dtype=torch.bool, device=images.device)
     mask[0, h // 2 :] = True  # image 0: bottom half padding
     capture = _Capture(monkeypatch)
     out = model(images, mask, AdaptiveSettings(pause="1:0.6"))
