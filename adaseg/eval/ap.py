@@ -103,7 +103,9 @@ def load_results(path: str) -> list[dict]:
 
 def _coco(dataset: dict) -> COCO:
     coco = COCO()
-    coco.dataset = dataset
+    # pycocotools 2.0.10's loadRes reads dataset["info"] unguarded (KeyError without it, found
+    # on a GPU machine that had that version); COCO files may leave "info" out.
+    coco.dataset = {"info": {}, "licenses": [], **dataset}
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco

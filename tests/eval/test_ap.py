@@ -98,3 +98,28 @@ def test_unknown_category_in_results():
     res = masks_to_results(0, np.ones((1, 4, 4), bool), [0.5], [42])
     with pytest.raises(DataError, match="category_id 42"):
         instance_ap(gt, res)
+
+
+def test_ground_truth_without_info_under_pycocotools_2_0_10(monkeypatch):
+    """pycocotools 2.0.10's COCO.loadRes reads ``self.dataset['info']`` unguarded (2.0.11 uses
+    .get): a ground truth without "info" (as adaseg builds from panoptic data) must still score."""
+    import copy
+
+    from pycocotools import coco as coco_module
+
+    original = coco_module.COCO.loadRes
+
+    def load_res_2_0_10(self, res_file):
+        copy.deepcopy(self.dataset["info"])  # the line of 2.0.10 that raised KeyError: 'info'
+        return original(self, res_file)
+
+    monkeypatch.setattr(coco_module.COCO, "loadRes", load_res_2_0_10)
+    ids = np.zeros((20, 20), dtype=np.int64)
+    ids[2:8, 2:9] = 1
+    rle = mask_utils.encode(np.asfortranarray((ids == 1).astype(np.uint8)))
+    gt = {"images": [{"id": 0, "height": 20, "width": 20}], "categories": [c for c in CATEGORIES if c["isthing"]],
+          "annotations": [{"id": 1, "image_id": 0, "category_id": 1, "segmentation": rle, "area": 42.0,
+                           "iscrowd": 0, "bbox": list(mask_utils.toBbox(rle))}]}
+    assert "info" not in gt
+    assert instance_ap(gt, masks_to_results(0, (ids == 1)[None], [0.9], [1]))["AP"] == pytest.approx(1.0)
+    assert "info" not in gt  # the caller's dict is left as it was

@@ -10,6 +10,8 @@ backbone, ...) is tested in its own module.
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -90,6 +92,13 @@ class _Capture:
 def test_model_follows_the_protocol(case):
     name, model, _ = case
     assert isinstance(model, AdaptiveModel), name
+    # Python >= 3.12 checks a runtime protocol with inspect.getattr_static (no __getattr__, so
+    # no nn.Module submodule attributes): every member must be found that way too.
+    members = set(AdaptiveModel.__annotations__) | {k for k, v in vars(AdaptiveModel).items()
+                                                    if callable(v) and not k.startswith("_")}
+    assert {"backbone", "depth", "set_gate", "encoder_modules"} <= members
+    for attr in sorted(members):
+        inspect.getattr_static(model, attr)
     assert model.task in ("panoptic", "semantic")
     assert list(model.exits) == sorted(set(model.exits)) and model.exits[-1] <= model.depth
     assert all(isinstance(m, torch.nn.Module) for m in model.encoder_modules())

@@ -98,6 +98,14 @@ class Mask2Former(GateHost, nn.Module):
         self.gate: Gate | None = None
 
     @property
+    def backbone(self) -> nn.Module:
+        """The pretrained backbone (``backbone.*`` in the state dict). A property over the
+        registered submodule: Python 3.12's runtime protocol check looks attributes up
+        statically, and nn.Module keeps submodules in ``_modules``, so a plain submodule
+        attribute made ``isinstance(model, AdaptiveModel)`` False there."""
+        return self._modules["backbone"]
+
+    @property
     def depth(self) -> int:
         """K, the number of encoder layers."""
         return self.pixel_decoder.num_layers
