@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from adaseg.ops import pausing
-
-PAUSE_MODES = ("entropy", "random")
+from adaseg.recipes.choices import PAUSE_MODES
 
 
 @dataclass

@@ -27,8 +27,7 @@ import torch
 from adaseg.data.meta import PIXEL_MEAN, PIXEL_STD
 from adaseg.predict.images import ImageError, LoadedImage, read_image, to_rgb
 from adaseg.predict.result import PausedStage, Prediction
-
-TASKS = ("panoptic", "semantic", "instance")
+from adaseg.recipes.choices import TASKS
 
 
 class PredictError(ValueError):

@@ -1,4 +1,5 @@
-"""Closed sets of option values, shared by the recipes and the CLI.
+"""Closed sets of option values: their one definition, used by the models, data, predict,
+the recipes and the CLI.
 
 Torch-free on purpose: the CLI builds its ``click.Choice`` options from these at import
 time, before any command runs, and ``adaseg --help`` must not pay for importing torch.
@@ -10,11 +11,11 @@ from __future__ import annotations
 RECIPES = ("wsd+pause", "wsd", "pause", "standard")
 
 # PAUMER's pause selection: lowest auxiliary-decoder entropy, or uniformly random (the
-# baseline). Equal to adaseg.models.pause_selection.PAUSE_MODES (a test checks).
+# baseline).
 PAUSE_MODES = ("entropy", "random")
 
 # Dataset splits the recipes read.
 SPLITS = ("train", "val")
 
-# Post-processing a prediction can ask for (adaseg.models.mask2former.postprocess.TASKS).
+# Post-processing a prediction can ask for.
 TASKS = ("panoptic", "semantic", "instance")

@@ -1,18 +1,21 @@
-"""The shared option values: torch-free, and equal to the sets the models and data check."""
+"""The shared option values: torch-free, and what the code that takes them accepts."""
 
 import subprocess
 import sys
 
-from adaseg.data.build import SPLITS as DATA_SPLITS
-from adaseg.models.mask2former.postprocess import TASKS as MODEL_TASKS
-from adaseg.models.pause_selection import PAUSE_MODES as MODEL_PAUSE_MODES
+import pytest
+
+from adaseg.models.adaptive_settings import AdaptiveSettings
 from adaseg.recipes import choices
 
 
-def test_choices_match_what_the_models_and_data_accept():
-    assert choices.PAUSE_MODES == MODEL_PAUSE_MODES
-    assert choices.TASKS == MODEL_TASKS
-    assert choices.SPLITS == DATA_SPLITS
+def test_choices_are_what_the_code_accepts():
+    for mode in choices.PAUSE_MODES:
+        assert AdaptiveSettings(pause="1:0.5", pause_mode=mode).pause_mode == mode
+    with pytest.raises(ValueError):
+        AdaptiveSettings(pause="1:0.5", pause_mode="lowest")
+    assert set(choices.TASKS) == {"panoptic", "semantic", "instance"}
+    assert set(choices.SPLITS) == {"train", "val"}
     assert set(choices.RECIPES) == {"standard", "wsd", "pause", "wsd+pause"}
     assert choices.RECIPES[0] == "wsd+pause"  # train-parent's default is listed first
 
