@@ -306,6 +306,13 @@ class PatchAssembler:
 
             self._buffer = library.WriteRows.apply(buf, x, src_idx, dst_idx)
             return
-        rows = x if src_idx is None else reference.gather_tokens(x, src_idx)
-        # In-place scatter_ is differentiable: autograd zeroes the overwritten rows' gradient.
-        self._buffer = buf.scatter_(1, dst_idx.unsqueeze(-1).expand(*dst_idx.shape, buf.shape[2]), rows.to(buf.dtype))
+        rows = (x if src_idx is None else reference.gather_tokens(x, src_idx)).to(buf.dtype)
+        if (buf.requires_grad or rows.requires_grad) and torch.is_grad_enabled() or not buf.is_contiguous():
+            # In-place scatter_ is differentiable: autograd zeroes the overwritten rows' gradient.
+            self._buffer = buf.scatter_(1, dst_idx.unsqueeze(-1).expand(*dst_idx.shape, buf.shape[2]), rows)
+            return
+        # Inference: whole rows of the flattened (b * N, D) map. index_copy_ moves a row at a
+        # time where scatter_ looks up an index per element (about 2x faster on CPU).
+        b, n_rows, d = buf.shape
+        flat = (dst_idx + torch.arange(b, device=dst_idx.device).unsqueeze(1) * n_rows).reshape(-1)
+        buf.view(b * n_rows, d).index_copy_(0, flat, rows.reshape(-1, d))
