@@ -38,7 +38,12 @@ def compare(reports, vs, n_boot, seed, level, metrics, as_json):
     if as_json:
         click.echo(json.dumps(result.to_json(), sort_keys=True))
         return
+    from adaseg.recipes.progress import LOG_WIDTH
+
     console = Console()
+    if not console.is_terminal:
+        # off a terminal nothing reads the width: keep tables whole in logs
+        console = Console(width=max(console.width, LOG_WIDTH))
     for i, path in enumerate(result.reports):
         console.print(comparison_table(result, i, path))
 
@@ -54,7 +59,7 @@ def comparison_table(result, i: int, path):
     from rich.table import Table
 
     pct = f"{100 * result.level:g}%"
-    table = Table(title=f"{path} vs {result.baseline} ({result.images} images, {result.n_boot} paired resamples)")
+    table = Table(title=f"{path} vs {result.baseline}\n({result.images} images, {result.n_boot} paired resamples)")
     for name in ("metric", "baseline", "value", "diff", f"{pct} interval", "p(diff<=0)", "p(diff>=0)"):
         table.add_column(name, justify="left" if name == "metric" else "right")
     for row in result.rows_of(i):
