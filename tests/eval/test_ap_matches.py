@@ -31,6 +31,13 @@ def test_precision_envelope_at_101_recall_points():
         assert ap[key] == pytest.approx(expected, abs=1e-12), key
 
 
+def test_the_envelope_lifts_precision_before_a_later_better_point():
+    """2 GT; FP (0.95), TP (0.9), TP (0.8): precision 0, 1/2, 2/3 at recall 0, 1/2, 1; the
+    envelope reads 2/3 at every recall point (without it: 0, then 1/2, then 2/3)."""
+    m = _matches([[2]], [(0, 0, 0.95, 0, 1), (0, 0, 0.9, 1, 0), (0, 0, 0.8, 1, 0)])
+    assert m.accumulate(np.array([1]), np.array([0]))["AP50"] == pytest.approx(2 / 3, abs=1e-12)
+
+
 def test_pooling_across_images_and_repeats():
     """Image 0: one TP at 0.9; image 1: one FP at 0.95, 1 GT each. Pooled: FP first (0.95),
     then TP: precision 0, 1/2 at recall 0, 1/2 -> the envelope 1/2 up to recall 0.5, then 0.
