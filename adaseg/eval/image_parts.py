@@ -314,7 +314,7 @@ def load_parts(report_json_path: str | Path) -> ImageParts:
     from adaseg.recipes.integrity import IntegrityError, read_safetensors
 
     report_path = Path(report_json_path)
-    report = _read_report(report_path)
+    report = read_report(report_path)
     record = report.get("parts")
     rerun = f"re-run `adaseg eval` with the settings in {report_path}"
     if not isinstance(record, dict) or not isinstance(record.get("file"), str) \
@@ -348,7 +348,9 @@ def load_parts(report_json_path: str | Path) -> ImageParts:
         raise PartsError(f"{path}: malformed per-image parts ({exc}); {rerun}") from None
 
 
-def _read_report(path: Path) -> dict[str, Any]:
+def read_report(path: str | Path) -> dict[str, Any]:
+    """An eval report's JSON; :class:`PartsError` naming ``path`` when it is not one."""
+    path = Path(path)
     if path.is_dir() or not path.exists():
         raise PartsError(f"{path}: no such eval report")
     try:
@@ -360,8 +362,3 @@ def _read_report(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not all(k in data for k in ("settings", "metrics", "info")):
         raise PartsError(f"{path} is not an eval report (no settings / metrics / info)")
     return data
-
-
-def read_report(path: str | Path) -> dict[str, Any]:
-    """An eval report's JSON; :class:`PartsError` naming ``path`` when it is not one."""
-    return _read_report(Path(path))
