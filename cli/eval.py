@@ -1,6 +1,8 @@
 """``adaseg eval``: quality, GFLOPs per image and images/s of the run's parent on the val split,
 with a gate (per-image exits), a fixed exit and/or a pause plan. Writes
-``reports/eval_<name>.json`` into ``--run``; ``--json`` prints the report."""
+``reports/eval_<name>.json`` and its per-image parts ``reports/eval_<name>.parts.safetensors``
+into ``--run``; ``--bootstrap N`` adds 90% intervals of the report's own figures; ``--json``
+prints the report."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from adaseg.cli.options import (device_option, json_option, pause_option, quiet_
 from adaseg.cli.recipe_options import set_threads, threads_option
 from adaseg.recipes.choices import PAUSE_MODES
 from adaseg.cli.run_guard import writing_run
+
+MIN_BOOTSTRAP = 100  # fewer resamples put a 5% tail on < 5 draws
 
 
 @click.command(name="eval")
@@ -29,6 +33,9 @@ from adaseg.cli.run_guard import writing_run
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed batches.")
 @click.option("--timed", type=click.IntRange(min=1), default=10, show_default=True, help="Timed batches.")
 @click.option("--name", default=None, help="Report name [default: from the settings].")
+@click.option("--bootstrap", "n_boot", type=int, default=0, show_default=True, metavar="N",
+              help="Add 90%% bootstrap intervals of the figures over N resamples of the images (seed 0; "
+                   "0 = off, else at least 100).")
 @run_data_option
 @device_option
 @seed_option
@@ -36,8 +43,8 @@ from adaseg.cli.run_guard import writing_run
 @run_option
 @quiet_option
 @json_option
-def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, warmup, timed, name, data, device,
-             seed, threads, run, quiet, as_json):
+def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, warmup, timed, name, n_boot, data,
+             device, seed, threads, run, quiet, as_json):
     """Score the run's parent on the val split: PQ/mIoU/AP, GFLOPs, images/s."""
     import json
 
@@ -51,6 +58,9 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
 
     set_threads(threads)
     _refuse_idle_options(pause, pause_mode)
+    if n_boot != 0 and n_boot < MIN_BOOTSTRAP:
+        raise click.BadParameter(f"{n_boot} resamples cannot give a 90% interval: use 0 (off) or at least "
+                                 f"{MIN_BOOTSTRAP}", param_hint="'--bootstrap'")
     run_dir = RunDir(run)
     try:
         run_dir.require("config", "parent")
@@ -83,9 +93,10 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
             raise click.ClickException(str(exc)) from None
         if report is None:
             return
+        if n_boot:
+            ev.add_intervals(report, n_boot=n_boot)
+        ev.save_report(run_dir, report_name, report)
         data = report.to_json()
-        data["settings"]["name"] = report_name
-        run_dir.write_report(report_name, data)
         reporter.event("done", report=str(report_path), metrics={k: v for k, v in report.metrics.items()
                                                                  if not isinstance(v, dict)})
         if as_json:
@@ -131,25 +142,43 @@ def describe(settings: dict) -> str:
     return what
 
 
+def _interval(intervals: dict | None, key: str, scale: float = 100.0, digits: int = 2) -> str:
+    iv = (intervals or {}).get("metrics", {}).get(key)
+    if not iv or iv.get("lo") is None:
+        return "-"
+    return f"[{scale * iv['lo']:.{digits}f}, {scale * iv['hi']:.{digits}f}]"
+
+
 def report_table(data: dict):
-    """The rich table of one report."""
+    """The rich table of one report (with a column of bootstrap intervals when it has them)."""
     from rich.table import Table
 
     m, g, t, ex = data["metrics"], data["gflops"], data["throughput"], data["exits"]
+    intervals = data.get("intervals")
     table = Table(title=f"adaseg eval: {describe(data['settings'])} on {data['info']['data']} val "
                         f"({data['settings']['images']} images)")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    if intervals:
+        table.add_column(f"{100 * intervals['level']:.0f}% interval ({intervals['n_boot']} resamples)", justify="right")
+
+    def row(label: str, value: str, key: str | None = None, scale: float = 100.0, digits: int = 2) -> None:
+        cells = [label, value]
+        if intervals:
+            cells.append(_interval(intervals, key, scale, digits) if key else "")
+        table.add_row(*cells)
+
     if "PQ" in m:
         for key in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st"):
-            table.add_row(key, _pct(m.get(key)))
-    table.add_row("mIoU", _pct(m.get("mIoU")))
+            row(key, _pct(m.get(key)), key)
+    row("mIoU", _pct(m.get("mIoU")), "mIoU")
     if "AP" in m:
-        table.add_row("AP (masks)", _pct(m.get("AP")))
-    table.add_row("GFLOPs total (mean ± std / image)", f"{g['gflops']['total']['mean']:.3f} ± {g['gflops']['total']['std']:.3f}")
-    table.add_row("GFLOPs encoder (mean ± std / image)",
-                  f"{g['gflops']['encoder']['mean']:.3f} ± {g['gflops']['encoder']['std']:.3f}")
-    table.add_row("encoder layers (mean over images)", f"{ex['mean']:.2f} of {ex['depth']}")
-    table.add_row("exits used", " ".join(f"{k}:{v}" for k, v in ex["histogram"].items()))
-    table.add_row(f"images/s (batch {t['batch_size']}, {t['device']})", f"{t['images_per_s']:.1f}")
+        row("AP (masks)", _pct(m.get("AP")), "AP")
+    row("GFLOPs total (mean ± std / image)", f"{g['gflops']['total']['mean']:.3f} ± {g['gflops']['total']['std']:.3f}",
+        "gflops_total_mean", 1.0, 3)
+    row("GFLOPs encoder (mean ± std / image)",
+        f"{g['gflops']['encoder']['mean']:.3f} ± {g['gflops']['encoder']['std']:.3f}", "gflops_encoder_mean", 1.0, 3)
+    row("encoder layers (mean over images)", f"{ex['mean']:.2f} of {ex['depth']}", "exit_mean", 1.0, 2)
+    row("exits used", " ".join(f"{k}:{v}" for k, v in ex["histogram"].items()))
+    row(f"images/s (batch {t['batch_size']}, {t['device']})", f"{t['images_per_s']:.1f}")
     return table

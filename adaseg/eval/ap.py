@@ -110,7 +110,7 @@ def _coco(dataset: dict) -> COCO:
 
 
 def instance_ap(gt, results: list[dict], *, gt_name: str = "ground truth", results_name: str = "results",
-                check: bool = True) -> dict:
+                check: bool = True, keep_matches: bool = False) -> dict:
     """COCOeval(segm) of ``results`` against ``gt`` (instances dict or JSON path).
 
     ``check``: validate both first (:mod:`adaseg.eval.coco_checks`: every field COCOeval reads,
@@ -118,7 +118,10 @@ def instance_ap(gt, results: list[dict], *, gt_name: str = "ground truth", resul
     off only for inputs adaseg made itself.
 
     Returns {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'per_class': {category_id: AP}} as
-    fractions; -1 from COCOeval (no GT of that area range) is returned as None.
+    fractions; -1 from COCOeval (no GT of that area range) is returned as None. With
+    ``keep_matches`` also ``'matches'``: this run's per-image matching as
+    :class:`adaseg.eval.ap_matches.ApMatches` over ``gt['images']`` in their order, from which
+    AP / AP50 / AP75 of any multiset of those images can be recomputed.
     """
     from adaseg.eval.coco_checks import check_instances_gt, check_results
 
@@ -152,4 +155,8 @@ def instance_ap(gt, results: list[dict], *, gt_name: str = "ground truth", resul
         if p.size:
             per_class[int(cid)] = float(p.mean())
     out["per_class"] = per_class
+    if keep_matches:
+        from adaseg.eval.ap_matches import ApMatches
+
+        out["matches"] = ApMatches.from_cocoeval(ev, [img["id"] for img in gt["images"]])
     return out

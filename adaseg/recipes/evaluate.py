@@ -17,6 +17,10 @@ Three passes, each measuring one thing:
 
 Under ``torchrun`` passes 1-2 are sharded over ranks and gathered on rank 0; the throughput
 is rank 0's (per process).
+
+The report keeps its per-image parts (:class:`adaseg.eval.image_parts.ImageParts`, from the
+gathered per-image results), written beside it by :func:`save_report`, so that any two reports
+on the same images can be compared later (:mod:`adaseg.eval.bootstrap`) without rerunning.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from adaseg.eval.flops import FlopCounter, FlopStats
+from adaseg.eval.image_parts import ImageParts, parts_from_results, parts_path_for
 from adaseg.eval.miou import ConfusionMatrix
 from adaseg.eval.pq import PQStats
 from adaseg.eval.throughput import measure_throughput
@@ -113,16 +119,63 @@ _DEFAULTS = EvalSettings()
 
 @dataclass
 class EvalReport:
+    """One evaluation. ``parts``: its per-image parts (not in the JSON; :func:`save_report`
+    writes them beside it and records the file in ``parts_file``); ``intervals``: bootstrap
+    intervals of its own figures (:func:`add_intervals`), or None."""
+
     settings: dict[str, Any]
     metrics: dict[str, Any]
     gflops: dict[str, Any]
     throughput: dict[str, Any]
     exits: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)
+    parts: ImageParts | None = None
+    parts_file: dict[str, str] | None = None
+    intervals: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"settings": self.settings, "metrics": self.metrics, "gflops": self.gflops,
-                "throughput": self.throughput, "exits": self.exits, "info": self.info}
+        out = {"settings": self.settings, "metrics": self.metrics, "gflops": self.gflops,
+               "throughput": self.throughput, "exits": self.exits, "info": self.info}
+        if self.parts_file is not None:
+            out["parts"] = self.parts_file
+        if self.intervals is not None:
+            out["intervals"] = self.intervals
+        return out
+
+
+def save_report(run: RunDir, name: str, report: EvalReport) -> Path:
+    """Write ``report`` as ``reports/eval_<name>.json`` and its per-image parts as
+    ``reports/eval_<name>.parts.safetensors``, each atomically: the parts first, then the JSON
+    recording their file name and content hash (so a report never names parts that are not
+    there; a crash between the two leaves the old report, whose hash no longer matches, and
+    :func:`adaseg.eval.image_parts.load_parts` says so). Sets ``settings["name"]``; returns the
+    report's path. The caller holds the run's lock."""
+    path = run.report_path(name)
+    report.settings["name"] = name
+    if report.parts is not None:
+        parts_path = parts_path_for(path)
+        digest = report.parts.save(parts_path)
+        report.parts_file = {"file": parts_path.name, "content_sha256": digest}
+    run.write_report(name, report.to_json())
+    return path
+
+
+INTERVAL_LEVEL = 0.90
+
+
+def add_intervals(report: EvalReport, *, n_boot: int, seed: int = 0, level: float = INTERVAL_LEVEL) -> None:
+    """Bootstrap intervals (``n_boot`` resamples of the report's images, ``seed``) of every
+    figure of the report that is defined, into ``report.intervals``:
+    ``{"n_boot", "seed", "level", "metrics": {key: Interval.to_json()}}``."""
+    from adaseg.eval.bootstrap import metric_intervals
+
+    if report.parts is None:
+        raise ValueError("add_intervals: the report has no per-image parts")
+    full = report.parts.metrics()
+    keys = [k for k in report.parts.metric_names if full[k] is not None]
+    intervals = metric_intervals(report.parts, keys, n_boot, seed, level)
+    report.intervals = {"n_boot": n_boot, "seed": seed, "level": level,
+                        "metrics": {k: v.to_json() for k, v in intervals.items()}}
 
 
 def check_pause_reachable(plan, last_exit: int, why: str) -> None:
@@ -293,8 +346,11 @@ def _report(run: RunDir, model, info: dict, gate_info: dict | None, settings_jso
             gathered_flops: list, throughput, scorer: Scorer, *, metric: str, task: str, data_spec: str,
             device: torch.device, t0: float) -> EvalReport:
     """The report from every rank's per-image results and FLOPs and rank 0's throughput."""
-    metrics = _metrics(gathered, scorer, metric)
+    metrics, ap_matches = _metrics(gathered, scorer, metric)
     flop_stats = FlopStats(per_image=gathered_flops)
+    parts = parts_from_results(gathered, gathered_flops, image_ids=[r["image_id"] for r in gathered],
+                               parent_fingerprint=info["fingerprint"], metric=metric, categories=scorer.categories,
+                               ap_matches=ap_matches)
     exits_used = [r["exit"] for r in gathered]
     hist: dict[str, int] = {}
     for e in exits_used:
@@ -315,6 +371,7 @@ def _report(run: RunDir, model, info: dict, gate_info: dict | None, settings_jso
               "model": info["model"],
               "data": data_spec, "task": task, "metric": metric, "seconds": time.perf_counter() - t0,
               "device": str(device), "threads": torch.get_num_threads()},
+        parts=parts,
     )
 
 
@@ -330,7 +387,7 @@ def _score_batch(model, out, batch, idx, scorer: Scorer, metric: str) -> list[di
             h, w = sizes[j]
             image_entry, anns = scorer.instance_gt(i)
             results.append({
-                "exit": int(plan[j]),
+                "exit": int(plan[j]), "image_id": scorer.dataset.records[i].image_id,
                 "pq": scorer.pq_stats(i, panoptic[j]),
                 "cm": scorer.confusion(batch["targets"][j]["semantic"][:h, :w], semantic[j].cpu()),
                 "image": image_entry, "gt": anns, "dt": scorer.instance_results(i, instances[j]),
@@ -339,12 +396,13 @@ def _score_batch(model, out, batch, idx, scorer: Scorer, metric: str) -> list[di
         semantic = model.postprocess(out, batch["sizes"], task="semantic")
         for j, i in enumerate(idx):
             h, w = batch["sizes"][j]
-            results.append({"exit": int(plan[j]),
+            results.append({"exit": int(plan[j]), "image_id": scorer.dataset.records[i].image_id,
                             "cm": scorer.confusion(batch["targets"][j]["semantic"][:h, :w], semantic[j].cpu())})
     return results
 
 
-def _metrics(per_image: list[dict], scorer: Scorer, metric: str) -> dict[str, Any]:
+def _metrics(per_image: list[dict], scorer: Scorer, metric: str) -> tuple[dict[str, Any], Any]:
+    """The report's figures and, for panoptic models, the AP matching of the same COCOeval run."""
     cm = ConfusionMatrix(num_classes=scorer.meta.num_classes, ignore_label=scorer.meta.ignore_label)
     for r in per_image:
         cm += r["cm"]
@@ -361,8 +419,9 @@ def _metrics(per_image: list[dict], scorer: Scorer, metric: str) -> dict[str, An
         images = [r["image"] for r in per_image]
         gt = [a for r in per_image for a in r["gt"]]
         dt = [d for r in per_image for d in r["dt"]]
-        ap = scorer.instance_ap(images, gt, dt)
+        ap = scorer.instance_ap(images, gt, dt, keep_matches=True)
         out.update({k: ap[k] for k in ("AP", "AP50", "AP75")})
         defined = [s.pq() for s in (r["pq"] for r in per_image) if s.pq() is not None]
         out["mean_image_PQ"] = sum(defined) / len(defined) if defined else None
-    return out
+        return out, ap["matches"]
+    return out, None

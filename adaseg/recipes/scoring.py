@@ -120,10 +120,12 @@ class Scorer:
         cats = [self.meta.to_dataset_id(int(c)) for c in prediction["labels"].tolist()]
         return masks_to_results(image_id, prediction["masks"], prediction["scores"], cats)
 
-    def instance_ap(self, images: list[dict], annotations: list[dict], results: list[dict]) -> dict:
+    def instance_ap(self, images: list[dict], annotations: list[dict], results: list[dict], *,
+                    keep_matches: bool = False) -> dict:
         from adaseg.eval.ap import instance_ap
 
         anns = [dict(a, id=i + 1) for i, a in enumerate(annotations)]
         things = [c for c in self.categories if c["isthing"]]
         # made here from the dataset and the model: nothing to validate, and decoding every RLE costs time
-        return instance_ap({"images": images, "annotations": anns, "categories": things}, results, check=False)
+        return instance_ap({"images": images, "annotations": anns, "categories": things}, results, check=False,
+                           keep_matches=keep_matches)

@@ -1,0 +1,174 @@
+"""Mask AP on any multiset of images from one run of pycocotools' matching.
+
+``COCOeval.evaluate`` matches each image's detections to its ground truth per category
+(``evalImgs``); ``COCOeval.accumulate`` then pools the images. Only the pooling depends on
+which images are scored, so :class:`ApMatches` keeps the matching of the area range ``all``
+at 100 detections per image -- per detection its image, category, score and, at each of
+the 10 IoU thresholds, whether it is a true or a false positive (a detection matched to a
+crowd is neither) -- plus each image's count of non-ignored ground truth per category.
+:meth:`ApMatches.accumulate` repeats ``accumulate`` + ``summarize`` on any list of images,
+repeats allowed (a bootstrap resample), without pycocotools:
+
+* per category, the detections of the listed images in list order, sorted by score with a
+  stable sort (COCOeval's mergesort: ties keep that order);
+* cumulative TP / FP, recall = TP / #GT, precision = TP / (TP + FP + eps), made monotone
+  from the right (the precision envelope), read at the 101 recall thresholds (0 past the
+  last recall reached);
+* a category with no non-ignored ground truth in the list is -1 and left out of the means;
+  AP averages over IoU 0.50:0.95, AP50 / AP75 over one threshold; None when nothing is defined.
+
+COCOeval lists images by sorted image id; :meth:`ApMatches.accumulate` takes the order it
+is given (the caller sorts: :class:`adaseg.eval.image_parts.ImageParts`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# COCOeval.Params' defaults for iouType 'segm'
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+MAX_DETS = 100
+_EPS = np.spacing(1)
+
+
+@dataclass
+class ApMatches:
+    """COCOeval's per-image matching of N images (see the module docstring).
+
+    Attributes:
+        category_ids: (K,) int64 COCOeval's category ids (sorted thing ids).
+        gt_count: (N, K) int64 non-ignored (not crowd) ground truth per image and category.
+        det_image: (M,) int64 image index 0..N-1 of each detection.
+        det_category: (M,) int64 index into ``category_ids``.
+        det_score: (M,) float64.
+        det_tp, det_fp: (M, T) bool, T = 10 IoU thresholds: matched to a non-ignored ground
+            truth / matched to nothing. Detections are ordered by image, then category, then
+            COCOeval's per-image order (score, stable), at most 100 per image and category.
+    """
+
+    category_ids: np.ndarray
+    gt_count: np.ndarray
+    det_image: np.ndarray
+    det_category: np.ndarray
+    det_score: np.ndarray
+    det_tp: np.ndarray
+    det_fp: np.ndarray
+
+    def __post_init__(self) -> None:
+        n, k = self.gt_count.shape
+        m = len(self.det_score)
+        t = len(IOU_THRESHOLDS)
+        if len(self.category_ids) != k:
+            raise ValueError(f"ApMatches: {len(self.category_ids)} category ids for gt_count with {k} columns")
+        for name, arr, shape in (("det_image", self.det_image, (m,)), ("det_category", self.det_category, (m,)),
+                                 ("det_tp", self.det_tp, (m, t)), ("det_fp", self.det_fp, (m, t))):
+            if arr.shape != shape:
+                raise ValueError(f"ApMatches: {name} has shape {arr.shape}, expected {shape}")
+        if m and (self.det_image.min() < 0 or self.det_image.max() >= n or self.det_category.min() < 0
+                  or self.det_category.max() >= k):
+            raise ValueError("ApMatches: a detection's image or category index is out of range")
+        if m and np.any(np.diff(self.det_image) < 0):
+            raise ValueError("ApMatches: detections are not ordered by image")
+        # Each image's detections are one contiguous block: a resample gathers blocks.
+        self._count = np.bincount(self.det_image, minlength=n).astype(np.int64)
+        self._start = np.concatenate([[0], np.cumsum(self._count)[:-1]]).astype(np.int64)
+
+    @property
+    def num_images(self) -> int:
+        return int(self.gt_count.shape[0])
+
+    @classmethod
+    def from_cocoeval(cls, ev, image_ids: list) -> "ApMatches":
+        """The matching of an evaluated ``COCOeval`` (``evaluate()`` run, iouType 'segm',
+        default parameters); ``image_ids`` names the N images in the order the caller keeps."""
+        p = ev.params
+        if list(np.round(p.iouThrs, 12)) != list(np.round(IOU_THRESHOLDS, 12)) or p.maxDets[-1] != MAX_DETS:
+            raise ValueError("ApMatches: COCOeval must use its default IoU thresholds and 100 detections")
+        position = {img: i for i, img in enumerate(image_ids)}
+        if len(position) != len(image_ids):
+            raise ValueError("ApMatches: image ids are not unique")
+        img_ids, cat_ids = list(p.imgIds), list(p.catIds)
+        if set(img_ids) != set(position):
+            raise ValueError("ApMatches: COCOeval's images are not the images given")
+        n_img, n_area, a_all = len(img_ids), len(p.areaRng), p.areaRngLbl.index("all")
+        gt_count = np.zeros((len(image_ids), len(cat_ids)), dtype=np.int64)
+        rows: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []
+        for k in range(len(cat_ids)):
+            for i, img in enumerate(img_ids):
+                e = ev.evalImgs[k * n_area * n_img + a_all * n_img + i]
+                if e is None:
+                    continue
+                pos = position[img]
+                gt_count[pos, k] = np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)
+                if len(e["dtScores"]):
+                    matched = np.asarray(e["dtMatches"]) != 0
+                    ignored = np.asarray(e["dtIgnore"]).astype(bool)
+                    rows.append((pos, k, np.asarray(e["dtScores"], dtype=np.float64),
+                                 (matched & ~ignored).T, (~matched & ~ignored).T))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        t = len(IOU_THRESHOLDS)
+        return cls(
+            category_ids=np.asarray(cat_ids, dtype=np.int64),
+            gt_count=gt_count,
+            det_image=np.concatenate([np.full(len(r[2]), r[0]) for r in rows]).astype(np.int64) if rows
+            else np.zeros(0, np.int64),
+            det_category=np.concatenate([np.full(len(r[2]), r[1]) for r in rows]).astype(np.int64) if rows
+            else np.zeros(0, np.int64),
+            det_score=np.concatenate([r[2] for r in rows]) if rows else np.zeros(0, np.float64),
+            det_tp=np.concatenate([r[3] for r in rows]) if rows else np.zeros((0, t), bool),
+            det_fp=np.concatenate([r[4] for r in rows]) if rows else np.zeros((0, t), bool),
+        )
+
+    def precision(self, order: np.ndarray) -> np.ndarray:
+        """(T, R, K) precision at the recall thresholds over the images ``order`` (indices,
+        repeats allowed, in COCOeval's concatenation order); -1 for categories without ground
+        truth there."""
+        order = np.asarray(order, dtype=np.int64)
+        counts, starts = self._count[order], self._start[order]
+        total = int(counts.sum())
+        offsets = np.cumsum(counts) - counts
+        det = np.repeat(starts - offsets, counts) + np.arange(total, dtype=np.int64)
+        # Stable: within a category, equal scores keep the listed order (COCOeval's mergesort).
+        det = det[np.lexsort((-self.det_score[det], self.det_category[det]))]
+        cats = self.det_category[det]
+        bounds = np.searchsorted(cats, np.arange(len(self.category_ids) + 1))
+        npig = self.gt_count[order].sum(axis=0)
+        t_n, r_n = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS)
+        out = -np.ones((t_n, r_n, len(self.category_ids)))
+        for k in np.nonzero(npig > 0)[0]:
+            sel = det[bounds[k]:bounds[k + 1]]
+            nd = len(sel)
+            if nd == 0:
+                out[:, :, k] = 0.0
+                continue
+            tp = np.cumsum(self.det_tp[sel], axis=0).astype(float)  # (nd, T)
+            fp = np.cumsum(self.det_fp[sel], axis=0).astype(float)
+            rc = tp / npig[k]
+            pr = tp / (fp + tp + _EPS)
+            pr = np.maximum.accumulate(pr[::-1], axis=0)[::-1]  # the envelope: max over higher recall
+            for t in range(t_n):
+                inds = np.searchsorted(rc[:, t], RECALL_THRESHOLDS, side="left")
+                q = np.zeros(r_n)
+                reached = inds < nd
+                q[reached] = pr[inds[reached], t]
+                out[t, :, k] = q
+        return out
+
+    def accumulate(self, order: np.ndarray) -> dict[str, float | None]:
+        """{'AP', 'AP50', 'AP75'} (fractions; None where no category has ground truth) over
+        the images ``order`` (see :meth:`precision`)."""
+        prec = self.precision(order)
+        out = {"AP": _mean_defined(prec)}
+        for name, thr in (("AP50", 0.5), ("AP75", 0.75)):
+            t = np.where(thr == IOU_THRESHOLDS)[0]
+            out[name] = _mean_defined(prec[t])
+        return out
+
+
+def _mean_defined(prec: np.ndarray) -> float | None:
+    # COCOeval.summarize: the mean over the entries > -1 (absent categories), -1 when none
+    s = prec[prec > -1]
+    return float(np.mean(s)) if s.size else None
