@@ -9,6 +9,7 @@ import click
 
 from adaseg.cli.options import PauseSpec, device_option, json_option, quiet_option, run_option
 from adaseg.cli.recipe_options import FloatList, IntList, set_threads, threads_option
+from adaseg.cli.eval import MIN_BOOTSTRAP
 from adaseg.cli.run_guard import writing_run
 
 # Exit status when the sweep is written but no measured point meets --target-gflops/--target-ips.
@@ -53,6 +54,7 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
     import json
 
     from adaseg.data import DataError
+    from adaseg.eval.image_parts import PartsError
     from adaseg.recipes.checkpoint import CheckpointError
     from adaseg.recipes.derived import DerivedDatasetError
     from adaseg.recipes.progress import Reporter
@@ -61,11 +63,14 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
 
     set_threads(threads)
     _refuse_idle_options(pauses, pause_grid)
+    if n_boot != 0 and n_boot < MIN_BOOTSTRAP:
+        raise click.BadParameter(f"{n_boot} resamples cannot give a 90% interval: use 0 (off) or at least "
+                                 f"{MIN_BOOTSTRAP}", param_hint="'--bootstrap'")
     settings = sw.SweepSettings(exits=exits, betas=_betas(betas), pauses=tuple(str(p) for p in pauses),
                                 pause_grid=pause_grid, grid_layers=grid_layers, grid_ratios=tuple(grid_ratios),
                                 grid_stages=grid_stages, modes=_modes(modes), limit=limit, seed=seed)
     run_dir = RunDir(run)
-    failures = (CheckpointError, DataError, DerivedDatasetError, MissingStepError, RunDirError)
+    failures = (CheckpointError, DataError, DerivedDatasetError, MissingStepError, PartsError, RunDirError)
     try:
         run_dir.require("config", "parent")
         parent = sw.read_parent(run_dir)

@@ -56,16 +56,20 @@ def fixed_curve(rows: Sequence[dict]) -> list[int]:
 
 
 def random_curve(rows: Sequence[dict]) -> list[int]:
-    """Indices of random pausing's points (no gate) plus the unpaused full depth."""
-    return [j for j, r in enumerate(rows) if r["kind"] == "full" or (r["kind"] == "pause" and r["pause_mode"] == "random")]
+    """Indices of random pausing's points (no gate)."""
+    return [j for j, r in enumerate(rows) if r["kind"] == "pause" and r["pause_mode"] == "random"]
 
 
-def _advantage_estimate(rows, j: int, curve: list[int], *, front: bool) -> float:
-    xs = np.array([rows[c]["gflops_encoder_mean"] for c in curve])
-    ys = _q([rows[c] for c in curve])
-    if front:
-        keep = pareto_front(xs, ys)
-        xs, ys = xs[keep], ys[keep]
+def full_depth(rows: Sequence[dict]) -> int | None:
+    return next((j for j, r in enumerate(rows) if r["kind"] == "full"), None)
+
+
+def _advantage_estimate(rows, j: int, curve: list[int], *, front: bool, anchor: int | None) -> float:
+    from adaseg.recipes.sweep_stats import curve_points
+
+    end = None if anchor is None else (rows[anchor]["gflops_encoder_mean"], _q([rows[anchor]])[0])
+    xs, ys = curve_points([rows[c]["gflops_encoder_mean"] for c in curve], _q([rows[c] for c in curve]), front=front,
+                          anchor=end)
     q = rows[j]["quality"]
     return float("nan") if q is None else float(q) - interpolate_curve(xs, ys, rows[j]["gflops_encoder_mean"])
 
@@ -76,22 +80,24 @@ def advantages(rows: list[dict], parts: list | None, *, n_boot: int, seed: int, 
     from adaseg.recipes import sweep_stats
 
     out: dict[str, list] = {"gate": [], "pause": []}
-    jobs = [("gate", j, fixed_curve(rows), False) for j, r in enumerate(rows) if r["kind"] == "gate"]
-    rand = random_curve(rows)
-    if len(rand) > 1:  # a curve needs random points besides full depth
-        jobs += [("pause", j, rand, True) for j, r in enumerate(rows)
+    jobs = [("gate", j, fixed_curve(rows), False, None) for j, r in enumerate(rows) if r["kind"] == "gate"]
+    rand, full = random_curve(rows), full_depth(rows)
+    if rand:
+        jobs += [("pause", j, rand, True, full) for j, r in enumerate(rows)
                  if r["kind"] == "pause" and r["pause_mode"] == "entropy"]
-    for what, j, curve, front in jobs:
+    for what, j, curve, front, anchor in jobs:
         entry: dict[str, Any] = {"point": rows[j]["point"], "beta": rows[j]["beta"], "pause": rows[j]["pause"],
                                  "gflops_encoder_mean": rows[j]["gflops_encoder_mean"], "quality": rows[j]["quality"],
                                  "quality_metric": rows[j]["quality_metric"],
-                                 "curve": [rows[c]["point"] for c in curve]}
-        estimate = _advantage_estimate(rows, j, curve, front=front)
+                                 "curve": [rows[c]["point"] for c in curve] + ([] if anchor is None else
+                                                                               [rows[anchor]["point"]])}
+        estimate = _advantage_estimate(rows, j, curve, front=front, anchor=anchor)
         if not np.isfinite(estimate):
             entry.update(estimate=None, undefined="its encoder GFLOPs lie outside the curve's range (no extrapolation)")
         elif n_boot > 0 and parts is not None:
             entry.update(sweep_stats.advantage(parts[j], [parts[c] for c in curve], rows[j]["quality_metric"],
-                                               front=front, n_boot=n_boot, seed=seed, level=level))
+                                               front=front, anchor=None if anchor is None else parts[anchor],
+                                               n_boot=n_boot, seed=seed, level=level))
         else:
             entry["estimate"] = estimate
         out[what].append(entry)
@@ -133,6 +139,19 @@ def budget_picks(rows: list[dict], *, target_gflops: float | None, target_ips: f
     return out
 
 
+def check_same_images(parts: list, result: SweepResult) -> None:
+    """Every point must be paired image by image with the first (a report reused from another
+    dataset or image count would not be): :class:`~adaseg.recipes.sweep.SweepError` otherwise."""
+    from adaseg.eval.bootstrap import IncomparableError, check_comparable
+    from adaseg.recipes.sweep import SweepError
+
+    for pp, point in zip(parts[1:], result.points[1:]):
+        try:
+            check_comparable(parts[0], pp, name=point.path.name, baseline_name=result.points[0].path.name)
+        except IncomparableError as exc:
+            raise SweepError(None, str(exc)) from None
+
+
 def analyse(run: RunDir, result: SweepResult, *, n_boot: int, seed: int, level: float = 0.9,
             target_gflops: float | None = None, target_ips: float | None = None) -> dict[str, Any]:
     """Rows, fronts, intervals (``n_boot`` > 0: per-image parts are loaded), advantages and
@@ -142,15 +161,19 @@ def analyse(run: RunDir, result: SweepResult, *, n_boot: int, seed: int, level: 
     parts = None
     if n_boot > 0:
         from adaseg.eval.image_parts import load_parts
-        from adaseg.recipes.sweep_stats import quality_interval
+        from adaseg.recipes.sweep_stats import GFLOPS_KEY, point_intervals
 
         parts = [load_parts(p.path) for p in result.points]
+        check_same_images(parts, result)
         for r, pp in zip(rows, parts):
-            iv = quality_interval(pp, r["quality_metric"], n_boot=n_boot, seed=seed, level=level)
-            r["quality_lo"], r["quality_hi"], r["quality_sd"] = iv["lo"], iv["hi"], iv["sd"]
+            iv = point_intervals(pp, r["quality_metric"], n_boot=n_boot, seed=seed, level=level)
+            q, g = iv[r["quality_metric"]], iv[GFLOPS_KEY]
+            r["quality_lo"], r["quality_hi"], r["quality_sd"] = q["lo"], q["hi"], q["sd"]
+            r["gflops_encoder_lo"], r["gflops_encoder_hi"] = g["lo"], g["hi"]
     else:
         for r in rows:
             r["quality_lo"] = r["quality_hi"] = r["quality_sd"] = None
+            r["gflops_encoder_lo"] = r["gflops_encoder_hi"] = None
     return {
         "rows": rows,
         "advantage": advantages(rows, parts, n_boot=n_boot, seed=seed, level=level),

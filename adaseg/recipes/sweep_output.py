@@ -14,7 +14,7 @@ from adaseg.recipes.atomic import atomic_dir
 
 CSV_COLUMNS = ("point", "kind", "origin", "exit", "beta", "pause", "pause_mode", "images", "quality_metric", "quality",
                "quality_lo", "quality_hi", "quality_sd", "PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mIoU", "AP",
-               "gflops_encoder_mean", "gflops_total_mean", "images_per_s", "exit_mean", "exits_histogram",
+               "gflops_encoder_mean", "gflops_encoder_lo", "gflops_encoder_hi", "gflops_total_mean", "images_per_s", "exit_mean", "exits_histogram",
                "on_front_gflops", "on_front_ips", "reused", "report", "eval")
 
 

@@ -9,7 +9,8 @@ mean encoder GFLOPs of every point it needs on that resample
 - gate advantage: the gate's quality minus the fixed-exit curve (quality vs encoder GFLOPs,
   piecewise linear through the fixed exits) at the gate's encoder GFLOPs;
 - pause advantage: an entropy-paused point's quality minus the random-pausing curve (the
-  Pareto front of the random points and the unpaused full depth) at its encoder GFLOPs.
+  Pareto front of the random points, closed by the unpaused full depth -- the curve's
+  common end, kept even when a random point dominates it) at its encoder GFLOPs.
 
 Estimates use the full image set; when the estimate's cost lies outside its curve's cost
 range the advantage is undefined (no extrapolation) and no interval is drawn. On a
@@ -32,54 +33,61 @@ def _value(metrics: dict, key: str) -> float:
     return float("nan") if v is None else float(v)
 
 
-def interval_json(iv) -> dict:
-    """An :class:`adaseg.eval.bootstrap.Interval` as JSON numbers (NaN -> None)."""
-    def num(x):
-        return None if x is None or not np.isfinite(x) else float(x)
+def point_intervals(parts, key: str, *, n_boot: int, seed: int, level: float) -> dict[str, dict]:
+    """Bootstrap intervals of one point's dataset-level ``key`` (PQ, mIoU, ...) and mean
+    encoder GFLOPs: ``{key: Interval.to_json(), "gflops_encoder_mean": ...}``. With one
+    ``seed`` every point sees the same resamples."""
+    from adaseg.eval.bootstrap import bootstrap_many
 
-    return {"estimate": num(iv.estimate), "lo": num(iv.lo), "hi": num(iv.hi), "sd": num(iv.sd),
-            "p_le_0": num(iv.p_le_0), "p_ge_0": num(iv.p_ge_0), "n_boot": int(iv.n_boot), "level": float(iv.level)}
-
-
-def quality_interval(parts, key: str, *, n_boot: int, seed: int, level: float) -> dict:
-    """Bootstrap interval of one point's dataset-level ``key`` (PQ, mIoU, ...)."""
-    from adaseg.eval.bootstrap import paired_bootstrap
-
-    iv = paired_bootstrap(lambda idx: _value(parts.metrics(idx), key), _n_images(parts), n_boot=n_boot, seed=seed,
-                          level=level)
-    return interval_json(iv)
+    keys = (key, GFLOPS_KEY)
+    ivs = bootstrap_many(lambda idx: list(parts.metrics(idx, keys=keys).values()), parts.num_images,
+                         n_boot=n_boot, seed=seed, level=level)
+    return {k: iv.to_json() for k, iv in zip(keys, ivs)}
 
 
-def _n_images(parts) -> int:
-    return int(len(parts.exits))
+def curve_points(xs: np.ndarray, ys: np.ndarray, *, front: bool, anchor: tuple[float, float] | None = None):
+    """The curve's (cost, quality) points: all of them, or with ``front`` their Pareto front;
+    ``anchor`` (a point always on the curve) appended."""
+    xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+    if front:
+        keep = pareto_front(xs, ys)
+        xs, ys = xs[keep], ys[keep]
+    if anchor is not None:
+        xs, ys = np.append(xs, anchor[0]), np.append(ys, anchor[1])
+    return xs, ys
 
 
-def curve_advantage(point, curve: Sequence, key: str, *, front: bool) -> callable:
+def curve_advantage(point, curve: Sequence, key: str, *, front: bool, anchor=None) -> callable:
     """The statistic ``idx -> quality(point) - curve(gflops(point))`` on a resample ``idx``.
 
-    ``point`` and every member of ``curve`` are ImageParts of the same images; with
-    ``front`` the curve is the Pareto front of ``curve``'s points on that resample."""
+    ``point``, ``anchor`` and every member of ``curve`` are ImageParts of the same images;
+    the curve is :func:`curve_points` of their figures on that resample."""
+    keys = (key, GFLOPS_KEY)  # AP is costly: only what the statistic needs
+
     def statistic(idx, clamp: bool = True) -> float:
-        m = point.metrics(idx)
-        cm = [c.metrics(idx) for c in curve]
+        m = point.metrics(idx, keys=keys)
+        cm = [c.metrics(idx, keys=keys) for c in curve]
         xs = np.array([_value(c, GFLOPS_KEY) for c in cm])
         ys = np.array([_value(c, key) for c in cm])
-        if front:
-            keep = pareto_front(xs, ys)
-            xs, ys = xs[keep], ys[keep]
+        end = None
+        if anchor is not None:
+            a = anchor.metrics(idx, keys=keys)
+            end = (_value(a, GFLOPS_KEY), _value(a, key))
+        xs, ys = curve_points(xs, ys, front=front, anchor=end)
         return _value(m, key) - interpolate_curve(xs, ys, _value(m, GFLOPS_KEY), clamp=clamp)
 
     return statistic
 
 
-def advantage(point, curve: Sequence, key: str, *, front: bool, n_boot: int, seed: int, level: float) -> dict:
+def advantage(point, curve: Sequence, key: str, *, front: bool, anchor=None, n_boot: int, seed: int,
+              level: float) -> dict:
     """The paired-bootstrap interval (``n_boot`` >= 1 resamples) of :func:`curve_advantage`;
     ``{"estimate": None, "undefined": reason}`` when the point lies outside the curve."""
     from adaseg.eval.bootstrap import paired_bootstrap
 
-    stat = curve_advantage(point, curve, key, front=front)
-    everything = np.arange(_n_images(point))
+    stat = curve_advantage(point, curve, key, front=front, anchor=anchor)
+    everything = np.arange(point.num_images)
     estimate = stat(everything, clamp=False)
     if not np.isfinite(estimate):
         return {"estimate": None, "undefined": "its encoder GFLOPs lie outside the curve's range (no extrapolation)"}
-    return interval_json(paired_bootstrap(stat, _n_images(point), n_boot=n_boot, seed=seed, level=level))
+    return paired_bootstrap(stat, point.num_images, n_boot=n_boot, seed=seed, level=level).to_json()
