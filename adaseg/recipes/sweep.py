@@ -266,11 +266,11 @@ def save_point_report(run: RunDir, name: str, report) -> Path:
 
 
 class PointRunner:
-    """Evaluates (or reuses) points, each once per sweep; ``evaluate_fn`` is
-    :func:`adaseg.recipes.evaluate.evaluate` (a test may count its calls)."""
+    """Evaluates (or reuses) points, each once per sweep, with ``evaluate_fn`` (default
+    :func:`adaseg.recipes.evaluate.evaluate`)."""
 
     def __init__(self, run: RunDir, parent: Parent, gates: dict[float, Path], *, limit: int | None, seed: int,
-                 device: torch.device, reporter=None, evaluate_fn: Callable = evaluate, need_parts: bool = True):
+                 device: torch.device, reporter=None, evaluate_fn: Callable | None = None, need_parts: bool = True):
         self.run, self.parent, self.gates = run, parent, gates
         self.limit, self.seed, self.device, self.reporter = limit, seed, device, reporter
         self.evaluate_fn = evaluate_fn
@@ -289,7 +289,7 @@ class PointRunner:
         if report is None:
             if self.reporter is not None:
                 self.reporter.info(f"sweep: evaluating {spec.label()} -> {path.name}")
-            result = self.evaluate_fn(self.run, settings, device=self.device, reporter=None)
+            result = (self.evaluate_fn or evaluate)(self.run, settings, device=self.device, reporter=None)
             if result is None:  # not rank 0: nothing to write
                 raise SweepError(None, "adaseg sweep runs in one process (not under torchrun)")
             result.settings["name"] = name
@@ -312,7 +312,7 @@ def encoder_gflops(report: dict) -> float:
 
 
 def run_sweep(run: RunDir, settings: SweepSettings, parent: Parent, *, device: torch.device, reporter=None,
-              evaluate_fn: Callable = evaluate, need_parts: bool = True) -> SweepResult:
+              evaluate_fn: Callable | None = None, need_parts: bool = True) -> SweepResult:
     """Evaluate (or reuse) every point; gates missing for ``settings.betas`` are fitted first.
     Call :func:`check_settings` and :func:`require_derived_for` before (they refuse bad input
     while nothing is written yet)."""
