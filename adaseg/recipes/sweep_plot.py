@@ -44,7 +44,9 @@ def _series(ax, rows: Sequence[dict], x_key: str, label: str, *, joined: bool, m
     ax.plot(x, y, marker=marker, linestyle="-" if joined else "none", label=label, **style)
     has = np.isfinite(lo) & np.isfinite(hi)
     if has.any():
-        ax.errorbar(x[has], y[has], yerr=[y[has] - lo[has], hi[has] - y[has]], fmt="none", capsize=2,
+        # (2, n) array; clipped at 0: float rounding can put an end a hair inside the estimate
+        yerr = np.clip(np.vstack([y[has] - lo[has], hi[has] - y[has]]), 0.0, None)
+        ax.errorbar(x[has], y[has], yerr=yerr, fmt="none", capsize=2,
                     ecolor=style.get("color", "0.4"), alpha=0.6)
 
 
