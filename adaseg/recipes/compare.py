@@ -1,0 +1,95 @@
+"""``adaseg compare``: eval reports on the same images against a baseline, each difference with
+a paired-bootstrap interval (:mod:`adaseg.eval.bootstrap`), from the reports' per-image parts
+(no model, no data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from adaseg.eval.bootstrap import ComparisonRow, IncomparableError, compare_reports
+from adaseg.eval.image_parts import ImageParts, PartsError, load_parts, read_report
+
+DEFAULT_METRICS = {"pq": ("PQ", "mIoU", "AP"), "miou": ("mIoU",)}
+COST_METRIC = "gflops_encoder_mean"  # always compared: what the quality difference buys
+
+
+class CompareError(ValueError):
+    """Reports that cannot be compared; the message names the file or option."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class Comparison:
+    """The baseline, the compared reports and one row per (report, figure)."""
+
+    baseline: Path
+    reports: list[Path]
+    images: int
+    n_boot: int
+    seed: int
+    level: float
+    metrics: list[str]
+    rows: list[ComparisonRow]
+
+    def rows_of(self, i: int) -> list[ComparisonRow]:
+        return [r for r in self.rows if r.other == i]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"baseline": str(self.baseline), "reports": [str(p) for p in self.reports], "images": self.images,
+                "n_boot": self.n_boot, "seed": self.seed, "level": self.level, "metrics": self.metrics,
+                "rows": [dict(r.to_json(), report=str(self.reports[r.other])) for r in self.rows]}
+
+
+def _load(path: Path) -> ImageParts:
+    try:
+        read_report(path)
+        return load_parts(path)
+    except PartsError as exc:
+        raise CompareError(str(exc)) from None
+
+
+def parse_metrics(spec: str | None, metric: str) -> list[str] | None:
+    """``PQ,mIoU,AP`` -> a list (None: the defaults for ``metric``)."""
+    if spec is None:
+        return None
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise CompareError(f"{spec!r} names no figure", param="metrics")
+    return names
+
+
+def compare(paths: Sequence[str | Path], *, vs: str | Path | None, n_boot: int, seed: int, level: float,
+            metrics: str | None) -> Comparison:
+    """Load every report's parts and compare them with the baseline (``vs``, else the first of
+    ``paths``) on ``metrics`` (comma-separated keys of
+    :meth:`adaseg.eval.image_parts.ImageParts.metrics`; default PQ,mIoU,AP or mIoU) plus the
+    encoder GFLOPs. Raises :class:`CompareError` with one line for anything unusable."""
+    paths = [Path(p) for p in paths]
+    if vs is not None:
+        baseline_path, others = Path(vs), paths
+    else:
+        if not paths:
+            raise CompareError("give at least two reports, or one and --vs BASELINE")
+        baseline_path, others = paths[0], paths[1:]
+    if not others:
+        raise CompareError(f"nothing to compare {baseline_path} with: give another report (or --vs BASELINE)")
+    baseline = _load(baseline_path)
+    parts = [_load(p) for p in others]
+    wanted = parse_metrics(metrics, baseline.metric) or list(DEFAULT_METRICS[baseline.metric])
+    unknown = [k for k in wanted if k not in baseline.metric_names]
+    if unknown:
+        raise CompareError(f"{unknown[0]!r} is not a figure of these {baseline.metric} reports; choose from "
+                           f"{', '.join(baseline.metric_names)}", param="metrics")
+    keys = wanted + ([COST_METRIC] if COST_METRIC not in wanted else [])
+    try:
+        rows = compare_reports(baseline, parts, metrics=keys, n_boot=n_boot, seed=seed, level=level,
+                               names=[str(p) for p in others])
+    except IncomparableError as exc:
+        raise CompareError(f"{exc} (baseline {baseline_path})") from None
+    return Comparison(baseline=baseline_path, reports=others, images=baseline.num_images, n_boot=n_boot, seed=seed,
+                      level=level, metrics=keys, rows=rows)
