@@ -241,11 +241,11 @@ def reusable(path: Path, settings: EvalSettings, parent: Parent, gate_hash: str 
     if info.get("device") != str(device) or info.get("threads") != torch.get_num_threads():
         return None
     if need_parts:
-        try:
-            from adaseg.eval.image_parts import load_parts
+        from adaseg.eval.image_parts import PartsError, load_parts
 
+        try:
             load_parts(path)
-        except Exception:  # noqa: BLE001 - any unreadable or missing parts file: evaluate again
+        except PartsError:  # missing, damaged or not this report's: evaluate again
             return None
     return report
 

@@ -210,3 +210,19 @@ def test_missing_derived_data_names_derive(base_run, tmp_path):
 def test_no_parent_names_train_parent(tmp_path):
     refused(tmp_path, "sweep", "--run", tmp_path / "nothing", expect="train-parent")
     assert snapshot(tmp_path) == {}
+
+
+def test_report_of_another_parent_or_without_parts_is_recomputed(swept, tmp_path):
+    from adaseg.eval.image_parts import parts_path_for
+
+    run = copy_run(swept, tmp_path / "run")
+    exit2 = run.report_path("exit2_limit2")
+    report = json.loads(exit2.read_text())
+    report["info"]["parent_fingerprint"] = "0" * 64  # as if made by another parent
+    exit2.write_text(json.dumps(report))
+    parts_path_for(run.report_path("full_limit2")).unlink()  # its per-image parts are gone
+    result = invoke("sweep", *GRID, "--bootstrap", "100", "--run", run.root)
+    assert result.exit_code == 0, result.output
+    rows = _sweep_json(run)["rows"]
+    assert {r["point"] for r in rows if not r["reused"]} == {"exit 2", "full depth"}
+    assert json.loads(exit2.read_text())["info"]["parent_fingerprint"] == run.parent_fingerprint()
