@@ -166,14 +166,18 @@ def analyse(run: RunDir, result: SweepResult, *, n_boot: int, seed: int, level: 
         parts = [load_parts(p.path) for p in result.points]
         check_same_images(parts, result)
         for r, pp in zip(rows, parts):
-            iv = point_intervals(pp, r["quality_metric"], n_boot=n_boot, seed=seed, level=level)
+            keys = [k for k in QUALITY_KEYS if k in r and k in pp.metric_names]
+            iv = point_intervals(pp, keys, n_boot=n_boot, seed=seed, level=level)
+            for k in keys:
+                r[f"{k}_lo"], r[f"{k}_hi"] = iv[k]["lo"], iv[k]["hi"]
             q, g = iv[r["quality_metric"]], iv[GFLOPS_KEY]
             r["quality_lo"], r["quality_hi"], r["quality_sd"] = q["lo"], q["hi"], q["sd"]
             r["gflops_encoder_lo"], r["gflops_encoder_hi"] = g["lo"], g["hi"]
     else:
         for r in rows:
-            r["quality_lo"] = r["quality_hi"] = r["quality_sd"] = None
-            r["gflops_encoder_lo"] = r["gflops_encoder_hi"] = None
+            for k in [*(k for k in QUALITY_KEYS if k in r), "quality", "gflops_encoder"]:
+                r[f"{k}_lo"] = r[f"{k}_hi"] = None
+            r["quality_sd"] = None
     return {
         "rows": rows,
         "advantage": advantages(rows, parts, n_boot=n_boot, seed=seed, level=level),

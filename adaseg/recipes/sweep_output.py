@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from adaseg.recipes.atomic import atomic_dir
+from adaseg.recipes.sweep import QUALITY_KEYS
 
+# Every row field but the histogram dict, flattened; ``<metric>_lo/_hi``: its 90% interval.
 CSV_COLUMNS = ("point", "kind", "origin", "exit", "beta", "pause", "pause_mode", "images", "quality_metric", "quality",
-               "quality_lo", "quality_hi", "quality_sd", "PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mIoU", "AP",
-               "gflops_encoder_mean", "gflops_encoder_lo", "gflops_encoder_hi", "gflops_total_mean", "images_per_s", "exit_mean", "exits_histogram",
-               "on_front_gflops", "on_front_ips", "reused", "report", "eval")
+               "quality_lo", "quality_hi", "quality_sd",
+               *(f"{k}{s}" for k in QUALITY_KEYS for s in ("", "_lo", "_hi")),
+               "gflops_encoder_mean", "gflops_encoder_lo", "gflops_encoder_hi", "gflops_total_mean", "images_per_s",
+               "exit_mean", "exits_histogram", "on_front_gflops", "on_front_ips", "reused", "report", "eval")
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:

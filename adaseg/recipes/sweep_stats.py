@@ -33,13 +33,13 @@ def _value(metrics: dict, key: str) -> float:
     return float("nan") if v is None else float(v)
 
 
-def point_intervals(parts, key: str, *, n_boot: int, seed: int, level: float) -> dict[str, dict]:
-    """Bootstrap intervals of one point's dataset-level ``key`` (PQ, mIoU, ...) and mean
-    encoder GFLOPs: ``{key: Interval.to_json(), "gflops_encoder_mean": ...}``. With one
-    ``seed`` every point sees the same resamples."""
+def point_intervals(parts, keys: Sequence[str], *, n_boot: int, seed: int, level: float) -> dict[str, dict]:
+    """Bootstrap intervals of one point's dataset-level figures ``keys`` (PQ, mIoU, AP, ...)
+    and of its mean encoder GFLOPs: ``{key: Interval.to_json()}``. With one ``seed`` every
+    point sees the same resamples."""
     from adaseg.eval.bootstrap import bootstrap_many
 
-    keys = (key, GFLOPS_KEY)
+    keys = tuple(k for k in keys if k != GFLOPS_KEY) + (GFLOPS_KEY,)
     ivs = bootstrap_many(lambda idx: list(parts.metrics(idx, keys=keys).values()), parts.num_images,
                          n_boot=n_boot, seed=seed, level=level)
     return {k: iv.to_json() for k, iv in zip(keys, ivs)}

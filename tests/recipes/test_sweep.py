@@ -82,6 +82,14 @@ def test_sweep_json_has_intervals_fronts_and_advantages(swept):
         assert r["quality_lo"] is not None and r["quality_lo"] <= r["quality"] + 1e-12 <= r["quality_hi"] + 2e-12
         assert isinstance(r["on_front_gflops"], bool) and isinstance(r["on_front_ips"], bool)
     assert any(r["on_front_gflops"] for r in data["rows"]) and any(r["on_front_ips"] for r in data["rows"])
+    # each quality figure's interval is the bootstrap of that report's own parts (part A's code)
+    from adaseg.eval.bootstrap import metric_intervals
+    from adaseg.eval.image_parts import load_parts
+
+    row = data["rows"][0]
+    ivs = metric_intervals(load_parts(swept.root / row["report"]), ["PQ", "mIoU", "AP"], 100, 0)
+    for key in ("PQ", "mIoU", "AP"):
+        assert (row[f"{key}_lo"], row[f"{key}_hi"]) == (ivs[key].lo, ivs[key].hi)
     (gate_adv,) = data["advantage"]["gate"]
     assert gate_adv["curve"] == ["exit 2", "full depth"]
     (pause_adv,) = data["advantage"]["pause"]
