@@ -77,6 +77,7 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
         sw.check_settings(settings, parent)
         out_dir = sw.check_name(run_dir, name)
         sw.require_derived_for(run_dir, sw.missing_gates(run_dir, settings.betas, parent.depth))
+        sw.check_combinations(run_dir, settings, parent)
     except sw.SweepError as exc:
         raise _param_error(exc) from None
     except failures as exc:

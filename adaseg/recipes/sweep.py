@@ -165,6 +165,31 @@ def require_derived_for(run: RunDir, missing: Sequence[float]) -> None:
                                   f"to fit one from: run `adaseg derive --run {run.root}` first")
 
 
+def check_combinations(run: RunDir, settings: SweepSettings, parent: Parent) -> None:
+    """Refuse, before any work, a gate x pause combination no image could pause in: a pause
+    layer at or after the gate's last exit (the gate file's exits, or for a gate still to be
+    fitted the derived dataset's), as ``adaseg eval`` would refuse it."""
+    from adaseg.models.adaptive import PausePlan
+    from adaseg.recipes.checkpoint import read_checkpoint_meta
+
+    if not settings.betas or not settings.pauses:
+        return
+    derived_exits = None
+    for b in settings.betas:
+        path = gate_for_beta(run, b, parent.depth)
+        if path.is_file():
+            exits = [int(e) for e in read_checkpoint_meta(path).config["exits"]]
+        else:
+            if derived_exits is None:
+                derived_exits = run.load_derived(check_parent=True).exit_list
+            exits = derived_exits
+        for spec in settings.pauses:
+            late = [layer for layer, _ in PausePlan.parse(spec).stages if layer >= max(exits)]
+            if late:
+                raise SweepError("pause", f"{spec}: pause layer {late[0]} is not below the last exit {max(exits)} "
+                                          f"of the gate for beta {b} (exits {exits}): no image would pause there")
+
+
 def fit_missing_gates(run: RunDir, missing: Sequence[float], *, reporter=None) -> list[Path]:
     """Fit and save the gates for ``missing`` betas with ``adaseg fit-gate``'s defaults."""
     from adaseg.recipes.fit_gate import fit_gate, save_gate

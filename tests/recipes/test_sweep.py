@@ -234,3 +234,13 @@ def test_report_of_another_parent_or_without_parts_is_recomputed(swept, tmp_path
     rows = _sweep_json(run)["rows"]
     assert {r["point"] for r in rows if not r["reused"]} == {"exit 2", "full depth"}
     assert json.loads(exit2.read_text())["info"]["parent_fingerprint"] == run.parent_fingerprint()
+
+
+def test_gate_pause_combination_no_image_reaches_is_refused(base_run, tmp_path):
+    run = copy_run(base_run, tmp_path / "run")
+    assert invoke("fit-gate", "--beta", "0.3", "--K", "3", "--epochs", "2", "--run", run.root).exit_code == 0
+    # the sweep's file for beta 0.3 holds a gate whose last exit is 3
+    for ext in (".safetensors", ".json"):
+        (run.gates_dir / f"gate_beta0.3_K3_hard-ce{ext}").rename(run.gates_dir / f"gate_beta0.3_K6_hard-ce{ext}")
+    refused(run.root, "sweep", "--betas", "0.3", "--pause", "4:0.5", "--limit", "1", "--run", run.root,
+            expect="4:0.5: pause layer 4 is not below the last exit 3 of the gate for beta 0.3")
