@@ -244,3 +244,32 @@ def test_gate_pause_combination_no_image_reaches_is_refused(base_run, tmp_path):
         (run.gates_dir / f"gate_beta0.3_K3_hard-ce{ext}").rename(run.gates_dir / f"gate_beta0.3_K6_hard-ce{ext}")
     refused(run.root, "sweep", "--betas", "0.3", "--pause", "4:0.5", "--limit", "1", "--run", run.root,
             expect="4:0.5: pause layer 4 is not below the last exit 3 of the gate for beta 0.3")
+
+
+def test_pause_grid_runs_the_greedy_search(swept, tmp_path):
+    run = copy_run(swept, tmp_path / "run")
+    result = invoke("sweep", "--exits", "2", "--betas", "none", "--pause-grid", "--grid-layers", "2,3",
+                    "--grid-ratios", "0.5", "--modes", "entropy", "--limit", LIMIT, "--bootstrap", "0",
+                    "--threads", "1", "--run", run.root)
+    assert result.exit_code == 0, result.output
+    data = _sweep_json(run)
+    (first, *rest) = data["greedy"]["entropy"]
+    assert first["base"] is None and first["candidates"] == ["2:0.5", "3:0.5"]
+    rows = {r["pause"]: r for r in data["rows"] if r["kind"] in ("pause", "full")}
+    assert set(first["candidates"]) <= set(rows)  # every candidate is a row of the sweep
+    # the choice, recomputed by hand from the rows: least quality lost per GFLOP saved among
+    # the candidates that save compute and that no point measured by then (full depth and the
+    # stage's candidates) dominates
+    measured = [(rows[k]["gflops_encoder_mean"], rows[k]["quality"]) for k in [None, *first["candidates"]]]
+    full = rows[None]
+
+    def dominated(g, q):
+        return any(g2 <= g and q2 >= q and (g2 < g or q2 > q) for g2, q2 in measured)
+
+    slopes = {c: (full["quality"] - rows[c]["quality"]) / (full["gflops_encoder_mean"] - rows[c]["gflops_encoder_mean"])
+              for c in first["candidates"]
+              if rows[c]["gflops_encoder_mean"] < full["gflops_encoder_mean"]
+              and not dominated(rows[c]["gflops_encoder_mean"], rows[c]["quality"])}
+    assert first["chosen"] == (min(slopes, key=slopes.get) if slopes else None)
+    if first["chosen"] == "2:0.5":
+        assert rest and rest[0]["candidates"] == ["2:0.5,3:0.5"] and "2:0.5,3:0.5" in rows
