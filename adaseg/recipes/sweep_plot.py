@@ -33,10 +33,13 @@ def _pct(v) -> float:
     return float("nan") if v is None else 100.0 * float(v)
 
 
-def _series(ax, rows: Sequence[dict], x_key: str, label: str, *, joined: bool, marker: str, **style) -> None:
+def _series(ax, rows: Sequence[dict], x_key: str, label: str, *, joined: bool, marker: str, order=None,
+            **style) -> None:
+    """One labelled line (``joined``) or marker set, with interval bars; points joined in
+    ``order`` (default: along the x axis)."""
     if not rows:
         return
-    rows = sorted(rows, key=lambda r: r[x_key])
+    rows = sorted(rows, key=order or (lambda r: r[x_key]))
     x = np.array([r[x_key] for r in rows], dtype=float)
     y = np.array([_pct(r["quality"]) for r in rows])
     lo = np.array([_pct(r.get("quality_lo")) for r in rows])
@@ -58,15 +61,18 @@ def quality_figure(rows: Sequence[dict], axis: str, *, title: str = ""):
     fig = _figure(figsize=(7.0, 4.8), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
     fixed = [r for r in rows if r["kind"] in ("exit", "full")]
-    _series(ax, fixed, x_key, "fixed exits", joined=True, marker="o", color="tab:gray")
+    # joined exit after exit (images/s need not fall with every exit: it is measured, noisy)
+    _series(ax, fixed, x_key, "fixed exits", joined=True, marker="o", color="tab:gray",
+            order=lambda r: r["exit"] or float("inf"))
     for r in fixed:
         ax.annotate(f"{r['exit'] or 'full'}", (r[x_key], _pct(r["quality"])), textcoords="offset points",
                     xytext=(3, -10), fontsize=7, color="tab:gray")
     gates = [r for r in rows if r["kind"] == "gate"]
     _series(ax, gates, x_key, "gate", joined=False, marker="D", color="tab:blue")
-    for r in gates:
+    for i, r in enumerate(sorted(gates, key=lambda r: r["beta"])):
+        # staggered: gates of nearby betas sit close together
         ax.annotate(f"β={r['beta']:g}", (r[x_key], _pct(r["quality"])), textcoords="offset points",
-                    xytext=(4, 4), fontsize=7, color="tab:blue")
+                    xytext=(4, 4 - 9 * (i % 3)), fontsize=7, color="tab:blue")
     for mode, color in (("entropy", "tab:green"), ("random", "tab:red")):
         pts = [r for r in rows if r["kind"] == "pause" and r["pause_mode"] == mode]
         if not pts:
