@@ -59,7 +59,7 @@ def comparison_table(result, i: int, path):
     from rich.table import Table
 
     pct = f"{100 * result.level:g}%"
-    table = Table(title=f"{path} vs {result.baseline}\n({result.images} images, {result.n_boot} paired resamples)")
+    table = Table(title=f"{path} vs {result.baseline}\n({result.images} images, {result.n_boot} paired resamples; quality in %, GFLOPs per image)")
     for name in ("metric", "baseline", "value", "diff", f"{pct} interval", "p(diff<=0)", "p(diff>=0)"):
         table.add_column(name, justify="left" if name == "metric" else "right")
     for row in result.rows_of(i):

@@ -34,7 +34,7 @@ MIN_BOOTSTRAP = 100  # fewer resamples put a 5% tail on < 5 draws
 @click.option("--timed", type=click.IntRange(min=1), default=10, show_default=True, help="Timed batches.")
 @click.option("--name", default=None, help="Report name [default: from the settings].")
 @click.option("--bootstrap", "n_boot", type=int, default=0, show_default=True, metavar="N",
-              help="Add 90%% bootstrap intervals of the figures over N resamples of the images (seed 0; "
+              help="Add 90% bootstrap intervals of the figures over N resamples of the images (seed 0; "
                    "0 = off, else at least 100).")
 @run_data_option
 @device_option

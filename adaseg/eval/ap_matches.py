@@ -17,8 +17,12 @@ repeats allowed (a bootstrap resample), without pycocotools:
 * a category with no non-ignored ground truth in the list is -1 and left out of the means;
   AP averages over IoU 0.50:0.95, AP50 / AP75 over one threshold; None when nothing is defined.
 
-COCOeval lists images by sorted image id; :meth:`ApMatches.accumulate` takes the order it
-is given (the caller sorts: :class:`adaseg.eval.image_parts.ImageParts`).
+COCOeval pools images in sorted-id order; :meth:`ApMatches.accumulate` takes that order as
+each image's ``rank`` (:class:`adaseg.eval.image_parts.ImageParts` passes it) and a count per
+image (how often a resample drew it). The detections are sorted once, by category, score
+(descending), image rank and per-image order -- a resample's pooled list is then that order
+with each detection repeated as often as its image was drawn (copies of an image are
+identical, so where they fall among themselves does not matter), and no resample sorts.
 """
 
 from __future__ import annotations
@@ -72,9 +76,7 @@ class ApMatches:
             raise ValueError("ApMatches: a detection's image or category index is out of range")
         if m and np.any(np.diff(self.det_image) < 0):
             raise ValueError("ApMatches: detections are not ordered by image")
-        # Each image's detections are one contiguous block: a resample gathers blocks.
-        self._count = np.bincount(self.det_image, minlength=n).astype(np.int64)
-        self._start = np.concatenate([[0], np.cumsum(self._count)[:-1]]).astype(np.int64)
+        self._sorted: tuple[bytes, np.ndarray] | None = None  # (rank bytes, sorted detections)
 
     @property
     def num_images(self) -> int:
@@ -122,20 +124,27 @@ class ApMatches:
             det_fp=np.concatenate([r[4] for r in rows]) if rows else np.zeros((0, t), bool),
         )
 
-    def precision(self, order: np.ndarray) -> np.ndarray:
-        """(T, R, K) precision at the recall thresholds over the images ``order`` (indices,
-        repeats allowed, in COCOeval's concatenation order); -1 for categories without ground
-        truth there."""
-        order = np.asarray(order, dtype=np.int64)
-        counts, starts = self._count[order], self._start[order]
-        total = int(counts.sum())
-        offsets = np.cumsum(counts) - counts
-        det = np.repeat(starts - offsets, counts) + np.arange(total, dtype=np.int64)
-        # Stable: within a category, equal scores keep the listed order (COCOeval's mergesort).
-        det = det[np.lexsort((-self.det_score[det], self.det_category[det]))]
+    def _pooled_order(self, rank: np.ndarray) -> np.ndarray:
+        """(M,) detections by category, score descending, then image ``rank``, then stored
+        order: COCOeval's stable mergesort of its concatenation in image-rank order."""
+        key = rank.tobytes()
+        if self._sorted is None or self._sorted[0] != key:
+            by_image = np.argsort(rank[self.det_image], kind="stable")  # stored order within an image
+            order = by_image[np.lexsort((-self.det_score[by_image], self.det_category[by_image]))]
+            self._sorted = (key, order)
+        return self._sorted[1]
+
+    def precision(self, weights: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """(T, R, K) precision at the recall thresholds over the images drawn ``weights`` (N,)
+        times each (a resample: repeats allowed), pooled in ``rank`` (N,) order (COCOeval's:
+        sorted image id); -1 for categories without ground truth there."""
+        weights = np.asarray(weights, dtype=np.int64)
+        order = self._pooled_order(np.asarray(rank, dtype=np.int64))
+        reps = weights[self.det_image[order]]
+        det = np.repeat(order, reps)
         cats = self.det_category[det]
         bounds = np.searchsorted(cats, np.arange(len(self.category_ids) + 1))
-        npig = self.gt_count[order].sum(axis=0)
+        npig = weights @ self.gt_count
         t_n, r_n = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS)
         out = -np.ones((t_n, r_n, len(self.category_ids)))
         for k in np.nonzero(npig > 0)[0]:
@@ -157,10 +166,10 @@ class ApMatches:
                 out[t, :, k] = q
         return out
 
-    def accumulate(self, order: np.ndarray) -> dict[str, float | None]:
+    def accumulate(self, weights: np.ndarray, rank: np.ndarray) -> dict[str, float | None]:
         """{'AP', 'AP50', 'AP75'} (fractions; None where no category has ground truth) over
-        the images ``order`` (see :meth:`precision`)."""
-        prec = self.precision(order)
+        the images drawn ``weights`` times each, pooled in ``rank`` order (see :meth:`precision`)."""
+        prec = self.precision(weights, rank)
         out = {"AP": _mean_defined(prec)}
         for name, thr in (("AP50", 0.5), ("AP75", 0.75)):
             t = np.where(thr == IOU_THRESHOLDS)[0]

@@ -100,6 +100,7 @@ class ImageParts:
         # (stable for repeats), so the full set gives exactly the report's AP.
         self._id_rank = np.empty(n, dtype=np.int64)
         self._id_rank[np.argsort(self.image_ids, kind="stable")] = np.arange(n)
+        self._cache: dict[str, np.ndarray | None] = {}
 
     # ------------------------------------------------------------------ facts
     @property
@@ -140,12 +141,16 @@ class ImageParts:
         out: dict[str, float | None] = {}
         want = set(wanted)
         if want & set(SEG_KEYS):
-            out.update(_seg_figures(self._sum(self.seg, weight)))
+            if weight is None:
+                seg = self.seg.sum(axis=0)
+            else:  # float64 (BLAS) holds these integer counts exactly: far below 2**53
+                seg = np.rint(self._sum(self._seg_float(), weight)).astype(np.int64)
+            out.update(_seg_figures(seg))
         if want & set(PQ_KEYS):
             out.update(_pq_figures(self._sum(self.pq, weight), self.isthing))
         if want & set(AP_KEYS):
-            order = np.argsort(self._id_rank) if idx is None else idx[np.argsort(self._id_rank[idx], kind="stable")]
-            out.update(self.ap.accumulate(order))
+            ones = np.ones(self.num_images, dtype=np.int64)
+            out.update(self.ap.accumulate(ones if weight is None else weight, self._id_rank))
         if "mean_image_PQ" in want:
             out["mean_image_PQ"] = self._mean_image_pq(idx)
         if want & set(COST_KEYS):
@@ -167,10 +172,17 @@ class ImageParts:
     def _sum(arr: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
         if weight is None:
             return arr.sum(axis=0)  # over images one after another: the report's order
-        return np.tensordot(weight.astype(arr.dtype), arr, axes=(0, 0))
+        return (weight.astype(np.float64) @ arr.reshape(len(arr), -1)).reshape(arr.shape[1:])
+
+    def _seg_float(self) -> np.ndarray:
+        if self._cache.get("seg") is None:
+            self._cache["seg"] = self.seg.astype(np.float64)
+        return self._cache["seg"]
 
     def _mean_image_pq(self, idx: np.ndarray | None) -> float | None:
-        per_image = _per_image_pq(self.pq)
+        if self._cache.get("image_pq") is None:
+            self._cache["image_pq"] = _per_image_pq(self.pq)
+        per_image = self._cache["image_pq"]
         vals = per_image if idx is None else per_image[idx]
         vals = vals[~np.isnan(vals)]
         return float(np.cumsum(vals)[-1] / len(vals)) if len(vals) else None
@@ -302,7 +314,7 @@ def load_parts(report_json_path: str | Path) -> ImageParts:
     from adaseg.recipes.integrity import IntegrityError, read_safetensors
 
     report_path = Path(report_json_path)
-    report = _read_report(report_path)
+    report = read_report(report_path)
     record = report.get("parts")
     rerun = f"re-run `adaseg eval` with the settings in {report_path}"
     if not isinstance(record, dict) or not isinstance(record.get("file"), str) \
@@ -336,7 +348,9 @@ def load_parts(report_json_path: str | Path) -> ImageParts:
         raise PartsError(f"{path}: malformed per-image parts ({exc}); {rerun}") from None
 
 
-def _read_report(path: Path) -> dict[str, Any]:
+def read_report(path: str | Path) -> dict[str, Any]:
+    """An eval report's JSON; :class:`PartsError` naming ``path`` when it is not one."""
+    path = Path(path)
     if path.is_dir() or not path.exists():
         raise PartsError(f"{path}: no such eval report")
     try:
@@ -348,8 +362,3 @@ def _read_report(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not all(k in data for k in ("settings", "metrics", "info")):
         raise PartsError(f"{path} is not an eval report (no settings / metrics / info)")
     return data
-
-
-def read_report(path: str | Path) -> dict[str, Any]:
-    """An eval report's JSON; :class:`PartsError` naming ``path`` when it is not one."""
-    return _read_report(Path(path))

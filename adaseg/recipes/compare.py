@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from adaseg.eval.bootstrap import ComparisonRow, IncomparableError, compare_reports
-from adaseg.eval.image_parts import ImageParts, PartsError, load_parts, read_report
+from adaseg.eval.image_parts import ImageParts, PartsError, load_parts
 
 DEFAULT_METRICS = {"pq": ("PQ", "mIoU", "AP"), "miou": ("mIoU",)}
 COST_METRIC = "gflops_encoder_mean"  # always compared: what the quality difference buys
@@ -47,14 +47,13 @@ class Comparison:
 
 def _load(path: Path) -> ImageParts:
     try:
-        read_report(path)
         return load_parts(path)
     except PartsError as exc:
         raise CompareError(str(exc)) from None
 
 
-def parse_metrics(spec: str | None, metric: str) -> list[str] | None:
-    """``PQ,mIoU,AP`` -> a list (None: the defaults for ``metric``)."""
+def parse_metrics(spec: str | None) -> list[str] | None:
+    """``PQ,mIoU,AP`` -> a list (None: no choice given)."""
     if spec is None:
         return None
     names = [s.strip() for s in spec.split(",") if s.strip()]
@@ -80,7 +79,7 @@ def compare(paths: Sequence[str | Path], *, vs: str | Path | None, n_boot: int, 
         raise CompareError(f"nothing to compare {baseline_path} with: give another report (or --vs BASELINE)")
     baseline = _load(baseline_path)
     parts = [_load(p) for p in others]
-    wanted = parse_metrics(metrics, baseline.metric) or list(DEFAULT_METRICS[baseline.metric])
+    wanted = parse_metrics(metrics) or list(DEFAULT_METRICS[baseline.metric])
     unknown = [k for k in wanted if k not in baseline.metric_names]
     if unknown:
         raise CompareError(f"{unknown[0]!r} is not a figure of these {baseline.metric} reports; choose from "

@@ -12,6 +12,7 @@ Layout of ``--run DIR`` (default ``runs/default``)::
         gate_beta0.0005_K6_hard-ce.safetensors (+ .json)   one file per Step C setting
       reports/
         eval_<name>.json             evaluation reports
+        eval_<name>.parts.safetensors  their per-image parts (adaseg.eval.image_parts)
       sweeps/<name>/                 adaseg sweep: sweep.json, sweep.csv, plots
       log.jsonl                      one JSON object per line: every command's events
 

@@ -186,6 +186,13 @@ def test_derive_and_eval_under_torchrun_match_one_process(run, reports, tmp_path
     for key in ("PQ", "mIoU", "AP"):
         assert report["metrics"][key] == pytest.approx(reports["full"]["metrics"][key], abs=1e-12)
     assert report["gflops"]["images"] == 4
+    # the per-image parts come from the gathered results: the same images in the same order
+    from adaseg.eval.image_parts import load_parts
+
+    single, gathered = load_parts(run.report_path("full")), load_parts(root / "reports" / "eval_full.json")
+    assert list(single.image_ids) == list(gathered.image_ids) and list(single.exits) == list(gathered.exits)
+    assert (single.seg == gathered.seg).all() and abs(single.pq - gathered.pq).max() <= 1e-12
+    assert gathered.metrics()["AP"] == pytest.approx(report["metrics"]["AP"], abs=1e-12)
 
 
 @pytest.fixture(scope="module")
