@@ -36,6 +36,8 @@ BUDGET_UNMET = 3
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N val images.")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Paired-bootstrap resamples over images for the intervals (0: none).")
+@click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
+              help="Coverage of the bootstrap intervals.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seeds the bootstrap and random pausing.")
 @click.option("--target-gflops", type=click.FloatRange(min=0, min_open=True), default=None, metavar="G",
@@ -48,7 +50,7 @@ BUDGET_UNMET = 3
 @run_option
 @quiet_option
 @json_option
-def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stages, modes, limit, n_boot, seed,
+def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stages, modes, limit, n_boot, level, seed,
           target_gflops, target_ips, name, device, threads, run, quiet, as_json):
     """Operating points of one parent: Pareto front, adaptive advantage, budgets, plots."""
     import json
@@ -64,7 +66,7 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
     set_threads(threads)
     _refuse_idle_options(pauses, pause_grid)
     if n_boot != 0 and n_boot < MIN_BOOTSTRAP:
-        raise click.BadParameter(f"{n_boot} resamples cannot give a 90% interval: use 0 (off) or at least "
+        raise click.BadParameter(f"{n_boot} resamples cannot give a {100 * level:g}% interval: use 0 (off) or at least "
                                  f"{MIN_BOOTSTRAP}", param_hint="'--bootstrap'")
     settings = sw.SweepSettings(exits=exits, betas=_betas(betas), pauses=tuple(str(p) for p in pauses),
                                 pause_grid=pause_grid, grid_layers=grid_layers, grid_ratios=tuple(grid_ratios),
@@ -86,11 +88,11 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
     dirs = [run_dir.reports_dir, run_dir.gates_dir, out_dir.parent]
     with writing_run(run_dir, command="sweep", dirs=dirs):
         reporter = Reporter.for_run(run_dir, command="sweep", quiet=quiet or as_json)
-        reporter.event("start", run=str(run_dir.root), name=name, **settings.to_json(), bootstrap=n_boot,
+        reporter.event("start", run=str(run_dir.root), name=name, **settings.to_json(), bootstrap=n_boot, level=level,
                        target_gflops=target_gflops, target_ips=target_ips)
         try:
-            data = _sweep(run_dir, settings, parent, device=device, n_boot=n_boot, target_gflops=target_gflops,
-                          target_ips=target_ips, reporter=reporter)
+            data = _sweep(run_dir, settings, parent, device=device, n_boot=n_boot, level=level,
+                          target_gflops=target_gflops, target_ips=target_ips, reporter=reporter)
         except sw.SweepError as exc:
             raise _param_error(exc) from None
         except failures as exc:
@@ -117,12 +119,12 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
             raise SystemExit(BUDGET_UNMET)
 
 
-def _sweep(run_dir, settings, parent, *, device, n_boot, target_gflops, target_ips, reporter) -> dict:
+def _sweep(run_dir, settings, parent, *, device, n_boot, level, target_gflops, target_ips, reporter) -> dict:
     from adaseg.recipes.sweep import run_sweep
     from adaseg.recipes.sweep_analysis import analyse
 
     result = run_sweep(run_dir, settings, parent, device=device, reporter=reporter, need_parts=n_boot > 0)
-    data = analyse(run_dir, result, n_boot=n_boot, seed=settings.seed, target_gflops=target_gflops,
+    data = analyse(run_dir, result, n_boot=n_boot, seed=settings.seed, level=level, target_gflops=target_gflops,
                    target_ips=target_ips)
     data["settings"] = {**settings.to_json(), "bootstrap": n_boot, "target_gflops": target_gflops,
                         "target_ips": target_ips, "device": str(device), "depth": parent.depth,
