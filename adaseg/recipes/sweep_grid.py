@@ -7,9 +7,12 @@ and ratio, then sweep through pausing configurations at a second layer. We repea
 procedure until adding more layers is no longer beneficial." The paper leaves "pick" to the
 reader; :func:`greedy_pause_search` makes it a rule: among a stage's candidates that are on
 the Pareto front (quality vs encoder GFLOPs) of every point measured so far in that mode,
-take the one that loses the least quality per GFLOP saved relative to the stage's base
-(a candidate that gains quality while saving compute wins outright). "No longer
-beneficial" = no candidate of the next stage is on that front (or none saves compute).
+take the one that loses the least quality per GFLOP saved relative to the stage's base.
+A candidate that loses nothing counts as slope 0, and among those the one saving the most
+compute is taken: a small measured gain is most likely noise, and ranking gains per GFLOP
+would favour the cheapest savings (a late layer, a small ratio) and end the search early.
+"No longer beneficial" = no candidate of the next stage is on that front (or none saves
+compute).
 """
 
 from __future__ import annotations
@@ -169,14 +172,16 @@ def _choose(measured: dict, base_spec: str | None, specs: list[str]) -> tuple[st
     quality = np.array([measured[k][1] for k in keys])
     on_front = dict(zip(keys, pareto_front(cost, quality)))
     g0, q0 = measured[base_spec]
-    best, best_slope = None, None
+    best, best_rank = None, None
     for s in specs:
         g, q = measured[s]
         if not on_front[s] or not g < g0:
             continue
-        slope = (q0 - q) / (g0 - g)  # quality lost per GFLOP saved (negative: a gain)
-        if best_slope is None or slope < best_slope:
-            best, best_slope = s, slope
+        slope = max(q0 - q, 0.0) / (g0 - g)  # quality lost per GFLOP saved; no loss = 0
+        rank = (slope, g)  # then the larger saving
+        if best_rank is None or rank < best_rank:
+            best, best_rank = s, rank
+    best_slope = None if best_rank is None else best_rank[0]
     if best is None:
         return None, "no candidate saves compute on the Pareto front: adding a layer is not beneficial"
     return best, f"least quality lost per encoder GFLOP saved ({best_slope:.6g} per GFLOP) on the front"

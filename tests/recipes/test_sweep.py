@@ -266,10 +266,11 @@ def test_pause_grid_runs_the_greedy_search(swept, tmp_path):
     def dominated(g, q):
         return any(g2 <= g and q2 >= q and (g2 < g or q2 > q) for g2, q2 in measured)
 
-    slopes = {c: (full["quality"] - rows[c]["quality"]) / (full["gflops_encoder_mean"] - rows[c]["gflops_encoder_mean"])
-              for c in first["candidates"]
-              if rows[c]["gflops_encoder_mean"] < full["gflops_encoder_mean"]
-              and not dominated(rows[c]["gflops_encoder_mean"], rows[c]["quality"])}
-    assert first["chosen"] == (min(slopes, key=slopes.get) if slopes else None)
+    g0, q0 = full["gflops_encoder_mean"], full["quality"]
+    ranks = {c: (max(q0 - rows[c]["quality"], 0.0) / (g0 - rows[c]["gflops_encoder_mean"]),
+                 rows[c]["gflops_encoder_mean"])  # no loss counts 0; then the larger saving
+             for c in first["candidates"]
+             if rows[c]["gflops_encoder_mean"] < g0 and not dominated(rows[c]["gflops_encoder_mean"], rows[c]["quality"])}
+    assert first["chosen"] == (min(ranks, key=ranks.get) if ranks else None)
     if first["chosen"] == "2:0.5":
         assert rest and rest[0]["candidates"] == ["2:0.5,3:0.5"] and "2:0.5,3:0.5" in rows

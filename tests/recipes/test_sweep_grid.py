@@ -58,10 +58,14 @@ def test_greedy_layers_and_no_layer_left():
     assert calls == [None, "3:0.2"]
 
 
-def test_greedy_prefers_a_gain_in_quality():
+def test_greedy_prefers_no_loss_then_the_larger_saving():
     table = {None: (10.0, 0.50), "1:0.2": (8.0, 0.49), "2:0.2": (9.0, 0.51)}  # 2:0.2 is cheaper AND better
     stages = greedy_pause_search(_measure(table, []), depth=3, layers=(1, 2), ratios=(0.2,), max_stages=1)
     assert stages[0].chosen == "2:0.2"
+    # two candidates lose nothing: the larger saving wins, not the larger gain per GFLOP
+    table = {None: (10.0, 0.50), "1:0.2": (7.0, 0.50), "2:0.2": (9.5, 0.52)}
+    stages = greedy_pause_search(_measure(table, []), depth=3, layers=(1, 2), ratios=(0.2,), max_stages=1)
+    assert stages[0].chosen == "1:0.2"
 
 
 def test_parse_exits_adds_full_depth():
