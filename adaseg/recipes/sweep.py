@@ -161,7 +161,7 @@ def require_derived_for(run: RunDir, missing: Sequence[float]) -> None:
 
     if missing and not run.has("derived"):
         betas = ",".join(exact_float(b) for b in missing)
-        raise SweepError("betas", f"no gate for beta {betas} in {run.gates_dir} and {run.root} has no derived dataset "
+        raise SweepError(None, f"no gate for beta {betas} in {run.gates_dir} and {run.root} has no derived dataset "
                                   f"to fit one from: run `adaseg derive --run {run.root}` first")
 
 
