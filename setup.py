@@ -180,6 +180,7 @@ setup(
         "scipy>=1.10",
         "pillow>=10.1",  # ImageFont.load_default(size=) for the predict pictures
         "safetensors>=0.4",
+        "matplotlib>=3.7",  # adaseg sweep's plots (Agg backend, no display)
         "pycocotools>=2.0.7",
         "cityscapesscripts>=2.2.4",
         "triton>=3.0; platform_system == 'Linux'",

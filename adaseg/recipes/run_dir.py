@@ -13,6 +13,7 @@ Layout of ``--run DIR`` (default ``runs/default``)::
       reports/
         eval_<name>.json             evaluation reports
         eval_<name>.parts.safetensors  their per-image parts (adaseg.eval.image_parts)
+      sweeps/<name>/                 adaseg sweep: sweep.json, sweep.csv, plots
       log.jsonl                      one JSON object per line: every command's events
 
 Every file is written atomically (:mod:`adaseg.recipes.atomic`). When a step's input is

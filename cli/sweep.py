@@ -1,0 +1,182 @@
+"""``adaseg sweep``: a grid of operating points on the run's parent (fixed exits, gates, pause
+plans and their combinations), each an ``adaseg eval`` report in ``reports/`` (reused when
+already there), and the sweep's table, Pareto fronts, adaptive advantages, budget picks and
+plots in ``sweeps/<name>/``."""
+
+from __future__ import annotations
+
+import click
+
+from adaseg.cli.options import PauseSpec, device_option, json_option, quiet_option, run_option
+from adaseg.cli.recipe_options import FloatList, IntList, set_threads, threads_option
+from adaseg.cli.eval import MIN_BOOTSTRAP
+from adaseg.cli.run_guard import writing_run
+
+# Exit status when the sweep is written but no measured point meets --target-gflops/--target-ips.
+BUDGET_UNMET = 3
+
+
+@click.command(name="sweep")
+@click.option("--exits", default="all", show_default=True, metavar="K,...|all",
+              help="Fixed exits: the static baseline curve (full depth is always included).")
+@click.option("--betas", default="0,0.0005,0.002", show_default=True, metavar="B,...|none",
+              help="Gates for these betas (a missing gate is fitted from the run's derived dataset); none: no gates.")
+@click.option("--pause", "pauses", multiple=True, type=PauseSpec(), metavar="LAYER:RATIO,...",
+              help="A pause plan, e.g. 3:0.4,5:0.3 (repeatable); also combined with every gate.")
+@click.option("--pause-grid", is_flag=True, default=False,
+              help="PAUMER's greedy search: one pause layer x --grid-ratios, then a second layer after the chosen one.")
+@click.option("--grid-layers", type=IntList(), default=None, metavar="L,...",
+              help="Layers the grid may pause after [default: 1..depth-1].")
+@click.option("--grid-ratios", type=FloatList(), default="0.2,0.4,0.6,0.8", show_default=True, metavar="R,...",
+              help="Pause ratios tried at each grid layer.")
+@click.option("--grid-stages", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Most pause layers the grid search stacks.")
+@click.option("--modes", default="entropy,random", show_default=True, metavar="entropy,random",
+              help="Pause modes every pause plan is evaluated in.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N val images.")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Paired-bootstrap resamples over images for the intervals (0: none).")
+@click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
+              help="Coverage of the bootstrap intervals.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seeds the bootstrap and random pausing.")
+@click.option("--target-gflops", type=click.FloatRange(min=0, min_open=True), default=None, metavar="G",
+              help="Budget: encoder GFLOPs per image at most G; prints the best point meeting it.")
+@click.option("--target-ips", type=click.FloatRange(min=0, min_open=True), default=None, metavar="X",
+              help="Budget: at least X images/s; prints the best point meeting it.")
+@click.option("--name", default="default", show_default=True, help="Sweep name: writes sweeps/NAME/.")
+@device_option
+@threads_option
+@run_option
+@quiet_option
+@json_option
+def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stages, modes, limit, n_boot, level, seed,
+          target_gflops, target_ips, name, device, threads, run, quiet, as_json):
+    """Operating points of one parent: Pareto front, adaptive advantage, budgets, plots."""
+    import json
+
+    from adaseg.data import DataError
+    from adaseg.eval.image_parts import PartsError
+    from adaseg.recipes.checkpoint import CheckpointError
+    from adaseg.recipes.derived import DerivedDatasetError
+    from adaseg.recipes.progress import Reporter
+    from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
+    from adaseg.recipes import sweep as sw
+
+    set_threads(threads)
+    _refuse_idle_options(pauses, pause_grid)
+    if n_boot != 0 and n_boot < MIN_BOOTSTRAP:
+        raise click.BadParameter(f"{n_boot} resamples cannot give a {100 * level:g}% interval: use 0 (off) or at least "
+                                 f"{MIN_BOOTSTRAP}", param_hint="'--bootstrap'")
+    settings = sw.SweepSettings(exits=exits, betas=_betas(betas), pauses=tuple(str(p) for p in pauses),
+                                pause_grid=pause_grid, grid_layers=grid_layers, grid_ratios=tuple(grid_ratios),
+                                grid_stages=grid_stages, modes=_modes(modes), limit=limit, seed=seed)
+    run_dir = RunDir(run)
+    failures = (CheckpointError, DataError, DerivedDatasetError, MissingStepError, PartsError, RunDirError)
+    try:
+        run_dir.require("config", "parent")
+        parent = sw.read_parent(run_dir)
+        sw.check_settings(settings, parent)
+        out_dir = sw.check_name(run_dir, name)
+        sw.require_derived_for(run_dir, sw.missing_gates(run_dir, settings.betas, parent.depth))
+        sw.check_combinations(run_dir, settings, parent)
+    except sw.SweepError as exc:
+        raise _param_error(exc) from None
+    except failures as exc:
+        raise click.ClickException(str(exc)) from None
+
+    dirs = [run_dir.reports_dir, run_dir.gates_dir, out_dir.parent]
+    with writing_run(run_dir, command="sweep", dirs=dirs):
+        reporter = Reporter.for_run(run_dir, command="sweep", quiet=quiet or as_json)
+        reporter.event("start", run=str(run_dir.root), name=name, **settings.to_json(), bootstrap=n_boot, level=level,
+                       target_gflops=target_gflops, target_ips=target_ips)
+        try:
+            data = _sweep(run_dir, settings, parent, device=device, n_boot=n_boot, level=level,
+                          target_gflops=target_gflops, target_ips=target_ips, reporter=reporter)
+        except sw.SweepError as exc:
+            raise _param_error(exc) from None
+        except failures as exc:
+            raise click.ClickException(str(exc)) from None
+        from adaseg.recipes.sweep_output import write_sweep
+
+        title = f"{run_dir.root}: {data['rows'][0]['images']} val images"
+        files = write_sweep(out_dir, data, depth=parent.depth, title=title)
+        budget = data["budget"]
+        reporter.event("done", directory=str(out_dir), points=len(data["rows"]),
+                       budget_met=None if budget is None else budget["best"] is not None)
+        if as_json:
+            click.echo(json.dumps(data, sort_keys=True))
+        else:
+            from adaseg.cli.sweep_tables import print_sweep
+
+            print_sweep(reporter, data)
+            reporter.info(f"sweep: {len(data['rows'])} points ({sum(r['reused'] for r in data['rows'])} reused); "
+                          f"wrote {', '.join(str(f) for f in files[:2])} and {len(files) - 2} plots in {out_dir}")
+        if budget is not None and budget["best"] is None:
+            from adaseg.cli.sweep_tables import budget_unmet_line
+
+            click.echo(f"Error: {budget_unmet_line(data)}", err=True)
+            raise SystemExit(BUDGET_UNMET)
+
+
+def _sweep(run_dir, settings, parent, *, device, n_boot, level, target_gflops, target_ips, reporter) -> dict:
+    from adaseg.recipes.sweep import run_sweep
+    from adaseg.recipes.sweep_analysis import analyse
+
+    result = run_sweep(run_dir, settings, parent, device=device, reporter=reporter, need_parts=n_boot > 0)
+    data = analyse(run_dir, result, n_boot=n_boot, seed=settings.seed, level=level, target_gflops=target_gflops,
+                   target_ips=target_ips)
+    data["settings"] = {**settings.to_json(), "bootstrap": n_boot, "target_gflops": target_gflops,
+                        "target_ips": target_ips, "device": str(device), "depth": parent.depth,
+                        "parent_fingerprint": parent.fingerprint}
+    return data
+
+
+def _param_error(exc) -> click.ClickException:
+    if exc.param is None:
+        return click.ClickException(str(exc))
+    return click.BadParameter(str(exc), param_hint=f"'--{exc.param}'")
+
+
+def _betas(text: str) -> tuple[float, ...]:
+    import math
+
+    if text.strip().lower() in ("none", ""):
+        return ()
+    out = []
+    for part in text.split(","):
+        try:
+            b = float(part)
+        except ValueError:
+            raise click.BadParameter(f"{part.strip()!r} is not a number (e.g. 0,0.0005,0.002 or none)",
+                                     param_hint="'--betas'") from None
+        if not (math.isfinite(b) and b >= 0):
+            raise click.BadParameter(f"{part.strip()!r} must be a finite number >= 0", param_hint="'--betas'")
+        if b not in out:
+            out.append(b)
+    return tuple(out)
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    from adaseg.recipes.choices import PAUSE_MODES
+
+    modes = []
+    for part in text.split(","):
+        m = part.strip()
+        if m not in PAUSE_MODES:
+            raise click.BadParameter(f"{m!r} is not one of {', '.join(PAUSE_MODES)}", param_hint="'--modes'")
+        if m not in modes:
+            modes.append(m)
+    return tuple(modes)
+
+
+def _refuse_idle_options(pauses, pause_grid: bool) -> None:
+    """Options that cannot change anything without pausing are errors, not silently recorded."""
+    from adaseg.cli.options import given_on_command_line
+
+    ctx = click.get_current_context()
+    if given_on_command_line(ctx, "modes") and not pauses and not pause_grid:
+        raise click.UsageError("--modes chooses how tokens pause: it needs --pause SPEC or --pause-grid")
+    for opt in ("grid_layers", "grid_ratios", "grid_stages"):
+        if given_on_command_line(ctx, opt) and not pause_grid:
+            raise click.UsageError(f"--{opt.replace('_', '-')} shapes the pause grid: it needs --pause-grid")
