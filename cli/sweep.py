@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from adaseg.cli.options import PauseSpec, device_option, json_option, quiet_option, run_option
+from adaseg.cli.options import PauseSpec, device_option, json_option, quiet_option, run_data_option, run_option
 from adaseg.cli.recipe_options import FloatList, IntList, set_threads, threads_option
 from adaseg.cli.eval import MIN_BOOTSTRAP
 from adaseg.cli.run_guard import writing_run
@@ -34,6 +34,8 @@ BUDGET_UNMET = 3
 @click.option("--modes", default="entropy,random", show_default=True, metavar="entropy,random",
               help="Pause modes every pause plan is evaluated in.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N val images.")
+@click.option("--flops-images", type=click.IntRange(min=1), default=None,
+              help="Count FLOPs on the first N val images of each point [default: all evaluated].")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Paired-bootstrap resamples over images for the intervals (0: none).")
 @click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
@@ -45,13 +47,14 @@ BUDGET_UNMET = 3
 @click.option("--target-ips", type=click.FloatRange(min=0, min_open=True), default=None, metavar="X",
               help="Budget: at least X images/s; prints the best point meeting it.")
 @click.option("--name", default="default", show_default=True, help="Sweep name: writes sweeps/NAME/.")
+@run_data_option
 @device_option
 @threads_option
 @run_option
 @quiet_option
 @json_option
-def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stages, modes, limit, n_boot, level, seed,
-          target_gflops, target_ips, name, device, threads, run, quiet, as_json):
+def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stages, modes, limit, flops_images, n_boot,
+          level, seed, target_gflops, target_ips, name, data, device, threads, run, quiet, as_json):
     """Operating points of one parent: Pareto front, adaptive advantage, budgets, plots."""
     import json
 
@@ -70,7 +73,8 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
                                  f"{MIN_BOOTSTRAP}", param_hint="'--bootstrap'")
     settings = sw.SweepSettings(exits=exits, betas=_betas(betas), pauses=tuple(str(p) for p in pauses),
                                 pause_grid=pause_grid, grid_layers=grid_layers, grid_ratios=tuple(grid_ratios),
-                                grid_stages=grid_stages, modes=_modes(modes), limit=limit, seed=seed)
+                                grid_stages=grid_stages, modes=_modes(modes), limit=limit, seed=seed, data=data,
+                                flops_images=flops_images)
     run_dir = RunDir(run)
     failures = (CheckpointError, DataError, DerivedDatasetError, MissingStepError, PartsError, RunDirError)
     try:

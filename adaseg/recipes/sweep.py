@@ -54,12 +54,14 @@ class SweepSettings:
     modes: tuple[str, ...] = ("entropy",)
     limit: int | None = None
     seed: int = 0
+    data: str | None = None  # another dataset's val split, as eval --data
+    flops_images: int | None = None  # FLOPs counted on the first N images, as eval --flops-images
 
     def to_json(self) -> dict[str, Any]:
         return {"exits": self.exits, "betas": list(self.betas), "pauses": list(self.pauses),
                 "pause_grid": self.pause_grid, "grid_layers": None if self.grid_layers is None else list(self.grid_layers),
                 "grid_ratios": list(self.grid_ratios), "grid_stages": self.grid_stages, "modes": list(self.modes),
-                "limit": self.limit, "seed": self.seed}
+                "limit": self.limit, "seed": self.seed, "data": self.data, "flops_images": self.flops_images}
 
 
 @dataclass
@@ -211,7 +213,8 @@ def fit_missing_gates(run: RunDir, missing: Sequence[float], *, reporter=None) -
 # --------------------------------------------------------------------------------------
 
 
-def eval_settings(spec: PointSpec, gate: Path | None, *, limit: int | None, seed: int) -> EvalSettings:
+def eval_settings(spec: PointSpec, gate: Path | None, *, limit: int | None, seed: int, data: str | None = None,
+                  flops_images: int | None = None) -> EvalSettings:
     """The EvalSettings ``adaseg eval`` builds for this point's options (``--seed`` is only
     given, and only changes the report, for random pausing)."""
     from adaseg.models.adaptive import PausePlan
@@ -220,7 +223,7 @@ def eval_settings(spec: PointSpec, gate: Path | None, *, limit: int | None, seed
     return EvalSettings(gate=None if gate is None else str(gate), exit=spec.exit,
                         pause=PausePlan.parse(spec.pause) if spec.pause else None,
                         pause_mode=spec.mode if spec.pause else "entropy", limit=limit,
-                        seed=seed if random else EvalSettings().seed)
+                        seed=seed if random else EvalSettings().seed, data=data, flops_images=flops_images)
 
 
 def eval_command(run: RunDir, settings: EvalSettings) -> str:
@@ -237,6 +240,10 @@ def eval_command(run: RunDir, settings: EvalSettings) -> str:
             parts.append(f"--seed {settings.seed}")
     if settings.limit is not None:
         parts.append(f"--limit {settings.limit}")
+    if settings.flops_images is not None:
+        parts.append(f"--flops-images {settings.flops_images}")
+    if settings.data is not None:
+        parts.append(f"--data {settings.data}")
     return " ".join(p for p in parts if p)
 
 
@@ -295,9 +302,11 @@ class PointRunner:
     :func:`adaseg.recipes.evaluate.evaluate`)."""
 
     def __init__(self, run: RunDir, parent: Parent, gates: dict[float, Path], *, limit: int | None, seed: int,
-                 device: torch.device, reporter=None, evaluate_fn: Callable | None = None, need_parts: bool = True):
+                 device: torch.device, reporter=None, evaluate_fn: Callable | None = None, need_parts: bool = True,
+                 data: str | None = None, flops_images: int | None = None):
         self.run, self.parent, self.gates = run, parent, gates
         self.limit, self.seed, self.device, self.reporter = limit, seed, device, reporter
+        self.data, self.flops_images = data, flops_images
         self.evaluate_fn = evaluate_fn
         self.need_parts = need_parts
         self.points: dict[tuple, SweepPoint] = {}
@@ -306,7 +315,8 @@ class PointRunner:
         if spec.key() in self.points:
             return self.points[spec.key()]
         gate = self.gates[spec.beta] if spec.beta is not None else None
-        settings = eval_settings(spec, gate, limit=self.limit, seed=self.seed)
+        settings = eval_settings(spec, gate, limit=self.limit, seed=self.seed, data=self.data,
+                                 flops_images=self.flops_images)
         name = settings.name()
         path = self.run.report_path(name)
         report = reusable(path, settings, self.parent, _gate_hash(gate), self.device, need_parts=self.need_parts)
@@ -346,7 +356,8 @@ def run_sweep(run: RunDir, settings: SweepSettings, parent: Parent, *, device: t
     fitted = fit_missing_gates(run, missing, reporter=reporter)
     gates = {b: gate_for_beta(run, b, parent.depth) for b in settings.betas}
     runner = PointRunner(run, parent, gates, limit=settings.limit, seed=settings.seed, device=device,
-                         reporter=reporter, evaluate_fn=evaluate_fn, need_parts=need_parts)
+                         reporter=reporter, evaluate_fn=evaluate_fn, need_parts=need_parts, data=settings.data,
+                         flops_images=settings.flops_images)
     order: list[PointSpec] = []
 
     def take(spec: PointSpec) -> SweepPoint:

@@ -274,3 +274,24 @@ def test_pause_grid_runs_the_greedy_search(swept, tmp_path):
     assert first["chosen"] == (min(ranks, key=ranks.get) if ranks else None)
     if first["chosen"] == "2:0.5":
         assert rest and rest[0]["candidates"] == ["2:0.5,3:0.5"] and "2:0.5,3:0.5" in rows
+
+
+def test_data_and_flops_images_reach_every_point_and_reuse_evals(base_run, tmp_path, monkeypatch):
+    """--data / --flops-images make the same reports `adaseg eval` makes with them, so evals run
+    before the sweep (e.g. one process per point on a large val split) are reused."""
+    run = copy_run(base_run, tmp_path / "run")
+    data = json.loads((run.root / "config.json").read_text())["data"]  # the folder it was trained on
+    common = ["--limit", "3", "--flops-images", "2", "--data", data, "--threads", "1", "--run", run.root]
+    for args in (["--exit", "2"], ["--gate", "none"]):
+        result = invoke("eval", *args, *common)
+        assert result.exit_code == 0, result.output
+    evals = {p.name: p.read_bytes() for p in run.reports_dir.iterdir()}
+    assert any("_flops2_data-" in name for name in evals)
+    calls = _count_forwards(monkeypatch)
+    result = invoke("sweep", "--exits", "2", "--betas", "none", "--bootstrap", "0", *common)
+    assert result.exit_code == 0, result.output
+    assert calls == []  # both points were the evals above
+    assert {p.name: p.read_bytes() for p in run.reports_dir.iterdir()} == evals
+    rows = _sweep_json(run)["rows"]
+    assert all(r["images"] == 3 and r["reused"] for r in rows)
+    assert all("--flops-images 2" in r["eval"] and f"--data {data}" in r["eval"] for r in rows)
