@@ -27,6 +27,7 @@ import os
 import shlex
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,13 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 holder = _read(fd)
+                # The holder writes its record just after taking the lock: a loser of a close
+                # race can read the file still empty. Wait briefly so the message names it.
+                for _ in range(25):
+                    if holder is not None:
+                        break
+                    time.sleep(0.02)
+                    holder = _read(fd)
                 os.close(fd)
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise RunLockedError(f"cannot lock {self.path}: {exc.strerror}") from None

@@ -112,8 +112,10 @@ def test_two_train_parent_on_one_run_train_once(folder, tmp_path):
     winner = first if loser is second else second
     err = outs[[first, second].index(loser)][1]
     assert err.count("Error:") == 1 and "Traceback" not in err
-    # refused by the lock while the winner trains, or after it by the parent it wrote
-    assert "in use by `" in err and f"pid {winner.pid}" in err or "already holds a trained parent" in err, err
+    # refused by the lock while the winner trains (naming it, or -- if the winner could not yet
+    # write its record -- saying the run is in use), or after it by the parent it wrote
+    assert ("in use by `" in err and f"pid {winner.pid}" in err or "in use by another adaseg process" in err
+            or "already holds a trained parent" in err), err
     done = [e for e in _events(RunDir(root)) if e["command"] == "train-parent" and e["event"] == "done"]
     assert len(done) == 1
     load_checkpoint(RunDir(root).parent_path)
