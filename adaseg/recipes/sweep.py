@@ -73,6 +73,7 @@ class SweepPoint:
     path: Path
     report: dict[str, Any]
     reused: bool
+    parts: Any = None  # its ImageParts once read or computed (verified), else None
 
 
 @dataclass
@@ -253,9 +254,10 @@ _SAME_SETTINGS = ("exit", "pause", "pause_mode", "batch_size", "limit", "warmup"
 
 
 def reusable(path: Path, settings: EvalSettings, parent: Parent, gate_hash: str | None, device: torch.device,
-             *, need_parts: bool) -> dict | None:
-    """The report at ``path`` when it may stand for ``settings`` (see the module docstring),
-    else None (missing, unreadable, or made otherwise: it is then evaluated again)."""
+             *, need_parts: bool) -> tuple[dict, Any] | None:
+    """(report, its verified ImageParts or None without ``need_parts``) when the report at
+    ``path`` may stand for ``settings`` (see the module docstring), else None (missing,
+    unreadable, or made otherwise: it is then evaluated again)."""
     try:
         report = json.loads(path.read_text())
         s, info = report["settings"], report["info"]
@@ -276,10 +278,11 @@ def reusable(path: Path, settings: EvalSettings, parent: Parent, gate_hash: str 
         from adaseg.eval.image_parts import PartsError, load_parts
 
         try:
-            load_parts(path)
+            parts = load_parts(path)  # handed on, so the analysis need not read and hash it again
         except PartsError:  # missing, damaged or not this report's: evaluate again
             return None
-    return report
+        return report, parts
+    return report, None
 
 
 def _gate_hash(gate: Path | None) -> str | None:
@@ -319,8 +322,9 @@ class PointRunner:
                                  flops_images=self.flops_images)
         name = settings.name()
         path = self.run.report_path(name)
-        report = reusable(path, settings, self.parent, _gate_hash(gate), self.device, need_parts=self.need_parts)
-        reused = report is not None
+        found = reusable(path, settings, self.parent, _gate_hash(gate), self.device, need_parts=self.need_parts)
+        reused = found is not None
+        report, parts = found if found is not None else (None, None)
         if report is None:
             if self.reporter is not None:
                 self.reporter.info(f"sweep: evaluating {spec.label()} -> {path.name}")
@@ -330,9 +334,10 @@ class PointRunner:
             result.settings["name"] = name
             path = save_point_report(self.run, name, result)
             report = json.loads(path.read_text())
+            parts = getattr(result, "parts", None)
         elif self.reporter is not None:
             self.reporter.info(f"sweep: reusing {path.name} ({spec.label()})")
-        point = SweepPoint(spec=spec, settings=settings, path=path, report=report, reused=reused)
+        point = SweepPoint(spec=spec, settings=settings, path=path, report=report, reused=reused, parts=parts)
         self.points[spec.key()] = point
         return point
 

@@ -163,7 +163,7 @@ def analyse(run: RunDir, result: SweepResult, *, n_boot: int, seed: int, level: 
         from adaseg.eval.image_parts import load_parts
         from adaseg.recipes.sweep_stats import GFLOPS_KEY, point_intervals
 
-        parts = [load_parts(p.path) for p in result.points]
+        parts = [p.parts if p.parts is not None else load_parts(p.path) for p in result.points]
         check_same_images(parts, result)
         for r, pp in zip(rows, parts):
             keys = [k for k in QUALITY_KEYS if k in r and k in pp.metric_names]
