@@ -9,24 +9,24 @@ __version__ = "0.1.0"
 
 def create_model(name, **overrides):
     """Build a registered model by name (see :func:`list_models`)."""
-    from adaseg.registry import create_model as _create
+    from adaseg.models.registry import create_model as _create
 
     return _create(name, **overrides)
 
 
 def list_models():
     """Names accepted by :func:`create_model`."""
-    from adaseg.registry import list_models as _list
+    from adaseg.models.registry import list_models as _list
 
     return _list()
 
 
 # The embedding API, imported on first use so `import adaseg` stays light.
 _EXPORTS = {
-    "PausePlan": "adaseg.models.adaptive",
-    "AdaptiveSettings": "adaseg.models.adaptive_settings",
-    "AdaptiveOutput": "adaseg.models.adaptive_output",
-    "AdaptiveModel": "adaseg.models.adaptive_model",
+    "PausePlan": "adaseg.models.adaptive.plan",
+    "AdaptiveSettings": "adaseg.models.adaptive.settings",
+    "AdaptiveOutput": "adaseg.models.adaptive.output",
+    "AdaptiveModel": "adaseg.models.adaptive.protocol",
     "load_run": "adaseg.api",
     "load_parent": "adaseg.api",
     "load_gate": "adaseg.api",

@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from adaseg.models.adaptive import PausePlan
-from adaseg.models.adaptive_model import AdaptiveModel
-from adaseg.recipes.evaluate import EvalReport, EvalSettings
-from adaseg.recipes.gate_file import load_gate, resolve_gate
-from adaseg.recipes.parent import load_parent
-from adaseg.recipes.run_dir import DEFAULT_RUN, RunDir
+from adaseg.models.adaptive.plan import PausePlan
+from adaseg.models.adaptive.protocol import AdaptiveModel
+from adaseg.engine.evaluate import EvalReport, EvalSettings
+from adaseg.runs.gate_file import load_gate, resolve_gate
+from adaseg.runs.parent import load_parent
+from adaseg.runs.run_dir import DEFAULT_RUN, RunDir
 
 __all__ = ["load_run", "load_parent", "load_gate", "evaluate"]
 
@@ -55,10 +55,10 @@ def evaluate(run: str | os.PathLike = DEFAULT_RUN, *, gate: str = "none", exit: 
 
     ``gate``: ``"none"``, ``"latest"`` or a gate file; ``exit``: a fixed exit (no gate);
     ``pause``: a :class:`PausePlan` or its spec; ``options``: the other
-    :class:`~adaseg.recipes.evaluate.EvalSettings` fields (batch_size, limit, flops_images,
+    :class:`~adaseg.engine.evaluate.EvalSettings` fields (batch_size, limit, flops_images,
     warmup, timed, seed, data).
     """
-    from adaseg.recipes.evaluate import evaluate as run_evaluation
+    from adaseg.engine.evaluate import evaluate as run_evaluation
 
     run_dir = RunDir(run)
     run_dir.require("config", "parent")

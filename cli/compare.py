@@ -27,7 +27,7 @@ def compare(reports, vs, n_boot, seed, level, metrics, as_json):
 
     from rich.console import Console
 
-    from adaseg.recipes.compare import CompareError, compare as run_compare
+    from adaseg.analysis.compare import CompareError, compare as run_compare
 
     try:
         result = run_compare(reports, vs=vs, n_boot=n_boot, seed=seed, level=level, metrics=metrics)
@@ -38,7 +38,7 @@ def compare(reports, vs, n_boot, seed, level, metrics, as_json):
     if as_json:
         click.echo(json.dumps(result.to_json(), sort_keys=True))
         return
-    from adaseg.recipes.progress import LOG_WIDTH
+    from adaseg.utils.progress import LOG_WIDTH
 
     console = Console()
     if not console.is_terminal:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from adaseg.recipes.choices import SPLITS
+from adaseg.choices import SPLITS
 
 
 def _data_error(exc: Exception) -> click.ClickException:

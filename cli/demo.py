@@ -1,7 +1,7 @@
 """``adaseg demo``: the whole default recipe in one command, one run directory.
 
 The sequence (train-parent, derive, fit-gate, four evals; steps already done are skipped)
-is :mod:`adaseg.recipes.demo`'s; this command runs each step's command in-process, says so
+is :mod:`adaseg.engine.demo`'s; this command runs each step's command in-process, says so
 before each, and ends with one comparison table.
 """
 
@@ -31,8 +31,8 @@ def demo(ctx, data, iters, derive_limit, eval_limit, threads, run, quiet):
     from adaseg.cli.eval import eval_cmd
     from adaseg.cli.fit_gate import fit_gate
     from adaseg.cli.train_parent import train_parent
-    from adaseg.recipes.demo import demo_steps
-    from adaseg.recipes.run_dir import RunDir
+    from adaseg.engine.demo import demo_steps
+    from adaseg.runs.run_dir import RunDir
 
     commands = {"train-parent": train_parent, "derive": derive, "fit-gate": fit_gate, "eval": eval_cmd}
     run_dir = RunDir(run)

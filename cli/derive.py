@@ -26,12 +26,12 @@ def derive(batch_size, limit, data, device, threads, run, quiet, as_json):
     import json
 
     from adaseg.data import DataError
-    from adaseg.recipes import derive as step_b
-    from adaseg.recipes.checkpoint import CheckpointError
-    from adaseg.recipes.derived import DerivedDatasetError
-    from adaseg.recipes.distributed import distributed_session
-    from adaseg.recipes.progress import JsonlLog, Reporter
-    from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
+    from adaseg.engine import derive as step_b
+    from adaseg.storage.checkpoint import CheckpointError
+    from adaseg.runs.derived import DerivedDatasetError
+    from adaseg.utils.distributed import distributed_session
+    from adaseg.utils.progress import JsonlLog, Reporter
+    from adaseg.runs.run_dir import MissingStepError, RunDir, RunDirError
 
     set_threads(threads)
     run_dir = RunDir(run)
@@ -83,6 +83,6 @@ def _print(reporter, result, summary) -> None:
 
 
 def step_b_rows(derived):
-    from adaseg.recipes.derive import histogram_rows
+    from adaseg.engine.derive import histogram_rows
 
     return histogram_rows(derived)

@@ -11,7 +11,7 @@ import click
 from adaseg.cli.options import (device_option, json_option, pause_option, quiet_option, run_data_option, run_option,
                                 seed_option)
 from adaseg.cli.recipe_options import set_threads, threads_option
-from adaseg.recipes.choices import PAUSE_MODES
+from adaseg.choices import PAUSE_MODES
 from adaseg.cli.run_guard import writing_run
 
 MIN_BOOTSTRAP = 100  # fewer resamples put a 5% tail on < 5 draws
@@ -49,12 +49,12 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
     import json
 
     from adaseg.data import DataError
-    from adaseg.recipes import evaluate as ev
-    from adaseg.recipes.checkpoint import CheckpointError
-    from adaseg.recipes.distributed import distributed_session
-    from adaseg.recipes.gate_file import resolve_gate
-    from adaseg.recipes.progress import JsonlLog, Reporter
-    from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
+    from adaseg.engine import evaluate as ev
+    from adaseg.storage.checkpoint import CheckpointError
+    from adaseg.utils.distributed import distributed_session
+    from adaseg.runs.gate_file import resolve_gate
+    from adaseg.utils.progress import JsonlLog, Reporter
+    from adaseg.runs.run_dir import MissingStepError, RunDir, RunDirError
 
     set_threads(threads)
     _refuse_idle_options(pause, pause_mode)

@@ -9,7 +9,7 @@ import click
 from adaseg.cli.options import json_option, quiet_option, run_option, seed_option
 from adaseg.cli.run_guard import writing_run
 
-# Mirrors adaseg.recipes.gate_targets.LOSSES (kept literal so `adaseg --help` does not import
+# Mirrors adaseg.engine.gate_targets.LOSSES (kept literal so `adaseg --help` does not import
 # torch); a test checks the two agree.
 LOSS_CHOICES = ("hard-ce", "u-ce", "soft-ce", "soft-mse")
 
@@ -36,11 +36,11 @@ def fit_gate(beta, K, loss, temperature, epochs, lr, batch_size, seed, run, quie
     import json
     import math
 
-    from adaseg.recipes.checkpoint import CheckpointError
-    from adaseg.recipes.derived import DerivedDatasetError
-    from adaseg.recipes.fit_gate import GateSettingError, fit_gate as fit, resolve_settings, save_gate
-    from adaseg.recipes.progress import Reporter
-    from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
+    from adaseg.storage.checkpoint import CheckpointError
+    from adaseg.runs.derived import DerivedDatasetError, load_run_derived
+    from adaseg.engine.fit_gate import GateSettingError, fit_gate as fit, resolve_settings, save_gate
+    from adaseg.utils.progress import Reporter
+    from adaseg.runs.run_dir import MissingStepError, RunDir, RunDirError
 
     if not math.isfinite(beta) or beta < 0:
         raise click.BadParameter(f"{beta!r}: must be a finite number >= 0", param_hint="'--beta'")
@@ -51,7 +51,7 @@ def fit_gate(beta, K, loss, temperature, epochs, lr, batch_size, seed, run, quie
         raise click.ClickException(str(exc)) from None
     with writing_run(run_dir, command="fit-gate", dirs=[run_dir.gates_dir]):
         try:
-            derived = run_dir.load_derived(check_parent=True)
+            derived = load_run_derived(run_dir, check_parent=True)
         except (MissingStepError, RunDirError, DerivedDatasetError, CheckpointError) as exc:
             raise click.ClickException(str(exc)) from None
         try:

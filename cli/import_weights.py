@@ -59,7 +59,7 @@ def import_weights(hf_dir, timm_file, backbone_name, thing_ids, out):
 
 def _import_hf(hf_dir: str, thing_ids, out: str) -> None:
     from adaseg.models.hf.importer import MODEL_KIND, HFConfigError, HFWeightsError, from_hf_mask2former
-    from adaseg.recipes.checkpoint import CheckpointError, save_checkpoint
+    from adaseg.storage.checkpoint import CheckpointError, save_checkpoint
 
     try:
         model, info = from_hf_mask2former(hf_dir, thing_ids=thing_ids, return_info=True)
@@ -95,7 +95,7 @@ def _import_timm(timm_file: str, name: str, out: str) -> None:
 
     from adaseg.models.backbones import CheckpointMismatchError, list_backbones
     from adaseg.models.hf.importer import BACKBONE_KIND, first_line, from_timm_backbone
-    from adaseg.recipes.checkpoint import CheckpointError, save_checkpoint
+    from adaseg.storage.checkpoint import CheckpointError, save_checkpoint
 
     if name not in list_backbones():
         raise click.BadParameter(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}",

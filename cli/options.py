@@ -14,13 +14,13 @@ DEFAULT_DATA = "synthetic"
 
 
 class PauseSpec(click.ParamType):
-    """``layer:ratio[,layer:ratio...]`` -> :class:`adaseg.models.adaptive.PausePlan` (or None
+    """``layer:ratio[,layer:ratio...]`` -> :class:`adaseg.models.adaptive.plan.PausePlan` (or None
     for ``none``/empty)."""
 
     name = "layer:ratio,..."
 
     def convert(self, value, param, ctx):
-        from adaseg.models.adaptive import PausePlan
+        from adaseg.models.adaptive.plan import PausePlan
 
         if value is None or isinstance(value, PausePlan):
             return value

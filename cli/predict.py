@@ -8,7 +8,7 @@ import click
 
 from adaseg.cli.options import DEFAULT_RUN, PauseSpec, device_option, quiet_option
 from adaseg.cli.recipe_options import set_threads, threads_option
-from adaseg.recipes.choices import PAUSE_MODES, SPLITS, TASKS
+from adaseg.choices import PAUSE_MODES, SPLITS, TASKS
 
 NOTHING_PREDICTED = 2  # exit code when no image could be predicted
 
@@ -93,7 +93,7 @@ def predict(inputs, run, out, overwrite, data, split, limit, gate, exit_, pause,
 def _run(predictor, dataset, jobs, out: str, settings: dict, *, sheet: int, quiet: bool):
     from adaseg.predict.images import ImageError
     from adaseg.predict.writer import PredictionWriter
-    from adaseg.recipes.atomic import atomic_dir
+    from adaseg.storage.atomic import atomic_dir
 
     adaptive = settings["gate"] is not None or settings["exit"] is not None or settings["pause"] is not None
     skipped: list[dict] = []

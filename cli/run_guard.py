@@ -3,10 +3,10 @@
 ``with writing_run(run_dir, command="eval", dirs=[run_dir.reports_dir]):`` ...
 
 1. checks that every output place (the given directories and ``log.jsonl``) can be written,
-   before any work starts (:mod:`adaseg.recipes.writable`);
-2. takes the run directory's lock (:mod:`adaseg.recipes.run_lock`), reporting a previous
+   before any work starts (:mod:`adaseg.runs.writable`);
+2. takes the run directory's lock (:mod:`adaseg.runs.lock`), reporting a previous
    holder that died while holding it;
-3. turns SIGTERM into a clean unwind (:mod:`adaseg.recipes.interrupt`); an interruption
+3. turns SIGTERM into a clean unwind (:mod:`adaseg.utils.interrupt`); an interruption
    (Ctrl-C or SIGTERM) prints one line, is recorded in ``log.jsonl`` as an ``interrupted``
    event (``"ok": false``), and exits with 128 + the signal number;
 4. records a failure (a :class:`click.ClickException`) of a command that had logged its
@@ -43,13 +43,13 @@ def writing_run(
     dirs: Iterable[os.PathLike] = (),
     interrupt_hint: Callable[[], str] | None = None,
 ) -> Iterator[None]:
-    """See the module docstring. ``run_dir``: :class:`~adaseg.recipes.run_dir.RunDir`;
+    """See the module docstring. ``run_dir``: :class:`~adaseg.runs.run_dir.RunDir`;
     ``dirs``: the directories the command writes files into (the run directory's log is added);
     ``interrupt_hint``: called after an interruption for what the user can do next."""
-    from adaseg.recipes.interrupt import EXIT_CODES, Terminated, sigterm_raises, signal_name
-    from adaseg.recipes.progress import JsonlLog
-    from adaseg.recipes.run_lock import RunLock, RunLockedError
-    from adaseg.recipes.writable import NotWritableError, check_writable
+    from adaseg.utils.interrupt import EXIT_CODES, Terminated, sigterm_raises, signal_name
+    from adaseg.utils.progress import JsonlLog
+    from adaseg.runs.lock import RunLock, RunLockedError
+    from adaseg.runs.writable import NotWritableError, check_writable
 
     main = is_writing_rank()
     created = not run_dir.root.exists()  # a refused command then leaves no empty run directory

@@ -11,7 +11,7 @@ import json
 
 import click
 
-from adaseg.recipes.choices import SPLITS
+from adaseg.choices import SPLITS
 
 
 def _emit(result: dict, as_json: bool, render) -> None:

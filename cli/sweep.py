@@ -60,11 +60,11 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
 
     from adaseg.data import DataError
     from adaseg.eval.image_parts import PartsError
-    from adaseg.recipes.checkpoint import CheckpointError
-    from adaseg.recipes.derived import DerivedDatasetError
-    from adaseg.recipes.progress import Reporter
-    from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
-    from adaseg.recipes import sweep as sw
+    from adaseg.storage.checkpoint import CheckpointError
+    from adaseg.runs.derived import DerivedDatasetError
+    from adaseg.utils.progress import Reporter
+    from adaseg.runs.run_dir import MissingStepError, RunDir, RunDirError
+    from adaseg.analysis import sweep as sw
 
     set_threads(threads)
     _refuse_idle_options(pauses, pause_grid)
@@ -101,7 +101,7 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
             raise _param_error(exc) from None
         except failures as exc:
             raise click.ClickException(str(exc)) from None
-        from adaseg.recipes.sweep_output import write_sweep
+        from adaseg.analysis.sweep_output import write_sweep
 
         title = f"{run_dir.root}: {data['rows'][0]['images']} val images"
         files = write_sweep(out_dir, data, depth=parent.depth, title=title)
@@ -124,8 +124,8 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
 
 
 def _sweep(run_dir, settings, parent, *, device, n_boot, level, target_gflops, target_ips, reporter) -> dict:
-    from adaseg.recipes.sweep import run_sweep
-    from adaseg.recipes.sweep_analysis import analyse
+    from adaseg.analysis.sweep import run_sweep
+    from adaseg.analysis.sweep_analysis import analyse
 
     result = run_sweep(run_dir, settings, parent, device=device, reporter=reporter, need_parts=n_boot > 0)
     data = analyse(run_dir, result, n_boot=n_boot, seed=settings.seed, level=level, target_gflops=target_gflops,
@@ -162,7 +162,7 @@ def _betas(text: str) -> tuple[float, ...]:
 
 
 def _modes(text: str) -> tuple[str, ...]:
-    from adaseg.recipes.choices import PAUSE_MODES
+    from adaseg.choices import PAUSE_MODES
 
     modes = []
     for part in text.split(","):

@@ -2,7 +2,7 @@
 
 Writes ``config.json``, ``checkpoints/last.safetensors`` (resumable state, every
 ``--ckpt-every`` iterations) and ``checkpoints/parent.safetensors`` into ``--run``.
-See :mod:`adaseg.recipes.train_parent` for the recipes and their defaults.
+See :mod:`adaseg.engine.train_parent` for the recipes and their defaults.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import click
 from adaseg.cli.options import data_option, device_option, json_option, quiet_option, run_option, seed_option
 from adaseg.cli.recipe_options import FloatList, IntList, Range01, set_threads, threads_option
 from adaseg.cli.run_guard import writing_run
-from adaseg.recipes.choices import RECIPES
+from adaseg.choices import RECIPES
 
 
 @click.command(name="train-parent")
-@click.option("--model", default="m2f_tiny", show_default=True, help="Registered model name (adaseg.registry).")
+@click.option("--model", default="m2f_tiny", show_default=True, help="Registered model name (adaseg.models.registry).")
 @data_option
 @click.option("--init", "init", default="auto", show_default=True, metavar="CKPT|auto|none",
               help="Start from this adaseg checkpoint (parent or training state of the same model, an "
@@ -60,12 +60,12 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
     import json
 
     from adaseg.data import DataError
-    from adaseg.recipes import train_parent as tp
-    from adaseg.recipes.checkpoint import CheckpointError
-    from adaseg.recipes.distributed import distributed_session
-    from adaseg.recipes.progress import JsonlLog, Reporter
-    from adaseg.recipes.run_dir import RunDir
-    from adaseg.recipes.train_setup import refuse_idle_options
+    from adaseg.engine import train_parent as tp
+    from adaseg.storage.checkpoint import CheckpointError
+    from adaseg.utils.distributed import distributed_session
+    from adaseg.utils.progress import JsonlLog, Reporter
+    from adaseg.runs.run_dir import RunDir
+    from adaseg.engine.train_setup import refuse_idle_options
 
     set_threads(threads)
     run_dir = RunDir(run)
@@ -113,11 +113,11 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
 
 
 def _settings(ctx, run_dir, given, *, resume: bool, epochs, quiet: bool):
-    """The run's settings (:func:`adaseg.recipes.train_setup.run_settings`), its errors as Click errors."""
+    """The run's settings (:func:`adaseg.engine.train_setup.run_settings`), its errors as Click errors."""
     from adaseg.data import DataError
-    from adaseg.recipes import train_setup
-    from adaseg.recipes.checkpoint import CheckpointError
-    from adaseg.recipes.train_parent import TrainSettingError
+    from adaseg.engine import train_setup
+    from adaseg.storage.checkpoint import CheckpointError
+    from adaseg.engine.train_parent import TrainSettingError
 
     note = None if quiet else (lambda line: click.echo(line, err=True))
     try:
@@ -139,10 +139,11 @@ def _given_names(ctx) -> frozenset[str]:
 
 def _interrupt_hint(run_dir) -> str:
     """What an interrupted train-parent left: the saved iteration to resume from, if any."""
-    from adaseg.recipes.checkpoint import CheckpointError, read_checkpoint_meta
+    from adaseg.runs.run_dir import recreate_hint
+    from adaseg.storage.checkpoint import CheckpointError, read_checkpoint_meta
 
     try:
-        saved = read_checkpoint_meta(run_dir.last_path).extra.get("iteration")
+        saved = read_checkpoint_meta(run_dir.last_path, hint=recreate_hint(run_dir.last_path)).extra.get("iteration")
     except CheckpointError:
         return f"no training state was saved yet: start again with `adaseg train-parent --run {run_dir.root}`"
     return (f"{run_dir.last_path} holds iteration {saved}: continue with "

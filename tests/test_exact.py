@@ -7,8 +7,8 @@ import random
 import pytest
 
 from adaseg.exact import exact_float
-from adaseg.models.adaptive import PausePlan
-from adaseg.recipes.run_dir import gate_stem
+from adaseg.models.adaptive.plan import PausePlan
+from adaseg.runs.run_dir import gate_stem
 
 
 @pytest.mark.parametrize(

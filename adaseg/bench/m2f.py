@@ -153,7 +153,7 @@ def run(*, setting: str = "swin_t", size: int = 512, repeats: int = 5, warmup: i
         exits: bool = True) -> dict:
     """Measure; returns a JSON-able dict of figures (seconds, wall and CPU)."""
     from adaseg.ops.ms_deform_attn import select_backend
-    from adaseg.models.adaptive_settings import AdaptiveSettings
+    from adaseg.models.adaptive.settings import AdaptiveSettings
 
     if threads is not None:
         torch.set_num_threads(threads)

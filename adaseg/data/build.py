@@ -32,7 +32,7 @@ from adaseg.data.coco_panoptic import PanopticLayout, load_panoptic_split
 from adaseg.data.dataset import SegmentationDataset
 from adaseg.data.panoptic_io import DataError
 from adaseg.data.transforms import EvalTransform, TrainTransform
-from adaseg.recipes.choices import SPLITS
+from adaseg.choices import SPLITS
 _SYNTH_KEYS = ("n_train", "n_val", "size", "seed")
 
 

@@ -17,7 +17,7 @@ or the data:
   (n_flops,) GFLOPs of the first ``n_flops`` images (those the FLOP pass counted).
 
 Saved as ``reports/eval_<name>.parts.safetensors`` beside the report (content hash written
-and verified, :mod:`adaseg.recipes.integrity`); the report records the file name and hash,
+and verified, :mod:`adaseg.storage.integrity`); the report records the file name and hash,
 and :func:`load_parts` checks both.
 """
 
@@ -213,7 +213,7 @@ class ImageParts:
 
     def save(self, path: str | Path) -> str:
         """Write atomically to ``path`` (safetensors with a content hash); returns the hash."""
-        from adaseg.recipes.integrity import write_safetensors
+        from adaseg.storage.integrity import write_safetensors
 
         ids = [i.item() if isinstance(i, np.generic) else i for i in self.image_ids.tolist()]
         meta = {"format": FORMAT_VERSION, "metric": self.metric, "parent_fingerprint": self.parent_fingerprint,
@@ -311,7 +311,7 @@ def load_parts(report_json_path: str | Path) -> ImageParts:
     """The per-image parts of the eval report at ``report_json_path``, verified: the file the
     report names exists beside it, its bytes match its content hash and that hash is the one
     the report recorded. Raises :class:`PartsError` with one line naming the file."""
-    from adaseg.recipes.integrity import IntegrityError, read_safetensors
+    from adaseg.storage.integrity import IntegrityError, read_safetensors
 
     report_path = Path(report_json_path)
     report = read_report(report_path)

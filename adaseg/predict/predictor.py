@@ -27,7 +27,7 @@ import torch
 from adaseg.data.meta import PIXEL_MEAN, PIXEL_STD
 from adaseg.predict.images import ImageError, LoadedImage, read_image, to_rgb
 from adaseg.predict.result import PausedStage, Prediction
-from adaseg.recipes.choices import TASKS
+from adaseg.choices import TASKS
 
 
 class PredictError(ValueError):
@@ -49,7 +49,7 @@ class Predictor:
         gate: ``"auto"`` (the run's latest gate when it has one and no ``exit`` is given),
             ``"latest"``, ``"none"`` or a gate file.
         exit: a fixed exit layer for every image (exclusive with a gate).
-        pause: a pause plan (:class:`~adaseg.models.adaptive.PausePlan` or ``"3:0.4,5:0.3"``).
+        pause: a pause plan (:class:`~adaseg.models.adaptive.plan.PausePlan` or ``"3:0.4,5:0.3"``).
         pause_mode: ``"entropy"`` or ``"random"``; ``seed``: random pausing's generator.
         task: ``"panoptic"``, ``"semantic"`` or ``"instance"`` (default: the model's task).
         device: where the model runs; ``batch_size``: images per forward pass (images of a
@@ -62,8 +62,8 @@ class Predictor:
                  gate: str = "auto", exit: int | None = None, pause=None, pause_mode: str = "entropy",
                  seed: int = 0, task: str | None = None, device: str | torch.device = "cpu", batch_size: int = 1,
                  flops: bool = True):
-        from adaseg.models.adaptive import PausePlan
-        from adaseg.models.adaptive_settings import AdaptiveSettings
+        from adaseg.models.adaptive.plan import PausePlan
+        from adaseg.models.adaptive.settings import AdaptiveSettings
 
         self.device = torch.device(device)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -224,8 +224,8 @@ class Predictor:
         """The ``split`` of the dataset whose categories this predictor uses (``data``, else the
         run's own), with its eval transform."""
         from adaseg.data import DataError, build_dataset
-        from adaseg.recipes.run_data import build_run_dataset
-        from adaseg.recipes.run_dir import RunDir
+        from adaseg.runs.run_data import build_run_dataset
+        from adaseg.runs.run_dir import RunDir
 
         try:
             if self._source.is_dir():
@@ -265,11 +265,11 @@ def _load(source, *, data: str | None, gate: str, exit: int | None, device: torc
     """-> (model with its gate attached, dataset meta, eval transform, gate path | None, the
     gate's exits | None)."""
     from adaseg.data import DataError, build_dataset
-    from adaseg.recipes.checkpoint import CheckpointError
-    from adaseg.recipes.gate_file import load_gate, resolve_gate
-    from adaseg.recipes.parent import load_parent
-    from adaseg.recipes.run_data import build_run_dataset
-    from adaseg.recipes.run_dir import MissingStepError, RunDir, RunDirError
+    from adaseg.storage.checkpoint import CheckpointError
+    from adaseg.runs.gate_file import load_gate, resolve_gate
+    from adaseg.runs.parent import load_parent
+    from adaseg.runs.run_data import build_run_dataset
+    from adaseg.runs.run_dir import MissingStepError, RunDir, RunDirError
 
     path = Path(source)
     if gate not in ("auto", "none") and exit is not None:

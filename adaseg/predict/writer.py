@@ -1,4 +1,4 @@
-"""Writing predictions to an output folder, every file atomically (:mod:`adaseg.recipes.atomic`).
+"""Writing predictions to an output folder, every file atomically (:mod:`adaseg.storage.atomic`).
 
 Layout of ``--out DIR``::
 
@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from adaseg.predict.result import Prediction
-from adaseg.recipes.atomic import atomic_write_bytes, atomic_write_json
+from adaseg.storage.atomic import atomic_write_bytes, atomic_write_json
 
 SUMMARY = "predict.json"
 

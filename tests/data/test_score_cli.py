@@ -16,7 +16,6 @@ from adaseg.cli.main import main
 from adaseg.eval.ap import instances_from_panoptic
 from adaseg.eval.pq import pq_compute
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "eval"))
 from panoptic_cases import make_cases, write_set  # noqa: E402
 
 
@@ -125,7 +124,6 @@ def test_score_panoptic_against_dataset_spec(synth_root, tmp_path):
 
 # ---- malformed inputs: one line naming the file (and the entry), exit 1, nothing written ----
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "recipes"))
 from recipe_testing import invoke, snapshot  # noqa: E402
 
 

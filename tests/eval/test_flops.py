@@ -139,10 +139,10 @@ def test_mask2former_exits_pausing_and_gate(monkeypatch):
     """On the CPU-sized Mask2Former: encoder FLOPs grow by the same amount per layer, the rest
     does not depend on the exit, pausing lowers the encoder's count, and the gate adds its
     linear layer (2*C*E FLOPs) to the total."""
-    from adaseg.models.adaptive import PausePlan
-    from adaseg.models.adaptive_settings import AdaptiveSettings
-    from adaseg.models.gate import Gate
-    from adaseg.registry import create_model
+    from adaseg.models.adaptive.plan import PausePlan
+    from adaseg.models.adaptive.settings import AdaptiveSettings
+    from adaseg.models.adaptive.gate import Gate
+    from adaseg.models.registry import create_model
 
     monkeypatch.setenv("ADASEG_MSDA_BACKEND", "reference")
     torch.manual_seed(0)

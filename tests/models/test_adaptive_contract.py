@@ -17,11 +17,11 @@ import pytest
 import torch
 
 import adaseg
-from adaseg.models import adaptive_run
-from adaseg.models.adaptive_model import AdaptiveModel
-from adaseg.models.adaptive_output import AdaptiveOutput
-from adaseg.models.adaptive_settings import AdaptiveSettings
-from adaseg.registry import model_options
+from adaseg.models.adaptive.plan import run as adaptive_run
+from adaseg.models.adaptive.protocol import AdaptiveModel
+from adaseg.models.adaptive.output import AdaptiveOutput
+from adaseg.models.adaptive.settings import AdaptiveSettings
+from adaseg.models.registry import model_options
 
 SMALL = {"m2f_tiny", "segmenter_tiny", "segmenter_vit_ti"}  # the others run at 32 px, 2 images
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adaseg.models.adaptive import PausePlan
-from adaseg.models.adaptive_settings import AdaptiveSettings
-from adaseg.models.gate import Gate
+from adaseg.models.adaptive.plan import PausePlan
+from adaseg.models.adaptive.settings import AdaptiveSettings
+from adaseg.models.adaptive.gate import Gate
 
 
 def test_defaults_and_spec_parsing():

@@ -1,11 +1,11 @@
-"""ECO-M2F's weighted sum over exits (adaseg.models.exit_loss), checked by hand."""
+"""ECO-M2F's weighted sum over exits (adaseg.models.adaptive.losses), checked by hand."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from adaseg.models.exit_loss import weighted_exit_loss
+from adaseg.models.adaptive.losses import weighted_exit_loss
 
 
 def test_weighted_sum_by_hand():

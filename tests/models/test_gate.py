@@ -6,7 +6,7 @@ import pytest
 import torch
 from m2f_testing import tiny_model
 
-from adaseg.models.gate import Gate, check_gate_fits, pool_features
+from adaseg.models.adaptive.gate import Gate, check_gate_fits, pool_features
 
 
 def test_pool_matches_manual_mean_with_and_without_padding():

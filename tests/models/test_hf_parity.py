@@ -21,8 +21,9 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 
 from adaseg.cli.main import main  # noqa: E402
 from adaseg.models import from_hf_mask2former  # noqa: E402
-from adaseg.models.adaptive_settings import AdaptiveSettings  # noqa: E402
-from adaseg.models.hf.importer import HFConfigError, HFWeightsError, build_mask2former, load_imported  # noqa: E402
+from adaseg.models.adaptive.settings import AdaptiveSettings  # noqa: E402
+from adaseg.models.hf.importer import HFConfigError, HFWeightsError, build_mask2former  # noqa: E402
+from adaseg.runs.parent import build_model, load_model_weights, read_model_config  # noqa: E402
 
 ATOL = 1e-4
 NUM_LABELS = 5
@@ -317,7 +318,9 @@ def test_cli_hf_roundtrip(hf, ours, tmp_path):
     result = CliRunner().invoke(main, ["import-weights", "--hf", str(hf[0]), "--thing-ids", "0,1,2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.exists() and out.with_suffix(".json").exists()
-    model, meta = load_imported(out)
+    name, options, _ = read_model_config(out)  # how every step rebuilds an imported model
+    model = build_model(name, options).eval()
+    meta = load_model_weights(model, out, expect_model=name)
     assert meta.kind == "mask2former" and meta.extra["class_names"][0] == "class0"
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
@@ -344,7 +347,11 @@ def test_cli_timm_backbone(tmp_path):
     out = tmp_path / "bb.safetensors"
     result = CliRunner().invoke(main, ["import-weights", "--timm-backbone", str(path), "--model", "swin_tiny_cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    backbone, meta = load_imported(out)
+    from adaseg.models.backbones import build_backbone
+    from adaseg.storage.checkpoint import load_into, read_checkpoint_meta
+
+    backbone = build_backbone(read_checkpoint_meta(out).config["name"])
+    meta = load_into(backbone, out)
     assert meta.kind == "backbone" and meta.config == {"name": "swin_tiny_cpu"}
     assert meta.extra["dropped"] == ["head.fc.bias", "head.fc.weight"]
     got = backbone.state_dict()

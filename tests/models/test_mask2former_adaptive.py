@@ -14,9 +14,9 @@ import pytest
 import torch
 from m2f_testing import tiny_model
 
-from adaseg.models.adaptive import PausePlan, normalise_exits
-from adaseg.models.adaptive_settings import AdaptiveSettings
-from adaseg.models.gate import Gate
+from adaseg.models.adaptive.plan import PausePlan, normalise_exits
+from adaseg.models.adaptive.settings import AdaptiveSettings
+from adaseg.models.adaptive.gate import Gate
 
 ATOL = 1e-5
 

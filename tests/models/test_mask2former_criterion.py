@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from m2f_testing import tiny_model
 
 import adaseg
-from adaseg.models.adaptive import PausePlan
-from adaseg.models.adaptive_output import AdaptiveOutput
-from adaseg.models.adaptive_settings import AdaptiveSettings
+from adaseg.models.adaptive.plan import PausePlan
+from adaseg.models.adaptive.output import AdaptiveOutput
+from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.models.mask2former.criterion import (
     SetCriterion,
     aux_decoder_loss,
@@ -27,7 +27,7 @@ from adaseg.models.mask2former.criterion import (
     sigmoid_ce_loss,
     token_labels,
 )
-from adaseg.models.pause_selection import AuxRecord
+from adaseg.models.adaptive.pause_selection import AuxRecord
 from adaseg.models.mask2former.matcher import HungarianMatcher, pairwise_dice, pairwise_sigmoid_ce
 from adaseg.models.mask2former.point_sampling import point_sample, uncertain_points
 

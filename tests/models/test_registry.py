@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import adaseg
-from adaseg.models.adaptive_settings import AdaptiveSettings
-from adaseg.registry import model_options
+from adaseg.models.adaptive.settings import AdaptiveSettings
+from adaseg.models.registry import model_options
 
 M2F_NAMES = ["m2f_r50", "m2f_swin_t", "m2f_swin_s", "m2f_swin_b", "m2f_tiny"]
 

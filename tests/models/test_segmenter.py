@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adaseg.models.adaptive import PausePlan
-from adaseg.models.adaptive_settings import AdaptiveSettings
-from adaseg.models.gate import Gate
+from adaseg.models.adaptive.plan import PausePlan
+from adaseg.models.adaptive.settings import AdaptiveSettings
+from adaseg.models.adaptive.gate import Gate
 from adaseg.models.segmenter import Segmenter, token_validity
 from adaseg.models.segmenter.configs import segmenter_tiny, segmenter_vit_s, segmenter_vit_ti
 from adaseg.models.segmenter.sliding import segmenter_inference_sliding, window_starts

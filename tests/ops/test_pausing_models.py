@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import adaseg
-from adaseg.models.adaptive import PausePlan
-from adaseg.models.adaptive_settings import AdaptiveSettings
+from adaseg.models.adaptive.plan import PausePlan
+from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.ops import pausing
 
 pytestmark = pytest.mark.skipif(

@@ -1,14 +1,9 @@
 """Fixtures of the predict tests: a tiny synthetic folder and a run with a parent and a gate
-(the recipe tests' helpers, from tests/recipes)."""
+(the shared helpers of tests/helpers)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "recipes"))
 
 from recipe_testing import TRAIN_FAST, invoke_json, write_folder  # noqa: E402
 

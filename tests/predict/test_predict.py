@@ -111,7 +111,7 @@ def test_pause_map_is_the_models_recorded_pausing(predicted, run, folder):
     """The positions drawn (pause grids) and written (compute/NAME.json) are exactly the paused
     tokens of an independent forward of the parent with the same gate and pause plan."""
     from adaseg.data import build_dataset, collate
-    from adaseg.models.adaptive_settings import AdaptiveSettings
+    from adaseg.models.adaptive.settings import AdaptiveSettings
 
     model = adaseg.load_run(run, gate="latest")
     dataset = build_dataset(folder, "val")
@@ -236,8 +236,8 @@ def test_misuse_is_refused(tmp_path, run, folder, args, expect):
 
 def test_loading_a_run_does_not_import_training_steps(run):
     code = ("import sys, adaseg; p = adaseg.Predictor(sys.argv[1], gate='latest', pause='2:0.5'); "
-            "bad = [m for m in sys.modules if m.startswith(('adaseg.recipes.fit_gate', 'adaseg.recipes.train_parent', "
-            "'adaseg.recipes.derive', 'adaseg.recipes.gate_targets', 'adaseg.recipes.evaluate'))]; print(bad); assert not bad")
+            "bad = [m for m in sys.modules if m.startswith(('adaseg.engine.fit_gate', 'adaseg.engine.train_parent', "
+            "'adaseg.engine.derive', 'adaseg.engine.gate_targets', 'adaseg.engine.evaluate'))]; print(bad); assert not bad")
     done = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 

@@ -43,8 +43,8 @@ def seg_run(tmp_path_factory, folder):
 
 def test_semantic_model_writes_label_pngs_and_its_pausing(tmp_path, seg_run, folder):
     from adaseg.data import build_dataset, collate
-    from adaseg.models.adaptive_settings import AdaptiveSettings
-    from adaseg.recipes.parent import load_parent
+    from adaseg.models.adaptive.settings import AdaptiveSettings
+    from adaseg.runs.parent import load_parent
 
     out = tmp_path / "seg"
     done = invoke("predict", "--run", seg_run, "--data", folder, "--out", out, "--pause", "2:0.5", "--threads", "1")

@@ -183,26 +183,3 @@ def from_timm_backbone(path: str | os.PathLike, *, name: str):
 # Checkpoint kinds written by ``adaseg import-weights``.
 MODEL_KIND = "mask2former"
 BACKBONE_KIND = "backbone"
-
-
-def load_imported(path: str | os.PathLike):
-    """Rebuild the module stored in an ``adaseg import-weights`` checkpoint and load it strictly.
-
-    Returns ``(module in eval mode, CheckpointMeta)``: a Mask2Former for kind
-    ``"mask2former"``, a backbone for kind ``"backbone"``.
-
-    Raises:
-        CheckpointError: unreadable file, another kind, or weights that do not fit (listed).
-    """
-    from adaseg.models.backbones import build_backbone
-    from adaseg.recipes.checkpoint import CheckpointError, load_into, read_checkpoint_meta
-
-    meta = read_checkpoint_meta(path)
-    if meta.kind == MODEL_KIND:
-        module = build_mask2former(meta.config)
-    elif meta.kind == BACKBONE_KIND:
-        module = build_backbone(meta.config["name"])
-    else:
-        raise CheckpointError(f"checkpoint {path} is a {meta.kind!r} checkpoint, not an imported model or backbone")
-    load_into(module, path)
-    return module.eval(), meta

@@ -9,8 +9,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from adaseg.models.adaptive_output import AdaptiveOutput
-from adaseg.models.exit_loss import weighted_exit_loss
+from adaseg.models.adaptive.output import AdaptiveOutput
+from adaseg.models.adaptive.losses import weighted_exit_loss
 from adaseg.models.mask2former.matcher import HungarianMatcher
 from adaseg.models.mask2former.point_sampling import point_sample, uncertain_points
 

@@ -1,7 +1,7 @@
 """The adaptive multi-scale deformable-attention encoder (ECO-M2F exits + PAUMER pausing).
 
 Tokens of all levels live in one (B, S, C) map; the loop over layers is an
-:class:`~adaseg.models.adaptive_run.AdaptiveRun` (exits, pausing, the one buffer). Paused
+:class:`~adaseg.models.adaptive.run.AdaptiveRun` (exits, pausing, the one buffer). Paused
 tokens stay in the run's buffer with their features, so they still serve as
 deformable-attention values; the run writes the updated tokens back in place before each
 layer reads the map.
@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaseg.models.adaptive_run import AdaptiveRun, RunResult
-from adaseg.models.adaptive_settings import AdaptiveSettings
+from adaseg.models.adaptive.run import AdaptiveRun, RunResult
+from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.nn import MSDeformAttn
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adaseg.models.adaptive_output import AdaptiveOutput
-from adaseg.models.adaptive_settings import AdaptiveSettings
-from adaseg.models.gate import Gate, GateHost
+from adaseg.models.adaptive.output import AdaptiveOutput
+from adaseg.models.adaptive.settings import AdaptiveSettings
+from adaseg.models.adaptive.gate import Gate, GateHost
 from adaseg.models.mask2former.criterion import SetCriterion
 from adaseg.models.mask2former.matcher import HungarianMatcher
 from adaseg.models.mask2former.pixel_decoder import MSDeformAttnPixelDecoder

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaseg.models.adaptive_run import RunResult
-from adaseg.models.adaptive_settings import AdaptiveSettings
-from adaseg.models.gate import pool_features
+from adaseg.models.adaptive.run import RunResult
+from adaseg.models.adaptive.settings import AdaptiveSettings
+from adaseg.models.adaptive.gate import pool_features
 from adaseg.models.mask2former.encoder import AdaptiveDeformableEncoder
 from adaseg.models.mask2former.masked_ops import ConvNorm, MaskedGroupNorm, level_mask, replicate_padding
 from adaseg.models.mask2former.position import sine_position

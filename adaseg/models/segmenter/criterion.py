@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaseg.models.adaptive_output import AdaptiveOutput
-from adaseg.models.exit_loss import weighted_exit_loss
+from adaseg.models.adaptive.output import AdaptiveOutput
+from adaseg.models.adaptive.losses import weighted_exit_loss
 from adaseg.models.mask2former.criterion import IGNORE, aux_decoder_loss
 
 __all__ = ["SegmenterCriterion"]

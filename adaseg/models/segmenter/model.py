@@ -14,7 +14,7 @@ The ViT's layers are the adaptive encoder (K = depth, exits numbered 1..K):
   mask decoder see the full token grid.
 
 Forward: ``model(images, padding_mask=None, settings=None)`` -> :class:`AdaptiveOutput`
-(see :mod:`adaseg.models.adaptive_output`) whose heads are ``sem_logits`` (B, K_cls, H, W),
+(see :mod:`adaseg.models.adaptive.output`) whose heads are ``sem_logits`` (B, K_cls, H, W),
 Segmenter's class masks upsampled bilinearly to the input; ``gate_features`` (B, D) is the
 mean of the patch tokens after embedding over non-padding patches; ``token_shapes`` (1, 2)
 is the patch grid (h, w); auxiliary-decoder records hold patch positions (b, n).
@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaseg.models.adaptive_output import AdaptiveOutput
-from adaseg.models.adaptive_run import AdaptiveRun, RunResult
-from adaseg.models.adaptive_settings import AdaptiveSettings
+from adaseg.models.adaptive.output import AdaptiveOutput
+from adaseg.models.adaptive.run import AdaptiveRun, RunResult
+from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.models.backbones.vit import VisionTransformer
-from adaseg.models.gate import Gate, GateHost
+from adaseg.models.adaptive.gate import Gate, GateHost
 from adaseg.models.segmenter.decoder import MaskTransformer
 
 __all__ = ["Segmenter", "SegmenterEmbedding", "token_validity"]

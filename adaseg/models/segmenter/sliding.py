@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import torch
 
-from adaseg.models.adaptive_settings import AdaptiveSettings
+from adaseg.models.adaptive.settings import AdaptiveSettings
 
 __all__ = ["segmenter_inference_sliding", "window_starts"]
 

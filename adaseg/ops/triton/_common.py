@@ -13,7 +13,6 @@ import triton.language as tl
 # agree with how the kernels were actually built.
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-_TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 
 
 def check_device(*tensors: torch.Tensor) -> None:
@@ -30,11 +29,6 @@ def check_device(*tensors: torch.Tensor) -> None:
             f"Triton pausing kernels need CUDA tensors (got {device.type}); on CPU they run only "
             "under the Triton interpreter (TRITON_INTERPRET=1 set before triton is imported)"
         )
-
-
-def tl_dtype(dtype: torch.dtype):
-    """The triton dtype for a floating torch dtype the kernels compute in."""
-    return _TL_DTYPES[dtype]
 
 
 def pow2_at_least(n: int, lo: int = 16, hi: int = 1 << 30) -> int:

@@ -1,0 +1,404 @@
+"""``adaseg sweep``: many operating points of one parent, each an ordinary eval report.
+
+Every point is evaluated with :func:`adaseg.engine.evaluate.evaluate` under the
+:class:`~adaseg.engine.evaluate.EvalSettings` that ``adaseg eval`` builds for the same
+options, and written under the same name (``reports/eval_<name>.json``, with its per-image
+parts), so a sweep row and a separate ``adaseg eval`` of that setting are one report. A
+report already there is reused, not recomputed, when it was made with the same settings,
+the same parent (fingerprint and content hash), the same gate file content, device and
+thread count (images/s depends on the last two), and its per-image parts are present.
+
+The points (:mod:`adaseg.analysis.sweep_grid`), the statistics (:mod:`adaseg.analysis.sweep_stats`),
+the front and budgets (:mod:`adaseg.analysis.pareto`) and the plots
+(:mod:`adaseg.analysis.sweep_plot`) live beside this module; this one runs the points.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from adaseg.runs.run_dir import recreate_hint
+from adaseg.engine.evaluate import EvalSettingError, EvalSettings, evaluate
+from adaseg.runs.derived import load_run_derived
+from adaseg.runs.run_dir import RunDir, RunDirError
+from adaseg.analysis.sweep_grid import (DEFAULT_GRID_RATIOS, DEFAULT_GRID_STAGES, PointSpec, base_points, dedupe,
+                                       greedy_pause_search)
+
+# Report keys of the quality metrics a row carries (those the report has).
+QUALITY_KEYS = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mIoU", "AP")
+
+
+class SweepError(ValueError):
+    """A sweep setting is invalid; ``param`` names the option (``exits``, ``betas``, ...)."""
+
+    def __init__(self, param: str | None, message: str):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class SweepSettings:
+    """What to sweep; see ``adaseg sweep --help``. ``exits`` may hold ``"all"`` or numbers."""
+
+    exits: str = "all"
+    betas: tuple[float, ...] = ()
+    pauses: tuple[str, ...] = ()
+    pause_grid: bool = False
+    grid_layers: tuple[int, ...] | None = None
+    grid_ratios: tuple[float, ...] = DEFAULT_GRID_RATIOS
+    grid_stages: int = DEFAULT_GRID_STAGES
+    modes: tuple[str, ...] = ("entropy",)
+    limit: int | None = None
+    seed: int = 0
+    data: str | None = None  # another dataset's val split, as eval --data
+    flops_images: int | None = None  # FLOPs counted on the first N images, as eval --flops-images
+
+    def to_json(self) -> dict[str, Any]:
+        return {"exits": self.exits, "betas": list(self.betas), "pauses": list(self.pauses),
+                "pause_grid": self.pause_grid, "grid_layers": None if self.grid_layers is None else list(self.grid_layers),
+                "grid_ratios": list(self.grid_ratios), "grid_stages": self.grid_stages, "modes": list(self.modes),
+                "limit": self.limit, "seed": self.seed, "data": self.data, "flops_images": self.flops_images}
+
+
+@dataclass
+class SweepPoint:
+    """A point and its report: ``report`` is the report JSON, ``path`` its file."""
+
+    spec: PointSpec
+    settings: EvalSettings
+    path: Path
+    report: dict[str, Any]
+    reused: bool
+    parts: Any = None  # its ImageParts once read or computed (verified), else None
+
+
+@dataclass
+class SweepResult:
+    points: list[SweepPoint]
+    greedy: dict[str, list[dict]] = field(default_factory=dict)  # mode -> stages
+    gates: dict[str, str] = field(default_factory=dict)  # beta text -> gate file
+    fitted: list[str] = field(default_factory=list)  # gate files fitted by this sweep
+
+
+# --------------------------------------------------------------------------------------
+# Checks before any work
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Parent:
+    """What the sweep needs to know about the run's parent before evaluating anything."""
+
+    depth: int
+    fingerprint: str
+    content_hash: str | None
+
+
+def read_parent(run: RunDir) -> Parent:
+    """The parent's depth and identity (the model is built once here; each point's
+    evaluation loads it again, as ``adaseg eval`` does)."""
+    from adaseg.runs.parent import load_parent
+
+    model, info = load_parent(run.parent_path, device="cpu")
+    return Parent(depth=int(model.depth), fingerprint=info["fingerprint"], content_hash=info["content_hash"])
+
+
+def check_settings(settings: SweepSettings, parent: Parent) -> list[int]:
+    """Validate ``settings`` against the parent; the exits to sweep. Raises :class:`SweepError`."""
+    from adaseg.models.adaptive.plan import PausePlan
+    from adaseg.choices import PAUSE_MODES
+    from adaseg.analysis.sweep_grid import parse_exits
+
+    try:
+        exits = parse_exits(settings.exits, parent.depth)
+    except ValueError as exc:
+        raise SweepError("exits", f"--exits {settings.exits}: {exc}") from None
+    for b in settings.betas:
+        if not (math.isfinite(b) and b >= 0):
+            raise SweepError("betas", f"--betas: {b!r} must be a finite number >= 0")
+    for m in settings.modes:
+        if m not in PAUSE_MODES:
+            raise SweepError("modes", f"--modes: {m!r} is not one of {', '.join(PAUSE_MODES)}")
+    for spec in settings.pauses:
+        try:
+            PausePlan.parse(spec).check_depth(parent.depth)
+        except ValueError as exc:
+            raise SweepError("pause", f"{spec}: {exc}") from None
+    if settings.pause_grid:
+        for layer in settings.grid_layers or ():
+            if not 1 <= layer < parent.depth:
+                raise SweepError("grid-layers", f"--grid-layers: pause layer {layer} is outside 1..{parent.depth - 1} "
+                                                f"(the parent has {parent.depth} encoder layers)")
+        for r in settings.grid_ratios:
+            if not 0.0 < r < 1.0:
+                raise SweepError("grid-ratios", f"--grid-ratios: {r!r} is not in (0, 1)")
+        if settings.grid_stages < 1:
+            raise SweepError("grid-stages", f"--grid-stages must be >= 1, got {settings.grid_stages}")
+    if (settings.pauses or settings.pause_grid) and not settings.modes:
+        raise SweepError("modes", "--modes is empty: name at least one of entropy,random")
+    return exits
+
+
+# --------------------------------------------------------------------------------------
+# Gates
+# --------------------------------------------------------------------------------------
+
+
+def gate_for_beta(run: RunDir, beta: float, depth: int) -> Path:
+    """Where the sweep's gate for ``beta`` lives: ``adaseg fit-gate --beta B``'s file
+    (K = full depth, hard-ce)."""
+    return run.gate_path(beta=beta, K=depth, loss="hard-ce")
+
+
+def missing_gates(run: RunDir, betas: Sequence[float], depth: int) -> list[float]:
+    return [b for b in betas if not gate_for_beta(run, b, depth).is_file()]
+
+
+def require_derived_for(run: RunDir, missing: Sequence[float]) -> None:
+    """A missing gate is fitted from Step B's data: refuse before any work when there is none."""
+    from adaseg.exact import exact_float
+
+    if missing and not run.has("derived"):
+        betas = ",".join(exact_float(b) for b in missing)
+        raise SweepError(None, f"no gate for beta {betas} in {run.gates_dir} and {run.root} has no derived dataset "
+                                  f"to fit one from: run `adaseg derive --run {run.root}` first")
+
+
+def check_combinations(run: RunDir, settings: SweepSettings, parent: Parent) -> None:
+    """Refuse, before any work, a gate x pause combination no image could pause in: a pause
+    layer at or after the gate's last exit (the gate file's exits, or for a gate still to be
+    fitted the derived dataset's), as ``adaseg eval`` would refuse it."""
+    from adaseg.models.adaptive.plan import PausePlan
+    from adaseg.storage.checkpoint import read_checkpoint_meta
+
+    if not settings.betas or not settings.pauses:
+        return
+    derived_exits = None
+    for b in settings.betas:
+        path = gate_for_beta(run, b, parent.depth)
+        if path.is_file():
+            exits = [int(e) for e in read_checkpoint_meta(path, hint=recreate_hint(path)).config["exits"]]
+        else:
+            if derived_exits is None:
+                derived_exits = load_run_derived(run, check_parent=True).exit_list
+            exits = derived_exits
+        for spec in settings.pauses:
+            late = [layer for layer, _ in PausePlan.parse(spec).stages if layer >= max(exits)]
+            if late:
+                raise SweepError("pause", f"{spec}: pause layer {late[0]} is not below the last exit {max(exits)} "
+                                          f"of the gate for beta {b} (exits {exits}): no image would pause there")
+
+
+def fit_missing_gates(run: RunDir, missing: Sequence[float], *, reporter=None) -> list[Path]:
+    """Fit and save the gates for ``missing`` betas with ``adaseg fit-gate``'s defaults."""
+    from adaseg.engine.fit_gate import fit_gate, save_gate
+
+    if not missing:
+        return []
+    derived = load_run_derived(run, check_parent=True)
+    paths = []
+    for b in missing:
+        path = save_gate(run, fit_gate(derived, beta=b), derived)
+        if reporter is not None:
+            reporter.info(f"sweep: fitted the missing gate for beta {b} from {run.derived_path}: {path}")
+        paths.append(path)
+    return paths
+
+
+# --------------------------------------------------------------------------------------
+# One point
+# --------------------------------------------------------------------------------------
+
+
+def eval_settings(spec: PointSpec, gate: Path | None, *, limit: int | None, seed: int, data: str | None = None,
+                  flops_images: int | None = None) -> EvalSettings:
+    """The EvalSettings ``adaseg eval`` builds for this point's options (``--seed`` is only
+    given, and only changes the report, for random pausing)."""
+    from adaseg.models.adaptive.plan import PausePlan
+
+    random = spec.pause is not None and spec.mode == "random"
+    return EvalSettings(gate=None if gate is None else str(gate), exit=spec.exit,
+                        pause=PausePlan.parse(spec.pause) if spec.pause else None,
+                        pause_mode=spec.mode if spec.pause else "entropy", limit=limit,
+                        seed=seed if random else EvalSettings().seed, data=data, flops_images=flops_images)
+
+
+def eval_command(run: RunDir, settings: EvalSettings) -> str:
+    """The ``adaseg eval`` command line that writes this point's report."""
+    parts = ["adaseg eval", f"--run {run.root}"]
+    parts.append(f"--gate {settings.gate}" if settings.gate else ("--gate none" if settings.exit is None else ""))
+    if settings.exit is not None:
+        parts.append(f"--exit {settings.exit}")
+    if settings.pause is not None:
+        parts.append(f"--pause {settings.pause}")
+        if settings.pause_mode != "entropy":
+            parts.append(f"--pause-mode {settings.pause_mode}")
+        if settings.pause_mode == "random" and settings.seed != EvalSettings().seed:
+            parts.append(f"--seed {settings.seed}")
+    if settings.limit is not None:
+        parts.append(f"--limit {settings.limit}")
+    if settings.flops_images is not None:
+        parts.append(f"--flops-images {settings.flops_images}")
+    if settings.data is not None:
+        parts.append(f"--data {settings.data}")
+    return " ".join(p for p in parts if p)
+
+
+# Report settings that must match for a report to be reused ("flops_images" is stored as the
+# count actually used; the requested one is "requested_flops_images").
+_SAME_SETTINGS = ("exit", "pause", "pause_mode", "batch_size", "limit", "warmup", "timed", "seed", "data")
+
+
+def reusable(path: Path, settings: EvalSettings, parent: Parent, gate_hash: str | None, device: torch.device,
+             *, need_parts: bool) -> tuple[dict, Any] | None:
+    """(report, its verified ImageParts or None without ``need_parts``) when the report at
+    ``path`` may stand for ``settings`` (see the module docstring), else None (missing,
+    unreadable, or made otherwise: it is then evaluated again)."""
+    try:
+        report = json.loads(path.read_text())
+        s, info = report["settings"], report["info"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    want = settings.to_json()
+    if any(s.get(k) != want[k] for k in _SAME_SETTINGS):
+        return None
+    if s.get("requested_flops_images") != settings.flops_images or bool(s.get("gate")) != bool(settings.gate):
+        return None
+    if info.get("parent_fingerprint") != parent.fingerprint or info.get("parent_content_sha256") != parent.content_hash:
+        return None
+    if info.get("gate_content_sha256") != gate_hash:
+        return None
+    if info.get("device") != str(device) or info.get("threads") != torch.get_num_threads():
+        return None
+    if need_parts:
+        from adaseg.eval.image_parts import PartsError, load_parts
+
+        try:
+            parts = load_parts(path)  # handed on, so the analysis need not read and hash it again
+        except PartsError:  # missing, damaged or not this report's: evaluate again
+            return None
+        return report, parts
+    return report, None
+
+
+def _gate_hash(gate: Path | None) -> str | None:
+    if gate is None:
+        return None
+    from adaseg.storage.checkpoint import read_checkpoint_meta
+
+    return read_checkpoint_meta(gate, hint=recreate_hint(gate)).content_hash
+
+
+def save_point_report(run: RunDir, name: str, report) -> Path:
+    """Write one point's report as ``adaseg eval`` does (JSON + per-image parts)."""
+    from adaseg.engine.evaluate import save_report
+
+    return save_report(run, name, report)
+
+
+class PointRunner:
+    """Evaluates (or reuses) points, each once per sweep, with ``evaluate_fn`` (default
+    :func:`adaseg.engine.evaluate.evaluate`)."""
+
+    def __init__(self, run: RunDir, parent: Parent, gates: dict[float, Path], *, limit: int | None, seed: int,
+                 device: torch.device, reporter=None, evaluate_fn: Callable | None = None, need_parts: bool = True,
+                 data: str | None = None, flops_images: int | None = None):
+        self.run, self.parent, self.gates = run, parent, gates
+        self.limit, self.seed, self.device, self.reporter = limit, seed, device, reporter
+        self.data, self.flops_images = data, flops_images
+        self.evaluate_fn = evaluate_fn
+        self.need_parts = need_parts
+        self.points: dict[tuple, SweepPoint] = {}
+
+    def __call__(self, spec: PointSpec) -> SweepPoint:
+        if spec.key() in self.points:
+            return self.points[spec.key()]
+        gate = self.gates[spec.beta] if spec.beta is not None else None
+        settings = eval_settings(spec, gate, limit=self.limit, seed=self.seed, data=self.data,
+                                 flops_images=self.flops_images)
+        name = settings.name()
+        path = self.run.report_path(name)
+        found = reusable(path, settings, self.parent, _gate_hash(gate), self.device, need_parts=self.need_parts)
+        reused = found is not None
+        report, parts = found if found is not None else (None, None)
+        if report is None:
+            if self.reporter is not None:
+                self.reporter.info(f"sweep: evaluating {spec.label()} -> {path.name}")
+            result = (self.evaluate_fn or evaluate)(self.run, settings, device=self.device, reporter=None)
+            if result is None:  # not rank 0: nothing to write
+                raise SweepError(None, "adaseg sweep runs in one process (not under torchrun)")
+            result.settings["name"] = name
+            path = save_point_report(self.run, name, result)
+            report = json.loads(path.read_text())
+            parts = getattr(result, "parts", None)
+        elif self.reporter is not None:
+            self.reporter.info(f"sweep: reusing {path.name} ({spec.label()})")
+        point = SweepPoint(spec=spec, settings=settings, path=path, report=report, reused=reused, parts=parts)
+        self.points[spec.key()] = point
+        return point
+
+
+def quality_key(report: dict) -> str:
+    """The report's primary quality: PQ for panoptic models, else mIoU."""
+    return "PQ" if report["metrics"].get("PQ") is not None or report["info"].get("metric") == "pq" else "mIoU"
+
+
+def encoder_gflops(report: dict) -> float:
+    return float(report["gflops"]["gflops"]["encoder"]["mean"])
+
+
+def run_sweep(run: RunDir, settings: SweepSettings, parent: Parent, *, device: torch.device, reporter=None,
+              evaluate_fn: Callable | None = None, need_parts: bool = True) -> SweepResult:
+    """Evaluate (or reuse) every point; gates missing for ``settings.betas`` are fitted first.
+    Call :func:`check_settings` and :func:`require_derived_for` before (they refuse bad input
+    while nothing is written yet)."""
+    exits = check_settings(settings, parent)
+    missing = missing_gates(run, settings.betas, parent.depth)
+    fitted = fit_missing_gates(run, missing, reporter=reporter)
+    gates = {b: gate_for_beta(run, b, parent.depth) for b in settings.betas}
+    runner = PointRunner(run, parent, gates, limit=settings.limit, seed=settings.seed, device=device,
+                         reporter=reporter, evaluate_fn=evaluate_fn, need_parts=need_parts, data=settings.data,
+                         flops_images=settings.flops_images)
+    order: list[PointSpec] = []
+
+    def take(spec: PointSpec) -> SweepPoint:
+        try:
+            point = runner(spec)
+        except EvalSettingError as exc:
+            raise SweepError(exc.param, f"{spec.label()}: {exc}") from None
+        order.append(spec)
+        return point
+
+    for spec in base_points(exits, settings.betas, settings.pauses, settings.modes, depth=parent.depth):
+        take(spec)
+    greedy: dict[str, list[dict]] = {}
+    if settings.pause_grid:
+        for mode in settings.modes:
+            def measure(pause: str | None, mode=mode) -> tuple[float, float]:
+                spec = PointSpec(pause=pause, mode=mode, origin="grid") if pause else PointSpec(origin="exits")
+                rep = take(spec).report
+                return encoder_gflops(rep), float(rep["metrics"][quality_key(rep)])
+
+            stages = greedy_pause_search(measure, depth=parent.depth, layers=settings.grid_layers,
+                                         ratios=settings.grid_ratios, max_stages=settings.grid_stages)
+            greedy[mode] = [s.to_json() for s in stages]
+    specs = dedupe(order)
+    from adaseg.exact import exact_float
+
+    return SweepResult(points=[runner.points[s.key()] for s in specs], greedy=greedy,
+                       gates={exact_float(b): str(p) for b, p in gates.items()}, fitted=[str(p) for p in fitted])
+
+
+def check_name(run: RunDir, name: str) -> Path:
+    """``R/sweeps/<name>``; the name may hold letters, digits and ``_.+-`` (as report names)."""
+    try:
+        run.report_path(name)
+    except RunDirError as exc:
+        raise SweepError("name", str(exc).replace("report name", "sweep name")) from None
+    return run.root / "sweeps" / name

@@ -1,0 +1,132 @@
+"""Step B: the derived dataset -- per training image and exit, the parent's quality.
+
+The parent runs on the **training** split with the evaluation transform (no augmentation),
+every exit from one encoder pass (``record_exits``: shared layers are computed once, the
+shared decoder runs per exit). For each image and exit it records the quality (per-image
+PQ with panopticapi's rules for panoptic models, per-image mIoU for semantic ones), its
+per-class parts, and once per image the gate's input features. Images whose quality is
+undefined (empty ground truth and empty prediction) are recorded as NaN, never divided by
+zero. Under ``torchrun`` each rank scores a strided shard; rank 0 gathers them in dataset
+order and writes ``derived.safetensors`` through :class:`adaseg.runs.derived.DerivedDataset`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from adaseg.runs.derived import PART_NAMES, DerivedDataset, best_exit_histogram, stack_parts
+from adaseg.utils.distributed import gather_in_order, shard_indices
+from adaseg.models.adaptive.settings import AdaptiveSettings
+from adaseg.runs.parent import load_parent
+from adaseg.utils.progress import progress_or_none
+from adaseg.runs.run_dir import RunDir
+from adaseg.eval.scoring import Scorer, quality_metric
+
+
+@dataclass
+class DeriveResult:
+    derived: DerivedDataset | None  # None on ranks other than 0
+    seconds: float
+    path: str | None
+
+
+def score_exits(model, batch, scorer: Scorer, indices: list[int], task: str, device) -> list[dict]:
+    """Run ``model`` at every exit on one batch; per image ``{"quality": [E], "parts": [(col,
+    class, values)], "features": [C]}``."""
+    images = batch["images"].to(device)
+    mask = batch["padding_mask"].to(device)
+    with torch.no_grad():
+        out = model(images, mask, AdaptiveSettings(record_exits=model.exits))
+    exits = list(model.exits)
+    per_image = [{"quality": [], "parts": [], "features": out.gate_features[j].float().cpu().tolist()}
+                 for j in range(len(indices))]
+    for col, k in enumerate(exits):
+        view = out.at_exit(k)
+        if scorer.metric == "pq":
+            preds = model.postprocess(view, batch["sizes"], task="panoptic", output_sizes=batch["orig_sizes"])
+            for j, (index, pred) in enumerate(zip(indices, preds)):
+                stats = scorer.pq_stats(index, pred)
+                q = stats.pq()
+                per_image[j]["quality"].append(math.nan if q is None else float(q))
+                per_image[j]["parts"].extend((col, cls, vals) for cls, vals in scorer.pq_parts(stats))
+        else:
+            preds = model.postprocess(view, batch["sizes"], task="semantic")
+            for j, (target, pred, (h, w)) in enumerate(zip(batch["targets"], preds, batch["sizes"])):
+                cm = scorer.confusion(target["semantic"][:h, :w], pred.cpu())
+                per_image[j]["quality"].append(scorer.miou_of(cm))
+                per_image[j]["parts"].extend((col, cls, vals) for cls, vals in scorer.miou_parts(cm))
+    return per_image
+
+
+def derive(
+    run: RunDir,
+    *,
+    device: torch.device,
+    batch_size: int = 8,
+    limit: int | None = None,
+    data: str | None = None,
+    reporter=None,
+) -> DeriveResult:
+    """Step B into ``run`` (needs config and parent; see the module docstring).
+
+    Args:
+        batch_size: images per forward pass.
+        limit: score only the first ``limit`` training images (None: all).
+        data: a ``--data`` spec whose training split to score instead of the run's own
+            dataset; refused (DataError) unless its categories are the run's.
+    """
+    from adaseg.data import collate
+    from adaseg.runs.run_data import build_run_dataset
+
+    run.require("config", "parent")
+    config = run.read_config()
+    model, info = load_parent(run.parent_path, device=device)
+    task = model.task
+    dataset, data_spec = build_run_dataset(config, data, "train")
+    metric = quality_metric(task, dataset.meta.task)
+    scorer = Scorer(dataset, metric=metric)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    mine = shard_indices(n)
+    t0 = time.perf_counter()
+    results: list[dict] = []
+    # The progress task records "ok": false when the loop is interrupted or fails.
+    with progress_or_none(reporter, total=len(mine), description="derive", unit="img") as progress:
+        for start in range(0, len(mine), batch_size):
+            idx = mine[start : start + batch_size]
+            batch = collate([dataset[i] for i in idx])
+            part = score_exits(model, batch, scorer, idx, task, device)
+            results.extend(part)
+            if progress is not None:
+                mean_full = [r["quality"][-1] for r in part if not math.isnan(r["quality"][-1])]
+                progress.update(len(idx), **({"q_full": sum(mean_full) / len(mean_full)} if mean_full else {}))
+    gathered = gather_in_order(mine, results)
+    if gathered is None:
+        return DeriveResult(derived=None, seconds=time.perf_counter() - t0, path=None)
+    rows = [(i, col, cls, vals) for i, r in enumerate(gathered) for col, cls, vals in r["parts"]]
+    parts_index, parts_values = stack_parts(rows, len(PART_NAMES[metric]))
+    derived = DerivedDataset(
+        exits=list(model.exits),
+        quality=torch.tensor([r["quality"] for r in gathered], dtype=torch.float64),
+        features=torch.tensor([r["features"] for r in gathered], dtype=torch.float32),
+        metric=metric,
+        depth=int(model.depth),
+        parent_fingerprint=info["fingerprint"],
+        image_ids=[str(dataset.records[i].image_id) for i in range(n)],
+        parts_index=parts_index,
+        parts_values=parts_values,
+        info={"data": data_spec, "split": "train", "model": info["model"], "images": n,
+              "seconds": time.perf_counter() - t0},
+    )
+    derived.save(run.derived_path)
+    return DeriveResult(derived=derived, seconds=time.perf_counter() - t0, path=str(run.derived_path))
+
+
+def histogram_rows(derived: DerivedDataset) -> list[tuple[str, int, float]]:
+    """``(best exit, images, share)`` rows of the paper's Fig. 2 (ties to the earliest exit)."""
+    hist = best_exit_histogram(derived)
+    n = max(derived.num_images, 1)
+    return [(k, v, v / n) for k, v in hist.items()]

@@ -1,0 +1,427 @@
+"""Evaluation on the val split: quality, per-image GFLOPs and images/s, for any mix of the
+gate (per-image exits), a fixed exit and a pause plan.
+
+Three passes, each measuring one thing:
+
+1. **Quality** in batches of ``batch_size``: PQ / SQ / RQ (All, Things, Stuff) with
+   panopticapi's rules, mIoU (Mask2Former's semantic inference), mask AP (pycocotools) for
+   panoptic models; mIoU for semantic ones. With a gate each image's exit comes from the gate
+   (a batch may mix exits), and the exits used are recorded.
+2. **GFLOPs per image** (:mod:`adaseg.eval.flops`): each image alone under the FLOP counter,
+   with the same gate / exit / pause plan, so the count is data dependent (its exit, its
+   paused tokens, the gate, the auxiliary decoders, the deformable attention). Total and
+   encoder scope, mean and std over the images.
+3. **Images/s** (:mod:`adaseg.eval.throughput`): the model's forward (gate and pausing
+   included; no post-processing) on batches of ``batch_size`` after warm-up, CUDA
+   synchronised around the clock.
+
+Under ``torchrun`` passes 1-2 are sharded over ranks and gathered on rank 0; the throughput
+is rank 0's (per process).
+
+The report keeps its per-image parts (:class:`adaseg.eval.image_parts.ImageParts`, from the
+gathered per-image results), written beside it by :func:`save_report`, so that any two reports
+on the same images can be compared later (:mod:`adaseg.eval.bootstrap`) without rerunning.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adaseg.eval.flops import FlopCounter, FlopStats
+from adaseg.eval.image_parts import ImageParts, parts_from_results, parts_path_for
+from adaseg.eval.miou import ConfusionMatrix
+from adaseg.eval.pq import PQStats
+from adaseg.eval.throughput import measure_throughput
+from adaseg.choices import PAUSE_MODES
+from adaseg.utils.distributed import gather_in_order, shard_indices, world
+from adaseg.models.adaptive.settings import AdaptiveSettings
+from adaseg.runs.parent import load_parent
+from adaseg.utils.progress import progress_or_none
+from adaseg.runs.run_dir import RunDir
+from adaseg.eval.scoring import Scorer, quality_metric
+
+
+class EvalSettingError(ValueError):
+    """An evaluation setting does not fit the parent; ``param`` names the option."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class EvalSettings:
+    """What to evaluate. ``gate``: a gate file path or None; ``exit``: fixed exit layer or None
+    (full depth); ``pause``: a PausePlan or None; ``data``: a ``--data`` spec to score on
+    instead of the run's own dataset (same categories required), or None for the run's own."""
+
+    gate: str | None = None
+    exit: int | None = None
+    pause: Any = None
+    pause_mode: str = "entropy"
+    batch_size: int = 8
+    limit: int | None = None
+    flops_images: int | None = None
+    warmup: int = 3
+    timed: int = 10
+    seed: int = 0
+    data: str | None = None
+
+    def name(self) -> str:
+        """Report name: what was run (gate stem, ``exit{K}`` or ``full``), then every setting
+        that changes the report and differs from its default, each with its exact value
+        (``--limit 4`` -> ``limit4``, a ratio 0.9999999 stays 0.9999999), in report-safe
+        characters. Two evaluations share a name only when they share these settings, so one
+        never overwrites the other's report. Left out, and recorded inside the report: how
+        images/s is measured (``--batch-size``, ``--warmup``, ``--timed``, device, threads).
+        (The batch size also sets how much a batch of different-sized images is padded, which
+        can move the metrics slightly on such datasets; on equal-sized images it does not.)
+        """
+        from pathlib import Path
+
+        from adaseg.exact import exact_float
+
+        parts = [Path(self.gate).stem if self.gate else (f"exit{self.exit}" if self.exit else "full")]
+        if self.pause is not None:
+            parts.append("pause" + "+".join(f"{l}-{exact_float(r)}" for l, r in self.pause.stages))
+            parts.append(self.pause_mode)
+            if self.pause_mode == "random" and self.seed != _DEFAULTS.seed:
+                parts.append(f"seed{self.seed}")  # the random draw depends on it
+        if self.limit is not None:
+            parts.append(f"limit{self.limit}")
+        if self.flops_images is not None:
+            parts.append(f"flops{self.flops_images}")
+        if self.data is not None:
+            # Another dataset's report must not overwrite the run's own one of the same settings.
+            from pathlib import PurePath
+
+            stem = PurePath(self.data.rstrip("/\\")).name or self.data
+            parts.append("data-" + re.sub(r"[^A-Za-z0-9_.+-]", "-", stem))
+        return "_".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every setting, JSON-ready (the pause plan as its exact spec)."""
+        return {"gate": self.gate, "exit": self.exit, "pause": None if self.pause is None else str(self.pause),
+                "pause_mode": self.pause_mode, "batch_size": self.batch_size, "limit": self.limit,
+                "flops_images": self.flops_images, "warmup": self.warmup, "timed": self.timed, "seed": self.seed,
+                "data": self.data}
+
+
+_DEFAULTS = EvalSettings()
+
+
+@dataclass
+class EvalReport:
+    """One evaluation. ``parts``: its per-image parts (not in the JSON; :func:`save_report`
+    writes them beside it and records the file in ``parts_file``); ``intervals``: bootstrap
+    intervals of its own figures (:func:`add_intervals`), or None."""
+
+    settings: dict[str, Any]
+    metrics: dict[str, Any]
+    gflops: dict[str, Any]
+    throughput: dict[str, Any]
+    exits: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+    parts: ImageParts | None = None
+    parts_file: dict[str, str] | None = None
+    intervals: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"settings": self.settings, "metrics": self.metrics, "gflops": self.gflops,
+               "throughput": self.throughput, "exits": self.exits, "info": self.info}
+        if self.parts_file is not None:
+            out["parts"] = self.parts_file
+        if self.intervals is not None:
+            out["intervals"] = self.intervals
+        return out
+
+
+def save_report(run: RunDir, name: str, report: EvalReport) -> Path:
+    """Write ``report`` as ``reports/eval_<name>.json`` and its per-image parts as
+    ``reports/eval_<name>.parts.safetensors``, each atomically: the parts first, then the JSON
+    recording their file name and content hash (so a report never names parts that are not
+    there; a crash between the two leaves the old report, whose hash no longer matches, and
+    :func:`adaseg.eval.image_parts.load_parts` says so). Sets ``settings["name"]``; returns the
+    report's path. The caller holds the run's lock."""
+    path = run.report_path(name)
+    report.settings["name"] = name
+    if report.parts is not None:
+        parts_path = parts_path_for(path)
+        digest = report.parts.save(parts_path)
+        report.parts_file = {"file": parts_path.name, "content_sha256": digest}
+    run.write_report(name, report.to_json())
+    return path
+
+
+INTERVAL_LEVEL = 0.90
+
+
+def add_intervals(report: EvalReport, *, n_boot: int, seed: int = 0, level: float = INTERVAL_LEVEL) -> None:
+    """Bootstrap intervals (``n_boot`` resamples of the report's images, ``seed``) of every
+    figure of the report that is defined, into ``report.intervals``:
+    ``{"n_boot", "seed", "level", "metrics": {key: Interval.to_json()}}``."""
+    from adaseg.eval.bootstrap import metric_intervals
+
+    if report.parts is None:
+        raise ValueError("add_intervals: the report has no per-image parts")
+    full = report.parts.metrics()
+    keys = [k for k in report.parts.metric_names if full[k] is not None]
+    intervals = metric_intervals(report.parts, keys, n_boot, seed, level)
+    report.intervals = {"n_boot": n_boot, "seed": seed, "level": level,
+                        "metrics": {k: v.to_json() for k, v in intervals.items()}}
+
+
+def check_pause_reachable(plan, last_exit: int, why: str) -> None:
+    """Refuse a pause stage no image can reach: after layer ``l >= last_exit`` every image has
+    already left the encoder, so the stage would never pause a token while the report
+    recorded it. (Below the last exit a stage takes effect on the images still running, e.g.
+    a gate's images with later exits.) Raises :class:`EvalSettingError` for ``--pause``."""
+    late = [layer for layer, _ in plan.stages if layer >= last_exit]
+    if late:
+        raise EvalSettingError(
+            "pause", f"{plan}: pause layer {late[0]} is not below {why}: no image runs past layer {last_exit}, "
+            "so this pause would never happen (pause earlier, or leave it out)"
+        )
+
+
+def _exits_arg(settings: EvalSettings):
+    return "gate" if settings.gate is not None else settings.exit
+
+
+def _forward(model, images, mask, settings: EvalSettings, generator: torch.Generator | None = None):
+    return model(images, mask, AdaptiveSettings(exits=_exits_arg(settings), pause=settings.pause,
+                                                pause_mode=settings.pause_mode, generator=generator))
+
+
+def _pause_generator(settings: EvalSettings, device: torch.device) -> torch.Generator | None:
+    """The seeded generator random pausing draws from (its own, so the global RNG is left alone
+    and a report depends only on ``--seed``); None when nothing is drawn."""
+    if settings.pause is None or settings.pause_mode != "random":
+        return None
+    rank, _ = world()
+    # Ranks draw from different streams: with one seed, every shard's first batch would
+    # pause the same token positions.
+    return torch.Generator(device=device).manual_seed(settings.seed + rank)
+
+
+def _nan_to_none(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, reporter=None) -> EvalReport | None:
+    """Evaluate the run's parent on the val split (see the module docstring); None off rank 0."""
+    from adaseg.runs.run_data import build_run_dataset
+
+    run.require("config", "parent")
+    config = run.read_config()
+    model, info = load_parent(run.parent_path, device=device)
+    gate_info = _apply_settings(model, info, settings, device)
+    task = model.task
+    dataset, data_spec = build_run_dataset(config, settings.data, "val")
+    metric = quality_metric(task, dataset.meta.task)
+    scorer = Scorer(dataset, metric=metric)
+    n = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
+    mine = shard_indices(n)
+    generator = _pause_generator(settings, device)
+    t0 = time.perf_counter()
+    per_image = _quality_pass(model, dataset, mine, scorer, metric, settings, device, generator, reporter)
+    n_flops = n if settings.flops_images is None else min(settings.flops_images, n)
+    flop_mine = shard_indices(n_flops)
+    counts = _flops_pass(model, dataset, flop_mine, settings, device, generator)
+    gathered = gather_in_order(mine, per_image)
+    gathered_flops = gather_in_order(flop_mine, counts)
+    if gathered is None:  # the throughput pass and the report are rank 0's
+        return None
+    timing_batch, throughput = _throughput_pass(model, dataset, n, settings, device, generator, reporter)
+    settings_json = {**settings.to_json(), "images": n, "flops_images": n_flops, "name": settings.name(),
+                     "requested_flops_images": settings.flops_images, "timing_batch_size": timing_batch}
+    return _report(run, model, info, gate_info, settings_json, gathered, gathered_flops, throughput, scorer,
+                   metric=metric, task=task, data_spec=data_spec, device=device, t0=t0)
+
+
+def _apply_settings(model, info: dict, settings: EvalSettings, device: torch.device) -> dict | None:
+    """Check ``settings`` against the loaded parent and install the gate; the gate file's
+    record (None without --gate). Raises :class:`EvalSettingError` naming the option."""
+    gate_info = None
+    if settings.gate is not None and settings.exit is not None:
+        raise EvalSettingError("exit", "--exit and --gate are exclusive: a gate picks each image's exit")
+    if settings.exit is not None and not 1 <= settings.exit <= model.depth:
+        raise EvalSettingError("exit", f"--exit {settings.exit} is outside the parent's layers 1..{model.depth}")
+    if settings.gate is not None:
+        from adaseg.runs.gate_file import load_gate
+
+        gate, gate_info = load_gate(settings.gate, parent_fingerprint=info["fingerprint"])
+        try:
+            model.set_gate(gate.to(device))
+        except ValueError as exc:
+            raise EvalSettingError("gate", f"{settings.gate}: {exc}") from None
+    if settings.pause is not None:
+        try:
+            settings.pause.check_depth(model.depth)
+        except ValueError as exc:
+            raise EvalSettingError("pause", f"{settings.pause}: {exc}") from None
+        if settings.exit is not None:
+            check_pause_reachable(settings.pause, settings.exit, f"--exit {settings.exit}")
+        elif gate_info is not None:
+            exits = [int(e) for e in gate_info["config"]["exits"]]
+            check_pause_reachable(settings.pause, max(exits), f"the gate's last exit {max(exits)} (exits {exits})")
+    if settings.pause_mode not in PAUSE_MODES:
+        raise EvalSettingError("pause-mode", f"--pause-mode must be one of {', '.join(PAUSE_MODES)}, "
+                                             f"got {settings.pause_mode!r}")
+    return gate_info
+
+
+def _quality_pass(model, dataset, mine: list[int], scorer: Scorer, metric: str, settings: EvalSettings,
+                  device: torch.device, generator: torch.Generator | None, reporter) -> list[dict]:
+    """Pass 1: this rank's images ``mine`` through the model in batches, scored one by one."""
+    from adaseg.data import collate
+
+    per_image: list[dict] = []
+    # The progress task records "ok": false when the loop is interrupted or fails.
+    with progress_or_none(reporter, total=len(mine), description="eval", unit="img") as progress:
+        for start in range(0, len(mine), settings.batch_size):
+            idx = mine[start : start + settings.batch_size]
+            batch = collate([dataset[i] for i in idx])
+            with torch.no_grad():
+                out = _forward(model, batch["images"].to(device), batch["padding_mask"].to(device), settings,
+                               generator)
+            per_image.extend(_score_batch(model, out, batch, idx, scorer, metric))
+            if progress is not None:
+                progress.update(len(idx))
+    return per_image
+
+
+def _flops_pass(model, dataset, flop_mine: list[int], settings: EvalSettings, device: torch.device,
+                generator: torch.Generator | None) -> list:
+    """Pass 2: the FLOPs of each image in ``flop_mine``, counted one image at a time."""
+    from adaseg.data import collate
+
+    counter = FlopCounter(scopes={"encoder": model.encoder_modules()})
+    counts = []
+    for i in flop_mine:
+        batch = collate([dataset[i]])
+        _, c = counter.count(_forward, model, batch["images"].to(device), batch["padding_mask"].to(device), settings,
+                             generator)
+        counts.append(c)
+    return counts
+
+
+def _throughput_pass(model, dataset, n: int, settings: EvalSettings, device: torch.device,
+                     generator: torch.Generator | None, reporter):
+    """Pass 3 (rank 0): images/s over up to four batches of the first ``n`` images; the batch
+    size timed and the measurement."""
+    from adaseg.data import collate
+
+    # A batch larger than the evaluated images would only repeat them (--batch-size 100000 on
+    # 4 images once built a 100000-image batch): time at most n images per batch.
+    timing_batch = min(settings.batch_size, n)
+    if timing_batch < settings.batch_size and reporter is not None:
+        reporter.info(f"eval: --batch-size {settings.batch_size} is more than the {n} evaluated images; "
+                      f"images/s is measured at batch {timing_batch}")
+    nb = max(1, min(4, math.ceil(n / timing_batch)))
+    batches = []
+    for b in range(nb):
+        idx = [(b * timing_batch + j) % n for j in range(timing_batch)]
+        cb = collate([dataset[i] for i in idx])
+        batches.append((cb["images"].to(device), cb["padding_mask"].to(device)))
+
+    def step(i: int) -> int:
+        images, mask = batches[i % len(batches)]
+        _forward(model, images, mask, settings, generator)
+        return int(images.shape[0])
+
+    throughput = measure_throughput(step, batch_size=timing_batch, device=device,
+                                    warmup=settings.warmup, iterations=settings.timed)
+    return timing_batch, throughput
+
+
+def _report(run: RunDir, model, info: dict, gate_info: dict | None, settings_json: dict, gathered: list[dict],
+            gathered_flops: list, throughput, scorer: Scorer, *, metric: str, task: str, data_spec: str,
+            device: torch.device, t0: float) -> EvalReport:
+    """The report from every rank's per-image results and FLOPs and rank 0's throughput."""
+    metrics, ap_matches = _metrics(gathered, scorer, metric)
+    flop_stats = FlopStats(per_image=gathered_flops)
+    parts = parts_from_results(gathered, gathered_flops, image_ids=[r["image_id"] for r in gathered],
+                               parent_fingerprint=info["fingerprint"], metric=metric, categories=scorer.categories,
+                               ap_matches=ap_matches)
+    exits_used = [r["exit"] for r in gathered]
+    hist: dict[str, int] = {}
+    for e in exits_used:
+        hist[str(e)] = hist.get(str(e), 0) + 1
+    if gate_info is not None:
+        settings_json["gate_settings"] = {k: gate_info["extra"].get(k) for k in ("beta", "K", "loss", "exits")}
+    return EvalReport(
+        settings=settings_json,
+        metrics=metrics,
+        gflops=flop_stats.summary(),
+        throughput=throughput.summary(),
+        exits={"histogram": dict(sorted(hist.items(), key=lambda kv: int(kv[0]))),
+               "mean": sum(exits_used) / max(len(exits_used), 1), "depth": int(model.depth)},
+        info={"run": str(run.root), "parent_fingerprint": info["fingerprint"],
+              "parent_content_sha256": info["content_hash"],
+              **({"gate_fingerprint": gate_info["fingerprint"], "gate_content_sha256": gate_info["content_hash"]}
+                 if gate_info is not None else {}),
+              "model": info["model"],
+              "data": data_spec, "task": task, "metric": metric, "seconds": time.perf_counter() - t0,
+              "device": str(device), "threads": torch.get_num_threads()},
+        parts=parts,
+    )
+
+
+def _score_batch(model, out, batch, idx, scorer: Scorer, metric: str) -> list[dict]:
+    plan = out.exit_plan.tolist()
+    results = []
+    if metric == "pq":
+        sizes, orig = batch["sizes"], batch["orig_sizes"]
+        panoptic = model.postprocess(out, sizes, task="panoptic", output_sizes=orig)
+        semantic = model.postprocess(out, sizes, task="semantic")
+        instances = model.postprocess(out, sizes, task="instance", output_sizes=orig)
+        for j, i in enumerate(idx):
+            h, w = sizes[j]
+            image_entry, anns = scorer.instance_gt(i)
+            results.append({
+                "exit": int(plan[j]), "image_id": scorer.dataset.records[i].image_id,
+                "pq": scorer.pq_stats(i, panoptic[j]),
+                "cm": scorer.confusion(batch["targets"][j]["semantic"][:h, :w], semantic[j].cpu()),
+                "image": image_entry, "gt": anns, "dt": scorer.instance_results(i, instances[j]),
+            })
+    else:
+        semantic = model.postprocess(out, batch["sizes"], task="semantic")
+        for j, i in enumerate(idx):
+            h, w = batch["sizes"][j]
+            results.append({"exit": int(plan[j]), "image_id": scorer.dataset.records[i].image_id,
+                            "cm": scorer.confusion(batch["targets"][j]["semantic"][:h, :w], semantic[j].cpu())})
+    return results
+
+
+def _metrics(per_image: list[dict], scorer: Scorer, metric: str) -> tuple[dict[str, Any], Any]:
+    """The report's figures and, for panoptic models, the AP matching of the same COCOeval run."""
+    cm = ConfusionMatrix(num_classes=scorer.meta.num_classes, ignore_label=scorer.meta.ignore_label)
+    for r in per_image:
+        cm += r["cm"]
+    sem = cm.results(scorer.meta.class_names)
+    out: dict[str, Any] = {"mIoU": sem["mIoU"], "pixel_acc": sem["pixel_acc"], "per_class_iou": sem["per_class"]}
+    if metric == "pq":
+        total = PQStats()
+        for r in per_image:
+            total += r["pq"]
+        pq = total.summary(scorer.categories)
+        for group, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
+            for key in ("pq", "sq", "rq"):
+                out[key.upper() + suffix] = _nan_to_none(pq[group][key])
+        images = [r["image"] for r in per_image]
+        gt = [a for r in per_image for a in r["gt"]]
+        dt = [d for r in per_image for d in r["dt"]]
+        ap = scorer.instance_ap(images, gt, dt, keep_matches=True)
+        out.update({k: ap[k] for k in ("AP", "AP50", "AP75")})
+        defined = [s.pq() for s in (r["pq"] for r in per_image) if s.pq() is not None]
+        out["mean_image_PQ"] = sum(defined) / len(defined) if defined else None
+        return out, ap["matches"]
+    return out, None

@@ -1,0 +1,207 @@
+"""The adaptive run: one forward pass of an adaptive encoder, the project's idea as one object.
+
+It owns which images are still running and their exits, which tokens are active and where
+they sit in the original token map, the ONE full-size token buffer (a
+:class:`~adaseg.ops.pausing.PatchAssembler`), and what is recorded on the way (each image's
+tokens at its exit, the tokens at recorded exits, pause records, auxiliary-decoder logits).
+An encoder is a loop over its layers that asks the run for the active tokens, calls the
+layer and hands the result back; the run exits images and pauses tokens::
+
+    run = AdaptiveRun(tokens, settings=settings, exit_plan=plan, aux_decoders=self.aux_decoders,
+                      padding=padding, keep_aux=False, paused_are_values=False)   # tokens: (B, N, C)
+    run.track(pos=pos)                                 # per-token inputs, (B, N, ...)
+    for layer_no in run.layers():
+        y = layers[layer_no - 1](run.tokens, run.tracked("pos"), ...)   # (b, n, C)
+        run.step(y)
+    result = run.finish()                              # RunResult
+
+Semantics (the contract of every adaptive encoder):
+
+* after layer l the images whose exit is l leave: their full token map (paused tokens with
+  the features they paused with, active ones as layer l left them) is their output, and
+  later layers run on the other images only, so a batch costs what its images cost;
+* then, if images are still running and the pause plan names l, the ``ratio`` of each
+  image's active tokens with the lowest auxiliary-decoder entropy (or random ones) pause:
+  they are no longer updated; padding tokens pause first;
+* with ``record_exits`` every image runs to the deepest recorded exit and the full map is
+  recorded after each recorded layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from adaseg.models.adaptive.output import PauseRecord
+from adaseg.models.adaptive.settings import AdaptiveSettings
+from adaseg.models.adaptive.pause_selection import AuxRecord, select_pause
+from adaseg.ops import pausing
+
+
+@dataclass
+class RunResult:
+    """``tokens``: (B, N, C) each image's full token map at its exit (None when exits were
+    recorded); ``per_exit``: {k: (B, N, C)} at each recorded exit; ``aux``: auxiliary-decoder
+    records (``keep_aux``); ``paused``: one record per pause stage."""
+
+    tokens: torch.Tensor | None
+    per_exit: dict[int, torch.Tensor] = field(default_factory=dict)
+    aux: list[AuxRecord] = field(default_factory=list)
+    paused: list[PauseRecord] = field(default_factory=list)
+
+
+class AdaptiveRun:
+    """One adaptive forward pass over an encoder of K layers; see the module docstring.
+
+    Args:
+        tokens: (B, N, C) the token map before layer 1.
+        settings: the caller's :class:`AdaptiveSettings` (pause plan, mode, generator,
+            recorded exits, ``keep_aux`` resolved to a bool).
+        exit_plan: (B,) int64 exit per image in 1..K, or None with ``record_exits``.
+        aux_decoders: ``aux_decoders[l - 1]`` scores the tokens after layer l (l < K).
+        padding: (B, N) bool True on padding tokens, or None.
+        keep_aux: keep auxiliary-decoder logits (with gradient) at pause stages.
+        paused_are_values: the encoder's layers read paused tokens (deformable attention
+            values: :meth:`full_map` every layer) rather than leaving them out (ViT).
+        on_record: applied to each recorded map (b, N, C) when it is recorded (e.g. the
+            encoder's final norm), or None.
+    """
+
+    def __init__(self, tokens: torch.Tensor, *, settings: AdaptiveSettings, exit_plan: torch.Tensor | None,
+                 aux_decoders: nn.ModuleList, padding: torch.Tensor | None, keep_aux: bool,
+                 paused_are_values: bool, on_record: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        if (exit_plan is None) == (not settings.record_exits):
+            raise ValueError("an adaptive run needs either an exit plan or recorded exits")
+        self.settings = settings
+        self.keep_aux = keep_aux
+        self._on_record = on_record
+        self._aux_decoders = aux_decoders
+        b = tokens.shape[0]
+        self.rows = torch.arange(b, device=tokens.device)  # (b,) batch index of each running image
+        self._exits = exit_plan  # (b,) exit of each running image
+        self.last = settings.record_exits[-1] if settings.record_exits else int(exit_plan.max())
+        self._asm = pausing.PatchAssembler(tokens, values=paused_are_values)
+        self._batch = b
+        self.padding = padding  # (b, N) of the running images
+        self._sources: dict[str, torch.Tensor | None] = {}  # (b, N, ...) per-token inputs of the running images
+        self._views: dict[str, torch.Tensor | None] = {}  # (b, n, ...) the same at the active tokens
+        self.carry: dict[str, torch.Tensor | None] = {}  # (b, ...) per-image state the encoder keeps
+        self._out: torch.Tensor | None = None
+        self._result = RunResult(tokens=None)
+        self.layer = 0
+        self._stepped = True
+
+    # ------------------------------------------------------------------ what the encoder reads
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """(b, n, C) the active tokens of the running images."""
+        return self._asm.active
+
+    @property
+    def positions(self) -> torch.Tensor | None:
+        """(b, n) int64 row of each active token in the full map, or None: all, in order."""
+        return self._asm.positions
+
+    def full_map(self) -> torch.Tensor:
+        """(b, N, C) every token of the running images in place (paused and active), e.g. the
+        values of deformable attention. The run's one buffer, written in place: read it
+        before :meth:`step`, do not keep it."""
+        return self._asm.full()
+
+    def track(self, **sources: torch.Tensor | None) -> None:
+        """Register per-token inputs (B, N, ...) (or None); :meth:`tracked` gives them at the
+        active tokens of the running images, gathered once per pause stage, not per layer."""
+        for name, src in sources.items():
+            self._sources[name] = src
+            self._views[name] = src
+
+    def tracked(self, name: str) -> torch.Tensor | None:
+        """(b, n, ...) the per-token input ``name`` at the active tokens."""
+        return self._views[name]
+
+    @property
+    def active_padding(self) -> torch.Tensor | None:
+        """(b, n) bool True where an active token is padding, or None."""
+        return self._views.get("__padding")
+
+    # ------------------------------------------------------------------ the loop
+
+    def layers(self) -> Iterator[int]:
+        """Layer numbers 1..last; the body must call :meth:`step` once per layer."""
+        self._sources["__padding"] = self._views["__padding"] = self.padding
+        for layer_no in range(1, self.last + 1):
+            self.layer, self._stepped = layer_no, False
+            yield layer_no
+            if not self._stepped:
+                raise RuntimeError(f"adaptive run: the encoder did not call step() after layer {layer_no}")
+            if self.rows.numel() == 0:
+                return
+
+    def step(self, tokens: torch.Tensor) -> None:
+        """The active tokens (b, n, C) after the current layer: exit, record, pause."""
+        if self._stepped:
+            raise RuntimeError("adaptive run: step() called twice for one layer")
+        self._stepped = True
+        self._asm.update(tokens)
+        layer_no = self.layer
+        if self.settings.record_exits:
+            if layer_no in self.settings.record_exits:
+                recorded = self._asm.share()
+                self._result.per_exit[layer_no] = recorded if self._on_record is None else self._on_record(recorded)
+        else:
+            leaving = self._exits == layer_no
+            if bool(leaving.any()):
+                self._exit(leaving)
+        ratio = None if self.settings.pause is None else self.settings.pause.ratio_after(layer_no)
+        if ratio is not None and layer_no < self.last and self.rows.numel():
+            self._pause(layer_no, ratio)
+
+    def finish(self) -> RunResult:
+        """What was recorded; call after the loop."""
+        if self.layer != self.last:
+            raise RuntimeError(f"adaptive run: finished after layer {self.layer} of {self.last}")
+        self._result.tokens = self._out
+        return self._result
+
+    # ------------------------------------------------------------------ internals
+
+    def _exit(self, leaving: torch.Tensor) -> None:
+        if bool(leaving.all()) and self._out is None:  # the whole batch leaves at once: no copy
+            self._out = self._asm.share()
+        else:
+            full = self._asm.full()
+            if self._out is None:
+                self._out = full.new_zeros((self._batch, *full.shape[1:]))
+            self._out.index_copy_(0, self.rows[leaving], full[leaving])
+        keep = (~leaving).nonzero().squeeze(1)
+        self.rows, self._exits = self.rows[keep], self._exits[keep]
+        if self.rows.numel() == 0:
+            return
+        self._asm.drop_rows(keep)
+        self._sources = {k: None if v is None else v[keep] for k, v in self._sources.items()}
+        self._views = {k: None if v is None else v[keep] for k, v in self._views.items()}
+        self.carry = {k: None if v is None else v[keep] for k, v in self.carry.items()}
+        self.padding = self._sources["__padding"]
+
+    def _pause(self, layer_no: int, ratio: float) -> None:
+        s = self.settings
+        sel = select_pause(layer=layer_no, ratio=ratio, tokens=self._asm.active, positions=self._asm.positions,
+                           rows=self.rows, decoder=self._aux_decoders[layer_no - 1], pause_mode=s.pause_mode,
+                           padding=self.padding, keep_aux=self.keep_aux, generator=s.generator)
+        if sel.aux is not None:
+            self._result.aux.append(sel.aux)
+        self._result.paused.append(PauseRecord(layer_no, self.rows, sel.paused_at))
+        self._asm.pause(kept=sel.kept, kept_at=sel.kept_at, paused_local=sel.paused_local, paused_at=sel.paused_at)
+        self._views = {k: None if v is None else _gather(v, sel.kept_at) for k, v in self._sources.items()}
+
+
+def _gather(source: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(b, N, *rest) source at (b, n) rows -> (b, n, *rest)."""
+    if source.dim() == 2:
+        return torch.gather(source, 1, idx)
+    flat = source.flatten(2)
+    return pausing.gather_tokens(flat, idx).view(*idx.shape, *source.shape[2:])

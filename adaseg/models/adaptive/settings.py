@@ -1,0 +1,101 @@
+"""What a caller asks of an adaptive model, in one object validated where it is built."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from adaseg.models.adaptive.plan import PausePlan, normalise_exits
+from adaseg.models.adaptive.pause_selection import PAUSE_MODES
+
+
+@dataclass(frozen=True)
+class AdaptiveSettings:
+    """The settings of one adaptive forward pass (every model in the zoo takes them).
+
+    Args:
+        exits: the exit plan: None (full depth K for every image), an int (every image),
+            a (B,) tensor or sequence (one exit layer per image), or ``"gate"`` (the model's
+            attached gate picks each image's exit before its encoder runs). Exits are
+            encoder layers 1..K.
+        pause: PAUMER's pause plan (:class:`PausePlan`, or its ``"3:0.4,5:0.3"`` spec), or None.
+        pause_mode: ``"entropy"`` (pause the tokens whose auxiliary decoder is most certain)
+            or ``"random"`` (PAUMER's baseline).
+        generator: the RNG random pausing draws from (None: torch's global RNG); only with
+            ``pause_mode="random"`` and a pause plan.
+        record_exits: decode at each of these exits (increasing layers) from ONE encoder
+            pass, every image running to the deepest; exclusive with ``exits``. Empty: one
+            output per image at its exit.
+        keep_aux: keep the auxiliary decoders' logits (with gradient) at each pause stage for
+            PAUMER's auxiliary loss; None: when the model is in training mode.
+
+    Checks that need the model (layers within its depth, a gate attached) are made by
+    :meth:`check_depth` when a forward pass starts.
+    """
+
+    exits: object = None
+    pause: PausePlan | None = None
+    pause_mode: str = "entropy"
+    generator: torch.Generator | None = None
+    record_exits: tuple[int, ...] = ()
+    keep_aux: bool | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pause, str):
+            object.__setattr__(self, "pause", PausePlan.parse(self.pause))
+        if self.pause is not None and not isinstance(self.pause, PausePlan):
+            raise TypeError(f"pause must be a PausePlan, a spec like '3:0.4,5:0.3' or None, got {self.pause!r}")
+        if self.pause_mode not in PAUSE_MODES:
+            raise ValueError(f"pause_mode must be one of {', '.join(PAUSE_MODES)}, got {self.pause_mode!r}")
+        if self.generator is not None:
+            if not isinstance(self.generator, torch.Generator):
+                raise TypeError(f"generator must be a torch.Generator, got {type(self.generator).__name__}")
+            if self.pause is None or self.pause_mode != "random":
+                raise ValueError("a generator is only used by random pausing (pause_mode='random' with a pause plan)")
+        record = tuple(self.record_exits)
+        if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in record) or \
+                list(record) != sorted(set(record)):
+            raise ValueError(f"record_exits must be increasing positive layers, got {self.record_exits!r}")
+        object.__setattr__(self, "record_exits", record)
+        if record and self.exits is not None:
+            raise ValueError("exits and record_exits are exclusive: recorded exits run every image to the deepest")
+        if isinstance(self.exits, str):
+            if self.exits != "gate":
+                raise ValueError(f"exits must be None, an int, a per-image sequence or 'gate', got {self.exits!r}")
+        elif isinstance(self.exits, bool) or (isinstance(self.exits, int) and self.exits < 1):
+            raise ValueError(f"an exit is an encoder layer >= 1, got {self.exits!r}")
+        elif self.exits is not None and not isinstance(self.exits, (int, torch.Tensor, Sequence)):
+            raise TypeError(f"exits must be None, an int, a per-image sequence or 'gate', got {type(self.exits).__name__}")
+        if self.keep_aux is not None and not isinstance(self.keep_aux, bool):
+            raise TypeError(f"keep_aux must be True, False or None, got {self.keep_aux!r}")
+
+    @property
+    def uses_gate(self) -> bool:
+        return isinstance(self.exits, str)
+
+    def check_depth(self, depth: int) -> None:
+        """Raise ValueError unless every layer named fits a ``depth``-layer encoder."""
+        if self.pause is not None:
+            self.pause.check_depth(depth)
+        if self.record_exits and self.record_exits[-1] > depth:
+            raise ValueError(f"record_exits must be in 1..{depth}, got {list(self.record_exits)}")
+        if isinstance(self.exits, int) and self.exits > depth:
+            raise ValueError(f"exits must be in 1..{depth}, got {self.exits}")
+
+    def exit_plan(self, *, batch_size: int, depth: int, gate=None, gate_features: torch.Tensor | None = None,
+                  device=None) -> torch.Tensor | None:
+        """(B,) int64 exit per image in 1..depth, or None when ``record_exits`` is set.
+
+        ``gate``/``gate_features`` (B, C): the model's attached gate and its input, used by
+        ``exits="gate"``.
+        """
+        if self.record_exits:
+            return None
+        exits = self.exits
+        if self.uses_gate:
+            if gate is None:
+                raise ValueError("exits='gate' needs a gate: call model.set_gate(gate) first")
+            exits = gate.predict(gate_features)
+        return normalise_exits(exits, batch_size, depth, device=device)
