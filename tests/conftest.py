@@ -5,6 +5,8 @@ triton is first imported, hence here at conftest import time. Shared test helper
 tests/helpers/ (importable by name: recipe_testing, m2f_testing, panoptic_cases, parts_cases).
 """
 
+from __future__ import annotations
+
 import os
 import sys
 
@@ -13,7 +15,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "hel
 
 # Factories for run-directory tests: small derived datasets and run directories with a parent.
 
-from __future__ import annotations
 
 import pytest
 import torch
