@@ -1,0 +1,1 @@
+"""Files on disk: atomic writes, content hashes, tensor fingerprints, checkpoints. Knows nothing of runs."""

@@ -1,0 +1,1 @@
+"""Process runtime: torch.distributed helpers, progress and the run log, interrupt handling."""
