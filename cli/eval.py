@@ -52,7 +52,7 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
     from adaseg.engine import evaluate as ev
     from adaseg.storage.checkpoint import CheckpointError
     from adaseg.utils.distributed import distributed_session
-    from adaseg.runs.gate_file import resolve_gate
+    from adaseg.runs.gate_file import GateChoiceError, choose_gate
     from adaseg.utils.progress import JsonlLog, Reporter
     from adaseg.runs.run_dir import MissingStepError, RunDir, RunDirError
 
@@ -64,11 +64,9 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
     run_dir = RunDir(run)
     try:
         run_dir.require("config", "parent")
-        if gate == "auto":
-            gate = "latest" if (run_dir.has("gate") and exit_ is None) else "none"
-        elif gate != "none" and exit_ is not None:
-            raise click.UsageError("--exit and --gate are exclusive: a gate picks each image's exit (use --gate none)")
-        gate_path = resolve_gate(run_dir, gate)
+        gate_path = choose_gate(run_dir, gate, exit=exit_)
+    except GateChoiceError as exc:
+        raise click.UsageError(str(exc)) from None
     except (MissingStepError, RunDirError, CheckpointError) as exc:
         raise click.ClickException(str(exc)) from None
     settings = ev.EvalSettings(gate=None if gate_path is None else str(gate_path), exit=exit_, pause=pause,

@@ -266,7 +266,7 @@ def _load(source, *, data: str | None, gate: str, exit: int | None, device: torc
     gate's exits | None)."""
     from adaseg.data import DataError, build_dataset
     from adaseg.storage.checkpoint import CheckpointError
-    from adaseg.runs.gate_file import load_gate, resolve_gate
+    from adaseg.runs.gate_file import choose_gate, load_gate
     from adaseg.runs.parent import load_parent
     from adaseg.runs.run_data import build_run_dataset
     from adaseg.runs.run_dir import MissingStepError, RunDir, RunDirError
@@ -280,9 +280,7 @@ def _load(source, *, data: str | None, gate: str, exit: int | None, device: torc
             run.require("config", "parent")
             model, info = load_parent(run.parent_path, device=device)
             dataset, _ = build_run_dataset(run.read_config(), data, "val")
-            if gate == "auto":
-                gate = "latest" if (run.has("gate") and exit is None) else "none"
-            gate_path = resolve_gate(run, gate)
+            gate_path = choose_gate(run, gate, exit=exit)
         elif path.is_file():
             model, info = load_parent(path, device=device)
             if data is None:

@@ -1,4 +1,4 @@
-"""Gate files: which one ``--gate FILE|latest|none`` names, and loading one for a parent.
+"""Gate files: which one ``--gate FILE|latest|auto|none`` names, and loading one for a parent.
 
 Apart from :mod:`adaseg.engine.fit_gate` (which trains gates and writes these files) so that
 using a fitted gate (eval, predict, the Python API) does not import the gate-training code.
@@ -13,6 +13,14 @@ from adaseg.storage.checkpoint import CheckpointError, load_into, read_checkpoin
 from adaseg.runs.run_dir import RunDir, RunDirError
 
 GATE_KIND = "gate"
+AUTO = "auto"  # the default of `adaseg eval`, `adaseg predict`, adaseg.evaluate and adaseg.load_run
+
+
+class GateChoiceError(ValueError):
+    """A gate and a fixed exit were both asked for (a gate picks each image's exit);
+    ``param`` names the option at fault, as :class:`adaseg.engine.evaluate.EvalSettingError` does."""
+
+    param = "exit"
 
 
 def load_gate(path: str | Path, *, parent_fingerprint: str | None):
@@ -40,6 +48,20 @@ def load_gate(path: str | Path, *, parent_fingerprint: str | None):
     meta = load_into(gate, path, hint=recreate_hint(path))  # verified: content hash, finite weights
     return gate, {"config": meta.config, "extra": meta.extra, "fingerprint": meta.fingerprint,
                   "content_hash": meta.content_hash}
+
+
+def choose_gate(run: RunDir, spec: str = AUTO, *, exit: int | None = None) -> Path | None:
+    """``--gate FILE|latest|auto|none`` together with ``--exit`` -> the gate file to load, or None.
+
+    ``auto`` is ``latest`` when the run has a gate and no fixed ``exit`` is given, else
+    ``none``. A named gate (a file or ``latest``) with a fixed ``exit`` is refused with
+    :class:`GateChoiceError`. The one rule ``adaseg eval``, ``adaseg predict``,
+    :func:`adaseg.evaluate` and :func:`adaseg.load_run` share."""
+    if spec == AUTO:
+        spec = "latest" if (run.has("gate") and exit is None) else "none"
+    elif spec != "none" and exit is not None:
+        raise GateChoiceError("--exit and --gate are exclusive: a gate picks each image's exit (use --gate none)")
+    return resolve_gate(run, spec)
 
 
 def resolve_gate(run: RunDir, spec: str) -> Path | None:
