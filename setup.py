@@ -185,7 +185,9 @@ setup(
         "cityscapesscripts>=2.2.4",
         "triton>=3.0; platform_system == 'Linux'",
     ],
-    extras_require={"test": ["pytest>=8", "transformers>=4.40"]},
+    # import-linter: tests/test_layers.py runs `lint-imports` on pyproject.toml's contracts
+    # (acyclic_siblings and "a | b" layers; checked with 2.17).
+    extras_require={"test": ["pytest>=8", "transformers>=4.40", "import-linter>=2.17"]},
     entry_points={"console_scripts": ["adaseg = adaseg.cli.main:main"]},
     **_extension_setup(),
 )
