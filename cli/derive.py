@@ -63,8 +63,10 @@ def derive(batch_size, limit, data, device, threads, run, quiet, as_json):
 def _print(reporter, result, summary) -> None:
     from rich.table import Table
 
+    from adaseg.eval.tasks.registry import QUALITY
+
     derived = result.derived
-    metric = derived.metric.upper() if derived.metric == "pq" else "mIoU"
+    metric = QUALITY[derived.metric].primary
     table = Table(title=f"Training images by best exit (ECO-M2F Fig. 2; ties go to the earliest exit)")
     table.add_column("best exit (layers)", justify="right")
     table.add_column("images", justify="right")

@@ -11,7 +11,6 @@ from typing import Any, Sequence
 from adaseg.eval.bootstrap import ComparisonRow, IncomparableError, compare_reports
 from adaseg.eval.image_parts import ImageParts, PartsError, load_parts
 
-DEFAULT_METRICS = {"pq": ("PQ", "mIoU", "AP"), "miou": ("mIoU",)}
 COST_METRIC = "gflops_encoder_mean"  # always compared: what the quality difference buys
 
 
@@ -66,7 +65,8 @@ def compare(paths: Sequence[str | Path], *, vs: str | Path | None, n_boot: int, 
             metrics: str | None) -> Comparison:
     """Load every report's parts and compare them with the baseline (``vs``, else the first of
     ``paths``) on ``metrics`` (comma-separated keys of
-    :meth:`adaseg.eval.image_parts.ImageParts.metrics`; default PQ,mIoU,AP or mIoU) plus the
+    :meth:`adaseg.eval.image_parts.ImageParts.metrics`; default: each evaluator's headline
+    figure, e.g. PQ,mIoU,AP or mIoU) plus the
     encoder GFLOPs. Raises :class:`CompareError` with one line for anything unusable."""
     paths = [Path(p) for p in paths]
     if vs is not None:
@@ -79,7 +79,7 @@ def compare(paths: Sequence[str | Path], *, vs: str | Path | None, n_boot: int, 
         raise CompareError(f"nothing to compare {baseline_path} with: give another report (or --vs BASELINE)")
     baseline = _load(baseline_path)
     parts = [_load(p) for p in others]
-    wanted = parse_metrics(metrics) or list(DEFAULT_METRICS[baseline.metric])
+    wanted = parse_metrics(metrics) or list(baseline.suite.primaries)
     unknown = [k for k in wanted if k not in baseline.metric_names]
     if unknown:
         raise CompareError(f"{unknown[0]!r} is not a figure of these {baseline.metric} reports; choose from "

@@ -25,13 +25,14 @@ import torch
 
 from adaseg.runs.run_dir import recreate_hint
 from adaseg.engine.evaluate import EvalSettingError, EvalSettings, evaluate
+from adaseg.eval.tasks.registry import suite_named, sweep_keys
 from adaseg.runs.derived import load_run_derived
 from adaseg.runs.run_dir import RunDir, RunDirError
 from adaseg.analysis.sweep_grid import (DEFAULT_GRID_RATIOS, DEFAULT_GRID_STAGES, PointSpec, base_points, dedupe,
                                        greedy_pause_search)
 
-# Report keys of the quality metrics a row carries (those the report has).
-QUALITY_KEYS = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mIoU", "AP")
+# Report keys of the quality metrics a row carries (those the report has): every task's.
+QUALITY_KEYS = sweep_keys()
 
 
 class SweepError(ValueError):
@@ -345,8 +346,9 @@ class PointRunner:
 
 
 def quality_key(report: dict) -> str:
-    """The report's primary quality: PQ for panoptic models, else mIoU."""
-    return "PQ" if report["metrics"].get("PQ") is not None or report["info"].get("metric") == "pq" else "mIoU"
+    """The report's primary quality: the headline figure of its Step B quality evaluator (PQ
+    for panoptic models on panoptic data, else mIoU)."""
+    return suite_named(report["info"]["metric"]).quality.primary
 
 
 def encoder_gflops(report: dict) -> float:

@@ -2,9 +2,9 @@
 
 The parent runs on the **training** split with the evaluation transform (no augmentation),
 every exit from one encoder pass (``record_exits``: shared layers are computed once, the
-shared decoder runs per exit). For each image and exit it records the quality (per-image
-PQ with panopticapi's rules for panoptic models, per-image mIoU for semantic ones), its
-per-class parts, and once per image the gate's input features. Images whose quality is
+shared decoder runs per exit). For each image and exit it records the quality of the suite's
+quality evaluator (:mod:`adaseg.eval.tasks`: per-image PQ with panopticapi's rules for
+panoptic models on panoptic data, per-image mIoU otherwise), its per-class parts, and once per image the gate's input features. Images whose quality is
 undefined (empty ground truth and empty prediction) are recorded as NaN, never divided by
 zero. Under ``torchrun`` each rank scores a strided shard; rank 0 gathers them in dataset
 order and writes ``derived.safetensors`` through :class:`adaseg.runs.derived.DerivedDataset`.
@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 import torch
 
-from adaseg.runs.derived import PART_NAMES, DerivedDataset, best_exit_histogram, stack_parts
+from adaseg.runs.derived import DerivedDataset, best_exit_histogram, stack_parts
 from adaseg.utils.distributed import gather_in_order, shard_indices
 from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.runs.parent import load_parent
 from adaseg.utils.progress import progress_or_none
 from adaseg.runs.run_dir import RunDir
-from adaseg.eval.scoring import Scorer, quality_metric
+from adaseg.eval.scoring import Scorer
+from adaseg.eval.tasks.registry import suite_for
 
 
 @dataclass
@@ -34,9 +35,9 @@ class DeriveResult:
     path: str | None
 
 
-def score_exits(model, batch, scorer: Scorer, indices: list[int], task: str, device) -> list[dict]:
+def score_exits(model, batch, scorer: Scorer, indices: list[int], device) -> list[dict]:
     """Run ``model`` at every exit on one batch; per image ``{"quality": [E], "parts": [(col,
-    class, values)], "features": [C]}``."""
+    class, values)], "features": [C]}`` by the suite's quality evaluator."""
     images = batch["images"].to(device)
     mask = batch["padding_mask"].to(device)
     with torch.no_grad():
@@ -44,21 +45,13 @@ def score_exits(model, batch, scorer: Scorer, indices: list[int], task: str, dev
     exits = list(model.exits)
     per_image = [{"quality": [], "parts": [], "features": out.gate_features[j].float().cpu().tolist()}
                  for j in range(len(indices))]
+    evaluator = scorer.suite.quality
     for col, k in enumerate(exits):
-        view = out.at_exit(k)
-        if scorer.metric == "pq":
-            preds = model.postprocess(view, batch["sizes"], task="panoptic", output_sizes=batch["orig_sizes"])
-            for j, (index, pred) in enumerate(zip(indices, preds)):
-                stats = scorer.pq_stats(index, pred)
-                q = stats.pq()
-                per_image[j]["quality"].append(math.nan if q is None else float(q))
-                per_image[j]["parts"].extend((col, cls, vals) for cls, vals in scorer.pq_parts(stats))
-        else:
-            preds = model.postprocess(view, batch["sizes"], task="semantic")
-            for j, (target, pred, (h, w)) in enumerate(zip(batch["targets"], preds, batch["sizes"])):
-                cm = scorer.confusion(target["semantic"][:h, :w], pred.cpu())
-                per_image[j]["quality"].append(scorer.miou_of(cm))
-                per_image[j]["parts"].extend((col, cls, vals) for cls, vals in scorer.miou_parts(cm))
+        preds = evaluator.predict(model, out.at_exit(k), batch)
+        for j, (index, pred) in enumerate(zip(indices, preds)):
+            q, parts = evaluator.image_quality(scorer, batch, j, index, pred)
+            per_image[j]["quality"].append(q)
+            per_image[j]["parts"].extend((col, cls, vals) for cls, vals in parts)
     return per_image
 
 
@@ -85,10 +78,8 @@ def derive(
     run.require("config", "parent")
     config = run.read_config()
     model, info = load_parent(run.parent_path, device=device)
-    task = model.task
     dataset, data_spec = build_run_dataset(config, data, "train")
-    metric = quality_metric(task, dataset.meta.task)
-    scorer = Scorer(dataset, metric=metric)
+    scorer = Scorer(dataset, metric=suite_for(model.task, dataset.meta.task).metric)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     mine = shard_indices(n)
     t0 = time.perf_counter()
@@ -98,7 +89,7 @@ def derive(
         for start in range(0, len(mine), batch_size):
             idx = mine[start : start + batch_size]
             batch = collate([dataset[i] for i in idx])
-            part = score_exits(model, batch, scorer, idx, task, device)
+            part = score_exits(model, batch, scorer, idx, device)
             results.extend(part)
             if progress is not None:
                 mean_full = [r["quality"][-1] for r in part if not math.isnan(r["quality"][-1])]
@@ -107,12 +98,12 @@ def derive(
     if gathered is None:
         return DeriveResult(derived=None, seconds=time.perf_counter() - t0, path=None)
     rows = [(i, col, cls, vals) for i, r in enumerate(gathered) for col, cls, vals in r["parts"]]
-    parts_index, parts_values = stack_parts(rows, len(PART_NAMES[metric]))
+    parts_index, parts_values = stack_parts(rows, len(scorer.suite.quality.part_names))
     derived = DerivedDataset(
         exits=list(model.exits),
         quality=torch.tensor([r["quality"] for r in gathered], dtype=torch.float64),
         features=torch.tensor([r["features"] for r in gathered], dtype=torch.float32),
-        metric=metric,
+        metric=scorer.metric,
         depth=int(model.depth),
         parent_fingerprint=info["fingerprint"],
         image_ids=[str(dataset.records[i].image_id) for i in range(n)],

@@ -3,9 +3,10 @@ gate (per-image exits), a fixed exit and a pause plan.
 
 Three passes, each measuring one thing:
 
-1. **Quality** in batches of ``batch_size``: PQ / SQ / RQ (All, Things, Stuff) with
-   panopticapi's rules, mIoU (Mask2Former's semantic inference), mask AP (pycocotools) for
-   panoptic models; mIoU for semantic ones. With a gate each image's exit comes from the gate
+1. **Quality** in batches of ``batch_size``, by the evaluators of the (model task, data task)
+   pair (:mod:`adaseg.eval.tasks`): PQ / SQ / RQ (All, Things, Stuff) with panopticapi's
+   rules, mIoU (Mask2Former's semantic inference), mask AP (pycocotools) for panoptic models
+   on panoptic data; mIoU otherwise. With a gate each image's exit comes from the gate
    (a batch may mix exits), and the exits used are recorded.
 2. **GFLOPs per image** (:mod:`adaseg.eval.flops`): each image alone under the FLOP counter,
    with the same gate / exit / pause plan, so the count is data dependent (its exit, its
@@ -35,9 +36,7 @@ from typing import Any
 import torch
 
 from adaseg.eval.flops import FlopCounter, FlopStats
-from adaseg.eval.image_parts import ImageParts, parts_from_results, parts_path_for
-from adaseg.eval.miou import ConfusionMatrix
-from adaseg.eval.pq import PQStats
+from adaseg.eval.image_parts import ImageParts, build_parts, parts_path_for
 from adaseg.eval.throughput import measure_throughput
 from adaseg.choices import PAUSE_MODES
 from adaseg.utils.distributed import gather_in_order, shard_indices, world
@@ -45,7 +44,9 @@ from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.runs.parent import load_parent
 from adaseg.utils.progress import progress_or_none
 from adaseg.runs.run_dir import RunDir
-from adaseg.eval.scoring import Scorer, quality_metric
+from adaseg.eval.scoring import Scorer
+from adaseg.eval.tasks.base import Suite
+from adaseg.eval.tasks.registry import suite_for
 
 
 class EvalSettingError(ValueError):
@@ -211,10 +212,6 @@ def _pause_generator(settings: EvalSettings, device: torch.device) -> torch.Gene
     return torch.Generator(device=device).manual_seed(settings.seed + rank)
 
 
-def _nan_to_none(x: float | None) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
-
-
 def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, reporter=None) -> EvalReport | None:
     """Evaluate the run's parent on the val split (see the module docstring); None off rank 0."""
     from adaseg.runs.run_data import build_run_dataset
@@ -225,13 +222,13 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
     gate_info = _apply_settings(model, info, settings, device)
     task = model.task
     dataset, data_spec = build_run_dataset(config, settings.data, "val")
-    metric = quality_metric(task, dataset.meta.task)
-    scorer = Scorer(dataset, metric=metric)
+    suite = suite_for(task, dataset.meta.task)
+    scorer = Scorer(dataset, metric=suite.metric)
     n = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
     mine = shard_indices(n)
     generator = _pause_generator(settings, device)
     t0 = time.perf_counter()
-    per_image = _quality_pass(model, dataset, mine, scorer, metric, settings, device, generator, reporter)
+    per_image = _quality_pass(model, dataset, mine, scorer, settings, device, generator, reporter)
     n_flops = n if settings.flops_images is None else min(settings.flops_images, n)
     flop_mine = shard_indices(n_flops)
     counts = _flops_pass(model, dataset, flop_mine, settings, device, generator)
@@ -243,7 +240,7 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
     settings_json = {**settings.to_json(), "images": n, "flops_images": n_flops, "name": settings.name(),
                      "requested_flops_images": settings.flops_images, "timing_batch_size": timing_batch}
     return _report(run, model, info, gate_info, settings_json, gathered, gathered_flops, throughput, scorer,
-                   metric=metric, task=task, data_spec=data_spec, device=device, t0=t0)
+                   task=task, data_spec=data_spec, device=device, t0=t0)
 
 
 def _apply_settings(model, info: dict, settings: EvalSettings, device: torch.device) -> dict | None:
@@ -278,7 +275,7 @@ def _apply_settings(model, info: dict, settings: EvalSettings, device: torch.dev
     return gate_info
 
 
-def _quality_pass(model, dataset, mine: list[int], scorer: Scorer, metric: str, settings: EvalSettings,
+def _quality_pass(model, dataset, mine: list[int], scorer: Scorer, settings: EvalSettings,
                   device: torch.device, generator: torch.Generator | None, reporter) -> list[dict]:
     """Pass 1: this rank's images ``mine`` through the model in batches, scored one by one."""
     from adaseg.data import collate
@@ -292,7 +289,7 @@ def _quality_pass(model, dataset, mine: list[int], scorer: Scorer, metric: str, 
             with torch.no_grad():
                 out = _forward(model, batch["images"].to(device), batch["padding_mask"].to(device), settings,
                                generator)
-            per_image.extend(_score_batch(model, out, batch, idx, scorer, metric))
+            per_image.extend(_score_batch(model, out, batch, idx, scorer))
             if progress is not None:
                 progress.update(len(idx))
     return per_image
@@ -343,14 +340,13 @@ def _throughput_pass(model, dataset, n: int, settings: EvalSettings, device: tor
 
 
 def _report(run: RunDir, model, info: dict, gate_info: dict | None, settings_json: dict, gathered: list[dict],
-            gathered_flops: list, throughput, scorer: Scorer, *, metric: str, task: str, data_spec: str,
+            gathered_flops: list, throughput, scorer: Scorer, *, task: str, data_spec: str,
             device: torch.device, t0: float) -> EvalReport:
     """The report from every rank's per-image results and FLOPs and rank 0's throughput."""
-    metrics, ap_matches = _metrics(gathered, scorer, metric)
+    metrics, parts_by_task = _metrics(gathered, scorer)
     flop_stats = FlopStats(per_image=gathered_flops)
-    parts = parts_from_results(gathered, gathered_flops, image_ids=[r["image_id"] for r in gathered],
-                               parent_fingerprint=info["fingerprint"], metric=metric, categories=scorer.categories,
-                               ap_matches=ap_matches)
+    parts = build_parts(gathered, gathered_flops, parent_fingerprint=info["fingerprint"], metric=scorer.metric,
+                        categories=scorer.categories, parts=parts_by_task)
     exits_used = [r["exit"] for r in gathered]
     hist: dict[str, int] = {}
     for e in exits_used:
@@ -369,59 +365,30 @@ def _report(run: RunDir, model, info: dict, gate_info: dict | None, settings_jso
               **({"gate_fingerprint": gate_info["fingerprint"], "gate_content_sha256": gate_info["content_hash"]}
                  if gate_info is not None else {}),
               "model": info["model"],
-              "data": data_spec, "task": task, "metric": metric, "seconds": time.perf_counter() - t0,
+              "data": data_spec, "task": task, "metric": scorer.metric, "seconds": time.perf_counter() - t0,
               "device": str(device), "threads": torch.get_num_threads()},
         parts=parts,
     )
 
 
-def _score_batch(model, out, batch, idx, scorer: Scorer, metric: str) -> list[dict]:
+def _score_batch(model, out, batch, idx, scorer: Scorer) -> list[dict]:
+    """Per image: its exit, id and every evaluator's record (under the evaluator's ``record``)."""
     plan = out.exit_plan.tolist()
-    results = []
-    if metric == "pq":
-        sizes, orig = batch["sizes"], batch["orig_sizes"]
-        panoptic = model.postprocess(out, sizes, task="panoptic", output_sizes=orig)
-        semantic = model.postprocess(out, sizes, task="semantic")
-        instances = model.postprocess(out, sizes, task="instance", output_sizes=orig)
-        for j, i in enumerate(idx):
-            h, w = sizes[j]
-            image_entry, anns = scorer.instance_gt(i)
-            results.append({
-                "exit": int(plan[j]), "image_id": scorer.dataset.records[i].image_id,
-                "pq": scorer.pq_stats(i, panoptic[j]),
-                "cm": scorer.confusion(batch["targets"][j]["semantic"][:h, :w], semantic[j].cpu()),
-                "image": image_entry, "gt": anns, "dt": scorer.instance_results(i, instances[j]),
-            })
-    else:
-        semantic = model.postprocess(out, batch["sizes"], task="semantic")
-        for j, i in enumerate(idx):
-            h, w = batch["sizes"][j]
-            results.append({"exit": int(plan[j]), "image_id": scorer.dataset.records[i].image_id,
-                            "cm": scorer.confusion(batch["targets"][j]["semantic"][:h, :w], semantic[j].cpu())})
-    return results
+    order = scorer.suite.figure_order
+    predictions = {e.task: e.predict(model, out, batch) for e in order}
+    return [{"exit": int(plan[j]), "image_id": scorer.image_id(i),
+             **{e.record: e.score(scorer, batch, j, i, predictions[e.task][j]) for e in order}}
+            for j, i in enumerate(idx)]
 
 
-def _metrics(per_image: list[dict], scorer: Scorer, metric: str) -> tuple[dict[str, Any], Any]:
-    """The report's figures and, for panoptic models, the AP matching of the same COCOeval run."""
-    cm = ConfusionMatrix(num_classes=scorer.meta.num_classes, ignore_label=scorer.meta.ignore_label)
-    for r in per_image:
-        cm += r["cm"]
-    sem = cm.results(scorer.meta.class_names)
-    out: dict[str, Any] = {"mIoU": sem["mIoU"], "pixel_acc": sem["pixel_acc"], "per_class_iou": sem["per_class"]}
-    if metric == "pq":
-        total = PQStats()
-        for r in per_image:
-            total += r["pq"]
-        pq = total.summary(scorer.categories)
-        for group, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
-            for key in ("pq", "sq", "rq"):
-                out[key.upper() + suffix] = _nan_to_none(pq[group][key])
-        images = [r["image"] for r in per_image]
-        gt = [a for r in per_image for a in r["gt"]]
-        dt = [d for r in per_image for d in r["dt"]]
-        ap = scorer.instance_ap(images, gt, dt, keep_matches=True)
-        out.update({k: ap[k] for k in ("AP", "AP50", "AP75")})
-        defined = [s.pq() for s in (r["pq"] for r in per_image) if s.pq() is not None]
-        out["mean_image_PQ"] = sum(defined) / len(defined) if defined else None
-        return out, ap["matches"]
-    return out, None
+def _metrics(per_image: list[dict], scorer: Scorer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report's figures (each evaluator's in the suite's order, then the per-image means)
+    and every evaluator's per-image part by name."""
+    suite: Suite = scorer.suite
+    summaries = [(e, e.summarize(scorer, [r[e.record] for r in per_image])) for e in suite.evaluators]
+    out: dict[str, Any] = {}
+    for _, s in summaries:
+        out.update(s.figures)
+    for _, s in summaries:
+        out.update(s.image_figures)
+    return out, {e.part: s.part for e, s in summaries}

@@ -4,17 +4,18 @@ An eval report keeps dataset-level figures (PQ, mIoU, AP, ...). Each of them is 
 of per-image sums, so :class:`ImageParts` keeps those sums for every evaluated image, and
 :meth:`ImageParts.metrics` recomputes the report's figures on any list of image indices,
 repeats allowed -- a bootstrap resample (:mod:`adaseg.eval.bootstrap`) -- without the model
-or the data:
+or the data. Each evaluator of the report's suite (:mod:`adaseg.eval.tasks`) owns its part
+and its figures:
 
+* ``seg`` (N, C, 3) int64 per image and class ``[tp, fp, fn]`` pixels of the semantic
+  inference (:mod:`adaseg.eval.tasks.semantic`);
 * ``pq`` (N, C, 4) float64 per image and contiguous class ``[tp, fp, fn, iou_sum]``
-  (panopticapi's matching, :func:`adaseg.eval.pq.pq_image`; panoptic models only);
-* ``seg`` (N, C, 3) int64 per image and class ``[tp, fp, fn]`` pixels of Mask2Former's
-  semantic inference (what mIoU and pixel accuracy need of the image's confusion matrix;
-  ``fn`` includes pixels predicted as ignore);
-* ``ap``: pycocotools' per-image matching (:class:`adaseg.eval.ap_matches.ApMatches`;
-  panoptic models only);
-* ``exits`` (N,) the encoder layer each image left at; ``gflops_total`` / ``gflops_encoder``
-  (n_flops,) GFLOPs of the first ``n_flops`` images (those the FLOP pass counted).
+  (:mod:`adaseg.eval.tasks.panoptic`; panoptic models on panoptic data);
+* ``ap``: pycocotools' per-image matching (:mod:`adaseg.eval.tasks.instance`; likewise);
+
+and every evaluation has ``exits`` (N,) the encoder layer each image left at and
+``gflops_total`` / ``gflops_encoder`` (n_flops,) GFLOPs of the first ``n_flops`` images
+(those the FLOP pass counted).
 
 Saved as ``reports/eval_<name>.parts.safetensors`` beside the report (content hash written
 and verified, :mod:`adaseg.storage.integrity`); the report records the file name and hash,
@@ -24,83 +25,104 @@ and :func:`load_parts` checks both.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
-from adaseg.eval.ap_matches import ApMatches
+from adaseg.eval.tasks.base import Suite
+from adaseg.eval.tasks.registry import EVALUATORS, suite_named
 
 FORMAT_VERSION = "adaseg-eval-parts-v1"
-PQ_KEYS = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st")
-SEG_KEYS = ("mIoU", "pixel_acc")
-AP_KEYS = ("AP", "AP50", "AP75")
 COST_KEYS = ("gflops_encoder_mean", "gflops_total_mean", "exit_mean")
-_AP_FIELDS = ("category_ids", "gt_count", "det_image", "det_category", "det_score", "det_tp", "det_fp")
 
 
 class PartsError(ValueError):
     """A report's per-image parts are missing, unreadable, corrupt or do not belong to it."""
 
 
-@dataclass
 class ImageParts:
     """Per-image parts of N evaluated images (see the module docstring).
 
-    Attributes:
+    Args:
         image_ids: (N,) the dataset's image ids in evaluation order (int64, or str for
             datasets with string ids).
         parent_fingerprint: the evaluated parent's fingerprint.
-        metric: ``"pq"`` (panoptic model and data) or ``"miou"``.
+        metric: the name of the evaluation's suite (``"pq"``: panoptic model and data,
+            ``"miou"``; :func:`adaseg.eval.tasks.registry.suite_named`).
         category_ids: (C,) int64 dataset category id of each contiguous class.
         isthing: (C,) bool.
-        seg: (N, C, 3) int64 ``[tp, fp, fn]`` pixels.
         exits: (N,) int64.
         gflops_total, gflops_encoder: (n_flops,) float64 GFLOPs of images ``0..n_flops-1``.
-        pq: (N, C, 4) float64 ``[tp, fp, fn, iou_sum]`` or None (``metric == "miou"``).
-        ap: the AP matching or None (``metric == "miou"``).
+        **parts: each evaluator's part by its ``part`` name (``seg=``, ``pq=``, ``ap=``),
+            exactly the suite's; read back as attributes (``parts.seg``).
     """
 
-    image_ids: np.ndarray
-    parent_fingerprint: str
-    metric: str
-    category_ids: np.ndarray
-    isthing: np.ndarray
-    seg: np.ndarray
-    exits: np.ndarray
-    gflops_total: np.ndarray
-    gflops_encoder: np.ndarray
-    pq: np.ndarray | None = None
-    ap: ApMatches | None = None
-
-    def __post_init__(self) -> None:
+    def __init__(self, *, image_ids: np.ndarray, parent_fingerprint: str, metric: str, category_ids: np.ndarray,
+                 isthing: np.ndarray, exits: np.ndarray, gflops_total: np.ndarray, gflops_encoder: np.ndarray,
+                 **parts: Any) -> None:
+        self.image_ids = image_ids
+        self.parent_fingerprint = parent_fingerprint
+        self.metric = metric
+        self.category_ids = category_ids
+        self.isthing = isthing
+        self.exits = exits
+        self.gflops_total = gflops_total
+        self.gflops_encoder = gflops_encoder
+        try:
+            self.suite: Suite = suite_named(metric)
+        except ValueError as exc:
+            raise ValueError(f"ImageParts: {exc}") from None
+        given = {k: v for k, v in parts.items() if v is not None}
+        names = [e.part for e in self.suite.evaluators]
+        missing = [k for k in names if k not in given]
+        if missing:
+            raise ValueError(f"ImageParts: a {metric!r} evaluation needs {' and '.join(names)} parts "
+                             f"({', '.join(missing)} missing)")
+        extra = [k for k in given if k not in names]
+        if extra:
+            raise ValueError(f"ImageParts: a {metric!r} evaluation has no {' or '.join(extra)} parts")
+        self.parts: dict[str, Any] = {k: given[k] for k in names}
         n, c = len(self.image_ids), len(self.category_ids)
-        if self.metric not in ("pq", "miou"):
-            raise ValueError(f"ImageParts: metric must be 'pq' or 'miou', got {self.metric!r}")
         if n == 0:
             raise ValueError("ImageParts: no images")
-        checks = [("isthing", self.isthing, (c,)), ("seg", self.seg, (n, c, 3)), ("exits", self.exits, (n,)),
-                  ("gflops_encoder", self.gflops_encoder, self.gflops_total.shape)]
-        if self.metric == "pq":
-            if self.pq is None or self.ap is None:
-                raise ValueError("ImageParts: a 'pq' evaluation needs pq and ap parts")
-            checks.append(("pq", self.pq, (n, c, 4)))
-            if self.ap.num_images != n:
-                raise ValueError(f"ImageParts: AP matching of {self.ap.num_images} images, expected {n}")
-        elif self.pq is not None or self.ap is not None:
-            raise ValueError("ImageParts: a 'miou' evaluation has no pq or ap parts")
-        for name, arr, shape in checks:
+        for name, arr, shape in (("isthing", self.isthing, (c,)), ("exits", self.exits, (n,)),
+                                 ("gflops_encoder", self.gflops_encoder, self.gflops_total.shape)):
             if arr.shape != tuple(shape):
                 raise ValueError(f"ImageParts: {name} has shape {arr.shape}, expected {tuple(shape)}")
+        for e in self.suite.evaluators:
+            e.check_part(self.parts[e.part], n, c)
         if self.gflops_total.ndim != 1 or not 0 < len(self.gflops_total) <= n:
             raise ValueError(f"ImageParts: {len(self.gflops_total)} FLOP counts for {n} images")
         # COCOeval pools images in sorted-id order; a resample is pooled in that order too
         # (stable for repeats), so the full set gives exactly the report's AP.
-        self._id_rank = np.empty(n, dtype=np.int64)
-        self._id_rank[np.argsort(self.image_ids, kind="stable")] = np.arange(n)
-        self._cache: dict[str, np.ndarray | None] = {}
+        self.id_rank = np.empty(n, dtype=np.int64)
+        self.id_rank[np.argsort(self.image_ids, kind="stable")] = np.arange(n)
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        # an evaluator's part by its name (parts.seg, parts.pq, parts.ap); None if the suite has none
+        if name.startswith("_") or name in ("parts", "suite"):
+            raise AttributeError(name)
+        if any(e.part == name for e in EVALUATORS.values()):
+            return self.parts.get(name)
+        raise AttributeError(f"ImageParts has no attribute {name!r}")
+
+    def replace(self, **changes: Any) -> "ImageParts":
+        """A new ImageParts with ``changes`` (constructor keywords) applied, checked again."""
+        fields = dict(image_ids=self.image_ids, parent_fingerprint=self.parent_fingerprint, metric=self.metric,
+                      category_ids=self.category_ids, isthing=self.isthing, exits=self.exits,
+                      gflops_total=self.gflops_total, gflops_encoder=self.gflops_encoder)
+        if "metric" not in changes:
+            fields.update(self.parts)
+        return ImageParts(**{**fields, **changes})
+
+    def cached(self, key: str, make: Callable[[], np.ndarray]) -> np.ndarray:
+        """``make()``, computed once per parts (for figures recomputed on many resamples)."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
     # ------------------------------------------------------------------ facts
     @property
@@ -114,18 +136,17 @@ class ImageParts:
     @property
     def metric_names(self) -> tuple[str, ...]:
         """The keys :meth:`metrics` returns: the report's figures, then the cost keys."""
-        quality = (*PQ_KEYS, *SEG_KEYS, *AP_KEYS, "mean_image_PQ") if self.metric == "pq" else SEG_KEYS
-        return (*quality, *COST_KEYS)
+        return (*self.suite.figure_names, *COST_KEYS)
 
     # ------------------------------------------------------------------ figures
     def metrics(self, indices: np.ndarray | None = None, *, keys: Iterable[str] | None = None
                 ) -> dict[str, float | None]:
         """The dataset-level figures of the images ``indices`` ((L,) ints in 0..N-1, repeats
         allowed; None: all N in evaluation order), with the report's keys and units
-        (fractions, GFLOPs): PQ/SQ/RQ (All, _th, _st), mIoU, pixel_acc, AP/AP50/AP75,
-        mean_image_PQ (panoptic), and gflops_encoder_mean, gflops_total_mean (over the listed
-        images that have FLOP counts, i.e. index < n_flops), exit_mean (over all listed
-        images). None where a figure is undefined on these images, as in the report.
+        (fractions, GFLOPs): each evaluator's figures (PQ/SQ/RQ (All, _th, _st), mIoU,
+        pixel_acc, AP/AP50/AP75, mean_image_PQ), and gflops_encoder_mean, gflops_total_mean
+        (over the listed images that have FLOP counts, i.e. index < n_flops), exit_mean (over
+        all listed images). None where a figure is undefined on these images, as in the report.
 
         ``keys``: compute only these (default :attr:`metric_names`); AP is the costly one.
         With ``indices=None`` the sums run in the report's order, so every figure equals the
@@ -140,19 +161,8 @@ class ImageParts:
         idx, weight = self._weights(indices)
         out: dict[str, float | None] = {}
         want = set(wanted)
-        if want & set(SEG_KEYS):
-            if weight is None:
-                seg = self.seg.sum(axis=0)
-            else:  # float64 (BLAS) holds these integer counts exactly: far below 2**53
-                seg = np.rint(self._sum(self._seg_float(), weight)).astype(np.int64)
-            out.update(_seg_figures(seg))
-        if want & set(PQ_KEYS):
-            out.update(_pq_figures(self._sum(self.pq, weight), self.isthing))
-        if want & set(AP_KEYS):
-            ones = np.ones(self.num_images, dtype=np.int64)
-            out.update(self.ap.accumulate(ones if weight is None else weight, self._id_rank))
-        if "mean_image_PQ" in want:
-            out["mean_image_PQ"] = self._mean_image_pq(idx)
+        for e in self.suite.figure_order:
+            out.update(e.figures_of(self.parts[e.part], self, idx, weight, want))
         if want & set(COST_KEYS):
             out.update(self._costs(idx))
         return {k: out[k] for k in wanted}
@@ -167,25 +177,6 @@ class ImageParts:
             raise ValueError(f"indices must lie in 0..{self.num_images - 1}")
         idx = idx.astype(np.int64, copy=False)
         return idx, np.bincount(idx, minlength=self.num_images)
-
-    @staticmethod
-    def _sum(arr: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
-        if weight is None:
-            return arr.sum(axis=0)  # over images one after another: the report's order
-        return (weight.astype(np.float64) @ arr.reshape(len(arr), -1)).reshape(arr.shape[1:])
-
-    def _seg_float(self) -> np.ndarray:
-        if self._cache.get("seg") is None:
-            self._cache["seg"] = self.seg.astype(np.float64)
-        return self._cache["seg"]
-
-    def _mean_image_pq(self, idx: np.ndarray | None) -> float | None:
-        if self._cache.get("image_pq") is None:
-            self._cache["image_pq"] = _per_image_pq(self.pq)
-        per_image = self._cache["image_pq"]
-        vals = per_image if idx is None else per_image[idx]
-        vals = vals[~np.isnan(vals)]
-        return float(np.cumsum(vals)[-1] / len(vals)) if len(vals) else None
 
     def _costs(self, idx: np.ndarray | None) -> dict[str, float | None]:
         if idx is None:
@@ -203,12 +194,10 @@ class ImageParts:
 
     # ------------------------------------------------------------------ file
     def tensors(self) -> dict[str, torch.Tensor]:
-        out = {"category_ids": self.category_ids, "isthing": self.isthing, "seg": self.seg, "exits": self.exits,
+        out = {"category_ids": self.category_ids, "isthing": self.isthing, "exits": self.exits,
                "gflops_total": self.gflops_total, "gflops_encoder": self.gflops_encoder}
-        if self.pq is not None:
-            out["pq"] = self.pq
-        if self.ap is not None:
-            out.update({f"ap_{f}": getattr(self.ap, f) for f in _AP_FIELDS})
+        for e in self.suite.evaluators:
+            out.update(e.part_tensors(self.parts[e.part]))
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
 
     def save(self, path: str | Path) -> str:
@@ -221,83 +210,39 @@ class ImageParts:
         return write_safetensors(path, self.tensors(), meta)
 
 
-def _seg_figures(sums: np.ndarray) -> dict[str, float | None]:
-    # the arithmetic of ConfusionMatrix.iou / results, so the full set is bit-identical
-    tp, fp, fn = (sums[:, j] for j in range(3))
-    tp_f = tp.astype(np.float64)
-    denom = tp_f + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(denom > 0, tp_f / np.maximum(denom, 1), np.nan)
-    valid = ~np.isnan(iou)
-    total = int((tp + fn).sum())
-    return {"mIoU": float(iou[valid].mean()) if valid.any() else None,
-            "pixel_acc": float(tp.sum() / total) if total else None}
-
-
-def _pq_figures(sums: np.ndarray, isthing: np.ndarray) -> dict[str, float | None]:
-    # panopticapi's pq_average (PQStats.average): classes with tp + fp + fn > 0, summed in
-    # category order (cumsum: one addition after another, as the report does)
-    tp, fp, fn, iou = (sums[:, j] for j in range(4))
-    valid = tp + fp + fn > 0
-    denom = tp + 0.5 * fp + 0.5 * fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pq_c = iou / denom
-        sq_c = np.where(tp != 0, iou / tp, 0.0)
-        rq_c = tp / denom
-    out: dict[str, float | None] = {}
-    for suffix, group in (("", np.ones_like(valid)), ("_th", isthing), ("_st", ~isthing)):
-        sel = valid & group
-        n = int(sel.sum())
-        for key, per_class in (("PQ", pq_c), ("SQ", sq_c), ("RQ", rq_c)):
-            out[key + suffix] = float(np.cumsum(per_class[sel])[-1] / n) if n else None
-    return out
-
-
-def _per_image_pq(pq: np.ndarray) -> np.ndarray:
-    """(N,) each image's PQ over its classes with tp + fp + fn > 0; NaN when it has none."""
-    tp, fp, fn, iou = (pq[..., j] for j in range(4))
-    valid = tp + fp + fn > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_class = np.where(valid, iou / (tp + 0.5 * fp + 0.5 * fn), 0.0)
-    n = valid.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, per_class.sum(axis=1) / np.maximum(n, 1), np.nan)
-
-
 # ---------------------------------------------------------------------- building
-def parts_from_results(per_image: list[dict], flop_counts: list, *, image_ids: list, parent_fingerprint: str,
-                       metric: str, categories: list[dict], ap_matches: ApMatches | None) -> ImageParts:
-    """:class:`ImageParts` from evaluation's per-image results (each with ``exit``, ``cm`` (a
-    :class:`~adaseg.eval.miou.ConfusionMatrix`) and, for ``metric == "pq"``, ``pq`` (a
-    :class:`~adaseg.eval.pq.PQStats` keyed by dataset category id)), the FLOP counts of the
-    first images (:class:`~adaseg.eval.flops.FlopCount` with an ``encoder`` scope), the
-    dataset's ``categories`` in contiguous order and the AP matching of the same images."""
-    n, c = len(per_image), len(categories)
-    position = {int(cat["id"]): k for k, cat in enumerate(categories)}
-    seg = np.zeros((n, c, 3), dtype=np.int64)
-    pq = np.zeros((n, c, 4), dtype=np.float64) if metric == "pq" else None
-    for i, r in enumerate(per_image):
-        m = r["cm"].matrix
-        tp = np.diag(m[:, :c])
-        seg[i, :, 0] = tp
-        seg[i, :, 1] = m[:, :c].sum(axis=0) - tp
-        seg[i, :, 2] = m.sum(axis=1) - tp
-        if pq is not None:
-            for cid, s in r["pq"].per_class.items():
-                pq[i, position[int(cid)]] = (s.tp, s.fp, s.fn, s.iou)
+def build_parts(per_image: list[dict], flop_counts: list, *, parent_fingerprint: str, metric: str,
+                categories: list[dict], parts: dict[str, Any]) -> ImageParts:
+    """:class:`ImageParts` from evaluation's per-image result rows (each with ``image_id`` and
+    ``exit``), the FLOP counts of the first images (:class:`~adaseg.eval.flops.FlopCount` with
+    an ``encoder`` scope), the dataset's ``categories`` in contiguous order and each
+    evaluator's part by name."""
     return ImageParts(
-        image_ids=np.asarray(image_ids),
+        image_ids=np.asarray([r["image_id"] for r in per_image]),
         parent_fingerprint=parent_fingerprint,
         metric=metric,
         category_ids=np.asarray([int(cat["id"]) for cat in categories], dtype=np.int64),
         isthing=np.asarray([bool(cat.get("isthing", 0)) for cat in categories], dtype=bool),
-        seg=seg,
         exits=np.asarray([int(r["exit"]) for r in per_image], dtype=np.int64),
         gflops_total=np.asarray([float(fc.total) for fc in flop_counts], dtype=np.float64) / 1e9,
         gflops_encoder=np.asarray([float(fc.scopes["encoder"]) for fc in flop_counts], dtype=np.float64) / 1e9,
-        pq=pq,
-        ap=ap_matches,
+        **parts,
     )
+
+
+def parts_from_results(per_image: list[dict], flop_counts: list, *, image_ids: list, parent_fingerprint: str,
+                       metric: str, categories: list[dict], ap_matches=None) -> ImageParts:
+    """:func:`build_parts` for callers that score images themselves: each row of ``per_image``
+    holds ``exit`` and the record of every evaluator that makes its part from records alone
+    (under its ``record`` key: ``cm`` a :class:`~adaseg.eval.miou.ConfusionMatrix`, ``pq`` a
+    :class:`~adaseg.eval.pq.PQStats` keyed by dataset category id); ``ap_matches``: the
+    instance evaluator's part (one COCOeval run of the same images), when the suite has it."""
+    given = {} if ap_matches is None else {"ap": ap_matches}
+    parts = {e.part: given[e.part] if e.part in given else e.part_of([r[e.record] for r in per_image], categories)
+             for e in suite_named(metric).evaluators}
+    rows = [dict(r, image_id=i) for r, i in zip(per_image, image_ids)]
+    return build_parts(rows, flop_counts, parent_fingerprint=parent_fingerprint, metric=metric,
+                       categories=categories, parts=parts)
 
 
 # ---------------------------------------------------------------------- reading
@@ -335,14 +280,11 @@ def load_parts(report_json_path: str | Path) -> ImageParts:
                          f"report records {record['content_sha256'][:12]}): {rerun}")
     t = {k: v.numpy() for k, v in read.tensors.items()}
     try:
-        ap = None
-        if "ap_det_score" in t:
-            ap = ApMatches(**{f: t[f"ap_{f}"] for f in _AP_FIELDS})
         return ImageParts(
             image_ids=np.asarray(meta["image_ids"]), parent_fingerprint=str(meta["parent_fingerprint"]),
-            metric=str(meta["metric"]), category_ids=t["category_ids"], isthing=t["isthing"], seg=t["seg"],
-            exits=t["exits"], gflops_total=t["gflops_total"], gflops_encoder=t["gflops_encoder"], pq=t.get("pq"),
-            ap=ap,
+            metric=str(meta["metric"]), category_ids=t["category_ids"], isthing=t["isthing"], exits=t["exits"],
+            gflops_total=t["gflops_total"], gflops_encoder=t["gflops_encoder"],
+            **{e.part: e.part_from_tensors(t) for e in EVALUATORS.values()},  # a foreign part is refused
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise PartsError(f"{path}: malformed per-image parts ({exc}); {rerun}") from None

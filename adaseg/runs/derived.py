@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 import torch
 
+from adaseg.eval.tasks.registry import QUALITY
 from adaseg.runs.run_dir import RunDir, RunDirError, recreate_hint
 from adaseg.storage.atomic import atomic_write_json
 from adaseg.storage.checkpoint import tensor_fingerprint
@@ -48,7 +49,6 @@ from adaseg.storage.integrity import (
 )
 
 FORMAT_VERSION = 1
-PART_NAMES = {"pq": ("tp", "fp", "fn", "iou_sum"), "miou": ("intersection", "union")}
 
 
 class DerivedDatasetError(ValueError):
@@ -92,12 +92,12 @@ class DerivedDataset:
 
     @property
     def part_names(self) -> tuple[str, ...]:
-        return PART_NAMES[self.metric]
+        return QUALITY[self.metric].part_names
 
     def validate(self) -> None:
         """Raise :class:`DerivedDatasetError` with one line naming what is wrong."""
-        if self.metric not in PART_NAMES:
-            raise DerivedDatasetError(f"metric must be one of {sorted(PART_NAMES)}, got {self.metric!r}")
+        if self.metric not in QUALITY:
+            raise DerivedDatasetError(f"metric must be one of {sorted(QUALITY)}, got {self.metric!r}")
         exits = self.exit_list
         if not exits:
             raise DerivedDatasetError("derived dataset has no exits")
@@ -148,7 +148,8 @@ class DerivedDataset:
 
     # ----------------------------------------------------------------------------------
     def quality_from_parts(self, utility: str = "pq") -> torch.Tensor:
-        """(N, E) per-image utility recomputed from the stored parts; NaN where undefined.
+        """(N, E) per-image utility recomputed from the stored parts by the metric's evaluator
+        (:mod:`adaseg.eval.tasks`); NaN where undefined.
 
         PQ parts: ``pq`` = mean over classes with tp+fp+fn > 0 of iou_sum / (tp + fp/2 + fn/2);
         ``sq`` = mean of iou_sum / tp over classes with tp > 0; ``rq`` = mean of
@@ -158,31 +159,10 @@ class DerivedDataset:
         if self.parts_index is None:
             raise DerivedDatasetError("this derived dataset stores no per-class parts")
         n, e = self.quality.shape
-        idx, vals = self.parts_index, self.parts_values
-        flat = idx[:, 0] * e + idx[:, 1]
-        names = self.part_names
-        col = {name: vals[:, i] for i, name in enumerate(names)}
-        if self.metric == "pq":
-            tp, fp, fn, iou = col["tp"], col["fp"], col["fn"], col["iou_sum"]
-            denom = tp + 0.5 * fp + 0.5 * fn
-            if utility == "pq":
-                valid, value = (tp + fp + fn) > 0, iou / denom.clamp_min(1e-12)
-            elif utility == "sq":
-                valid, value = tp > 0, iou / tp.clamp_min(1e-12)
-            elif utility == "rq":
-                valid, value = (tp + fp + fn) > 0, tp / denom.clamp_min(1e-12)
-            else:
-                raise DerivedDatasetError(f"utility {utility!r} is not one of pq, sq, rq for PQ parts")
-        else:
-            if utility != "miou":
-                raise DerivedDatasetError(f"utility {utility!r} is not available for mIoU parts (use miou)")
-            valid = col["union"] > 0
-            value = col["intersection"] / col["union"].clamp_min(1e-12)
-        sums = torch.zeros(n * e, dtype=torch.float64).index_add_(0, flat[valid], value[valid])
-        counts = torch.zeros(n * e, dtype=torch.float64).index_add_(0, flat[valid], torch.ones_like(value[valid]))
-        out = sums / counts
-        out[counts == 0] = math.nan
-        return out.view(n, e)
+        try:
+            return QUALITY[self.metric].quality_from_parts(self.parts_index, self.parts_values, n, e, utility)
+        except ValueError as exc:
+            raise DerivedDatasetError(str(exc)) from None
 
     # ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
