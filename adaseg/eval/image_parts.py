@@ -230,21 +230,6 @@ def build_parts(per_image: list[dict], flop_counts: list, *, parent_fingerprint:
     )
 
 
-def parts_from_results(per_image: list[dict], flop_counts: list, *, image_ids: list, parent_fingerprint: str,
-                       metric: str, categories: list[dict], ap_matches=None) -> ImageParts:
-    """:func:`build_parts` for callers that score images themselves: each row of ``per_image``
-    holds ``exit`` and the record of every evaluator that makes its part from records alone
-    (under its ``record`` key: ``cm`` a :class:`~adaseg.eval.miou.ConfusionMatrix`, ``pq`` a
-    :class:`~adaseg.eval.pq.PQStats` keyed by dataset category id); ``ap_matches``: the
-    instance evaluator's part (one COCOeval run of the same images), when the suite has it."""
-    given = {} if ap_matches is None else {"ap": ap_matches}
-    parts = {e.part: given[e.part] if e.part in given else e.part_of([r[e.record] for r in per_image], categories)
-             for e in suite_named(metric).evaluators}
-    rows = [dict(r, image_id=i) for r, i in zip(per_image, image_ids)]
-    return build_parts(rows, flop_counts, parent_fingerprint=parent_fingerprint, metric=metric,
-                       categories=categories, parts=parts)
-
-
 # ---------------------------------------------------------------------- reading
 def parts_path_for(report_path: str | Path) -> Path:
     """``reports/eval_<name>.parts.safetensors`` beside ``reports/eval_<name>.json``."""

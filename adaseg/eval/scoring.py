@@ -5,11 +5,7 @@ order, and the panoptic ground truth of the image being scored (read once per pa
 
 from __future__ import annotations
 
-from adaseg.eval.pq import PQStats
-from adaseg.eval.miou import ConfusionMatrix
-from adaseg.eval.tasks.panoptic import PANOPTIC
 from adaseg.eval.tasks.registry import suite_named
-from adaseg.eval.tasks.semantic import SEMANTIC
 
 
 class Scorer:
@@ -36,12 +32,3 @@ class Scorer:
         if index not in self._gt_cache:
             self._gt_cache = {index: self.dataset.panoptic_gt(index)}  # keep one: images are read once per pass
         return self._gt_cache[index]
-
-    # one-image scores, for callers that score predictions themselves
-    def pq_stats(self, index: int, prediction) -> PQStats:
-        """:meth:`adaseg.eval.tasks.panoptic.PanopticEvaluator.stats` of image ``index``."""
-        return PANOPTIC.stats(self, index, prediction)
-
-    def confusion(self, semantic_gt, prediction) -> ConfusionMatrix:
-        """:meth:`adaseg.eval.tasks.semantic.SemanticEvaluator.confusion` of one image."""
-        return SEMANTIC.confusion(self, semantic_gt, prediction)

@@ -48,6 +48,7 @@ def test_derive_matches_single_exit_forwards(run):
     from adaseg.runs.derived import DerivedDataset, best_exit_histogram
     from adaseg.runs.parent import load_parent
     from adaseg.eval.scoring import Scorer
+    from adaseg.eval.tasks.panoptic import PANOPTIC
 
     derived = DerivedDataset.load(run.derived_path)
     assert derived.exit_list == [2, 3, 4, 5, 6] and derived.quality.shape == (8, 5)
@@ -64,7 +65,7 @@ def test_derive_matches_single_exit_forwards(run):
             with torch.no_grad():
                 out = model(batch["images"], batch["padding_mask"], AdaptiveSettings(exits=k))
             pred = model.postprocess(out, batch["sizes"], task="panoptic", output_sizes=batch["orig_sizes"])[0]
-            q = scorer.pq_stats(i, pred).pq()
+            q = PANOPTIC.stats(scorer, i, pred).pq()
             expected = math.nan if q is None else q
             got = float(derived.quality[i, col])
             assert (math.isnan(expected) and math.isnan(got)) or got == pytest.approx(expected, abs=1e-6)
@@ -216,6 +217,7 @@ def test_random_pausing_eval_draws_from_its_own_seeded_generator(trained_run):
     from adaseg.models.adaptive.plan import PausePlan
     from adaseg.runs.parent import load_parent
     from adaseg.eval.scoring import Scorer
+    from adaseg.eval.tasks.semantic import SEMANTIC
 
     spec = "3:0.4,5:0.3"
     common = ("--run", trained_run.root, "--threads", "1", "--warmup", "0", "--timed", "1", "--batch-size", "2",
@@ -239,7 +241,7 @@ def test_random_pausing_eval_draws_from_its_own_seeded_generator(trained_run):
                         AdaptiveSettings(pause=PausePlan.parse(spec), pause_mode="random", generator=generator))
         semantic = model.postprocess(out, batch["sizes"], task="semantic")
         for j, (h, w) in enumerate(batch["sizes"]):
-            cm += scorer.confusion(batch["targets"][j]["semantic"][:h, :w], semantic[j].cpu())
+            cm += SEMANTIC.confusion(scorer, batch["targets"][j]["semantic"][:h, :w], semantic[j].cpu())
     expected = cm.results(dataset.meta.class_names)
     assert got["pixel_acc"] == pytest.approx(expected["pixel_acc"], abs=1e-12)
     assert got["per_class_iou"] == pytest.approx(expected["per_class"], abs=1e-12)
