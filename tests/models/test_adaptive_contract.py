@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import adaseg
-from adaseg.models.adaptive.plan import run as adaptive_run
+from adaseg.models.adaptive import run as adaptive_run
 from adaseg.models.adaptive.protocol import AdaptiveModel
 from adaseg.models.adaptive.output import AdaptiveOutput
 from adaseg.models.adaptive.settings import AdaptiveSettings

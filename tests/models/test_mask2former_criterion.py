@@ -19,14 +19,8 @@ import adaseg
 from adaseg.models.adaptive.plan import PausePlan
 from adaseg.models.adaptive.output import AdaptiveOutput
 from adaseg.models.adaptive.settings import AdaptiveSettings
-from adaseg.models.mask2former.criterion import (
-    SetCriterion,
-    aux_decoder_loss,
-    dice_loss,
-    pad_targets,
-    sigmoid_ce_loss,
-    token_labels,
-)
+from adaseg.models.adaptive.losses import aux_decoder_loss, token_labels
+from adaseg.models.mask2former.criterion import SetCriterion, dice_loss, pad_targets, sigmoid_ce_loss
 from adaseg.models.adaptive.pause_selection import AuxRecord
 from adaseg.models.mask2former.matcher import HungarianMatcher, pairwise_dice, pairwise_sigmoid_ce
 from adaseg.models.mask2former.point_sampling import point_sample, uncertain_points

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from adaseg.models.adaptive.plan import PausePlan
 from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.models.adaptive.gate import Gate
-from adaseg.models.segmenter import Segmenter, token_validity
+from adaseg.models.segmenter import Segmenter
 from adaseg.models.segmenter.configs import segmenter_tiny, segmenter_vit_s, segmenter_vit_ti
 from adaseg.models.segmenter.sliding import segmenter_inference_sliding, window_starts
-from adaseg.models.backbones.vit import vit_tiny_cpu
+from adaseg.models.backbones.vit import token_validity, vit_tiny_cpu
 
 ATOL = 1e-5
 K = 5
@@ -44,9 +44,9 @@ def images() -> torch.Tensor:
 
 def _encode(model: Segmenter, images: torch.Tensor, mask: torch.Tensor | None = None, **settings):
     """The encoder's run result (final-normed patch maps) at full depth for ``settings``."""
-    emb = model.embed(images, mask)
+    prep = model.prepare(images, mask)
     plan = torch.full((images.shape[0],), model.depth, dtype=torch.long)
-    return model.encode(emb, settings=AdaptiveSettings(**settings), exit_plan=plan, keep_aux=False)
+    return model.encode(prep, settings=AdaptiveSettings(**settings), exit_plan=plan, keep_aux=False)
 
 
 def _by_hand(model: Segmenter, x: torch.Tensor, layers: int) -> torch.Tensor:
@@ -82,7 +82,7 @@ def test_exit_leaves_encoder_with_its_own_depth(model, images):
     with torch.no_grad():
         for k in (1, 3):
             tok = model.encoder.norm(_by_hand(model, images, k))[:, 1:]
-            want = model.decode(tok, (8, 8), (64, 64))
+            want = model.decode(tok, model.prepare(images))["sem_logits"]
             got = model(images, None, AdaptiveSettings(exits=k)).heads["sem_logits"]
             torch.testing.assert_close(got, want, rtol=0, atol=ATOL)
 

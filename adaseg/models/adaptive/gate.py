@@ -66,20 +66,3 @@ def check_gate_fits(gate: Gate, *, depth: int, channels: int) -> None:
             f"gate (exits {gate.exits}, {gate.in_channels} channels) does not fit this model "
             f"(depth {depth}, {channels} channels)"
         )
-
-
-class GateHost:
-    """Mixin of the adaptive models that take an ECO-M2F gate (Mask2Former, Segmenter).
-
-    The model provides ``depth`` (K, its encoder layers) and ``gate_channels`` (C of its
-    ``gate_features``); the mixin holds the attached gate used by ``exits="gate"``.
-    """
-
-    # Annotation only: a class attribute would shadow the submodule nn.Module registers.
-    gate: Gate | None
-
-    def set_gate(self, gate: Gate | None) -> None:
-        """Attach a trained gate, or detach with None; a gate that does not fit raises ValueError."""
-        if gate is not None:
-            check_gate_fits(gate, depth=self.depth, channels=self.gate_channels)
-        self.gate = gate

@@ -1,8 +1,12 @@
-"""ECO-M2F's weighted stochastic-depth loss over exits, shared by every model's criterion.
+"""The loss terms every model's criterion shares (combined by
+:class:`~adaseg.models.adaptive.base.AdaptiveCriterion`).
 
-With ``record_exits`` a model returns the decoder outputs at every exit k in
-``out.exits``; the training loss is ``sum_k alpha_k L_k`` with one weight alpha_k per exit.
-Each criterion supplies its own per-exit loss L_k; this module checks the weights and sums.
+* ECO-M2F's weighted stochastic depth: with ``record_exits`` a model returns the decoder
+  outputs at every exit k in ``out.exits``; the training loss is ``sum_k alpha_k L_k`` with
+  one weight alpha_k per exit. Each criterion supplies its own per-exit loss L_k;
+  :func:`weighted_exit_loss` checks the weights and sums.
+* PAUMER's auxiliary loss (:func:`aux_decoder_loss`): cross-entropy of the 1x1 auxiliary
+  decoders' logits against the label at each decoded token's centre.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+
+IGNORE = 255  # the label no loss reads (padding, unlabelled pixels)
 
 
 @dataclass
@@ -49,3 +56,42 @@ def weighted_exit_loss(
         per_exit[f"loss_exit{k}"] = parts["total"]
         total = total + exit_weights[k] * parts["total"]
     return ExitLosses(total=total, per_exit=per_exit, deepest=parts)
+
+
+def token_labels(semantic: torch.Tensor, token_shapes: torch.Tensor) -> torch.Tensor:
+    """Semantic label at the centre of every encoder token.
+
+    Args:
+        semantic: (B, H, W) int64 (255 = ignore); token_shapes: (L, 2) level sizes.
+
+    Returns:
+        (B, S) int64, levels concatenated in the encoder's order.
+    """
+    b, height, width = semantic.shape
+    labels = []
+    for h, w in token_shapes.tolist():
+        ys = ((torch.arange(h, device=semantic.device) + 0.5) * height / h).floor().long().clamp(max=height - 1)
+        xs = ((torch.arange(w, device=semantic.device) + 0.5) * width / w).floor().long().clamp(max=width - 1)
+        labels.append(semantic[:, ys][:, :, xs].flatten(1))
+    return torch.cat(labels, 1)
+
+
+def aux_decoder_loss(records, semantic: torch.Tensor, token_shapes: torch.Tensor) -> torch.Tensor:
+    """PAUMER's auxiliary loss: cross-entropy of the auxiliary-decoder logits of every
+    decoded token against the semantic label at its centre (255 ignored), averaged over all
+    decoded tokens of all pause stages.
+
+    Args:
+        records: :class:`~adaseg.models.adaptive.pause_selection.AuxRecord` list (may be empty).
+        semantic: (B, H, W) padded semantic labels; token_shapes: (L, 2).
+    """
+    if not records:
+        return semantic.new_zeros((), dtype=torch.float32)
+    all_labels = token_labels(semantic, token_shapes)
+    total, count = 0.0, 0
+    for rec in records:
+        labels = all_labels.index_select(0, rec.rows).gather(1, rec.token_idx)
+        ce = F.cross_entropy(rec.logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+        total = total + ce
+        count += int((labels != IGNORE).sum())
+    return total / max(count, 1)

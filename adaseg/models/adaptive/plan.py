@@ -21,7 +21,11 @@ The pieces, one module each:
   (``model(images, padding_mask, settings)``, ``depth``, ``exits``, ``gate_channels``,
   ``set_gate``, ``task``, ``encoder_modules()``, ``backbone``);
 * :class:`~adaseg.models.adaptive.run.AdaptiveRun`: the loop every encoder runs (which
-  images and tokens are still running, one token buffer, exits and pauses recorded).
+  images and tokens are still running, one token buffer, exits and pauses recorded);
+* :class:`~adaseg.models.adaptive.base.AdaptiveModelBase` and
+  :class:`~adaseg.models.adaptive.base.AdaptiveCriterion`: the bases every model and its loss
+  extend (the forward template, the exits check, the gate; the exit-weighted and auxiliary
+  losses), so a model writes only its encoder layers, its heads and its postprocess.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from adaseg.models.adaptive.gate import Gate
 
 @runtime_checkable
 class AdaptiveModel(Protocol):
-    """What every model in the zoo provides (Mask2Former, Segmenter, and any added later).
+    """What every model in the zoo provides (Mask2Former, Segmenter, and any added later);
+    :class:`~adaseg.models.adaptive.base.AdaptiveModelBase` implements the shared part.
 
     * ``forward(images (B, 3, H, W), padding_mask (B, H, W) bool | None, settings) ->
       AdaptiveOutput``; settings None means full depth, no pausing.

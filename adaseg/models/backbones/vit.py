@@ -8,22 +8,33 @@ Names follow ``timm/models/vision_transformer.py``: ``cls_token``, ``pos_embed``
 position grid resampled bilinearly by :meth:`VisionTransformer.adapt_timm_state_dict`, as
 Segmenter does.
 
-``forward(x)`` returns tokens for Segmenter, not a pyramid: (B, 1 + h*w, D) after the final
-``norm``, class token first, ``h, w = ceil(H / patch), ceil(W / patch)``. The pieces the adaptive
-Segmenter encoder drives layer by layer are public: :meth:`embed`, ``blocks``, ``norm``.
+``forward(x)`` returns tokens, not a pyramid: (B, 1 + h*w, D) after the final ``norm``, class
+token first, ``h, w = ceil(H / patch), ceil(W / patch)``.
+
+The adaptive encoder every ViT-based model uses (Segmenter, SETR) is :meth:`VisionTransformer.prepare`
+(patch embedding, patch validity, the gate's features) and :meth:`VisionTransformer.encode` (the
+blocks as an :class:`~adaseg.models.adaptive.run.AdaptiveRun` loop: exits, and pausing that
+removes paused patches from attention); the model owns the auxiliary decoders
+(:func:`build_aux_decoders`) and passes them in, so its parameter names stay ``encoder.*`` and
+``aux_decoders.*``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaseg.models.adaptive.base import EncoderInput
+from adaseg.models.adaptive.run import AdaptiveRun, RunResult
+from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.models.backbones.swin import DropPath, Mlp
 
-__all__ = ["VisionTransformer", "Block", "resize_pos_embed", "vit_ti", "vit_s", "vit_b", "vit_tiny_cpu"]
+__all__ = ["VisionTransformer", "ViTInput", "Block", "build_aux_decoders", "resize_pos_embed", "token_validity",
+           "vit_ti", "vit_s", "vit_b", "vit_tiny_cpu"]
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],
@@ -36,6 +47,43 @@ def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_gri
     grid = grid.reshape(1, old_grid[0], old_grid[1], d).permute(0, 3, 1, 2)
     grid = F.interpolate(grid.float(), size=new_grid, mode="bilinear", align_corners=False).to(pos_embed.dtype)
     return torch.cat([prefix, grid.permute(0, 2, 3, 1).reshape(1, -1, d)], dim=1)
+
+
+def token_validity(padding_mask: torch.Tensor | None, patch: int, grid: tuple[int, int]) -> torch.Tensor | None:
+    """(B, H, W) bool (True on padding) -> (B, h*w) bool, True where a patch holds any real pixel.
+
+    Pixels added to reach whole patches count as padding. None in, None out; also None when
+    every patch is real (the attention then needs no mask).
+    """
+    if padding_mask is None:
+        return None
+    h, w = grid
+    real = (~padding_mask).float()[:, None]
+    real = F.pad(real, (0, w * patch - real.shape[-1], 0, h * patch - real.shape[-2]))
+    valid = F.max_pool2d(real, patch).flatten(1) > 0
+    return None if bool(valid.all()) else valid
+
+
+@dataclass
+class ViTInput(EncoderInput):
+    """Result of :meth:`VisionTransformer.prepare`: ``tokens`` (B, 1 + N, D) class token first,
+    with positions; ``grid`` (h, w); ``valid`` (B, N) bool or None; ``input_size`` (H, W);
+    ``gate_features`` (B, D) the mean of the real patches; ``token_shapes`` (1, 2) the grid."""
+
+    tokens: torch.Tensor
+    grid: tuple[int, int]
+    valid: torch.Tensor | None
+    input_size: tuple[int, int]
+
+
+def build_aux_decoders(*, dim: int, num_classes: int, depth: int) -> nn.ModuleList:
+    """PAUMER's 1x1 auxiliary decoders of a ``depth``-layer ViT: ``[l - 1]`` reads the patch
+    tokens after layer l (pausing after layer K is moot), initialised as the ViT's linears."""
+    decoders = nn.ModuleList(nn.Linear(dim, num_classes) for _ in range(depth - 1))
+    for m in decoders:
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        nn.init.zeros_(m.bias)
+    return decoders
 
 
 class Attention(nn.Module):
@@ -160,6 +208,47 @@ class VisionTransformer(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         return self.norm(x)
+
+    def prepare(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None) -> ViTInput:
+        """The adaptive encoder's input: :meth:`embed`, patch validity and the gate's features
+        (no layer runs)."""
+        tokens, grid = self.embed(images)
+        valid = token_validity(padding_mask, self.patch_size, grid)
+        patches = tokens[:, 1:]
+        if valid is None:
+            gate_features = patches.mean(1)
+        else:
+            weight = valid.to(patches.dtype).unsqueeze(-1)
+            gate_features = (patches * weight).sum(1) / weight.sum(1).clamp(min=1)
+        return ViTInput(gate_features=gate_features,
+                        token_shapes=torch.tensor([grid], dtype=torch.long, device=images.device),
+                        tokens=tokens, grid=grid, valid=valid, input_size=(images.shape[-2], images.shape[-1]))
+
+    def encode(self, prep: ViTInput, *, aux_decoders: nn.ModuleList, settings: AdaptiveSettings,
+               exit_plan: torch.Tensor | None, keep_aux: bool) -> RunResult:
+        """Run the blocks as an adaptive encoder on a :meth:`prepare` output.
+
+        Paused patches leave the token set (later layers neither update nor attend to them);
+        the class token is never paused. ``aux_decoders[l - 1]`` scores the patches after
+        layer l. Returns the run's result over the (B, h*w, D) patch map, final-normed.
+        """
+        patches = prep.tokens[:, 1:]
+        run = AdaptiveRun(patches, settings=settings, exit_plan=exit_plan, aux_decoders=aux_decoders,
+                          padding=None if prep.valid is None else ~prep.valid, keep_aux=keep_aux,
+                          paused_are_values=False, on_record=self.norm)
+        run.carry["cls"] = prep.tokens[:, :1]
+        for layer_no in run.layers():
+            cls = run.carry["cls"]
+            key_valid = None
+            if run.active_padding is not None:  # the class token is always a valid key
+                key_valid = torch.cat([cls.new_ones(cls.shape[0], 1, dtype=torch.bool), ~run.active_padding], dim=1)
+            y = self.blocks[layer_no - 1](torch.cat([cls, run.tokens], dim=1), key_valid)
+            run.carry["cls"] = y[:, :1]
+            run.step(y[:, 1:])
+        result = run.finish()
+        if result.tokens is not None:
+            result.tokens = self.norm(result.tokens)
+        return result
 
     def adapt_timm_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Resample a checkpoint's square ``pos_embed`` grid to this model's ``grid_size``."""

@@ -12,7 +12,7 @@ norm2}``, ``adapter_1``/``layer_1`` with ``.norm``, ``mask_features``;
 once attached, ``gate.linear``.
 """
 
-from adaseg.models.mask2former.criterion import SetCriterion, aux_decoder_loss
+from adaseg.models.mask2former.criterion import SetCriterion
 from adaseg.models.mask2former.matcher import HungarianMatcher
 from adaseg.models.mask2former.model import Mask2Former
 from adaseg.models.mask2former.postprocess import (
@@ -26,7 +26,6 @@ __all__ = [
     "Mask2Former",
     "SetCriterion",
     "HungarianMatcher",
-    "aux_decoder_loss",
     "postprocess",
     "panoptic_inference",
     "semantic_inference",

@@ -1,20 +1,18 @@
-"""Mask2Former's training loss (Hungarian matching, class CE + point-sampled mask BCE and
-dice, deep supervision), ECO-M2F's weighted sum over exits, and PAUMER's auxiliary-decoder
-cross-entropy."""
+"""Mask2Former's training loss: Hungarian matching, class CE + point-sampled mask BCE and
+dice, deep supervision. ECO-M2F's weighted sum over exits and PAUMER's auxiliary-decoder
+cross-entropy come from :class:`~adaseg.models.adaptive.base.AdaptiveCriterion`."""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 
+from adaseg.models.adaptive.base import AdaptiveCriterion
+from adaseg.models.adaptive.losses import IGNORE
 from adaseg.models.adaptive.output import AdaptiveOutput
-from adaseg.models.adaptive.losses import weighted_exit_loss
 from adaseg.models.mask2former.matcher import HungarianMatcher
 from adaseg.models.mask2former.point_sampling import point_sample, uncertain_points
-
-IGNORE = 255
 
 
 def sigmoid_ce_loss(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> torch.Tensor:
@@ -49,46 +47,7 @@ def pad_targets(targets: list[dict], size: tuple[int, int]) -> list[dict]:
     return out
 
 
-def token_labels(semantic: torch.Tensor, token_shapes: torch.Tensor) -> torch.Tensor:
-    """Semantic label at the centre of every encoder token.
-
-    Args:
-        semantic: (B, H, W) int64 (255 = ignore); token_shapes: (L, 2) level sizes.
-
-    Returns:
-        (B, S) int64, levels concatenated in the encoder's order.
-    """
-    b, height, width = semantic.shape
-    labels = []
-    for h, w in token_shapes.tolist():
-        ys = ((torch.arange(h, device=semantic.device) + 0.5) * height / h).floor().long().clamp(max=height - 1)
-        xs = ((torch.arange(w, device=semantic.device) + 0.5) * width / w).floor().long().clamp(max=width - 1)
-        labels.append(semantic[:, ys][:, :, xs].flatten(1))
-    return torch.cat(labels, 1)
-
-
-def aux_decoder_loss(records, semantic: torch.Tensor, token_shapes: torch.Tensor) -> torch.Tensor:
-    """PAUMER's auxiliary loss: cross-entropy of the auxiliary-decoder logits of every
-    decoded token against the semantic label at its centre (255 ignored), averaged over all
-    decoded tokens of all pause stages.
-
-    Args:
-        records: :class:`~adaseg.models.mask2former.encoder.AuxRecord` list (may be empty).
-        semantic: (B, H, W) padded semantic labels; token_shapes: (L, 2).
-    """
-    if not records:
-        return semantic.new_zeros((), dtype=torch.float32)
-    all_labels = token_labels(semantic, token_shapes)
-    total, count = 0.0, 0
-    for rec in records:
-        labels = all_labels.index_select(0, rec.rows).gather(1, rec.token_idx)
-        ce = F.cross_entropy(rec.logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
-        total = total + ce
-        count += int((labels != IGNORE).sum())
-    return total / max(count, 1)
-
-
-class SetCriterion(nn.Module):
+class SetCriterion(AdaptiveCriterion):
     """Mask2Former's loss with deep supervision.
 
     Args:
@@ -115,7 +74,7 @@ class SetCriterion(nn.Module):
         importance_sample_ratio: float = 0.75,
         aux_weight: float = 0.1,
     ):
-        super().__init__()
+        super().__init__(aux_weight=aux_weight)
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_class = weight_class
@@ -124,51 +83,34 @@ class SetCriterion(nn.Module):
         self.num_points = num_points
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
-        self.aux_weight = aux_weight
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
 
-    def forward(self, outputs: AdaptiveOutput, targets: list[dict], *,
-                exit_weights: dict[int, float] | None = None) -> dict:
-        """
-        Args:
-            outputs: a model output (single exit, or recorded ``exits``).
-            targets: per image ``masks`` (n, h, w) bool, ``labels`` (n,) int64 and, for the
-                auxiliary loss, ``semantic`` (h, w) int64 (255 = ignore).
-            exit_weights: {exit: alpha_k}, required with recorded-exits outputs (ECO-M2F's
-                weighted stochastic depth: loss = sum_k alpha_k L_k).
-
-        Returns:
-            dict of scalar tensors: ``loss`` (the total to minimise), ``loss_ce``,
-            ``loss_mask``, ``loss_dice`` (final layer, weighted; of the deepest exit when
-            several), ``loss_aux_decoder`` (unweighted) and ``loss_exit{k}`` per exit.
-        """
+    def prepare_targets(self, outputs: AdaptiveOutput, targets: list[dict]) -> tuple[list[dict], float]:
+        """Targets padded to the input (per image ``masks`` (n, h, w) bool, ``labels`` (n,)
+        int64 and, for the auxiliary loss, ``semantic`` (h, w) int64, 255 = ignore) and the
+        number of masks the losses are averaged over."""
         targets = pad_targets(targets, tuple(outputs.input_size))
-        num_masks = self._num_masks(targets, outputs)
-        result: dict[str, torch.Tensor] = {}
-        if outputs.exits:
-            losses = weighted_exit_loss(
-                outputs.exits, exit_weights, lambda out_k: self._set_loss(out_k, targets, num_masks)
-            )
-            total = losses.total
-            result.update(losses.per_exit)
-            result.update({n: v for n, v in losses.deepest.items() if n != "total"})  # deepest exit's parts
-        else:
-            parts = self._set_loss(outputs.single_heads(), targets, num_masks)
-            total = parts["total"]
-            result.update({n: v for n, v in parts.items() if n != "total"})
-        records = outputs.aux_logits
-        if records:
-            if any("semantic" not in t for t in targets):
-                raise ValueError("the auxiliary-decoder loss needs a 'semantic' map in every target")
-            semantic = torch.stack([t["semantic"] for t in targets])
-            aux = aux_decoder_loss(records, semantic, outputs.token_shapes)
-        else:
-            aux = torch.zeros((), device=outputs.gate_features.device)
-        result["loss_aux_decoder"] = aux
-        result["loss"] = total + self.aux_weight * aux
-        return result
+        return targets, self._num_masks(targets, outputs)
+
+    def head_loss(self, heads: dict, prepared: tuple[list[dict], float]) -> dict:
+        """One exit's ``loss_ce``, ``loss_mask``, ``loss_dice`` (final decoder layer, weighted)
+        and ``total``, their sum over the final and the deep-supervision layers."""
+        targets, num_masks = prepared
+        parts = self._layer_loss(heads, targets, num_masks)
+        total = parts["loss_ce"] + parts["loss_mask"] + parts["loss_dice"]
+        for aux in heads.get("aux_outputs", []):
+            aux_parts = self._layer_loss(aux, targets, num_masks)
+            total = total + aux_parts["loss_ce"] + aux_parts["loss_mask"] + aux_parts["loss_dice"]
+        parts["total"] = total
+        return parts
+
+    def aux_labels(self, outputs: AdaptiveOutput, prepared: tuple[list[dict], float]) -> torch.Tensor:
+        targets, _ = prepared
+        if any("semantic" not in t for t in targets):
+            raise ValueError("the auxiliary-decoder loss needs a 'semantic' map in every target")
+        return torch.stack([t["semantic"] for t in targets])
 
     def _num_masks(self, targets, outputs) -> float:
         n = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], device=outputs.gate_features.device)
@@ -176,16 +118,6 @@ class SetCriterion(nn.Module):
             dist.all_reduce(n)
             n = n / dist.get_world_size()
         return max(float(n), 1.0)
-
-    def _set_loss(self, outputs: dict, targets: list[dict], num_masks: float) -> dict:
-        """Final + deep-supervision losses of one decoder run; ``total`` is their weighted sum."""
-        parts = self._layer_loss(outputs, targets, num_masks)
-        total = parts["loss_ce"] + parts["loss_mask"] + parts["loss_dice"]
-        for aux in outputs.get("aux_outputs", []):
-            aux_parts = self._layer_loss(aux, targets, num_masks)
-            total = total + aux_parts["loss_ce"] + aux_parts["loss_mask"] + aux_parts["loss_dice"]
-        parts["total"] = total
-        return parts
 
     def _layer_loss(self, outputs: dict, targets: list[dict], num_masks: float) -> dict:
         logits, masks = outputs["pred_logits"].float(), outputs["pred_masks"].float()

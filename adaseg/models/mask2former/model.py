@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from adaseg.models.adaptive.base import AdaptiveModelBase, EncoderInput
 from adaseg.models.adaptive.output import AdaptiveOutput
+from adaseg.models.adaptive.run import RunResult
 from adaseg.models.adaptive.settings import AdaptiveSettings
-from adaseg.models.adaptive.gate import Gate, GateHost
 from adaseg.models.mask2former.criterion import SetCriterion
 from adaseg.models.mask2former.matcher import HungarianMatcher
-from adaseg.models.mask2former.pixel_decoder import MSDeformAttnPixelDecoder
+from adaseg.models.mask2former.pixel_decoder import MSDeformAttnPixelDecoder, PixelDecoderInput
 from adaseg.models.mask2former.postprocess import postprocess as _postprocess
 from adaseg.models.mask2former.transformer_decoder import MultiScaleMaskedTransformerDecoder
 
 
-class Mask2Former(GateHost, nn.Module):
+@dataclass
+class Mask2FormerInput(EncoderInput):
+    """What :meth:`Mask2Former.prepare` computes before encoder layer 1: the pixel decoder's
+    prepared tokens, the stride-4 backbone map ``s4`` (B, C4, H/4, W/4) its FPN path reads,
+    and the image ``padding_mask`` (B, H, W) or None."""
+
+    pixel: PixelDecoderInput
+    s4: torch.Tensor
+    padding_mask: torch.Tensor | None
+
+
+class Mask2Former(AdaptiveModelBase):
     """Backbone -> adaptive pixel decoder -> masked-attention decoder.
+
+    Heads (``AdaptiveOutput.heads``): ``pred_logits`` (B, Q, K+1), ``pred_masks``
+    (B, Q, H/4, W/4) and ``aux_outputs`` (per decoder layer); token_shapes (L, 2).
 
     Args:
         backbone: module with ``forward(x) -> {"s1", "s2", "s3", "s4"}`` maps at strides
@@ -58,17 +75,13 @@ class Mask2Former(GateHost, nn.Module):
         test_topk: int = 100,
         train_points: int = 12544,
     ):
-        super().__init__()
         thing_ids = tuple(int(t) for t in thing_ids)
         if any(not 0 <= t < num_classes for t in thing_ids):
             raise ValueError(f"thing_ids must be in 0..{num_classes - 1}, got {thing_ids}")
-        exits = tuple(range(2, enc_layers + 1)) if exits is None else tuple(int(e) for e in exits)
-        if not exits or any(not 1 <= e <= enc_layers for e in exits) or list(exits) != sorted(set(exits)):
-            raise ValueError(f"exits must be increasing layers in 1..{enc_layers}, got {exits}")
+        super().__init__(depth=enc_layers, exits=exits)
         self.backbone = backbone
         self.num_classes = num_classes
         self.thing_ids = thing_ids
-        self.exits = exits
         self.object_mask_threshold = object_mask_threshold
         self.overlap_threshold = overlap_threshold
         self.test_topk = test_topk
@@ -95,7 +108,6 @@ class Mask2Former(GateHost, nn.Module):
             dec_layers=dec_layers,
             mask_dim=mask_dim,
         )
-        self.gate: Gate | None = None
 
     @property
     def backbone(self) -> nn.Module:
@@ -124,45 +136,21 @@ class Mask2Former(GateHost, nn.Module):
         """The FLOP scope "encoder": the deformable transformer (layers + auxiliary decoders)."""
         return [self.pixel_decoder.transformer]
 
-    def forward(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None,
-                settings: AdaptiveSettings | None = None) -> AdaptiveOutput:
-        """
-        Args:
-            images: (B, 3, H, W) normalised images.
-            padding_mask: (B, H, W) bool True on padding, or None.
-            settings: exit plan / gate, pause plan, recorded exits (None: full depth, no pausing).
+    # ------------------------------------------------------------------ the template's hooks
 
-        Returns:
-            :class:`AdaptiveOutput` whose heads are ``pred_logits`` (B, Q, K+1), ``pred_masks``
-            (B, Q, H/4, W/4) and ``aux_outputs`` (per decoder layer); token_shapes (L, 2).
-        """
-        settings = AdaptiveSettings() if settings is None else settings
-        if images.dim() != 4:
-            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-        b, _, h, w = images.shape
-        if padding_mask is not None and tuple(padding_mask.shape) != (b, h, w):
-            raise ValueError(f"padding_mask must be {(b, h, w)}, got {tuple(padding_mask.shape)}")
-        settings.check_depth(self.depth)
+    def prepare(self, images: torch.Tensor, padding_mask: torch.Tensor | None) -> Mask2FormerInput:
         features = self.backbone(images)
-        prep = self.pixel_decoder.prepare(features, padding_mask)
-        plan = settings.exit_plan(batch_size=b, depth=self.depth, gate=self.gate, gate_features=prep.gate_features,
-                                  device=images.device)
-        keep_aux = self.training if settings.keep_aux is None else settings.keep_aux
-        enc = self.pixel_decoder.encode(prep, settings=settings, exit_plan=plan, keep_aux=keep_aux)
+        pixel = self.pixel_decoder.prepare(features, padding_mask)
+        return Mask2FormerInput(gate_features=pixel.gate_features, token_shapes=pixel.spatial_shapes, pixel=pixel,
+                                s4=features["s4"], padding_mask=padding_mask)
 
-        def decode(tokens):
-            return self._decode(tokens, prep, features["s4"], padding_mask)
+    def encode(self, prep: Mask2FormerInput, *, settings: AdaptiveSettings, exit_plan: torch.Tensor | None,
+               keep_aux: bool) -> RunResult:
+        return self.pixel_decoder.encode(prep.pixel, settings=settings, exit_plan=exit_plan, keep_aux=keep_aux)
 
-        return AdaptiveOutput(
-            heads=None if enc.tokens is None else decode(enc.tokens),
-            exits={k: decode(t) for k, t in enc.per_exit.items()},
-            exit_plan=plan, gate_features=prep.gate_features, aux_logits=enc.aux, paused=enc.paused,
-            token_shapes=prep.spatial_shapes, input_size=(h, w), padding_mask=padding_mask,
-        )
-
-    def _decode(self, tokens, prep, s4, padding_mask) -> dict:
-        mask_features, maps = self.pixel_decoder.finish(tokens, prep, s4, padding_mask)
-        return self.predictor(maps, mask_features, prep.level_masks)
+    def decode(self, tokens: torch.Tensor, prep: Mask2FormerInput) -> dict:
+        mask_features, maps = self.pixel_decoder.finish(tokens, prep.pixel, prep.s4, prep.padding_mask)
+        return self.predictor(maps, mask_features, prep.pixel.level_masks)
 
     def build_criterion(self, *, aux_weight: float = 0.1, **overrides) -> SetCriterion:
         """The training loss for this model (Mask2Former's weights, ``train_points`` points

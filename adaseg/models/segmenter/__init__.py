@@ -2,7 +2,7 @@
 mask decoder, loss, sliding-window inference and registry builders."""
 
 from adaseg.models.segmenter.criterion import SegmenterCriterion
-from adaseg.models.segmenter.model import Segmenter, SegmenterEmbedding, token_validity
+from adaseg.models.segmenter.model import Segmenter
 from adaseg.models.segmenter.sliding import segmenter_inference_sliding
 
-__all__ = ["Segmenter", "SegmenterCriterion", "SegmenterEmbedding", "segmenter_inference_sliding", "token_validity"]
+__all__ = ["Segmenter", "SegmenterCriterion", "segmenter_inference_sliding"]

@@ -4,24 +4,24 @@ PAUMER's auxiliary-decoder loss.
 PAUMER (Sec. 2.2, Eq. 1-3): ``L = CE(y, y_hat) + lambda * CE(y, y_hat^l)`` with lambda = 0.1,
 where ``y_hat^l`` is the 1x1 auxiliary decoder's prediction at the pause layer. The auxiliary
 term is a per-token cross-entropy against the label at each patch's centre pixel (the same
-:func:`~adaseg.models.mask2former.criterion.aux_decoder_loss` Mask2Former uses), averaged over
-the decoded tokens of every pause stage.
+:func:`~adaseg.models.adaptive.losses.aux_decoder_loss` Mask2Former uses), averaged over
+the decoded tokens of every pause stage. The exit-weighted sum and the auxiliary term come
+from :class:`~adaseg.models.adaptive.base.AdaptiveCriterion`.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from adaseg.models.adaptive.base import AdaptiveCriterion
+from adaseg.models.adaptive.losses import IGNORE
 from adaseg.models.adaptive.output import AdaptiveOutput
-from adaseg.models.adaptive.losses import weighted_exit_loss
-from adaseg.models.mask2former.criterion import IGNORE, aux_decoder_loss
 
 __all__ = ["SegmenterCriterion"]
 
 
-class SegmenterCriterion(nn.Module):
+class SegmenterCriterion(AdaptiveCriterion):
     """Loss for :class:`~adaseg.models.segmenter.Segmenter` outputs.
 
     Args:
@@ -31,56 +31,14 @@ class SegmenterCriterion(nn.Module):
     """
 
     def __init__(self, *, num_classes: int, patch_size: int, aux_weight: float = 0.1) -> None:
-        super().__init__()
+        super().__init__(aux_weight=aux_weight)
         self.num_classes = num_classes
         self.patch_size = patch_size
-        self.aux_weight = aux_weight
 
-    def forward(self, outputs: AdaptiveOutput, targets: list[dict], *,
-                exit_weights: dict[int, float] | None = None) -> dict:
-        """
-        Args:
-            outputs: a Segmenter output (single exit, or recorded ``exits``).
-            targets: per image ``semantic`` (h, w) int64, 255 = ignore; smaller than the input
-                when the batch is padded (padded pixels are ignored).
-            exit_weights: {exit: alpha_k}, required with recorded-exits outputs.
-
-        Returns:
-            dict of scalars: ``loss`` (total), ``loss_ce`` (deepest exit when several),
-            ``loss_exit{k}`` per exit, ``loss_aux_decoder`` (unweighted).
-        """
+    def prepare_targets(self, outputs: AdaptiveOutput, targets: list[dict]) -> torch.Tensor:
+        """Per image ``semantic`` (h, w) int64, 255 = ignore, smaller than the input when the
+        batch is padded -> (B, H, W) padded with 255 (padded pixels are ignored)."""
         height, width = outputs.input_size
-        semantic = self._stack(targets, height, width, outputs)
-        result: dict[str, torch.Tensor] = {}
-        if outputs.exits:
-            losses = weighted_exit_loss(
-                outputs.exits, exit_weights, lambda out_k: {"total": self._ce(out_k["sem_logits"], semantic)}
-            )
-            total = losses.total
-            result.update(losses.per_exit)
-            result["loss_ce"] = losses.deepest["total"]
-        else:
-            total = self._ce(outputs.single_heads()["sem_logits"], semantic)
-            result["loss_ce"] = total
-        records = outputs.aux_logits
-        if records:
-            grid_h, grid_w = (int(v) for v in outputs.token_shapes[0])
-            p = self.patch_size
-            # Token centres are placed on the patch-padded label map (padding = ignore).
-            padded = F.pad(semantic, (0, grid_w * p - width, 0, grid_h * p - height), value=IGNORE)
-            aux = aux_decoder_loss(records, padded, outputs.token_shapes)
-        else:
-            aux = semantic.new_zeros((), dtype=torch.float32)
-        result["loss_aux_decoder"] = aux
-        result["loss"] = total + self.aux_weight * aux
-        return result
-
-    def _ce(self, logits: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
-        if not bool((semantic != IGNORE).any()):
-            return logits.sum() * 0.0  # nothing labelled: zero loss that keeps the graph
-        return F.cross_entropy(logits.float(), semantic, ignore_index=IGNORE)
-
-    def _stack(self, targets, height, width, outputs) -> torch.Tensor:
         if len(targets) != outputs.gate_features.shape[0]:
             raise ValueError(f"{len(targets)} targets for a batch of {outputs.gate_features.shape[0]}")
         maps = []
@@ -97,3 +55,20 @@ class SegmenterCriterion(nn.Module):
                                  f"{sorted(set(sem[bad].tolist()))[:5]}")
             maps.append(F.pad(sem, (0, width - w, 0, height - h), value=IGNORE))
         return torch.stack(maps)
+
+    def head_loss(self, heads: dict, prepared: torch.Tensor) -> dict:
+        """``loss_ce`` (= ``total``): pixel cross-entropy of one exit's ``sem_logits``."""
+        ce = self._ce(heads["sem_logits"], prepared)
+        return {"loss_ce": ce, "total": ce}
+
+    def aux_labels(self, outputs: AdaptiveOutput, prepared: torch.Tensor) -> torch.Tensor:
+        height, width = outputs.input_size
+        grid_h, grid_w = (int(v) for v in outputs.token_shapes[0])
+        p = self.patch_size
+        # Token centres are placed on the patch-padded label map (padding = ignore).
+        return F.pad(prepared, (0, grid_w * p - width, 0, grid_h * p - height), value=IGNORE)
+
+    def _ce(self, logits: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
+        if not bool((semantic != IGNORE).any()):
+            return logits.sum() * 0.0  # nothing labelled: zero loss that keeps the graph
+        return F.cross_entropy(logits.float(), semantic, ignore_index=IGNORE)

@@ -1,0 +1,201 @@
+"""The bases every adaptive model extends: :class:`AdaptiveModelBase` (the forward template,
+the exits check, the gate) and :class:`AdaptiveCriterion` (the loss skeleton: ECO-M2F's
+exit-weighted sum and PAUMER's auxiliary-decoder loss).
+
+A model writes only what differs from the others::
+
+    class MyModel(AdaptiveModelBase):
+        # __init__: super().__init__(depth=K, exits=exits), then its modules
+        depth, gate_channels, task, backbone      # properties (see AdaptiveModel)
+        encoder_modules()                         # the FLOP scope "encoder"
+        prepare(images, padding_mask) -> EncoderInput       # all before encoder layer 1
+        encode(prep, *, settings, exit_plan, keep_aux) -> RunResult   # its AdaptiveRun loop
+        decode(tokens, prep) -> dict              # (b, N, C) encoder tokens -> its heads
+        postprocess(out, image_sizes, *, task, output_sizes=None) -> list
+        build_criterion(*, aux_weight=0.1) -> AdaptiveCriterion
+
+    class MyCriterion(AdaptiveCriterion):
+        prepare_targets(outputs, targets)         # once per batch, shared by every exit
+        head_loss(heads, prepared) -> {"total": L_k, "loss_...": ...}
+        aux_labels(outputs, prepared) -> (B, H', W') labels for PAUMER's auxiliary loss
+
+A ViT-based model takes ``prepare``/``encode`` from
+:class:`~adaseg.models.backbones.vit.VisionTransformer` (one line each, see Segmenter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from adaseg.models.adaptive.gate import Gate, check_gate_fits
+from adaseg.models.adaptive.losses import aux_decoder_loss, weighted_exit_loss
+from adaseg.models.adaptive.output import AdaptiveOutput
+from adaseg.models.adaptive.run import RunResult
+from adaseg.models.adaptive.settings import AdaptiveSettings
+
+__all__ = ["AdaptiveCriterion", "AdaptiveModelBase", "EncoderInput", "potential_exits"]
+
+
+@dataclass
+class EncoderInput:
+    """What a model's :meth:`~AdaptiveModelBase.prepare` computes before encoder layer 1 and
+    its ``encode``/``decode`` read; a model subclasses it with its own fields.
+
+    ``gate_features``: (B, C) the gate's input (read before any encoder layer runs);
+    ``token_shapes``: (L, 2) int64 (h, w) of each level of the encoder's token map.
+    """
+
+    gate_features: torch.Tensor
+    token_shapes: torch.Tensor
+
+
+def potential_exits(exits: tuple[int, ...] | None, depth: int) -> tuple[int, ...]:
+    """The exits a recorded-exits run decodes: ``exits`` checked (increasing layers in
+    1..depth), or 2..depth when None."""
+    exits = tuple(range(2, depth + 1)) if exits is None else tuple(int(e) for e in exits)
+    if not exits or any(not 1 <= e <= depth for e in exits) or list(exits) != sorted(set(exits)):
+        raise ValueError(f"exits must be increasing layers in 1..{depth}, got {exits}")
+    return exits
+
+
+class AdaptiveModelBase(nn.Module):
+    """Base of every adaptive model: ``forward`` runs prepare -> exit plan (or gate) ->
+    the model's adaptive encoder -> its decoder at each exit, and returns an
+    :class:`AdaptiveOutput`. Subclasses provide the hooks listed in the module docstring.
+
+    Args:
+        depth: K, the encoder layers (exits are 1..K).
+        exits: potential exits, the ones recipes record (default 2..K).
+    """
+
+    def __init__(self, *, depth: int, exits: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.exits = potential_exits(exits, depth)
+        self.gate: Gate | None = None
+
+    # ------------------------------------------------------------------ what a model provides
+
+    @property
+    def depth(self) -> int:
+        """K, the number of encoder layers."""
+        raise NotImplementedError
+
+    @property
+    def gate_channels(self) -> int:
+        """C of ``gate_features``."""
+        raise NotImplementedError
+
+    def prepare(self, images: torch.Tensor, padding_mask: torch.Tensor | None) -> EncoderInput:
+        """(B, 3, H, W) images, (B, H, W) padding or None -> everything the encoder and the
+        decoder need that no encoder layer computes (backbone, embeddings, gate features)."""
+        raise NotImplementedError
+
+    def encode(self, prep: EncoderInput, *, settings: AdaptiveSettings, exit_plan: torch.Tensor | None,
+               keep_aux: bool) -> RunResult:
+        """Run the adaptive encoder (an :class:`~adaseg.models.adaptive.run.AdaptiveRun` loop)."""
+        raise NotImplementedError
+
+    def decode(self, tokens: torch.Tensor, prep: EncoderInput) -> dict[str, Any]:
+        """(B, N, C) encoder tokens at an exit -> the model's heads (``AdaptiveOutput.heads``)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the template
+
+    def set_gate(self, gate: Gate | None) -> None:
+        """Attach a trained gate (used by ``exits="gate"``), or detach with None; a gate that
+        does not fit raises ValueError."""
+        if gate is not None:
+            check_gate_fits(gate, depth=self.depth, channels=self.gate_channels)
+        self.gate = gate
+
+    def forward(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                settings: AdaptiveSettings | None = None) -> AdaptiveOutput:
+        """
+        Args:
+            images: (B, 3, H, W) normalised images.
+            padding_mask: (B, H, W) bool True on padding, or None.
+            settings: exit plan / gate, pause plan, recorded exits (None: full depth, no pausing).
+
+        Returns:
+            :class:`AdaptiveOutput` whose heads are the model's :meth:`decode` outputs.
+        """
+        settings = AdaptiveSettings() if settings is None else settings
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        b, _, h, w = images.shape
+        if padding_mask is not None and tuple(padding_mask.shape) != (b, h, w):
+            raise ValueError(f"padding_mask must be {(b, h, w)}, got {tuple(padding_mask.shape)}")
+        settings.check_depth(self.depth)
+        prep = self.prepare(images, padding_mask)
+        plan = settings.exit_plan(batch_size=b, depth=self.depth, gate=self.gate, gate_features=prep.gate_features,
+                                  device=images.device)
+        keep_aux = self.training if settings.keep_aux is None else settings.keep_aux
+        enc = self.encode(prep, settings=settings, exit_plan=plan, keep_aux=keep_aux)
+        return AdaptiveOutput(
+            heads=None if enc.tokens is None else self.decode(enc.tokens, prep),
+            exits={k: self.decode(t, prep) for k, t in enc.per_exit.items()},
+            exit_plan=plan, gate_features=prep.gate_features, aux_logits=enc.aux, paused=enc.paused,
+            token_shapes=prep.token_shapes, input_size=(h, w), padding_mask=padding_mask,
+        )
+
+
+class AdaptiveCriterion(nn.Module):
+    """Base of every model's loss: ``loss = sum_k alpha_k L_k`` over recorded exits (or the
+    single exit's L), plus ``aux_weight`` x PAUMER's auxiliary-decoder cross-entropy.
+
+    Args:
+        aux_weight: PAUMER's lambda (0.1).
+    """
+
+    def __init__(self, *, aux_weight: float = 0.1) -> None:
+        super().__init__()
+        self.aux_weight = aux_weight
+
+    def prepare_targets(self, outputs: AdaptiveOutput, targets: list[dict]) -> Any:
+        """Check and pad the targets once per batch; the result goes to the other hooks."""
+        raise NotImplementedError
+
+    def head_loss(self, heads: dict[str, Any], prepared: Any) -> dict[str, torch.Tensor]:
+        """One exit's heads -> scalar loss parts (``loss_*``) and ``total`` (L_k)."""
+        raise NotImplementedError
+
+    def aux_labels(self, outputs: AdaptiveOutput, prepared: Any) -> torch.Tensor:
+        """(B, H', W') int64 labels (255 ignored) whose cell at each token's centre is that
+        token's target (see :func:`~adaseg.models.adaptive.losses.token_labels`)."""
+        raise NotImplementedError
+
+    def forward(self, outputs: AdaptiveOutput, targets: list[dict], *,
+                exit_weights: dict[int, float] | None = None) -> dict:
+        """
+        Args:
+            outputs: a model output (single exit, or recorded ``exits``).
+            targets: per-image target dicts (what the model's criterion reads).
+            exit_weights: {exit: alpha_k}, required with recorded-exits outputs (ECO-M2F's
+                weighted stochastic depth: loss = sum_k alpha_k L_k).
+
+        Returns:
+            dict of scalar tensors: ``loss`` (the total to minimise), ``loss_exit{k}`` per exit,
+            the parts of :meth:`head_loss` (of the deepest exit when several) and
+            ``loss_aux_decoder`` (unweighted).
+        """
+        prepared = self.prepare_targets(outputs, targets)
+        result: dict[str, torch.Tensor] = {}
+        if outputs.exits:
+            losses = weighted_exit_loss(outputs.exits, exit_weights, lambda heads: self.head_loss(heads, prepared))
+            total, parts = losses.total, losses.deepest
+            result.update(losses.per_exit)
+        else:
+            parts = self.head_loss(outputs.single_heads(), prepared)
+            total = parts["total"]
+        result.update({n: v for n, v in parts.items() if n != "total"})
+        if outputs.aux_logits:
+            aux = aux_decoder_loss(outputs.aux_logits, self.aux_labels(outputs, prepared), outputs.token_shapes)
+        else:
+            aux = torch.zeros((), dtype=torch.float32, device=outputs.gate_features.device)
+        result["loss_aux_decoder"] = aux
+        result["loss"] = total + self.aux_weight * aux
+        return result
