@@ -24,6 +24,11 @@ from adaseg.runs.derived import DerivedDataset
 from adaseg.runs.run_dir import RunDir
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a small but real training (minutes at one thread); CI runs it, "
+                                       "`-m 'not slow'` leaves it out")
+
+
 def _derived(*, n=120, c=8, exits=(2, 3, 4, 5, 6), depth=6, fingerprint="0" * 64, seed=0, nan_rows=0):
     """A learnable derived dataset: each image's best exit is a linear function of its features
     (argmax of a fixed random projection), quality 0.6 there and 0.5 elsewhere."""
