@@ -45,6 +45,7 @@ is :mod:`adaseg.eval.tasks.registry`'s table.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
@@ -62,7 +63,7 @@ class Summary(NamedTuple):
     part: Any
 
 
-class Evaluator:
+class Evaluator(ABC):
     """One task's evaluation (see the module docstring). Subclasses set the class attributes
     and implement the methods of the jobs they do."""
 
@@ -85,48 +86,54 @@ class Evaluator:
         extra = {"output_sizes": batch["orig_sizes"]} if self.at_original_size else {}
         return model.postprocess(out, batch["sizes"], task=self.postprocess, **extra)
 
+    @abstractmethod
     def score(self, scorer, batch, j: int, index: int, prediction) -> Any:
         """The per-image record of image ``index`` (row ``j`` of ``batch``); picklable."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def summarize(self, scorer, records: Sequence[Any]) -> Summary:
         """The report's figures and the per-image part from every image's record, in order."""
-        raise NotImplementedError
+        ...
 
     # ------------------------------------------------------------------ per-image parts
     def part_of(self, records: Sequence[Any], categories: list[dict]) -> Any:
         """The per-image part from the records alone (where no dataset-level pass is needed)."""
-        raise NotImplementedError(f"the {self.task} part needs summarize()")
+        raise TypeError(f"the {self.task} part needs summarize(): it cannot be made from the records alone")
 
+    @abstractmethod
     def check_part(self, part, n: int, c: int) -> None:
         """Raise ValueError (``ImageParts: ...``) unless ``part`` fits N images and C classes."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def part_tensors(self, part) -> dict[str, np.ndarray]:
         """The part as named arrays of the parts file."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def part_from_tensors(self, tensors: dict[str, np.ndarray]) -> Any:
         """The part read back from a parts file's arrays; None when the file has none."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def figures_of(self, part, parts, idx: np.ndarray | None, weight: np.ndarray | None, want: set) -> dict:
         """This evaluator's figures (and image figures) in ``want`` on the resample given by
         ``idx`` ((L,) indices) / ``weight`` ((N,) counts); both None: all images in order, the
         report's arithmetic. ``parts``: the ImageParts (``isthing``, ``num_images``,
         ``id_rank``, ``cached``)."""
-        raise NotImplementedError
+        ...
 
     # ------------------------------------------------------------------ Step B
     def image_quality(self, scorer, batch, j: int, index: int, prediction) -> tuple[float, list]:
         """Image ``index``'s quality (NaN where undefined) and its ``(class, values)`` parts."""
-        raise NotImplementedError(f"the {self.task} evaluator gives no per-image quality")
+        raise TypeError(f"the {self.task} evaluator gives no per-image quality")
 
     def quality_from_parts(self, index: torch.Tensor, values: torch.Tensor, n: int, e: int,
                            utility: str) -> torch.Tensor:
         """(N, E) ``utility`` from the derived dataset's sparse parts; NaN where undefined.
         Raises ValueError for a utility this evaluator does not give."""
-        raise NotImplementedError(f"the {self.task} evaluator gives no per-image quality")
+        raise TypeError(f"the {self.task} evaluator gives no per-image quality")
 
 
 def weighted_sum(arr: np.ndarray, weight: np.ndarray | None) -> np.ndarray:

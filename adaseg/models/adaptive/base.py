@@ -25,6 +25,7 @@ A ViT-based model takes ``prepare``/``encode`` from
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,7 @@ def potential_exits(exits: tuple[int, ...] | None, depth: int) -> tuple[int, ...
     return exits
 
 
-class AdaptiveModelBase(nn.Module):
+class AdaptiveModelBase(nn.Module, ABC):
     """Base of every adaptive model: ``forward`` runs prepare -> exit plan (or gate) ->
     the model's adaptive encoder -> its decoder at each exit, and returns an
     :class:`AdaptiveOutput`. Subclasses provide the hooks listed in the module docstring.
@@ -80,28 +81,33 @@ class AdaptiveModelBase(nn.Module):
     # ------------------------------------------------------------------ what a model provides
 
     @property
+    @abstractmethod
     def depth(self) -> int:
         """K, the number of encoder layers."""
-        raise NotImplementedError
+        ...
 
     @property
+    @abstractmethod
     def gate_channels(self) -> int:
         """C of ``gate_features``."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def prepare(self, images: torch.Tensor, padding_mask: torch.Tensor | None) -> EncoderInput:
         """(B, 3, H, W) images, (B, H, W) padding or None -> everything the encoder and the
         decoder need that no encoder layer computes (backbone, embeddings, gate features)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def encode(self, prep: EncoderInput, *, settings: AdaptiveSettings, exit_plan: torch.Tensor | None,
                keep_aux: bool) -> RunResult:
         """Run the adaptive encoder (an :class:`~adaseg.models.adaptive.run.AdaptiveRun` loop)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def decode(self, tokens: torch.Tensor, prep: EncoderInput) -> dict[str, Any]:
         """(B, N, C) encoder tokens at an exit -> the model's heads (``AdaptiveOutput.heads``)."""
-        raise NotImplementedError
+        ...
 
     # ------------------------------------------------------------------ the template
 
@@ -143,7 +149,7 @@ class AdaptiveModelBase(nn.Module):
         )
 
 
-class AdaptiveCriterion(nn.Module):
+class AdaptiveCriterion(nn.Module, ABC):
     """Base of every model's loss: ``loss = sum_k alpha_k L_k`` over recorded exits (or the
     single exit's L), plus ``aux_weight`` x PAUMER's auxiliary-decoder cross-entropy.
 
@@ -155,18 +161,21 @@ class AdaptiveCriterion(nn.Module):
         super().__init__()
         self.aux_weight = aux_weight
 
+    @abstractmethod
     def prepare_targets(self, outputs: AdaptiveOutput, targets: list[dict]) -> Any:
         """Check and pad the targets once per batch; the result goes to the other hooks."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def head_loss(self, heads: dict[str, Any], prepared: Any) -> dict[str, torch.Tensor]:
         """One exit's heads -> scalar loss parts (``loss_*``) and ``total`` (L_k)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def aux_labels(self, outputs: AdaptiveOutput, prepared: Any) -> torch.Tensor:
         """(B, H', W') int64 labels (255 ignored) whose cell at each token's centre is that
         token's target (see :func:`~adaseg.models.adaptive.losses.token_labels`)."""
-        raise NotImplementedError
+        ...
 
     def forward(self, outputs: AdaptiveOutput, targets: list[dict], *,
                 exit_weights: dict[int, float] | None = None) -> dict:
