@@ -23,6 +23,8 @@ from adaseg.engine.evaluate import EvalReport, EvalSettings
 from adaseg.runs.gate_file import AUTO, choose_gate, load_gate
 from adaseg.runs.parent import load_parent
 from adaseg.runs.run_dir import DEFAULT_RUN, RunDir
+from adaseg.utils.arguments import ArgumentTypeError, check_choice, check_int, describe
+from adaseg.utils.device import parse_device
 
 __all__ = ["load_run", "load_parent", "load_gate", "evaluate"]
 
@@ -34,10 +36,15 @@ def load_run(run: str | os.PathLike = DEFAULT_RUN, *, gate: str | os.PathLike = 
     ``gate``: ``"auto"`` (the most recently fitted gate when the run has one), ``"latest"``
     (it must have one), ``"none"``, or a gate file. The gate must have been fitted for this
     parent (its fingerprint is checked). Use ``exits="gate"`` in the settings to let it decide.
+    ``device``: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a :class:`torch.device`
+    (CUDA on a machine without it raises ValueError). A wrong type raises TypeError, a bad
+    value ValueError, each naming the parameter, before anything is loaded.
     """
-    run_dir = RunDir(run)
+    run_dir = RunDir(_run_path(run))
+    gate = _gate_spec(gate)
+    device = parse_device(device, name="device")
     run_dir.require("config", "parent")
-    path = choose_gate(run_dir, _gate_spec(gate))
+    path = choose_gate(run_dir, gate)
     model, info = load_parent(run_dir.parent_path, device=device)
     if path is not None:
         g, _ = load_gate(path, parent_fingerprint=info["fingerprint"])
@@ -56,25 +63,49 @@ def evaluate(run: str | os.PathLike = DEFAULT_RUN, *, gate: str | os.PathLike = 
     fixed exit (no gate); ``pause``: a :class:`PausePlan` or its spec; ``pause_mode``:
     ``"entropy"`` (the default) or ``"random"``, only with ``pause``; ``options``: the other
     :class:`~adaseg.engine.evaluate.EvalSettings` fields (batch_size, limit, flops_images,
-    warmup, timed, seed, data). Arguments are checked as the command line checks its options:
-    a bad or idle one raises :class:`ValueError` naming it.
+    warmup, timed, seed, data); ``device``: as :func:`load_run`. Arguments are checked as the
+    command line checks its options, before anything is loaded: a bad or idle one raises
+    :class:`ValueError` naming it (a wrong type: an ``ArgumentTypeError``, both a TypeError and
+    a ValueError). Numbers are ints, never bools or strings (``exit="3"`` is refused: only the
+    command line parses text); ``pause``, ``gate``, ``device`` and ``data`` take their specs
+    as strings.
     """
     from adaseg.engine.evaluate import evaluate as run_evaluation
 
-    _check_eval_arguments(exit, pause, pause_mode, options)
-    run_dir = RunDir(run)
+    run_dir = RunDir(_run_path(run))
+    gate = _gate_spec(gate)
+    pause = _pause_plan(pause)
+    exit, options = _check_eval_arguments(exit, pause, pause_mode, options)
+    device = parse_device(device, name="device")
     run_dir.require("config", "parent")
-    path = choose_gate(run_dir, _gate_spec(gate), exit=exit)
-    settings = EvalSettings(gate=None if path is None else str(path), exit=exit,
-                            pause=PausePlan.parse(pause) if isinstance(pause, str) else pause,
+    path = choose_gate(run_dir, gate, exit=exit)
+    settings = EvalSettings(gate=None if path is None else str(path), exit=exit, pause=pause,
                             pause_mode="entropy" if pause_mode is None else pause_mode, **options)
-    return run_evaluation(run_dir, settings, device=torch.device(device))
+    return run_evaluation(run_dir, settings, device=device)
+
+
+def _run_path(run) -> str:
+    if not isinstance(run, (str, os.PathLike)) or not isinstance(os.fspath(run), str):
+        raise ArgumentTypeError(f"run must be a run directory (a path), got {describe(run)}")
+    if not os.fspath(run).strip():
+        raise ValueError("run must be a run directory (a path), got ''")
+    return os.fspath(run)
 
 
 def _gate_spec(gate: str | os.PathLike) -> str:
-    if not isinstance(gate, (str, os.PathLike)):
-        raise ValueError(f"gate must be 'auto', 'latest', 'none' or a gate file, got {gate!r}")
+    if not isinstance(gate, (str, os.PathLike)) or not isinstance(os.fspath(gate), str):
+        raise ArgumentTypeError(f"gate must be 'auto', 'latest', 'none' or a gate file, got {describe(gate)}")
+    if not os.fspath(gate).strip():
+        raise ValueError("gate must be 'auto', 'latest', 'none' or a gate file, got ''")
     return os.fspath(gate)
+
+
+def _pause_plan(pause) -> PausePlan | None:
+    if isinstance(pause, str):
+        return PausePlan.parse(pause)
+    if pause is not None and not isinstance(pause, PausePlan):
+        raise ArgumentTypeError(f"pause must be a PausePlan, a spec like '3:0.4,5:0.3' or None, got {describe(pause)}")
+    return pause
 
 
 # `adaseg eval`'s bounds on its integer options (click.IntRange there); None = not set.
@@ -82,29 +113,35 @@ _MINIMUM = {"batch_size": 1, "limit": 1, "flops_images": 1, "warmup": 0, "timed"
 _OPTIONS = set(_MINIMUM) | {"seed", "data"}
 
 
-def _check_eval_arguments(exit, pause, pause_mode: str | None, options: dict[str, Any]) -> None:
+def _check_eval_arguments(exit, pause, pause_mode: str | None, options: dict[str, Any]) -> tuple[int | None, dict]:
     """What ``adaseg eval`` refuses before it loads anything: an unknown option, an integer out
     of its range, an idle setting (``pause_mode`` without ``pause``, ``seed`` without random
-    pausing). Exit and pause plan are checked against the parent by the evaluation itself."""
+    pausing). Exit and pause plan are checked against the parent by the evaluation itself.
+    Returns ``(exit, options)`` normalised (Python ints, ``data`` a string)."""
     from adaseg.choices import PAUSE_MODES
 
     unknown = sorted(set(options) - _OPTIONS)
     if unknown:
         raise ValueError(f"adaseg.evaluate got unknown option(s) {', '.join(unknown)}; "
                          f"known: {', '.join(sorted(_OPTIONS))}")
-    for name, value in [("exit", exit), *((k, options[k]) for k in _MINIMUM if k in options)]:
-        if value is None and name in ("exit", "limit", "flops_images"):
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-        if name in _MINIMUM and value < _MINIMUM[name]:
-            raise ValueError(f"{name} must be at least {_MINIMUM[name]}, got {value}")
-    if "seed" in options and (isinstance(options["seed"], bool) or not isinstance(options["seed"], int)):
-        raise ValueError(f"seed must be an integer, got {options['seed']!r}")
+    options = dict(options)
+    exit = check_int(exit, "exit", minimum=1, optional=True)
+    for name, minimum in _MINIMUM.items():
+        if name in options:
+            options[name] = check_int(options[name], name, minimum=minimum, optional=name in ("limit", "flops_images"))
+    if "seed" in options:
+        options["seed"] = check_int(options["seed"], "seed", minimum=0, maximum=2 ** 32 - 1)
+    if "data" in options and options["data"] is not None:
+        data = options["data"]
+        if not isinstance(data, (str, os.PathLike)) or not isinstance(os.fspath(data), str):
+            raise ArgumentTypeError(f"data must be a --data spec (a name or a path) or None, got {describe(data)}")
+        if not os.fspath(data).strip():
+            raise ValueError("data must be a --data spec (a name or a path) or None, got ''")
+        options["data"] = os.fspath(data)
     if pause_mode is not None:
-        if pause_mode not in PAUSE_MODES:
-            raise ValueError(f"pause_mode must be one of {', '.join(PAUSE_MODES)}, got {pause_mode!r}")
+        check_choice(pause_mode, "pause_mode", PAUSE_MODES)
         if pause is None:
             raise ValueError("pause_mode chooses which tokens pause: it needs pause (e.g. pause='3:0.4,5:0.3')")
     if "seed" in options and (pause is None or pause_mode != "random"):
         raise ValueError("seed seeds random pausing only: it needs pause=... and pause_mode='random'")
+    return exit, options

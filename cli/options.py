@@ -37,25 +37,12 @@ class DeviceType(click.ParamType):
     name = "auto|cpu|cuda[:N]"
 
     def convert(self, value, param, ctx):
-        import torch
+        from adaseg.utils.device import parse_device  # one parser for --device and the API's device=
 
-        if isinstance(value, torch.device):
-            return value
-        text = str(value).strip().lower()
-        if text == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            device = torch.device(text)
-        except RuntimeError:
-            self.fail(f"{value!r} is not a device (use auto, cpu, cuda or cuda:N)", param, ctx)
-        if device.type not in ("cpu", "cuda"):
-            self.fail(f"{value!r}: only cpu and cuda devices are supported", param, ctx)
-        if device.type == "cuda":
-            if not torch.cuda.is_available():
-                self.fail(f"{value!r}: CUDA is not available on this machine (use --device cpu)", param, ctx)
-            if device.index is not None and device.index >= torch.cuda.device_count():
-                self.fail(f"{value!r}: only {torch.cuda.device_count()} CUDA devices are visible", param, ctx)
-        return device
+            return parse_device(value, name=None)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def given_on_command_line(ctx: click.Context, name: str) -> bool:

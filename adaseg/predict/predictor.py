@@ -38,6 +38,10 @@ class PredictError(ValueError):
         self.param = param
 
 
+class PredictTypeError(PredictError, TypeError):
+    """An argument of the wrong type (a TypeError, and a PredictError naming the parameter)."""
+
+
 class Predictor:
     """Predictions of a trained parent on arbitrary images.
 
@@ -56,31 +60,32 @@ class Predictor:
             batch are padded to a common size, as in ``adaseg eval``; 1 keeps each image's
             prediction independent of its neighbours).
         flops: count each image's GFLOPs (one extra forward per image unless batch_size=1).
+
+    Every argument is checked before anything is loaded, as ``adaseg predict`` checks its
+    options: a wrong type raises :class:`PredictTypeError` (a TypeError and a
+    :class:`PredictError`), a bad value :class:`PredictError` (a ValueError), each one line
+    naming the parameter. Numbers are ints (never bools or strings: ``exit="3"`` is refused);
+    ``pause``, ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; CUDA without a CUDA
+    device is refused), ``gate``, ``data`` and ``task`` are given as strings. Settings that
+    would be silently ignored are refused: ``pause_mode="random"`` without ``pause``, a
+    non-zero ``seed`` without random pausing.
     """
 
     def __init__(self, run_or_checkpoint: str | os.PathLike = "runs/default", *, data: str | None = None,
                  gate: str = "auto", exit: int | None = None, pause=None, pause_mode: str = "entropy",
                  seed: int = 0, task: str | None = None, device: str | torch.device = "cpu", batch_size: int = 1,
                  flops: bool = True):
-        from adaseg.models.adaptive.plan import PausePlan
         from adaseg.models.adaptive.settings import AdaptiveSettings
 
-        self.device = torch.device(device)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise PredictError(f"batch size must be a positive integer, got {batch_size!r}", "batch-size")
+        run_or_checkpoint, data, gate, exit, pause, pause_mode, seed, task, self.device, batch_size, flops = \
+            _check_arguments(run_or_checkpoint, data=data, gate=gate, exit=exit, pause=pause, pause_mode=pause_mode,
+                             seed=seed, task=task, device=device, batch_size=batch_size, flops=flops)
         self.batch_size = batch_size
-        self.flops = bool(flops)
-        if isinstance(pause, str):
-            try:
-                pause = PausePlan.parse(pause)
-            except ValueError as exc:
-                raise PredictError(f"{pause!r}: {exc}", "pause") from None
+        self.flops = flops
         self.model, self.meta, self.transform, self.gate_path, gate_exits = _load(
             run_or_checkpoint, data=data, gate=gate, exit=exit, device=self.device)
         self._source, self._data = Path(run_or_checkpoint), data
         self.task = task or self.model.task
-        if self.task not in TASKS:
-            raise PredictError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}", "task")
         if self.task != "semantic" and self.model.task != "panoptic":
             raise PredictError(f"--task {self.task}: this model predicts {self.model.task} segmentation only", "task")
         _check_exit_and_pause(self.model, exit, pause, gate_exits)
@@ -221,12 +226,20 @@ class Predictor:
                            for c, s, m in zip(r["labels"].tolist(), r["scores"].tolist(), r["masks"])]
 
     def dataset(self, split: str = "val"):
-        """The ``split`` of the dataset whose categories this predictor uses (``data``, else the
-        run's own), with its eval transform."""
+        """The ``split`` (``"train"`` or ``"val"``) of the dataset whose categories this predictor
+        uses (``data``, else the run's own), with its eval transform."""
+        from adaseg.choices import SPLITS
         from adaseg.data import DataError, build_dataset
         from adaseg.runs.run_data import build_run_dataset
         from adaseg.runs.run_dir import RunDir
+        from adaseg.utils.arguments import ArgumentTypeError, check_choice
 
+        try:
+            check_choice(split, "split", SPLITS)
+        except ArgumentTypeError as exc:
+            raise PredictTypeError(str(exc), "split") from None
+        except ValueError as exc:
+            raise PredictError(str(exc), "split") from None
         try:
             if self._source.is_dir():
                 return build_run_dataset(RunDir(self._source).read_config(), self._data, split)[0]
@@ -237,10 +250,25 @@ class Predictor:
     def predict_dataset(self, dataset, indices: Iterable[int] | None = None) -> list[Prediction]:
         """Predict ``dataset``'s images (a :class:`~adaseg.data.SegmentationDataset` with the
         parent's categories) exactly as ``adaseg eval`` feeds them: its own samples, so the
-        predictions line up with its ground truth. Names are the image file stems."""
+        predictions line up with its ground truth. Names are the image file stems. ``indices``:
+        ints in 0..len(dataset)-1 (None: all), else PredictTypeError/PredictError."""
         from adaseg.data.panoptic_io import read_image as read_rgb
 
+        from adaseg.utils.arguments import ArgumentTypeError, check_int
+
+        if not hasattr(dataset, "records") or not hasattr(dataset, "__getitem__"):
+            raise PredictTypeError(f"dataset must be a SegmentationDataset (e.g. predictor.dataset('val')), "
+                                   f"got {type(dataset).__name__}", None)
+        if indices is not None and (isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable)):
+            raise PredictTypeError(f"indices must be an iterable of image indices or None, "
+                                   f"got {type(indices).__name__}", None)
         idx = list(range(len(dataset))) if indices is None else list(indices)
+        try:
+            idx = [check_int(i, "indices", minimum=0, maximum=len(dataset) - 1) for i in idx]
+        except ArgumentTypeError as exc:
+            raise PredictTypeError(str(exc), None) from None
+        except ValueError as exc:
+            raise PredictError(f"{exc} (the dataset has {len(dataset)} images)", None) from None
         loaded, samples, ids = [], [], []
         for i in idx:
             rec = dataset.records[i]
@@ -310,6 +338,61 @@ def _load(source, *, data: str | None, gate: str, exit: int | None, device: torc
     except (MissingStepError, RunDirError, CheckpointError, DataError) as exc:
         raise PredictError(str(exc), None) from None
     return model, dataset.meta, dataset.transform, gate_path, gate_exits
+
+
+def _check_arguments(source, *, data, gate, exit, pause, pause_mode, seed, task, device, batch_size, flops):
+    """The constructor's arguments checked and normalised, or PredictError/PredictTypeError
+    naming the first bad one (``param``: its CLI flag name)."""
+    from adaseg.choices import PAUSE_MODES
+    from adaseg.models.adaptive.plan import PausePlan
+    from adaseg.utils.arguments import ArgumentTypeError, check_bool, check_choice, check_int, describe
+    from adaseg.utils.device import parse_device
+
+    def path_like(value, name: str, flag: str | None, what: str, optional: bool = False):
+        if value is None and optional:
+            return None
+        if not isinstance(value, (str, os.PathLike)):
+            raise PredictTypeError(f"{name} must be {what}, got {describe(value)}", flag)
+        text = os.fspath(value)
+        if not isinstance(text, str) or not text.strip():
+            raise PredictError(f"{name} must be {what}, got {value!r}", flag)
+        return text
+
+    source = path_like(source, "run_or_checkpoint", None, "a run directory or a parent checkpoint file (a path)")
+    data = path_like(data, "data", "data", "a --data spec (a name or a path) or None", optional=True)
+    gate = path_like(gate, "gate", "gate", "'auto', 'latest', 'none' or a gate file")
+    checks = [
+        ("exit", "exit", lambda: check_int(exit, "exit", minimum=1, optional=True)),
+        ("seed", "seed", lambda: check_int(seed, "seed", minimum=0, maximum=2 ** 32 - 1)),
+        ("batch-size", "batch_size", lambda: check_int(batch_size, "batch_size", minimum=1)),
+        ("pause-mode", "pause_mode", lambda: check_choice(pause_mode, "pause_mode", PAUSE_MODES)),
+        ("task", "task", lambda: check_choice(task, "task", TASKS, optional=True)),
+        ("flops", "flops", lambda: check_bool(flops, "flops")),
+        ("device", "device", lambda: parse_device(device, name="device")),
+    ]
+    values = {}
+    for flag, name, check in checks:
+        try:
+            values[name] = check()
+        except ArgumentTypeError as exc:
+            raise PredictTypeError(str(exc), flag) from None
+        except ValueError as exc:
+            raise PredictError(str(exc), flag) from None
+    if isinstance(pause, str):
+        try:
+            pause = PausePlan.parse(pause)
+        except ValueError as exc:
+            raise PredictError(f"{pause!r}: {exc}", "pause") from None
+    elif pause is not None and not isinstance(pause, PausePlan):
+        raise PredictTypeError(f"pause must be a PausePlan, a spec like '3:0.4,5:0.3' or None, got {describe(pause)}",
+                               "pause")
+    if pause is None and pause_mode == "random":
+        raise PredictError("pause_mode='random' chooses which tokens pause: it needs pause (e.g. pause='3:0.4,5:0.3')",
+                           "pause-mode")
+    if values["seed"] != 0 and (pause is None or pause_mode != "random"):
+        raise PredictError("seed seeds random pausing only: it needs pause=... and pause_mode='random'", "seed")
+    return (source, data, gate, values["exit"], pause, pause_mode, values["seed"], task, values["device"],
+            values["batch_size"], values["flops"])
 
 
 def _num_classes(info: dict) -> int | None:

@@ -127,7 +127,12 @@ def load_backbone_weights(model: AdaptiveModel, path: str | os.PathLike) -> dict
 def load_parent(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[AdaptiveModel, dict[str, Any]]:
     """Rebuild the parent stored at ``path`` in eval mode on ``device``; returns ``(model, info)``
     with ``info`` = ``{"model", "options", "fingerprint", "content_hash", "extra"}``, read from
-    the file as verified (so a report records the fingerprint of the weights it used)."""
+    the file as verified (so a report records the fingerprint of the weights it used).
+    ``device`` is parsed as ``--device`` is (CUDA without a CUDA device: ValueError, before
+    the file is read)."""
+    from adaseg.utils.device import parse_device
+
+    device = parse_device(device, name="device")
     name, options, kind = read_model_config(path)
     if kind != PARENT_KIND:
         raise CheckpointError(f"{path} is a {kind!r} checkpoint, not a parent")

@@ -124,12 +124,21 @@ class AdaptiveModelBase(nn.Module, ABC):
         Args:
             images: (B, 3, H, W) normalised images.
             padding_mask: (B, H, W) bool True on padding, or None.
-            settings: exit plan / gate, pause plan, recorded exits (None: full depth, no pausing).
+            settings: exit plan / gate, pause plan, recorded exits (None: full depth, no pausing);
+                anything else (e.g. an int exit) raises TypeError naming ``settings``.
 
         Returns:
             :class:`AdaptiveOutput` whose heads are the model's :meth:`decode` outputs.
         """
         settings = AdaptiveSettings() if settings is None else settings
+        if not isinstance(settings, AdaptiveSettings):
+            raise TypeError(f"settings must be an adaseg.AdaptiveSettings or None, got {type(settings).__name__} "
+                            "(e.g. AdaptiveSettings(exits=3) for a fixed exit)")
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a (B, 3, H, W) torch.Tensor, got {type(images).__name__}")
+        if padding_mask is not None and not isinstance(padding_mask, torch.Tensor):
+            raise TypeError(f"padding_mask must be a (B, H, W) bool torch.Tensor or None, "
+                            f"got {type(padding_mask).__name__}")
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         b, _, h, w = images.shape

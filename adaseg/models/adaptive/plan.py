@@ -31,6 +31,7 @@ The pieces, one module each:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -39,25 +40,58 @@ import torch
 @dataclass(frozen=True)
 class PausePlan:
     """``layer -> ratio`` pairs: after encoder layer ``layer`` (1-based), pause ``ratio`` of the
-    tokens still active. Layers strictly increase; each ratio is in (0, 1)."""
+    tokens still active. Layers strictly increase; each ratio is in (0, 1).
+
+    ``stages``: a non-empty tuple (or list) of ``(layer, ratio)`` pairs; ``layer`` an int
+    (never a bool or a string), ``ratio`` a number (never a bool, a string or NaN). Stored as
+    a tuple of ``(int, float)``. A wrong type raises TypeError, a value out of range
+    ValueError, both naming the stage. For text, use :meth:`parse` (``"3:0.4,5:0.3"``).
+    """
 
     stages: tuple[tuple[int, float], ...]
 
     def __post_init__(self) -> None:
+        from adaseg.utils.arguments import ArgumentTypeError, describe
+
+        if isinstance(self.stages, (str, bytes)) or not isinstance(self.stages, (tuple, list)):
+            hint = " (use PausePlan.parse for a spec like '3:0.4,5:0.3')" if isinstance(self.stages, str) else ""
+            raise ArgumentTypeError(f"PausePlan stages must be a tuple of (layer, ratio) pairs{hint}, "
+                                    f"got {describe(self.stages)}")
+        if not self.stages:
+            raise ValueError("PausePlan stages is empty: give (layer, ratio) pairs, or use no plan (None) "
+                             "for no pausing")
+        stages = []
         last = 0
-        for layer, ratio in self.stages:
-            if not isinstance(layer, int) or layer < 1:
+        for i, stage in enumerate(self.stages):
+            if isinstance(stage, (str, bytes)) or not isinstance(stage, (tuple, list)) or len(stage) != 2:
+                raise ArgumentTypeError(f"PausePlan stages[{i}] must be a (layer, ratio) pair, got {describe(stage)}")
+            layer, ratio = stage
+            if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+                raise ArgumentTypeError(f"pause layer must be a positive integer, got {describe(layer)} "
+                                        f"in stages[{i}]")
+            if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real):
+                raise ArgumentTypeError(f"pause ratio must be a number in (0, 1), got {describe(ratio)} "
+                                        f"at layer {layer}")
+            layer = int(layer)
+            if layer < 1:
                 raise ValueError(f"pause layer must be a positive integer, got {layer!r}")
             if layer <= last:
                 raise ValueError(f"pause layers must strictly increase, got {layer} after {last}")
-            if not (0.0 < ratio < 1.0) or math.isnan(ratio):
+            if math.isnan(ratio) or not (0.0 < ratio < 1.0):
                 raise ValueError(f"pause ratio must be in (0, 1), got {ratio!r} at layer {layer}")
+            stages.append((layer, float(ratio)))
             last = layer
+        object.__setattr__(self, "stages", tuple(stages))
 
     @classmethod
     def parse(cls, spec: str | None) -> "PausePlan | None":
         """Parse ``"3:0.4,5:0.3"``; ``None`` and ``"none"`` mean no pausing. An empty spec is
-        an error (``--pause ''`` is more likely a lost variable than a request not to pause)."""
+        an error (``--pause ''`` is more likely a lost variable than a request not to pause).
+        A ``spec`` that is neither a string nor None raises TypeError."""
+        if spec is not None and not isinstance(spec, str):
+            from adaseg.utils.arguments import ArgumentTypeError, describe
+
+            raise ArgumentTypeError(f"a pause spec must be a string like '3:0.4,5:0.3' or None, got {describe(spec)}")
         if spec is None or spec.strip().lower() == "none":
             return None
         if not spec.strip():

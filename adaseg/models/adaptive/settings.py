@@ -9,9 +9,43 @@ import torch
 
 from adaseg.models.adaptive.plan import PausePlan, normalise_exits
 from adaseg.models.adaptive.pause_selection import PAUSE_MODES
+from adaseg.utils.arguments import ArgumentTypeError, check_bool, check_choice, describe
+
+_EXITS = "None, an int (a layer >= 1), a per-image sequence or 1-D integer tensor of layers, or 'gate'"
 
 
-@dataclass(frozen=True)
+def _check_exits(exits):
+    """``exits`` if it is an exit plan (see :class:`AdaptiveSettings`); a list is kept as given.
+    Layers beyond the depth are refused by :meth:`AdaptiveSettings.check_depth`, and those of
+    a tensor (whose values are not read here: no device sync) by the forward pass."""
+    if exits is None:
+        return None
+    if isinstance(exits, str):
+        if exits != "gate":
+            raise ArgumentTypeError(f"exits must be {_EXITS}, got {exits!r} (a number is given as an int)")
+        return exits
+    if isinstance(exits, bool):
+        raise ArgumentTypeError(f"an exit is an encoder layer >= 1 (an int, not a bool), got exits={exits!r}")
+    if isinstance(exits, int):
+        if exits < 1:
+            raise ValueError(f"an exit is an encoder layer >= 1, got exits={exits!r}")
+        return exits
+    if isinstance(exits, torch.Tensor):
+        if exits.dtype == torch.bool or exits.is_floating_point() or exits.is_complex() or exits.dim() > 1:
+            raise ArgumentTypeError(f"exits as a tensor must be a (B,) integer tensor, got {exits.dtype} "
+                                    f"of shape {tuple(exits.shape)}")
+        return exits
+    if isinstance(exits, (bytes, bytearray)) or not isinstance(exits, Sequence):
+        raise ArgumentTypeError(f"exits must be {_EXITS}, got {describe(exits)}")
+    for e in exits:
+        if isinstance(e, bool) or not isinstance(e, int):
+            raise ArgumentTypeError(f"exits must hold one layer (an int) per image, got {describe(e)} in {exits!r}")
+        if e < 1:
+            raise ValueError(f"an exit is an encoder layer >= 1, got {e!r} in exits={exits!r}")
+    return exits
+
+
+@dataclass(frozen=True, kw_only=True)
 class AdaptiveSettings:
     """The settings of one adaptive forward pass (every model in the zoo takes them).
 
@@ -31,6 +65,11 @@ class AdaptiveSettings:
         keep_aux: keep the auxiliary decoders' logits (with gradient) at each pause stage for
             PAUMER's auxiliary loss; None: when the model is in training mode.
 
+    Every field is checked here: a wrong type raises TypeError (an ``ArgumentTypeError``, also a
+    ValueError), a value out of range ValueError, each naming the field. Numbers are not
+    parsed from strings (``exits="3"`` is refused; the only string exit plan is ``"gate"``);
+    ``pause`` accepts its spec string. The settings are keyword-only.
+
     Checks that need the model (layers within its depth, a gate attached) are made by
     :meth:`check_depth` when a forward pass starts.
     """
@@ -46,30 +85,30 @@ class AdaptiveSettings:
         if isinstance(self.pause, str):
             object.__setattr__(self, "pause", PausePlan.parse(self.pause))
         if self.pause is not None and not isinstance(self.pause, PausePlan):
-            raise TypeError(f"pause must be a PausePlan, a spec like '3:0.4,5:0.3' or None, got {self.pause!r}")
-        if self.pause_mode not in PAUSE_MODES:
-            raise ValueError(f"pause_mode must be one of {', '.join(PAUSE_MODES)}, got {self.pause_mode!r}")
+            raise ArgumentTypeError(f"pause must be a PausePlan, a spec like '3:0.4,5:0.3' or None, "
+                                    f"got {describe(self.pause)}")
+        check_choice(self.pause_mode, "pause_mode", PAUSE_MODES)
         if self.generator is not None:
             if not isinstance(self.generator, torch.Generator):
-                raise TypeError(f"generator must be a torch.Generator, got {type(self.generator).__name__}")
+                raise ArgumentTypeError(f"generator must be a torch.Generator or None, got {describe(self.generator)}")
             if self.pause is None or self.pause_mode != "random":
                 raise ValueError("a generator is only used by random pausing (pause_mode='random' with a pause plan)")
-        record = tuple(self.record_exits)
-        if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in record) or \
-                list(record) != sorted(set(record)):
+        record = self.record_exits
+        if isinstance(record, (str, bytes, torch.Tensor)) or not isinstance(record, Sequence):
+            raise ArgumentTypeError(f"record_exits must be a tuple of increasing layers (ints), "
+                                    f"got {describe(record)}")
+        record = tuple(record)
+        for e in record:
+            if isinstance(e, bool) or not isinstance(e, int):
+                raise ArgumentTypeError(f"record_exits must hold layers (ints), got {describe(e)} "
+                                        f"in {self.record_exits!r}")
+        if any(e < 1 for e in record) or list(record) != sorted(set(record)):
             raise ValueError(f"record_exits must be increasing positive layers, got {self.record_exits!r}")
         object.__setattr__(self, "record_exits", record)
         if record and self.exits is not None:
             raise ValueError("exits and record_exits are exclusive: recorded exits run every image to the deepest")
-        if isinstance(self.exits, str):
-            if self.exits != "gate":
-                raise ValueError(f"exits must be None, an int, a per-image sequence or 'gate', got {self.exits!r}")
-        elif isinstance(self.exits, bool) or (isinstance(self.exits, int) and self.exits < 1):
-            raise ValueError(f"an exit is an encoder layer >= 1, got {self.exits!r}")
-        elif self.exits is not None and not isinstance(self.exits, (int, torch.Tensor, Sequence)):
-            raise TypeError(f"exits must be None, an int, a per-image sequence or 'gate', got {type(self.exits).__name__}")
-        if self.keep_aux is not None and not isinstance(self.keep_aux, bool):
-            raise TypeError(f"keep_aux must be True, False or None, got {self.keep_aux!r}")
+        object.__setattr__(self, "exits", _check_exits(self.exits))
+        check_bool(self.keep_aux, "keep_aux", optional=True)
 
     @property
     def uses_gate(self) -> bool:

@@ -74,6 +74,8 @@ def segmenter_inference_sliding(
     b, _, h, w = images.shape
     (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
     settings = AdaptiveSettings() if settings is None else settings
+    if not isinstance(settings, AdaptiveSettings):
+        raise TypeError(f"settings must be an adaseg.AdaptiveSettings or None, got {type(settings).__name__}")
     exits = per_image = settings.exits
     if settings.record_exits:
         raise ValueError("sliding-window inference decodes one exit per window, not recorded exits")
