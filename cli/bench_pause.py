@@ -8,11 +8,14 @@ import tempfile
 
 import click
 
+from adaseg.cli.numbers import FiniteFloat
+
 
 @click.command(name="pause")
 @click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True,
               help="Token/decoder dtype on the GPU (the CPU fallback times float32).")
-@click.option("--ratio", type=float, default=0.4, show_default=True, help="Pause ratio tau of the timed stage.")
+@click.option("--ratio", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.4, show_default=True,
+              help="Pause ratio tau of the timed stage.")
 @click.option("--repeats", type=click.IntRange(min=1), default=50, show_default=True,
               help="Timed runs per op (GPU: do_bench's budget in ms).")
 @click.option("--case", "case_names", multiple=True, metavar="NAME",

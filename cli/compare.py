@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import click
 
+from adaseg.cli.numbers import FiniteFloat, at_most_max_bootstrap, seed_type
+
 MIN_BOOTSTRAP = 100
 
 
@@ -14,9 +16,10 @@ MIN_BOOTSTRAP = 100
 @click.option("--vs", "vs", type=click.Path(dir_okay=False), default=None, metavar="REPORT",
               help="Baseline report [default: the first REPORT].")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=MIN_BOOTSTRAP), default=1000, show_default=True,
+              callback=at_most_max_bootstrap,
               metavar="N", help="Bootstrap resamples of the images.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the resamples.")
-@click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
+@click.option("--seed", type=seed_type(), default=0, show_default=True, help="Seed of the resamples.")
+@click.option("--level", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
               help="Coverage of the intervals.")
 @click.option("--metrics", default=None, metavar="A,B,...",
               help="Figures to compare [default: PQ,mIoU,AP, or mIoU for semantic models]; encoder GFLOPs always.")

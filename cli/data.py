@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from adaseg.cli.numbers import seed_type
 from adaseg.choices import SPLITS
 
 
@@ -22,7 +23,7 @@ def data() -> None:
 @click.option("--n-train", default=1000, show_default=True, type=click.IntRange(min=0))
 @click.option("--n-val", default=200, show_default=True, type=click.IntRange(min=1))
 @click.option("--size", default=128, show_default=True, type=click.IntRange(min=32), help="Image side in pixels.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=seed_type())
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Generator processes [min(4, CPUs)].")
 def synth(out: str, n_train: int, n_val: int, size: int, seed: int, workers: int | None) -> None:
     """Write the built-in synthetic panoptic set to OUT in COCO panoptic format."""

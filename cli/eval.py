@@ -10,6 +10,7 @@ import click
 
 from adaseg.cli.options import (device_option, json_option, pause_option, quiet_option, run_data_option, run_option,
                                 seed_option)
+from adaseg.cli.numbers import at_most_max_bootstrap
 from adaseg.cli.recipe_options import set_threads, threads_option
 from adaseg.choices import PAUSE_MODES
 from adaseg.cli.run_guard import writing_run
@@ -34,6 +35,7 @@ MIN_BOOTSTRAP = 100  # fewer resamples put a 5% tail on < 5 draws
 @click.option("--timed", type=click.IntRange(min=1), default=10, show_default=True, help="Timed batches.")
 @click.option("--name", default=None, help="Report name [default: from the settings].")
 @click.option("--bootstrap", "n_boot", type=int, default=0, show_default=True, metavar="N",
+              callback=at_most_max_bootstrap,
               help="Add 90% bootstrap intervals of the figures over N resamples of the images (seed 0; "
                    "0 = off, else at least 100).")
 @run_data_option
@@ -92,7 +94,12 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
         if report is None:
             return
         if n_boot:
-            ev.add_intervals(report, n_boot=n_boot)
+            from adaseg.eval.bootstrap import BootstrapMemoryError
+
+            try:
+                ev.add_intervals(report, n_boot=n_boot)
+            except BootstrapMemoryError as exc:
+                raise click.BadParameter(str(exc), param_hint="'--bootstrap'") from None
         ev.save_report(run_dir, report_name, report)
         data = report.to_json()
         reporter.event("done", report=str(report_path), metrics={k: v for k, v in report.metrics.items()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import click
 
+from adaseg.cli.numbers import FiniteFloat
 from adaseg.cli.options import json_option, quiet_option, run_option, seed_option
 from adaseg.cli.run_guard import writing_run
 
@@ -21,10 +22,10 @@ LOSS_CHOICES = ("hard-ce", "u-ce", "soft-ce", "soft-mse")
               help="Largest exit the gate may choose (default: the parent's encoder depth).")
 @click.option("--loss", type=click.Choice(LOSS_CHOICES), default="hard-ce", show_default=True,
               help="Gate loss (paper, Table T2); hard-ce is the paper's choice.")
-@click.option("--temperature", type=float, default=None,
+@click.option("--temperature", type=FiniteFloat(), default=None,
               help="Temperature of soft-ce/soft-mse targets softmax(u/T) (default 1, as in the paper).")
 @click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-2, show_default=True,
               help="Adam learning rate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @seed_option

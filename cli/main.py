@@ -9,9 +9,22 @@ import click
 from adaseg import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands that report a bad backend variable instead of refusing to run (they diagnose it).
+_REPORTS_BACKENDS = ("doctor",)
+
+
+class _Group(click.Group):
+    def resolve_command(self, ctx, args):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        # the group's callback runs before the subcommand parses: note whether it only asks for help
+        ctx.meta["adaseg.help"] = any(a in ("-h", "--help") for a in rest)
+        return name, cmd, rest
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="adaseg")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """adaseg: segmentation transformers that adapt their compute to each image.
 
     \b
@@ -21,6 +34,22 @@ def main() -> None:
       adaseg fit-gate --beta 0.0005  Step C: the gate for one trade-off
       adaseg eval --pause 3:0.4,5:0.3
     """
+    _check_environment(ctx)
+
+
+def _check_environment(ctx: click.Context) -> None:
+    """Refuse, before any work, an environment variable that would stop the command later
+    (a backend variable naming no backend): one line naming the variable, its value and
+    the allowed values. ``--help`` and ``adaseg doctor`` still run."""
+    import os
+
+    from adaseg.choices import backend_variable_errors
+
+    if ctx.invoked_subcommand in _REPORTS_BACKENDS or ctx.meta.get("adaseg.help"):
+        return
+    errors = backend_variable_errors(os.environ)
+    if errors:
+        raise click.ClickException(errors[0])
 
 
 def _register() -> None:

@@ -94,6 +94,6 @@ pause_option = click.option(
     help="Pause tokens after encoder layers, e.g. 3:0.4,5:0.3 (layers increasing, ratios in (0, 1)).",
 )
 seed_option = click.option(
-    "--seed", "seed", default=0, show_default=True, type=click.IntRange(min=0),
+    "--seed", "seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
     help="Random seed.",
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import click
 
+from adaseg.cli.numbers import seed_type
 from adaseg.cli.options import DEFAULT_RUN, PauseSpec, device_option, quiet_option
 from adaseg.cli.recipe_options import set_threads, threads_option
 from adaseg.choices import PAUSE_MODES, SPLITS, TASKS
@@ -38,7 +39,7 @@ class NothingPredicted(click.ClickException):
               help="Pause tokens after encoder layers, e.g. 3:0.4,5:0.3.")
 @click.option("--pause-mode", type=click.Choice(PAUSE_MODES), default="entropy", show_default=True,
               help="Which tokens pause: lowest auxiliary entropy (PAUMER) or random ones.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of random pausing.")
+@click.option("--seed", default=0, show_default=True, type=seed_type(), help="Seed of random pausing.")
 @click.option("--task", type=click.Choice(TASKS), default=None,
               help="What to predict [default: the model's task].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,

@@ -8,6 +8,7 @@ import click
 # wait on each other were 3-10x slower per training step than one; at load 1.3 two threads
 # were 1.55x faster (0.62 vs 0.97 s per default train-parent iteration). One is the safe choice.
 DEFAULT_THREADS = 1
+MAX_THREADS = 4096  # torch.set_num_threads overflows far above; no machine has more
 
 
 def set_threads(threads: int) -> None:
@@ -19,7 +20,7 @@ def set_threads(threads: int) -> None:
 
 
 threads_option = click.option(
-    "--threads", "threads", default=DEFAULT_THREADS, show_default=True, type=click.IntRange(min=0),
+    "--threads", "threads", default=DEFAULT_THREADS, show_default=True, type=click.IntRange(0, MAX_THREADS),
     help="CPU threads for torch (0: torch's default). One is fastest on a busy 2-core machine.",
 )
 
@@ -50,10 +51,15 @@ class FloatList(click.ParamType):
     def convert(self, value, param, ctx):
         if value is None or isinstance(value, tuple):
             return value
+        import math
+
         try:
-            return tuple(float(v) for v in str(value).split(","))
+            numbers = tuple(float(v) for v in str(value).split(","))
         except ValueError:
             self.fail(f"{value!r} is not a list of numbers (e.g. 0.33,0.5,0.67,0.83,1)", param, ctx)
+        if not all(math.isfinite(v) for v in numbers):
+            self.fail(f"{value!r}: every number must be finite (no nan or inf)", param, ctx)
+        return numbers
 
 
 class Range01(click.ParamType):

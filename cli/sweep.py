@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from adaseg.cli.numbers import FiniteFloat, at_most_max_bootstrap, seed_type
 from adaseg.cli.options import PauseSpec, device_option, json_option, quiet_option, run_data_option, run_option
 from adaseg.cli.recipe_options import FloatList, IntList, set_threads, threads_option
 from adaseg.cli.eval import MIN_BOOTSTRAP
@@ -37,14 +38,15 @@ BUDGET_UNMET = 3
 @click.option("--flops-images", type=click.IntRange(min=1), default=None,
               help="Count FLOPs on the first N val images of each point [default: all evaluated].")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
+              callback=at_most_max_bootstrap,
               help="Paired-bootstrap resamples over images for the intervals (0: none).")
-@click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
+@click.option("--level", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
               help="Coverage of the bootstrap intervals.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=seed_type(), default=0, show_default=True,
               help="Seeds the bootstrap and random pausing.")
-@click.option("--target-gflops", type=click.FloatRange(min=0, min_open=True), default=None, metavar="G",
+@click.option("--target-gflops", type=FiniteFloat(min=0, min_open=True), default=None, metavar="G",
               help="Budget: encoder GFLOPs per image at most G; prints the best point meeting it.")
-@click.option("--target-ips", type=click.FloatRange(min=0, min_open=True), default=None, metavar="X",
+@click.option("--target-ips", type=FiniteFloat(min=0, min_open=True), default=None, metavar="X",
               help="Budget: at least X images/s; prints the best point meeting it.")
 @click.option("--name", default="default", show_default=True, help="Sweep name: writes sweeps/NAME/.")
 @run_data_option
@@ -59,6 +61,7 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
     import json
 
     from adaseg.data import DataError
+    from adaseg.eval.bootstrap import BootstrapMemoryError
     from adaseg.eval.image_parts import PartsError
     from adaseg.storage.checkpoint import CheckpointError
     from adaseg.runs.derived import DerivedDatasetError
@@ -76,7 +79,8 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
                                 grid_stages=grid_stages, modes=_modes(modes), limit=limit, seed=seed, data=data,
                                 flops_images=flops_images)
     run_dir = RunDir(run)
-    failures = (CheckpointError, DataError, DerivedDatasetError, MissingStepError, PartsError, RunDirError)
+    failures = (BootstrapMemoryError, CheckpointError, DataError, DerivedDatasetError, MissingStepError, PartsError,
+                RunDirError)
     try:
         run_dir.require("config", "parent")
         parent = sw.read_parent(run_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from adaseg.cli.numbers import FiniteFloat
 from adaseg.cli.options import data_option, device_option, json_option, quiet_option, run_option, seed_option
 from adaseg.cli.recipe_options import FloatList, IntList, Range01, set_threads, threads_option
 from adaseg.cli.run_guard import writing_run
@@ -33,14 +34,14 @@ from adaseg.choices import RECIPES
               help="tau ~ U[lo, hi] (PAUMER).")
 @click.option("--aux-weight", type=float, default=0.1, show_default=True, help="Auxiliary-decoder loss weight.")
 @click.option("--iters", type=click.IntRange(min=1), default=500, show_default=True, help="Training iterations.")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--epochs", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Train for this many passes over the training split instead of --iters: "
                    "iterations = ceil(epochs x images / batch size).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per iteration (over all ranks).")
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="AdamW learning rate (poly decay 0.9).")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.05, show_default=True)
-@click.option("--backbone-lr-mult", type=click.FloatRange(min=0), default=0.1, show_default=True)
+@click.option("--weight-decay", type=FiniteFloat(min=0), default=0.05, show_default=True)
+@click.option("--backbone-lr-mult", type=FiniteFloat(min=0), default=0.1, show_default=True)
 @click.option("--clip", type=float, default=0.01, show_default=True, help="Full-model gradient-norm clip.")
 @click.option("--ckpt-every", type=click.IntRange(min=1), default=25, show_default=True,
               help="Write the resumable state every N iterations.")

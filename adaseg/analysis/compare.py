@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from adaseg.eval.bootstrap import ComparisonRow, IncomparableError, compare_reports
+from adaseg.eval.bootstrap import (BootstrapMemoryError, ComparisonRow, IncomparableError, check_resample_memory,
+                                   compare_reports)
 from adaseg.eval.image_parts import ImageParts, PartsError, load_parts
 
 COST_METRIC = "gflops_encoder_mean"  # always compared: what the quality difference buys
@@ -85,6 +86,10 @@ def compare(paths: Sequence[str | Path], *, vs: str | Path | None, n_boot: int, 
         raise CompareError(f"{unknown[0]!r} is not a figure of these {baseline.metric} reports; choose from "
                            f"{', '.join(baseline.metric_names)}", param="metrics")
     keys = wanted + ([COST_METRIC] if COST_METRIC not in wanted else [])
+    try:
+        check_resample_memory(baseline.num_images, n_boot, len(keys) * len(parts))
+    except BootstrapMemoryError as exc:
+        raise CompareError(str(exc), param="bootstrap") from None
     try:
         rows = compare_reports(baseline, parts, metrics=keys, n_boot=n_boot, seed=seed, level=level,
                                names=[str(p) for p in others])

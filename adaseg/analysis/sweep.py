@@ -398,9 +398,21 @@ def run_sweep(run: RunDir, settings: SweepSettings, parent: Parent, *, device: t
 
 
 def check_name(run: RunDir, name: str) -> Path:
-    """``R/sweeps/<name>``; the name may hold letters, digits and ``_.+-`` (as report names)."""
+    """``R/sweeps/<name>``: the name is one plain name of letters, digits and ``_.+-`` (as report
+    names, :meth:`RunDir.report_path`); what is already there must be a sweep adaseg wrote (a
+    folder holding ``sweep.json``, which the new sweep replaces), never a file, a link or a
+    folder of the user's."""
     try:
         run.report_path(name)
     except RunDirError as exc:
         raise SweepError("name", str(exc).replace("report name", "sweep name")) from None
-    return run.root / "sweeps" / name
+    sweeps = run.root / "sweeps"
+    out = sweeps / name
+    if sweeps.is_symlink() or (sweeps.exists() and not sweeps.is_dir()):
+        raise SweepError(None, f"{sweeps} is not a folder adaseg wrote (a file or a link): move it away")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise SweepError("name", f"{out} is a file or a link, not a sweep folder: choose another --name or move it")
+    if out.is_dir() and not (out / "sweep.json").is_file():
+        raise SweepError("name", f"{out} is a folder without sweep.json, not a sweep adaseg wrote: choose another "
+                                 "--name or move it")
+    return out

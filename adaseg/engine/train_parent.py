@@ -40,6 +40,7 @@ import dataclasses
 import math
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -70,7 +71,11 @@ from adaseg.runs.parent import (
     shipped_base,
 )
 from adaseg.utils.progress import progress_or_none
-from adaseg.runs.run_dir import RunDir
+from adaseg.runs.run_dir import RunDir, RunDirError
+
+# config.json and every training state of a run record this random id: --resume refuses a state
+# copied from another run (a state written before run ids has none and is accepted).
+RUN_ID_KEY = "run_id"
 
 # Settings a resumed run may change; every other one must match the interrupted run.
 RESUMABLE_CHANGES = ("iters", "ckpt_every")
@@ -370,6 +375,7 @@ def train_parent(
     res = resolve(s, model.depth)
     task = model.task
     start, state_tensors, init = _load_start(run, s, model, resume=resume)
+    run_id = _resumed_run_id(run) if resume else uuid.uuid4().hex
     model.to(device).train()
     criterion = model.build_criterion(aux_weight=s.aux_weight).to(device)
     optimizer = build_optimizer(model, s)
@@ -381,11 +387,11 @@ def train_parent(
 
     if rank == 0 and not resume:
         run.write_config({"model": s.model, "model_options": options, "data": s.data, "task": task,
-                          "train": s.to_json(), "init": init})
+                          "train": s.to_json(), "init": init, RUN_ID_KEY: run_id})
     config = parent_config(s.model, options)
     _announce(reporter, s, res, len(dataset), start, init)
     states = _TrainingStates(run, s, model, optimizer, config=config, init=init, rank=rank,
-                             last_saved=start if resume else None)
+                             last_saved=start if resume else None, run_id=run_id)
     t0 = time.perf_counter()
     losses = _iterate(train_model, model, criterion, optimizer, dataset, s, res, states, start=start, device=device,
                       rank=rank, world_size=world_size, reporter=reporter, on_iteration=on_iteration)
@@ -423,6 +429,7 @@ def _load_start(run: RunDir, s: TrainSettings, model: nn.Module, *, resume: bool
         tensors, meta = load_checkpoint(run.last_path, hint=recreate_hint(run.last_path))
         if meta.kind != TRAIN_STATE_KIND:
             raise CheckpointError(f"{run.last_path} is a {meta.kind!r} checkpoint, not a training state")
+        check_state_identity(run, meta)
         load_model_weights(model, run.last_path, expect_model=s.model)
         start = int(meta.extra["iteration"])
         check_resume_iters(run, s, start)
@@ -457,8 +464,9 @@ class _TrainingStates:
     """
 
     def __init__(self, run: RunDir, s: TrainSettings, model: nn.Module, optimizer: torch.optim.Optimizer, *,
-                 config: dict, init: str | None, rank: int, last_saved: int | None):
+                 config: dict, init: str | None, rank: int, last_saved: int | None, run_id: str | None = None):
         self.run, self.s, self.model, self.optimizer = run, s, model, optimizer
+        self.run_id = run_id
         self.config, self.init, self.rank = config, init, rank
         self.last_saved = last_saved
         self.pending: int | None = None
@@ -468,9 +476,10 @@ class _TrainingStates:
             return
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update(optimizer_tensors(self.optimizer))
-        save_checkpoint(path, tensors, kind=TRAIN_STATE_KIND, config=self.config,
-                        extra={"iteration": iteration, "settings": self.s.to_json(), "init": self.init,
-                               "time": time.time()})
+        extra = {"iteration": iteration, "settings": self.s.to_json(), "init": self.init, "time": time.time()}
+        if self.run_id is not None:
+            extra[RUN_ID_KEY] = self.run_id
+        save_checkpoint(path, tensors, kind=TRAIN_STATE_KIND, config=self.config, extra=extra)
 
     def save_final(self, iteration: int) -> None:
         """The last iteration: no later loss can vouch for it; the parent is written anyway."""
@@ -600,11 +609,45 @@ def _float_outputs(out: Any) -> Any:
     return out
 
 
+def _config_run_id(run: RunDir) -> str | None:
+    """The run id in ``run``'s config.json (None: no config, or one written before run ids)."""
+    if not run.config_path.is_file():
+        return None
+    try:
+        value = run.read_config().get(RUN_ID_KEY)
+    except RunDirError as exc:
+        raise CheckpointError(str(exc)) from None
+    return value if isinstance(value, str) else None
+
+
+def check_state_identity(run: RunDir, meta) -> None:
+    """Refuse a training state (``meta``: its header) that another run wrote: a state records
+    the run id its run's config.json holds; ``--resume`` continues only the run's own training.
+    A state written before run ids (none recorded) is accepted. Raises :class:`CheckpointError`."""
+    state_id = meta.extra.get(RUN_ID_KEY)
+    if state_id is None or not run.config_path.is_file():
+        return
+    config_id = _config_run_id(run)
+    if config_id != state_id:
+        mine = "records no run id" if config_id is None else f"is run {config_id[:12]}"
+        raise CheckpointError(
+            f"{run.last_path} is the training state of another run (run {str(state_id)[:12]}; {run.config_path} "
+            f"{mine}): --resume continues only this run's own training; restore this run's state, or train "
+            "again in a new --run")
+
+
+def _resumed_run_id(run: RunDir) -> str | None:
+    """The id a resumed run keeps: its config's (None for a run made before run ids)."""
+    return _config_run_id(run)
+
+
 def stored_settings(run: RunDir) -> TrainSettings:
-    """The settings of the run whose training state is in ``run`` (for ``--resume``)."""
+    """The settings of the run whose training state is in ``run`` (for ``--resume``); a state
+    of another run is refused (:func:`check_state_identity`)."""
     meta = read_checkpoint_meta(run.last_path, hint=recreate_hint(run.last_path))
     if meta.kind != TRAIN_STATE_KIND:
         raise CheckpointError(f"{run.last_path} is a {meta.kind!r} checkpoint, not a training state")
+    check_state_identity(run, meta)
     return TrainSettings.from_json(meta.extra["settings"])
 
 

@@ -50,11 +50,34 @@ class Interval:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
 
+# The resamples are drawn in one call (the draws, and so every interval, are then the same for a
+# seed whatever the machine); their indices take 8 bytes per image per resample, so the count is
+# bounded by memory rather than chunked (chunked draws would change the intervals of a seed).
+MAX_RESAMPLE_BYTES = 2 * 2**30
+
+
+class BootstrapMemoryError(ValueError):
+    """The resamples asked for would not fit in :data:`MAX_RESAMPLE_BYTES`; the message says how
+    much they would need."""
+
+
+def check_resample_memory(n_images: int, n_boot: int, n_stats: int = 1) -> None:
+    """Raise :class:`BootstrapMemoryError` if ``n_boot`` resamples of ``n_images`` images (and
+    their ``n_stats`` values) would need more than :data:`MAX_RESAMPLE_BYTES`."""
+    need = 8 * int(n_boot) * (int(n_images) + int(n_stats))
+    if need > MAX_RESAMPLE_BYTES:
+        most = MAX_RESAMPLE_BYTES // (8 * (int(n_images) + int(n_stats)))
+        raise BootstrapMemoryError(f"{n_boot} bootstrap resamples of {n_images} images would need "
+                                   f"{need / 2**30:.1f} GiB of memory (at most {MAX_RESAMPLE_BYTES / 2**30:g} GiB): "
+                                   f"use at most {most} resamples")
+
+
 def resample_indices(n_images: int, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n_images) int64 image indices drawn with replacement by
     ``np.random.default_rng(seed)``: the same arguments give the same resamples anywhere."""
     if n_images < 1 or n_boot < 1:
         raise ValueError(f"resample_indices: need n_images >= 1 and n_boot >= 1, got {n_images}, {n_boot}")
+    check_resample_memory(n_images, n_boot)
     rng = np.random.default_rng(seed)
     return rng.integers(0, n_images, size=(n_boot, n_images), dtype=np.int64)
 
@@ -70,7 +93,9 @@ def bootstrap_many(statistic: Callable[[np.ndarray], Sequence[float | None]], n_
     resamples. One :class:`Interval` per statistic."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    check_resample_memory(n_images, n_boot)
     estimate = np.array([_as_float(v) for v in statistic(np.arange(n_images, dtype=np.int64))])
+    check_resample_memory(n_images, n_boot, len(estimate))
     draws = resample_indices(n_images, n_boot, seed)
     values = np.array([[_as_float(v) for v in statistic(row)] for row in draws]).reshape(n_boot, len(estimate))
     tail = (1.0 - level) / 2.0

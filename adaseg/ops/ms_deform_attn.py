@@ -14,10 +14,8 @@ import warnings
 
 import torch
 
+from adaseg.choices import MSDA_BACKEND_ENV as ENV_VAR, MSDA_BACKENDS as BACKENDS
 from adaseg.ops import _extension, reference
-
-ENV_VAR = "ADASEG_MSDA_BACKEND"
-BACKENDS = ("auto", "reference", "ext")
 
 _warned: set[str] = set()
 

@@ -26,6 +26,7 @@ import sys
 
 import torch
 
+from adaseg.choices import PAUSE_BACKEND_ENV as BACKEND_ENV, PAUSE_BACKENDS
 from adaseg.ops import reference
 from adaseg.ops.reference import num_kept
 
@@ -40,7 +41,6 @@ __all__ = [
     "BACKEND_ENV",
 ]
 
-BACKEND_ENV = "ADASEG_PAUSE_BACKEND"
 _ENTROPY_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _log = logging.getLogger(__name__)
 _logged: set[tuple[str, str]] = set()
@@ -66,7 +66,7 @@ def explain_backend(op: str, device_type: str, *, triton_dtypes_ok: bool = True)
     cannot run.
     """
     forced = os.environ.get(BACKEND_ENV, "").strip().lower()
-    if forced not in ("", "auto", "reference", "triton"):
+    if (forced or "auto") not in PAUSE_BACKENDS:
         raise ValueError(f"{BACKEND_ENV}={os.environ[BACKEND_ENV]!r}: expected 'reference', 'triton' or 'auto'")
     on_cuda = device_type == "cuda"
     if forced == "reference":

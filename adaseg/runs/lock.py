@@ -116,7 +116,12 @@ class RunLock:
             self._key = key
             return None
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                what = "is a directory, not adaseg's lock file" if self.path.is_dir() else "cannot be opened"
+                raise RunLockedError(f"{self.path} {what} ({exc.strerror or exc}): remove it when no adaseg "
+                                     "command runs on this directory, or use another --run") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:

@@ -112,9 +112,16 @@ class RunDir:
         return self.gates_dir / (gate_stem(beta=beta, K=K, loss=loss, temperature=temperature) + ".safetensors")
 
     def report_path(self, name: str) -> Path:
-        """``reports/eval_{name}.json``; ``name`` may hold letters, digits and ``_.+-``."""
+        """``reports/eval_{name}.json``; ``name`` is one plain name
+        (:func:`adaseg.storage.names.check_name`) of letters, digits and ``_.+-``."""
+        from adaseg.storage.names import BadNameError, check_name
+
         if not _REPORT_NAME.match(name):
             raise RunDirError(f"report name {name!r} may only hold letters, digits and _ . + -")
+        try:
+            check_name(name, what="report name")
+        except BadNameError as exc:
+            raise RunDirError(str(exc)) from None
         return self.reports_dir / f"eval_{name}.json"
 
     # --- presence --------------------------------------------------------------------

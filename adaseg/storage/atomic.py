@@ -98,9 +98,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     directory is in place, so at every moment ``path`` is either the complete old
     directory, absent for the instant between two renames, or the complete new one; it is
     never a half-written directory. On an exception the temporary directory is removed and
-    ``path`` is untouched.
+    ``path`` is untouched. A ``path`` that is a file (or a link to one) is never replaced:
+    :class:`FileExistsError` before anything is written.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} is a file, not a folder: it is not replaced")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
     try:

@@ -133,3 +133,24 @@ def test_parts_on_other_images_or_parents_are_refused():
         compare_reports(a, [hand_parts(fingerprint="b" * 64)], metrics=("PQ",), n_boot=10, seed=0)
     with pytest.raises(KeyError, match="choose from"):
         compare_reports(a, [a], metrics=("PQ", "bogus"), n_boot=10, seed=0)
+
+
+def test_resamples_that_would_not_fit_in_memory_are_refused_before_drawing(monkeypatch):
+    """Memory is bounded by refusing, with the memory the resamples would need: the draws stay
+    one call (chunked draws would change every interval of a seed)."""
+    import adaseg.eval.bootstrap as bs
+
+    with pytest.raises(bs.BootstrapMemoryError, match=r"1000000000 bootstrap resamples of 5000 images would need "
+                                                      r"37260\.4 GiB of memory \(at most 2 GiB\): use at most"):
+        bs.paired_bootstrap(lambda idx: 0.0, 5000, n_boot=1_000_000_000, seed=0)
+    monkeypatch.setattr(bs, "MAX_RESAMPLE_BYTES", 8 * 10 * (4 + 1) - 1)
+    with pytest.raises(bs.BootstrapMemoryError, match="use at most 9 resamples"):
+        bs.resample_indices(4, 10, 0)
+
+
+def test_the_memory_bound_leaves_the_resamples_of_a_seed_unchanged():
+    """The same seed gives the same draws as numpy's one call (what every earlier report used)."""
+    from adaseg.eval.bootstrap import resample_indices
+
+    expected = np.random.default_rng(7).integers(0, 50, size=(1000, 50), dtype=np.int64)
+    assert np.array_equal(resample_indices(50, 1000, 7), expected)
