@@ -77,6 +77,11 @@ from adaseg.runs.run_dir import RunDir, RunDirError
 # copied from another run (a state written before run ids has none and is accepted).
 RUN_ID_KEY = "run_id"
 
+# Beyond these a count is a typo, not a plan: counters and the progress bar hold C ints, and a
+# batch is drawn image by image.
+MAX_ITERS = 10**9
+MAX_BATCH_SIZE = 2**16
+
 # Settings a resumed run may change; every other one must match the interrupted run.
 RESUMABLE_CHANGES = ("iters", "ckpt_every")
 
@@ -154,6 +159,9 @@ def check_settings(s: TrainSettings) -> None:
     for name, value in (("iters", s.iters), ("batch-size", s.batch_size), ("ckpt-every", s.ckpt_every)):
         if value < 1:
             raise TrainSettingError(name, f"--{name} must be >= 1, got {value}")
+    for name, value, most in (("iters", s.iters, MAX_ITERS), ("batch-size", s.batch_size, MAX_BATCH_SIZE)):
+        if value > most:
+            raise TrainSettingError(name, f"--{name} must be at most {most}, got {value}")
     for name, value in (("lr", s.lr), ("clip", s.clip)):
         if not (math.isfinite(value) and value > 0):
             raise TrainSettingError(name, f"--{name} must be > 0, got {value!r}")

@@ -75,6 +75,9 @@ def iters_from_epochs(settings: tp.TrainSettings, epochs: float, given_names: Co
         raise TrainUsageError("give --iters or --epochs, not both")
     images = len(build_dataset(settings.data, "train", train=True))
     iters = max(1, math.ceil(epochs * images / settings.batch_size))
+    if iters > tp.MAX_ITERS:
+        raise tp.TrainSettingError("epochs", f"--epochs {epochs:g} = {iters} iterations ({images} training images, "
+                                             f"batch {settings.batch_size}): at most {tp.MAX_ITERS}")
     if note is not None:
         note(f"train-parent: --epochs {epochs:g} = {iters} iterations ({images} training images, "
              f"batch {settings.batch_size})")

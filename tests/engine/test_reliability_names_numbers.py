@@ -263,3 +263,19 @@ def test_resume_of_a_run_made_before_run_ids(run):
     run.config_path.write_text(json.dumps(config))
     result = invoke("train-parent", "--resume", "--iters", "3", "--threads", "1", "--run", run.root)
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("args, flag", [
+    (("--iters", str(10**30)), "--iters"),
+    (("--iters", "1", "--batch-size", str(10**13)), "--batch-size"),
+    (("--epochs", "1e300", "--batch-size", "2"), "--epochs"),
+])
+def test_train_parent_counts_beyond_reason(folder, tmp_path, args, flag):
+    refused(tmp_path, "train-parent", "--data", folder, "--init", "none", "--threads", "1", *args,
+            "--run", tmp_path / "new", expect=f"'{flag}'")
+    assert not (tmp_path / "new").exists()
+
+
+def test_resume_with_iters_beyond_reason(run):
+    refused(run.root, "train-parent", "--resume", "--iters", str(10**30), "--threads", "1", "--run", run.root,
+            expect="'--iters'")
