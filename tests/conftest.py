@@ -64,3 +64,29 @@ def make_run(tmp_path):
         return run
 
     return make
+
+
+# One trained run per test module, copied fresh for each test (tests/helpers/recipe_testing.py);
+# a module that needs another run overrides base_run (e.g. a gate fitted with --K 4).
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A small synthetic dataset folder (written once per module)."""
+    from recipe_testing import write_folder
+
+    return write_folder(tmp_path_factory.mktemp("data") / "synth")
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory, folder):
+    """A finished TRAIN_FAST parent with its derived dataset and a gate (once per module)."""
+    from recipe_testing import trained_run
+
+    return trained_run(tmp_path_factory.mktemp("runs") / "run", folder)
+
+
+@pytest.fixture
+def run(base_run, tmp_path):
+    """A copy of ``base_run`` the test may change."""
+    from recipe_testing import copy_run
+
+    return copy_run(base_run, tmp_path / "run")

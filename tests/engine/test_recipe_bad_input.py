@@ -6,24 +6,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from recipe_testing import TRAIN_FAST, copy_run, invoke, invoke_json, snapshot, trained_run, write_folder
+from recipe_testing import TRAIN_FAST, invoke, invoke_json, snapshot
 
 from adaseg.runs.run_dir import RunDir
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_folder(tmp_path_factory.mktemp("data") / "synth")
-
-
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory, folder):
-    return trained_run(tmp_path_factory.mktemp("runs") / "run", folder)
-
-
-@pytest.fixture
-def run(base_run, tmp_path):
-    return copy_run(base_run, tmp_path / "run")
 
 
 def _fails(run: RunDir, *args, expect: str) -> str:

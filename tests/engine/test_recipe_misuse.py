@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from recipe_testing import TRAIN_FAST, copy_run, invoke, invoke_json, refused, snapshot, trained_run, write_folder
+from recipe_testing import TRAIN_FAST, invoke, invoke_json, refused, snapshot, trained_run
 
 from adaseg.storage.checkpoint import read_checkpoint_meta
 from adaseg.runs.run_dir import RunDir
@@ -17,21 +17,11 @@ QUICK_EVAL = ["--threads", "1", "--warmup", "0", "--timed", "1"]
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_folder(tmp_path_factory.mktemp("data") / "synth")
-
-
-@pytest.fixture(scope="module")
 def base_run(tmp_path_factory, folder):
     """A finished 2-iteration parent (its training state at iteration 2), its derived dataset
     and a gate whose exits stop at layer 4 (--K 4)."""
     return trained_run(tmp_path_factory.mktemp("runs") / "run", folder,
                        gate_args=("--beta", "0.0005", "--K", "4", "--epochs", "2"))
-
-
-@pytest.fixture
-def run(base_run, tmp_path):
-    return copy_run(base_run, tmp_path / "run")
 
 
 def _gate_k4(run: RunDir) -> str:

@@ -9,26 +9,11 @@ import shutil
 
 import pytest
 import torch
-from recipe_testing import copy_run, invoke, invoke_json, snapshot, trained_run, write_folder
+from recipe_testing import invoke, invoke_json, snapshot
 
 from adaseg.storage.checkpoint import load_checkpoint, read_checkpoint_meta
 from adaseg.storage.integrity import read_safetensors, write_safetensors
 from adaseg.runs.run_dir import RunDir
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_folder(tmp_path_factory.mktemp("data") / "synth")
-
-
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory, folder):
-    return trained_run(tmp_path_factory.mktemp("runs") / "run", folder)
-
-
-@pytest.fixture
-def run(base_run, tmp_path):
-    return copy_run(base_run, tmp_path / "run")
 
 
 EVAL = ("--limit", "2", "--flops-images", "1", "--warmup", "0", "--timed", "1", "--threads", "1")

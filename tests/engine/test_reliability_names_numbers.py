@@ -5,25 +5,10 @@ variable, or file) and its value, no traceback, and leaves every file byte-ident
 from __future__ import annotations
 
 import pytest
-from recipe_testing import copy_run, invoke, refused, snapshot, trained_run, write_folder
+from recipe_testing import copy_run, invoke, refused, snapshot
 
 from adaseg.runs.run_dir import RunDir
 from adaseg.storage.names import BadNameError, check_name
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_folder(tmp_path_factory.mktemp("data") / "synth")
-
-
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory, folder):
-    return trained_run(tmp_path_factory.mktemp("runs") / "run", folder)
-
-
-@pytest.fixture
-def run(base_run, tmp_path):
-    return copy_run(base_run, tmp_path / "run")
 
 
 SWEEP = ("--exits", "2", "--betas", "none", "--limit", "2", "--bootstrap", "0", "--threads", "1")

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from recipe_testing import copy_run, invoke, snapshot, trained_run, write_folder
+from recipe_testing import invoke, snapshot, trained_run
 
 from adaseg.storage.checkpoint import load_checkpoint
 from adaseg.runs.run_dir import RunDir
@@ -30,18 +30,8 @@ time.sleep(600)
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_folder(tmp_path_factory.mktemp("data") / "synth")
-
-
-@pytest.fixture(scope="module")
 def base_run(tmp_path_factory, folder):
     return trained_run(tmp_path_factory.mktemp("runs") / "run", folder, gate_args=None)
-
-
-@pytest.fixture
-def run(base_run, tmp_path):
-    return copy_run(base_run, tmp_path / "run")
 
 
 @pytest.fixture
