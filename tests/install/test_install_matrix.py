@@ -36,8 +36,17 @@ ROOT = Path(__file__).resolve().parents[2]
 BAD_FLAG = "-fadaseg-no-such-flag"
 # The torch this suite runs under, without a local tag: the CPU wheel on a CPU machine.
 TORCH_PIN = "torch==" + __import__("torch").__version__.split("+")[0]
-IGNORE = shutil.ignore_patterns(".venv", ".git", "build", "dist", "runs", "*.so", "*.egg-info",
-                                "__pycache__", ".pytest_cache", ".whl", ".gl")
+_IGNORE_ANYWHERE = shutil.ignore_patterns("*.so", "*.egg-info", "__pycache__", ".pytest_cache")
+# Only at the top: adaseg/runs is a package (the run directory's code), not a user's runs/.
+_IGNORE_AT_ROOT = {".venv", ".git", "build", "dist", "runs", ".whl", ".gl", ".import_linter_cache"}
+
+
+def IGNORE(folder: str, names: list[str]) -> set[str]:
+    """What a source copy leaves out: build outputs anywhere, the user's folders at the top."""
+    ignored = set(_IGNORE_ANYWHERE(folder, names))
+    if Path(folder).resolve() == ROOT.resolve():
+        ignored |= _IGNORE_AT_ROOT & set(names)
+    return ignored
 
 
 def _sh(cmd: str | list[str], cwd: Path, env: dict | None = None, timeout: int = 3600) -> subprocess.CompletedProcess:
