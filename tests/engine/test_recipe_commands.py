@@ -13,12 +13,7 @@ import torch
 
 from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.runs.run_dir import RunDir
-from recipe_testing import TRAIN_FAST, invoke, invoke_json, torchrun, write_folder
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_folder(tmp_path_factory.mktemp("data") / "synth")
+from recipe_testing import TRAIN_FAST, invoke, invoke_json, torchrun
 
 
 @pytest.fixture(scope="module")

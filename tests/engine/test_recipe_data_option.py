@@ -10,14 +10,9 @@ import shutil
 import pytest
 
 from adaseg.runs.run_dir import RunDir
-from recipe_testing import TRAIN_FAST, invoke, invoke_json, snapshot, write_folder
+from recipe_testing import TRAIN_FAST, invoke, invoke_json, snapshot
 
 EVAL = ("--gate", "none", "--threads", "1", "--warmup", "0", "--timed", "1", "--batch-size", "2")
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_folder(tmp_path_factory.mktemp("data") / "synth")
 
 
 @pytest.fixture(scope="module")
