@@ -23,7 +23,7 @@ from adaseg.models.adaptive.output import AdaptiveOutput
 from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.models.registry import model_options
 
-SMALL = {"m2f_tiny", "segmenter_tiny", "segmenter_vit_ti"}  # the others run at 32 px, 2 images
+SMALL = {"m2f_tiny", "segmenter_tiny", "segmenter_vit_ti", "detr_tiny"}  # the others run at 32 px, 2 images
 
 
 # Every model on the CPU, and on a GPU where one is present: there the pausing runs through
@@ -49,6 +49,11 @@ def case(request):
         options["thing_ids"] = (0, 1)
     model = adaseg.create_model(name, **options).eval()
     b, size = (3, 64) if name in SMALL else (2, 32)
+    # A single-scale encoder at stride 32 (DETR) holds one token at 32 px: grow the input until
+    # the encoder's map holds at least 4 tokens, so pausing has tokens to pause.
+    with torch.no_grad():
+        while int(model.prepare(torch.zeros(1, 3, size, size), None).token_shapes.prod(1).sum()) < 4:
+            size *= 2
     images = torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(1))
     return name, model.to(device), images.to(device)
 
@@ -106,7 +111,7 @@ def test_model_follows_the_protocol(case):
     assert {"backbone", "depth", "set_gate", "encoder_modules"} <= members
     for attr in sorted(members):
         inspect.getattr_static(model, attr)
-    assert model.task in ("panoptic", "semantic")
+    assert model.task in ("panoptic", "semantic", "detection")  # detection: boxes (DETR)
     assert list(model.exits) == sorted(set(model.exits)) and model.exits[-1] <= model.depth
     assert all(isinstance(m, torch.nn.Module) for m in model.encoder_modules())
     assert isinstance(model.backbone, torch.nn.Module)
