@@ -20,6 +20,13 @@ _BUILDERS: dict[str, str] = {
     "m2f_swin_s": f"{_M2F}:m2f_swin_s",
     "m2f_swin_b": f"{_M2F}:m2f_swin_b",
     "m2f_tiny": f"{_M2F}:m2f_tiny",
+    # Lite-M2F / RT-M2F: Mask2Former with Lite-DETR's or RT-DETR's encoder (issue 21)
+    "m2f_lite_swin_t": f"{_M2F}:m2f_lite_swin_t",
+    "m2f_lite_r50": f"{_M2F}:m2f_lite_r50",
+    "m2f_lite_tiny": f"{_M2F}:m2f_lite_tiny",
+    "m2f_rt_swin_t": f"{_M2F}:m2f_rt_swin_t",
+    "m2f_rt_r50": f"{_M2F}:m2f_rt_r50",
+    "m2f_rt_tiny": f"{_M2F}:m2f_rt_tiny",
     "segmenter_vit_ti": "adaseg.models.segmenter.configs:segmenter_vit_ti",
     "segmenter_vit_s": "adaseg.models.segmenter.configs:segmenter_vit_s",
     "segmenter_tiny": "adaseg.models.segmenter.configs:segmenter_tiny",

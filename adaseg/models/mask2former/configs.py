@@ -60,6 +60,43 @@ def m2f_swin_b(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING
                   exits=exits, num_queries=num_queries, train_points=train_points)
 
 
+# Lite-M2F / RT-M2F (ECO-M2F's Table 1 and Table T1): the paper configuration with another
+# encoder kind (adaseg/models/mask2former/encoder_kinds.py). Lite-M2F keeps 6 layers; ECO on it
+# (Lite-ECO-M2F) exits after layers 2..5 with the all-scale layer 6 kept. RT-M2F's encoder is
+# 5 adaptive layers whose natural exits are 3 (after the top-down fusion) and 5 (after CCFM).
+LITE_EXITS = (2, 3, 4, 5, 6)
+RT_EXITS = (3, 5)
+
+
+def m2f_lite_swin_t(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING_IDS, exits: tuple = LITE_EXITS,
+                    num_queries: int = 100, train_points: int = 12544) -> Mask2Former:
+    """Lite-M2F Swin-T: Mask2Former whose encoder is Lite-DETR's "(5+1)x1" (COCO panoptic by default)."""
+    return _paper("swin_t", backbone_overrides=_SWIN_OVERRIDES, encoder="lite", num_classes=num_classes,
+                  thing_ids=thing_ids, exits=exits, num_queries=num_queries, train_points=train_points)
+
+
+def m2f_lite_r50(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING_IDS, exits: tuple = LITE_EXITS,
+                 num_queries: int = 100, train_points: int = 12544) -> Mask2Former:
+    """Lite-M2F R-50 (COCO panoptic by default)."""
+    return _paper("resnet50", encoder="lite", num_classes=num_classes, thing_ids=thing_ids, exits=exits,
+                  num_queries=num_queries, train_points=train_points)
+
+
+def m2f_rt_swin_t(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING_IDS, exits: tuple = RT_EXITS,
+                  num_queries: int = 100, train_points: int = 12544) -> Mask2Former:
+    """RT-M2F Swin-T: Mask2Former whose encoder is RT-DETR's hybrid encoder (AIFI + CCFM, d 256,
+    8 heads, FFN 1024; COCO panoptic by default)."""
+    return _paper("swin_t", backbone_overrides=_SWIN_OVERRIDES, encoder="rt", enc_layers=5, num_classes=num_classes,
+                  thing_ids=thing_ids, exits=exits, num_queries=num_queries, train_points=train_points)
+
+
+def m2f_rt_r50(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING_IDS, exits: tuple = RT_EXITS,
+               num_queries: int = 100, train_points: int = 12544) -> Mask2Former:
+    """RT-M2F R-50 (COCO panoptic by default)."""
+    return _paper("resnet50", encoder="rt", enc_layers=5, num_classes=num_classes, thing_ids=thing_ids, exits=exits,
+                  num_queries=num_queries, train_points=train_points)
+
+
 def m2f_tiny(
     *,
     num_classes: int = 9,
@@ -101,3 +138,25 @@ def m2f_tiny(
         exits=exits,
         train_points=train_points,
     )
+
+
+def m2f_lite_tiny(*, num_classes: int = 9, thing_ids: tuple = (0, 1, 2, 3, 4), backbone: str = "resnet_tiny",
+                  exits: tuple = LITE_EXITS, train_points: int = 1024) -> Mask2Former:
+    """CPU-sized Lite-M2F: :func:`m2f_tiny`'s sizes with the Lite encoder (6 layers: 5 high-level + 1 all)."""
+    return _tiny("lite", 6, num_classes=num_classes, thing_ids=thing_ids, backbone=backbone, exits=exits,
+                 train_points=train_points)
+
+
+def m2f_rt_tiny(*, num_classes: int = 9, thing_ids: tuple = (0, 1, 2, 3, 4), backbone: str = "resnet_tiny",
+                exits: tuple = RT_EXITS, train_points: int = 1024) -> Mask2Former:
+    """CPU-sized RT-M2F: :func:`m2f_tiny` with the rt encoder (AIFI with 4 heads and FFN 256 at
+    d 64, CCFM; 5 layers)."""
+    return _tiny("rt", 5, num_classes=num_classes, thing_ids=thing_ids, backbone=backbone, exits=exits,
+                 train_points=train_points)
+
+
+def _tiny(encoder: str, enc_layers: int, *, backbone: str, **settings) -> Mask2Former:
+    """:func:`m2f_tiny`'s sizes (d 64, 4 heads, FFN 256, 3 decoder layers, 24 queries) with another encoder."""
+    return Mask2Former(backbone=backbone_by_name(backbone), hidden_dim=64, mask_dim=64, enc_layers=enc_layers,
+                       enc_heads=4, enc_ffn=256, dec_layers=3, dec_heads=4, dec_ffn=256, num_queries=24,
+                       norm_groups=32, encoder=encoder, **settings)

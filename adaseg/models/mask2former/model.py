@@ -12,6 +12,7 @@ from adaseg.models.adaptive.output import AdaptiveOutput
 from adaseg.models.adaptive.run import RunResult
 from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.models.mask2former.criterion import SetCriterion
+from adaseg.models.mask2former.encoder_kinds import DEFORMABLE_KINDS
 from adaseg.models.mask2former.matcher import HungarianMatcher
 from adaseg.models.mask2former.pixel_decoder import MSDeformAttnPixelDecoder, PixelDecoderInput
 from adaseg.models.mask2former.postprocess import postprocess as _postprocess
@@ -42,13 +43,17 @@ class Mask2Former(AdaptiveModelBase):
         thing_ids: contiguous ids of "thing" categories (the rest are "stuff").
         hidden_dim: pixel-decoder conv dim and decoder hidden dim.
         mask_dim: mask-feature / mask-embedding channels.
-        enc_layers, enc_heads, enc_points, enc_ffn, enc_dropout: adaptive encoder settings.
+        enc_layers, enc_heads, enc_points, enc_ffn, enc_dropout: adaptive encoder settings
+            (``enc_points``: deformable attention's points, None = 4; the rt encoder has none).
         dec_layers, dec_heads, dec_ffn, num_queries: transformer-decoder settings.
         norm_groups: GroupNorm groups in the pixel decoder.
         exits: potential exits (encoder layers), e.g. (2, ..., 6), the ones recipes record.
         object_mask_threshold, overlap_threshold, test_topk: post-processing settings.
         train_points: points per mask for matching and losses (12544 in Mask2Former; scale
             it with the mask-feature size for small inputs).
+        encoder: the pixel decoder's encoder kind: ``deform`` (Mask2Former's), ``lite``
+            (Lite-DETR's interleaved encoder) or ``rt`` (RT-DETR's hybrid encoder; 5 layers);
+            see :mod:`~adaseg.models.mask2former.encoder_kinds`.
     """
 
     def __init__(
@@ -61,7 +66,7 @@ class Mask2Former(AdaptiveModelBase):
         mask_dim: int = 256,
         enc_layers: int = 6,
         enc_heads: int = 8,
-        enc_points: int = 4,
+        enc_points: int | None = None,
         enc_ffn: int = 1024,
         enc_dropout: float = 0.0,
         dec_layers: int = 9,
@@ -74,6 +79,7 @@ class Mask2Former(AdaptiveModelBase):
         overlap_threshold: float = 0.8,
         test_topk: int = 100,
         train_points: int = 12544,
+        encoder: str = "deform",
     ):
         thing_ids = tuple(int(t) for t in thing_ids)
         if any(not 0 <= t < num_classes for t in thing_ids):
@@ -92,11 +98,12 @@ class Mask2Former(AdaptiveModelBase):
             mask_dim=mask_dim,
             num_layers=enc_layers,
             n_heads=enc_heads,
-            n_points=enc_points,
+            n_points=enc_points if enc_points is not None or encoder not in DEFORMABLE_KINDS else 4,
             dim_feedforward=enc_ffn,
             dropout=enc_dropout,
             num_classes=num_classes,
             norm_groups=norm_groups,
+            encoder=encoder,
         )
         self.predictor = MultiScaleMaskedTransformerDecoder(
             in_channels=hidden_dim,
@@ -133,7 +140,8 @@ class Mask2Former(AdaptiveModelBase):
         return "panoptic"
 
     def encoder_modules(self) -> list[nn.Module]:
-        """The FLOP scope "encoder": the deformable transformer (layers + auxiliary decoders)."""
+        """The FLOP scope "encoder": the pixel decoder's encoder of any kind (layers + auxiliary
+        decoders; not the input projections nor the FPN path, which every kind shares)."""
         return [self.pixel_decoder.transformer]
 
     # ------------------------------------------------------------------ the template's hooks

@@ -18,7 +18,7 @@ from torch import nn
 from adaseg.models.adaptive.run import RunResult
 from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.models.adaptive.gate import pool_features
-from adaseg.models.mask2former.encoder import AdaptiveDeformableEncoder
+from adaseg.models.mask2former.encoder_kinds import build_encoder
 from adaseg.models.mask2former.masked_ops import ConvNorm, MaskedGroupNorm, level_mask, replicate_padding
 from adaseg.models.mask2former.position import sine_position
 
@@ -78,7 +78,7 @@ def valid_ratios(mask: torch.Tensor | None, size: tuple[int, int], batch: int, d
 
 
 class MSDeformAttnPixelDecoder(nn.Module):
-    """Pixel decoder with the adaptive encoder.
+    """Pixel decoder with an adaptive encoder of any registered kind.
 
     Args:
         in_channels: backbone channels by key ("s1".."s4").
@@ -87,6 +87,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         num_layers, n_heads, n_points, dim_feedforward, dropout: encoder settings.
         num_classes: semantic classes of the auxiliary (pausing) decoders.
         norm_groups: GroupNorm groups (32 in Mask2Former).
+        encoder: the encoder kind (``deform``, ``lite``, ``rt``; see
+            :mod:`~adaseg.models.mask2former.encoder_kinds`); ``n_points`` is None for ``rt``.
     """
 
     def __init__(
@@ -97,11 +99,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
         mask_dim: int,
         num_layers: int,
         n_heads: int,
-        n_points: int,
+        n_points: int | None,
         dim_feedforward: int,
         dropout: float,
         num_classes: int,
         norm_groups: int,
+        encoder: str = "deform",
     ):
         super().__init__()
         missing = [k for k in (*ENCODER_LEVELS, "s4") if k not in in_channels]
@@ -115,7 +118,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.constant_(proj[0].bias, 0)
-        self.transformer = AdaptiveDeformableEncoder(
+        self.encoder_kind = encoder
+        self.transformer = build_encoder(
+            encoder,
             d_model=conv_dim,
             d_ffn=dim_feedforward,
             num_layers=num_layers,
@@ -124,6 +129,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             n_points=n_points,
             dropout=dropout,
             num_classes=num_classes,
+            norm_groups=norm_groups,
         )
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, kernel_size=1)
         nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
@@ -157,7 +163,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
             pos_mask = m if m is not None else torch.zeros(b, h, w, dtype=torch.bool, device=x.device)
             pos = sine_position(pos_mask, self.conv_dim).to(y.dtype)
             srcs.append(y.flatten(2).transpose(1, 2))
-            poss.append(pos.flatten(2).transpose(1, 2) + self.transformer.level_embed[lvl].view(1, 1, -1))
+            pos = pos.flatten(2).transpose(1, 2)
+            if self.transformer.level_embed is not None:  # the rt encoder has none
+                pos = pos + self.transformer.level_embed[lvl].view(1, 1, -1)
+            poss.append(pos)
             masks.append(m)
             shapes.append((h, w))
         device = srcs[0].device
@@ -179,7 +188,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     def encode(self, prep: PixelDecoderInput, *, settings: AdaptiveSettings, exit_plan: torch.Tensor | None,
                keep_aux: bool) -> RunResult:
-        """Run the adaptive encoder on the prepared tokens; see :meth:`AdaptiveDeformableEncoder.forward`."""
+        """Run the adaptive encoder on the prepared tokens; see
+        :meth:`~adaseg.models.mask2former.encoder.AdaptiveDeformableEncoder.forward` (every kind
+        has its contract)."""
         return self.transformer(prep.src, prep.pos, prep.reference_points, prep.spatial_shapes,
                                 prep.level_start_index, prep.token_mask, settings=settings, exit_plan=exit_plan,
                                 keep_aux=keep_aux)
