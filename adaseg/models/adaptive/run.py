@@ -25,6 +25,12 @@ Semantics (the contract of every adaptive encoder):
   they are no longer updated; padding tokens pause first;
 * with ``record_exits`` every image runs to the deepest recorded exit and the full map is
   recorded after each recorded layer.
+
+No device-to-host syncs in the loop: the exit plan is read to the host once, when the run is
+built (one ``tolist``), and which images leave after a layer, and whether all of them do, is
+decided from those host values; the rows that stay and leave are taken on the device
+(a stable sort of "leaves?" flags whose counts the host knows), so on a GPU the host queues
+layer after layer without waiting for the device (tests/models/test_host_syncs.py).
 """
 
 from __future__ import annotations
@@ -81,8 +87,10 @@ class AdaptiveRun:
         self._aux_decoders = aux_decoders
         b = tokens.shape[0]
         self.rows = torch.arange(b, device=tokens.device)  # (b,) batch index of each running image
-        self._exits = exit_plan  # (b,) exit of each running image
-        self.last = settings.record_exits[-1] if settings.record_exits else int(exit_plan.max())
+        self._exits = exit_plan  # (b,) exit of each running image (on the device)
+        # The plan's one read to the host per forward: every later decision uses these values.
+        self._exit_list: list[int] = [] if exit_plan is None else exit_plan.tolist()  # exit of each running image
+        self.last = settings.record_exits[-1] if settings.record_exits else max(self._exit_list)
         self._asm = pausing.PatchAssembler(tokens, values=paused_are_values)
         self._batch = b
         self.padding = padding  # (b, N) of the running images
@@ -138,7 +146,7 @@ class AdaptiveRun:
             yield layer_no
             if not self._stepped:
                 raise RuntimeError(f"adaptive run: the encoder did not call step() after layer {layer_no}")
-            if self.rows.numel() == 0:
+            if self.rows.shape[0] == 0:
                 return
 
     def step(self, tokens: torch.Tensor) -> None:
@@ -152,12 +160,10 @@ class AdaptiveRun:
             if layer_no in self.settings.record_exits:
                 recorded = self._asm.share()
                 self._result.per_exit[layer_no] = recorded if self._on_record is None else self._on_record(recorded)
-        else:
-            leaving = self._exits == layer_no
-            if bool(leaving.any()):
-                self._exit(leaving)
+        elif layer_no in self._exit_list:
+            self._exit(layer_no)
         ratio = None if self.settings.pause is None else self.settings.pause.ratio_after(layer_no)
-        if ratio is not None and layer_no < self.last and self.rows.numel():
+        if ratio is not None and layer_no < self.last and self.rows.shape[0]:
             self._pause(layer_no, ratio)
 
     def finish(self) -> RunResult:
@@ -169,22 +175,31 @@ class AdaptiveRun:
 
     # ------------------------------------------------------------------ internals
 
-    def _exit(self, leaving: torch.Tensor) -> None:
-        if bool(leaving.all()) and self._out is None:  # the whole batch leaves at once: no copy
+    def _exit(self, layer_no: int) -> None:
+        """The running images whose exit is ``layer_no`` leave (decided on the host)."""
+        n_leave = self._exit_list.count(layer_no)
+        n_stay = len(self._exit_list) - n_leave
+        if n_stay == 0 and self._out is None:  # the whole batch leaves at once: no copy
             self._out = self._asm.share()
         else:
+            # A stable sort of the "leaves?" flags puts the staying images first and the leaving
+            # ones after, each in batch order: both index sets without reading the device.
+            order = torch.sort((self._exits == layer_no).to(torch.int32), stable=True).indices
+            leave = order[n_stay:]
             full = self._asm.full()
             if self._out is None:
                 self._out = full.new_zeros((self._batch, *full.shape[1:]))
-            self._out.index_copy_(0, self.rows[leaving], full[leaving])
-        keep = (~leaving).nonzero().squeeze(1)
-        self.rows, self._exits = self.rows[keep], self._exits[keep]
-        if self.rows.numel() == 0:
+            self._out.index_copy_(0, self.rows.index_select(0, leave), full.index_select(0, leave))
+        self._exit_list = [e for e in self._exit_list if e != layer_no]
+        if n_stay == 0:
+            self.rows, self._exits = self.rows[:0], self._exits[:0]
             return
+        keep = order[:n_stay]
+        self.rows, self._exits = self.rows.index_select(0, keep), self._exits.index_select(0, keep)
         self._asm.drop_rows(keep)
-        self._sources = {k: None if v is None else v[keep] for k, v in self._sources.items()}
-        self._views = {k: None if v is None else v[keep] for k, v in self._views.items()}
-        self.carry = {k: None if v is None else v[keep] for k, v in self.carry.items()}
+        self._sources = {k: None if v is None else v.index_select(0, keep) for k, v in self._sources.items()}
+        self._views = {k: None if v is None else v.index_select(0, keep) for k, v in self._views.items()}
+        self.carry = {k: None if v is None else v.index_select(0, keep) for k, v in self.carry.items()}
         self.padding = self._sources["__padding"]
 
     def _pause(self, layer_no: int, ratio: float) -> None:
