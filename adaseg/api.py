@@ -53,7 +53,7 @@ def load_run(run: str | os.PathLike = DEFAULT_RUN, *, gate: str | os.PathLike = 
 
 
 def evaluate(run: str | os.PathLike = DEFAULT_RUN, *, gate: str | os.PathLike = AUTO, exit: int | None = None,
-             pause: PausePlan | str | None = None, pause_mode: str | None = None,
+             pause: PausePlan | str | None = None, pause_mode: str | None = None, pause_output: str = "decoder",
              device: str | torch.device = "cpu", **options: Any) -> EvalReport:
     """Score the run's parent on its val split as ``adaseg eval`` does; returns the report
     (nothing is written to the run directory).
@@ -61,7 +61,9 @@ def evaluate(run: str | os.PathLike = DEFAULT_RUN, *, gate: str | os.PathLike = 
     ``gate``: ``"auto"`` (as ``adaseg eval``: the most recently fitted gate when the run has one
     and no ``exit`` is given, else none), ``"latest"``, ``"none"`` or a gate file; ``exit``: a
     fixed exit (no gate); ``pause``: a :class:`PausePlan` or its spec; ``pause_mode``:
-    ``"entropy"`` (the default) or ``"random"``, only with ``pause``; ``options``: the other
+    ``"entropy"`` (the default) or ``"random"``, only with ``pause``; ``pause_output``:
+    ``"decoder"`` (the default) or ``"aux"`` (PAUMER's early exit: paused tokens labelled by
+    their auxiliary decoder; only with ``pause``, on a model that has it); ``options``: the other
     :class:`~adaseg.engine.evaluate.EvalSettings` fields (batch_size, limit, flops_images,
     warmup, timed, seed, data); ``device``: as :func:`load_run`. Arguments are checked as the
     command line checks its options, before anything is loaded: a bad or idle one raises
@@ -76,11 +78,13 @@ def evaluate(run: str | os.PathLike = DEFAULT_RUN, *, gate: str | os.PathLike = 
     gate = _gate_spec(gate)
     pause = _pause_plan(pause)
     exit, options = _check_eval_arguments(exit, pause, pause_mode, options)
+    _check_pause_output(pause_output, pause)
     device = parse_device(device, name="device")
     run_dir.require("config", "parent")
     path = choose_gate(run_dir, gate, exit=exit)
     settings = EvalSettings(gate=None if path is None else str(path), exit=exit, pause=pause,
-                            pause_mode="entropy" if pause_mode is None else pause_mode, **options)
+                            pause_mode="entropy" if pause_mode is None else pause_mode, pause_output=pause_output,
+                            **options)
     return run_evaluation(run_dir, settings, device=device)
 
 
@@ -106,6 +110,16 @@ def _pause_plan(pause) -> PausePlan | None:
     if pause is not None and not isinstance(pause, PausePlan):
         raise ArgumentTypeError(f"pause must be a PausePlan, a spec like '3:0.4,5:0.3' or None, got {describe(pause)}")
     return pause
+
+
+def _check_pause_output(pause_output, pause) -> None:
+    """``adaseg eval --pause-output``'s checks: one of decoder/aux, and aux only with a pause plan."""
+    from adaseg.choices import PAUSE_OUTPUTS
+
+    check_choice(pause_output, "pause_output", PAUSE_OUTPUTS)
+    if pause_output == "aux" and pause is None:
+        raise ValueError("pause_output='aux' labels paused tokens by their auxiliary decoder: it needs pause "
+                         "(e.g. pause='3:0.4,5:0.3')")
 
 
 # `adaseg eval`'s bounds on its integer options (click.IntRange there); None = not set.

@@ -14,6 +14,11 @@ RECIPES = ("wsd+pause", "wsd", "pause", "standard")
 # baseline).
 PAUSE_MODES = ("entropy", "random")
 
+# Where a paused token's label comes from (PAUMER App. I): the main decoder after the patch
+# assembler (the default), or the auxiliary decoder of the layer where it paused (early exit
+# at test time: the main decoder then reads only the tokens still active).
+PAUSE_OUTPUTS = ("decoder", "aux")
+
 # Dataset splits the recipes read.
 SPLITS = ("train", "val")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import click
 
-from adaseg.cli.options import (device_option, json_option, pause_option, quiet_option, run_data_option, run_option,
-                                seed_option)
+from adaseg.cli.options import (device_option, json_option, pause_option, pause_output_option, quiet_option,
+                                run_data_option, run_option, seed_option)
 from adaseg.cli.numbers import at_most_max_bootstrap
 from adaseg.cli.recipe_options import set_threads, threads_option
 from adaseg.choices import PAUSE_MODES
@@ -26,6 +26,7 @@ MIN_BOOTSTRAP = 100  # fewer resamples put a 5% tail on < 5 draws
 @pause_option
 @click.option("--pause-mode", type=click.Choice(PAUSE_MODES), default="entropy", show_default=True,
               help="Which tokens pause: lowest auxiliary entropy (PAUMER) or random ones (its baseline).")
+@pause_output_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward pass (quality and images/s).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N val images.")
@@ -45,7 +46,7 @@ MIN_BOOTSTRAP = 100  # fewer resamples put a 5% tail on < 5 draws
 @run_option
 @quiet_option
 @json_option
-def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, warmup, timed, name, n_boot, data,
+def eval_cmd(gate, exit_, pause, pause_mode, pause_output, batch_size, limit, flops_images, warmup, timed, name, n_boot, data,
              device, seed, threads, run, quiet, as_json):
     """Score the run's parent on the val split: PQ/mIoU/AP, GFLOPs, images/s."""
     import json
@@ -59,7 +60,7 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
     from adaseg.runs.run_dir import MissingStepError, RunDir, RunDirError
 
     set_threads(threads)
-    _refuse_idle_options(pause, pause_mode)
+    _refuse_idle_options(pause, pause_mode, pause_output)
     if n_boot != 0 and n_boot < MIN_BOOTSTRAP:
         raise click.BadParameter(f"{n_boot} resamples cannot give a 90% interval: use 0 (off) or at least "
                                  f"{MIN_BOOTSTRAP}", param_hint="'--bootstrap'")
@@ -72,7 +73,7 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
     except (MissingStepError, RunDirError, CheckpointError) as exc:
         raise click.ClickException(str(exc)) from None
     settings = ev.EvalSettings(gate=None if gate_path is None else str(gate_path), exit=exit_, pause=pause,
-                               pause_mode=pause_mode, batch_size=batch_size, limit=limit, flops_images=flops_images,
+                               pause_mode=pause_mode, pause_output=pause_output, batch_size=batch_size, limit=limit, flops_images=flops_images,
                                warmup=warmup, timed=timed, seed=seed, data=data)
     report_name = name or settings.name()
     try:
@@ -84,7 +85,8 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
         reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="eval"),
                             enabled=dist_info.is_main)
         reporter.event("start", run=str(run_dir.root), name=report_name, gate=settings.gate, exit=exit_,
-                       pause=None if pause is None else str(pause), pause_mode=pause_mode, batch_size=batch_size)
+                       pause=None if pause is None else str(pause), pause_mode=pause_mode, pause_output=pause_output,
+                       batch_size=batch_size)
         try:
             report = ev.evaluate(run_dir, settings, device=dist_info.device, reporter=reporter)
         except ev.EvalSettingError as exc:
@@ -112,7 +114,7 @@ def eval_cmd(gate, exit_, pause, pause_mode, batch_size, limit, flops_images, wa
                       f"wrote {report_path}")
 
 
-def _refuse_idle_options(pause, pause_mode: str) -> None:
+def _refuse_idle_options(pause, pause_mode: str, pause_output: str = "decoder") -> None:
     """A setting given on the command line that cannot change anything is an error, not silently
     recorded: ``--pause-mode`` without ``--pause``, ``--seed`` without random pausing (the
     only thing eval draws)."""
@@ -125,6 +127,9 @@ def _refuse_idle_options(pause, pause_mode: str) -> None:
 
     if given("pause_mode") and pause is None:
         raise click.UsageError("--pause-mode chooses which tokens pause: it needs --pause (e.g. --pause 3:0.4,5:0.3)")
+    if pause_output != "decoder" and pause is None:
+        raise click.UsageError(f"--pause-output {pause_output} labels paused tokens by their auxiliary decoder: "
+                               "it needs --pause (e.g. --pause 3:0.4,5:0.3)")
     if given("seed") and (pause is None or pause_mode != "random"):
         raise click.UsageError("--seed seeds random pausing only: it needs --pause ... --pause-mode random")
 
@@ -144,6 +149,8 @@ def describe(settings: dict) -> str:
         what = "full depth"
     if settings.get("pause"):
         what += f" + pause {settings['pause']} ({settings['pause_mode']})"
+        if settings.get("pause_output", "decoder") != "decoder":
+            what += ", early exit: paused tokens labelled by their auxiliary decoder"
     return what
 
 

@@ -93,6 +93,18 @@ pause_option = click.option(
     "--pause", "pause", default=None, type=PauseSpec(), metavar="LAYER:RATIO,...",
     help="Pause tokens after encoder layers, e.g. 3:0.4,5:0.3 (layers increasing, ratios in (0, 1)).",
 )
+def _pause_output_option():
+    from adaseg.choices import PAUSE_OUTPUTS
+
+    return click.option(
+        "--pause-output", "pause_output", type=click.Choice(PAUSE_OUTPUTS), default="decoder", show_default=True,
+        help="Who labels a paused token: the main decoder after the patch assembler (PAUMER), or aux: the "
+             "auxiliary decoder of the layer where it paused, the main decoder reading only the active tokens "
+             "(PAUMER's early exit, App. I; Segmenter only). Needs a pause plan.",
+    )
+
+
+pause_output_option = _pause_output_option()
 seed_option = click.option(
     "--seed", "seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
     help="Random seed.",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from adaseg.cli.numbers import seed_type
-from adaseg.cli.options import DEFAULT_RUN, PauseSpec, device_option, quiet_option
+from adaseg.cli.options import DEFAULT_RUN, PauseSpec, device_option, pause_output_option, quiet_option
 from adaseg.cli.recipe_options import set_threads, threads_option
 from adaseg.choices import PAUSE_MODES, SPLITS, TASKS
 
@@ -39,6 +39,7 @@ class NothingPredicted(click.ClickException):
               help="Pause tokens after encoder layers, e.g. 3:0.4,5:0.3.")
 @click.option("--pause-mode", type=click.Choice(PAUSE_MODES), default="entropy", show_default=True,
               help="Which tokens pause: lowest auxiliary entropy (PAUMER) or random ones.")
+@pause_output_option
 @click.option("--seed", default=0, show_default=True, type=seed_type(), help="Seed of random pausing.")
 @click.option("--task", type=click.Choice(TASKS), default=None,
               help="What to predict [default: the model's task].")
@@ -49,8 +50,8 @@ class NothingPredicted(click.ClickException):
 @device_option
 @threads_option
 @quiet_option
-def predict(inputs, run, out, overwrite, data, split, limit, gate, exit_, pause, pause_mode, seed, task, batch_size,
-            sheet, device, threads, quiet):
+def predict(inputs, run, out, overwrite, data, split, limit, gate, exit_, pause, pause_mode, pause_output, seed, task,
+            batch_size, sheet, device, threads, quiet):
     """Predict images and draw where the compute went.
 
     \b
@@ -65,7 +66,7 @@ def predict(inputs, run, out, overwrite, data, split, limit, gate, exit_, pause,
     _check_out(out, overwrite)
     try:
         predictor = Predictor(run, data=data, gate=gate, exit=exit_, pause=pause, pause_mode=pause_mode, seed=seed,
-                              task=task, device=device, batch_size=batch_size)
+                              pause_output=pause_output, task=task, device=device, batch_size=batch_size)
         if not inputs:
             dataset = predictor.dataset(split or "val")
             jobs = list(range(len(dataset) if limit is None else min(limit, len(dataset))))
@@ -83,7 +84,7 @@ def predict(inputs, run, out, overwrite, data, split, limit, gate, exit_, pause,
         raise NothingPredicted(f"no images in {' '.join(inputs)} (looked for {', '.join(_extensions())})")
     settings = {"run": str(run), "gate": None if predictor.gate_path is None else str(predictor.gate_path),
                 "exit": exit_, "pause": None if pause is None else str(pause), "pause_mode": pause_mode,
-                "seed": seed, "task": predictor.task, "batch_size": batch_size, "data": data,
+                "pause_output": pause_output, "seed": seed, "task": predictor.task, "batch_size": batch_size, "data": data,
                 "split": None if inputs else (split or "val"), "inputs": list(inputs), "device": str(device)}
     predicted, skipped = _run(predictor, dataset, jobs, out, settings, sheet=sheet, quiet=quiet)
     if not quiet:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import click
 
 from adaseg.cli.numbers import FiniteFloat, at_most_max_bootstrap, seed_type
-from adaseg.cli.options import PauseSpec, device_option, json_option, quiet_option, run_data_option, run_option
+from adaseg.cli.options import (PauseSpec, device_option, json_option, pause_output_option, quiet_option,
+                                run_data_option, run_option)
 from adaseg.cli.recipe_options import FloatList, IntList, set_threads, threads_option
 from adaseg.cli.eval import MIN_BOOTSTRAP
 from adaseg.cli.run_guard import writing_run
@@ -34,6 +35,7 @@ BUDGET_UNMET = 3
               help="Most pause layers the grid search stacks.")
 @click.option("--modes", default="entropy,random", show_default=True, metavar="entropy,random",
               help="Pause modes every pause plan is evaluated in.")
+@pause_output_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N val images.")
 @click.option("--flops-images", type=click.IntRange(min=1), default=None,
               help="Count FLOPs on the first N val images of each point [default: all evaluated].")
@@ -55,8 +57,8 @@ BUDGET_UNMET = 3
 @run_option
 @quiet_option
 @json_option
-def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stages, modes, limit, flops_images, n_boot,
-          level, seed, target_gflops, target_ips, name, data, device, threads, run, quiet, as_json):
+def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stages, modes, pause_output, limit,
+          flops_images, n_boot, level, seed, target_gflops, target_ips, name, data, device, threads, run, quiet, as_json):
     """Operating points of one parent: Pareto front, adaptive advantage, budgets, plots."""
     import json
 
@@ -77,7 +79,7 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
     settings = sw.SweepSettings(exits=exits, betas=_betas(betas), pauses=tuple(str(p) for p in pauses),
                                 pause_grid=pause_grid, grid_layers=grid_layers, grid_ratios=tuple(grid_ratios),
                                 grid_stages=grid_stages, modes=_modes(modes), limit=limit, seed=seed, data=data,
-                                flops_images=flops_images)
+                                flops_images=flops_images, pause_output=pause_output)
     run_dir = RunDir(run)
     failures = (BootstrapMemoryError, CheckpointError, DataError, DerivedDatasetError, MissingStepError, PartsError,
                 RunDirError)
@@ -185,6 +187,8 @@ def _refuse_idle_options(pauses, pause_grid: bool) -> None:
     ctx = click.get_current_context()
     if given_on_command_line(ctx, "modes") and not pauses and not pause_grid:
         raise click.UsageError("--modes chooses how tokens pause: it needs --pause SPEC or --pause-grid")
+    if given_on_command_line(ctx, "pause_output") and not pauses and not pause_grid:
+        raise click.UsageError("--pause-output chooses who labels paused tokens: it needs --pause SPEC or --pause-grid")
     for opt in ("grid_layers", "grid_ratios", "grid_stages"):
         if given_on_command_line(ctx, opt) and not pause_grid:
             raise click.UsageError(f"--{opt.replace('_', '-')} shapes the pause grid: it needs --pause-grid")

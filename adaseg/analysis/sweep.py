@@ -59,12 +59,14 @@ class SweepSettings:
     seed: int = 0
     data: str | None = None  # another dataset's val split, as eval --data
     flops_images: int | None = None  # FLOPs counted on the first N images, as eval --flops-images
+    pause_output: str = "decoder"  # every pause point's, as eval --pause-output (aux: PAUMER's early exit)
 
     def to_json(self) -> dict[str, Any]:
         return {"exits": self.exits, "betas": list(self.betas), "pauses": list(self.pauses),
                 "pause_grid": self.pause_grid, "grid_layers": None if self.grid_layers is None else list(self.grid_layers),
                 "grid_ratios": list(self.grid_ratios), "grid_stages": self.grid_stages, "modes": list(self.modes),
-                "limit": self.limit, "seed": self.seed, "data": self.data, "flops_images": self.flops_images}
+                "limit": self.limit, "seed": self.seed, "data": self.data, "flops_images": self.flops_images,
+                "pause_output": self.pause_output}
 
 
 @dataclass
@@ -99,6 +101,7 @@ class Parent:
     depth: int
     fingerprint: str
     content_hash: str | None
+    early_exit_refusal: str | None = None  # why the model has no --pause-output aux, or None
 
 
 def read_parent(run: RunDir) -> Parent:
@@ -107,7 +110,13 @@ def read_parent(run: RunDir) -> Parent:
     from adaseg.runs.parent import load_parent
 
     model, info = load_parent(run.parent_path, device="cpu")
-    return Parent(depth=int(model.depth), fingerprint=info["fingerprint"], content_hash=info["content_hash"])
+    try:
+        model.check_early_exit()
+        refusal = None
+    except ValueError as exc:
+        refusal = str(exc)
+    return Parent(depth=int(model.depth), fingerprint=info["fingerprint"], content_hash=info["content_hash"],
+                  early_exit_refusal=refusal)
 
 
 def check_settings(settings: SweepSettings, parent: Parent) -> list[int]:
@@ -141,6 +150,17 @@ def check_settings(settings: SweepSettings, parent: Parent) -> list[int]:
                 raise SweepError("grid-ratios", f"--grid-ratios: {r!r} is not in (0, 1)")
         if settings.grid_stages < 1:
             raise SweepError("grid-stages", f"--grid-stages must be >= 1, got {settings.grid_stages}")
+    if settings.pause_output != "decoder":
+        from adaseg.choices import PAUSE_OUTPUTS
+
+        if settings.pause_output not in PAUSE_OUTPUTS:
+            raise SweepError("pause-output", f"--pause-output: {settings.pause_output!r} is not one of "
+                                             f"{', '.join(PAUSE_OUTPUTS)}")
+        if not (settings.pauses or settings.pause_grid):
+            raise SweepError("pause-output", f"--pause-output {settings.pause_output} labels paused tokens by their "
+                                             "auxiliary decoder: it needs --pause SPEC or --pause-grid")
+        if parent.early_exit_refusal is not None:
+            raise SweepError("pause-output", parent.early_exit_refusal)
     if (settings.pauses or settings.pause_grid) and not settings.modes:
         raise SweepError("modes", "--modes is empty: name at least one of entropy,random")
     return exits
@@ -218,16 +238,18 @@ def fit_missing_gates(run: RunDir, missing: Sequence[float], *, reporter=None) -
 
 
 def eval_settings(spec: PointSpec, gate: Path | None, *, limit: int | None, seed: int, data: str | None = None,
-                  flops_images: int | None = None) -> EvalSettings:
+                  flops_images: int | None = None, pause_output: str = "decoder") -> EvalSettings:
     """The EvalSettings ``adaseg eval`` builds for this point's options (``--seed`` is only
-    given, and only changes the report, for random pausing)."""
+    given, and only changes the report, for random pausing; ``pause_output`` only for a
+    point that pauses)."""
     from adaseg.models.adaptive.plan import PausePlan
 
     random = spec.pause is not None and spec.mode == "random"
     return EvalSettings(gate=None if gate is None else str(gate), exit=spec.exit,
                         pause=PausePlan.parse(spec.pause) if spec.pause else None,
                         pause_mode=spec.mode if spec.pause else "entropy", limit=limit,
-                        seed=seed if random else EvalSettings().seed, data=data, flops_images=flops_images)
+                        seed=seed if random else EvalSettings().seed, data=data, flops_images=flops_images,
+                        pause_output=pause_output if spec.pause else "decoder")
 
 
 def eval_command(run: RunDir, settings: EvalSettings) -> str:
@@ -242,6 +264,8 @@ def eval_command(run: RunDir, settings: EvalSettings) -> str:
             parts.append(f"--pause-mode {settings.pause_mode}")
         if settings.pause_mode == "random" and settings.seed != EvalSettings().seed:
             parts.append(f"--seed {settings.seed}")
+        if settings.pause_output != "decoder":
+            parts.append(f"--pause-output {settings.pause_output}")
     if settings.limit is not None:
         parts.append(f"--limit {settings.limit}")
     if settings.flops_images is not None:
@@ -268,6 +292,8 @@ def reusable(path: Path, settings: EvalSettings, parent: Parent, gate_hash: str 
         return None
     want = settings.to_json()
     if any(s.get(k) != want[k] for k in _SAME_SETTINGS):
+        return None
+    if s.get("pause_output", "decoder") != want["pause_output"]:  # reports before early exit: the decoder's
         return None
     if s.get("requested_flops_images") != settings.flops_images or bool(s.get("gate")) != bool(settings.gate):
         return None
@@ -309,8 +335,9 @@ class PointRunner:
 
     def __init__(self, run: RunDir, parent: Parent, gates: dict[float, Path], *, limit: int | None, seed: int,
                  device: torch.device, reporter=None, evaluate_fn: Callable | None = None, need_parts: bool = True,
-                 data: str | None = None, flops_images: int | None = None):
+                 data: str | None = None, flops_images: int | None = None, pause_output: str = "decoder"):
         self.run, self.parent, self.gates = run, parent, gates
+        self.pause_output = pause_output
         self.limit, self.seed, self.device, self.reporter = limit, seed, device, reporter
         self.data, self.flops_images = data, flops_images
         self.evaluate_fn = evaluate_fn
@@ -322,7 +349,7 @@ class PointRunner:
             return self.points[spec.key()]
         gate = self.gates[spec.beta] if spec.beta is not None else None
         settings = eval_settings(spec, gate, limit=self.limit, seed=self.seed, data=self.data,
-                                 flops_images=self.flops_images)
+                                 flops_images=self.flops_images, pause_output=self.pause_output)
         name = settings.name()
         path = self.run.report_path(name)
         found = reusable(path, settings, self.parent, _gate_hash(gate), self.device, need_parts=self.need_parts)
@@ -366,7 +393,7 @@ def run_sweep(run: RunDir, settings: SweepSettings, parent: Parent, *, device: t
     gates = {b: gate_for_beta(run, b, parent.depth) for b in settings.betas}
     runner = PointRunner(run, parent, gates, limit=settings.limit, seed=settings.seed, device=device,
                          reporter=reporter, evaluate_fn=evaluate_fn, need_parts=need_parts, data=settings.data,
-                         flops_images=settings.flops_images)
+                         flops_images=settings.flops_images, pause_output=settings.pause_output)
     order: list[PointSpec] = []
 
     def take(spec: PointSpec) -> SweepPoint:

@@ -38,7 +38,7 @@ import torch
 from adaseg.eval.flops import FlopCounter, FlopStats
 from adaseg.eval.image_parts import ImageParts, build_parts, parts_path_for
 from adaseg.eval.throughput import measure_throughput
-from adaseg.choices import PAUSE_MODES
+from adaseg.choices import PAUSE_MODES, PAUSE_OUTPUTS
 from adaseg.utils.distributed import gather_in_order, shard_indices, world
 from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.runs.parent import load_parent
@@ -60,13 +60,15 @@ class EvalSettingError(ValueError):
 @dataclass
 class EvalSettings:
     """What to evaluate. ``gate``: a gate file path or None; ``exit``: fixed exit layer or None
-    (full depth); ``pause``: a PausePlan or None; ``data``: a ``--data`` spec to score on
+    (full depth); ``pause``: a PausePlan or None; ``pause_output``: ``"decoder"`` or ``"aux"``
+    (PAUMER's early exit: paused tokens labelled by their auxiliary decoder); ``data``: a ``--data`` spec to score on
     instead of the run's own dataset (same categories required), or None for the run's own."""
 
     gate: str | None = None
     exit: int | None = None
     pause: Any = None
     pause_mode: str = "entropy"
+    pause_output: str = "decoder"
     batch_size: int = 8
     limit: int | None = None
     flops_images: int | None = None
@@ -95,6 +97,8 @@ class EvalSettings:
             parts.append(self.pause_mode)
             if self.pause_mode == "random" and self.seed != _DEFAULTS.seed:
                 parts.append(f"seed{self.seed}")  # the random draw depends on it
+            if self.pause_output != _DEFAULTS.pause_output:
+                parts.append("earlyexit")  # paused tokens labelled by their auxiliary decoder
         if self.limit is not None:
             parts.append(f"limit{self.limit}")
         if self.flops_images is not None:
@@ -110,7 +114,7 @@ class EvalSettings:
     def to_json(self) -> dict[str, Any]:
         """Every setting, JSON-ready (the pause plan as its exact spec)."""
         return {"gate": self.gate, "exit": self.exit, "pause": None if self.pause is None else str(self.pause),
-                "pause_mode": self.pause_mode, "batch_size": self.batch_size, "limit": self.limit,
+                "pause_mode": self.pause_mode, "pause_output": self.pause_output, "batch_size": self.batch_size, "limit": self.limit,
                 "flops_images": self.flops_images, "warmup": self.warmup, "timed": self.timed, "seed": self.seed,
                 "data": self.data}
 
@@ -198,7 +202,8 @@ def _exits_arg(settings: EvalSettings):
 
 def _forward(model, images, mask, settings: EvalSettings, generator: torch.Generator | None = None):
     return model(images, mask, AdaptiveSettings(exits=_exits_arg(settings), pause=settings.pause,
-                                                pause_mode=settings.pause_mode, generator=generator))
+                                                pause_mode=settings.pause_mode, generator=generator,
+                                                pause_output=settings.pause_output))
 
 
 def _pause_generator(settings: EvalSettings, device: torch.device) -> torch.Generator | None:
@@ -269,10 +274,28 @@ def _apply_settings(model, info: dict, settings: EvalSettings, device: torch.dev
         elif gate_info is not None:
             exits = [int(e) for e in gate_info["config"]["exits"]]
             check_pause_reachable(settings.pause, max(exits), f"the gate's last exit {max(exits)} (exits {exits})")
+    _check_pause_output(model, settings)
     if settings.pause_mode not in PAUSE_MODES:
         raise EvalSettingError("pause-mode", f"--pause-mode must be one of {', '.join(PAUSE_MODES)}, "
                                              f"got {settings.pause_mode!r}")
     return gate_info
+
+
+def _check_pause_output(model, settings: EvalSettings) -> None:
+    """Refuse an early-exit output (``--pause-output aux``) that cannot take effect or that the
+    model does not have, as :class:`EvalSettingError` for ``--pause-output``."""
+    if settings.pause_output not in PAUSE_OUTPUTS:
+        raise EvalSettingError("pause-output", f"--pause-output must be one of {', '.join(PAUSE_OUTPUTS)}, "
+                                               f"got {settings.pause_output!r}")
+    if settings.pause_output == "decoder":
+        return
+    if settings.pause is None:
+        raise EvalSettingError("pause-output", "--pause-output aux labels paused tokens by their auxiliary "
+                                               "decoder: it needs --pause (e.g. --pause 3:0.4)")
+    try:
+        model.check_early_exit()
+    except ValueError as exc:
+        raise EvalSettingError("pause-output", str(exc)) from None
 
 
 def _quality_pass(model, dataset, mine: list[int], scorer: Scorer, settings: EvalSettings,

@@ -187,10 +187,20 @@ def compute_panel(p: Prediction, level: int, *, scale: int | None = None) -> Ima
     lut = np.array([layer_colour(max(1, v), p.depth) for v in range(p.depth + 1)], dtype=np.float64)
     tint = lut[grid[rows[:, None], cols[None, :]]]
     out = 0.35 * base + 0.65 * tint
+    if p.early_exit:
+        # early exit: tokens labelled by their auxiliary decoder (the paused ones) are hatched
+        paused = (p.pause_grids()[level][: grid.shape[0], : grid.shape[1]] > 0)[rows[:, None], cols[None, :]]
+        out[paused & aux_hatch(H, W)] = 0
     if cell_h >= 6 and cell_w >= 6:
         out[(np.floor(np.arange(H) / cell_h) != np.floor((np.arange(H) + 1) / cell_h)), :] = 255
         out[:, (np.floor(np.arange(W) / cell_w) != np.floor((np.arange(W) + 1) / cell_w))] = 255
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
+def aux_hatch(h: int, w: int, period: int = 6) -> np.ndarray:
+    """(h, w) bool diagonal lines, one pixel wide every ``period``: the mark of tokens labelled
+    by an auxiliary decoder."""
+    return (np.arange(h)[:, None] + np.arange(w)[None, :]) % period == 0
 
 
 def levels_fine_first(p: Prediction) -> list[int]:
@@ -218,8 +228,11 @@ def pause_line(p: Prediction) -> str:
     rows = p.paused_in_image()
     if not rows:
         return "no tokens paused"
-    return ", ".join(f"{100 * r['paused_image'] / max(1, r['tokens_image']):.0f}% paused after layer {r['layer']}"
+    line = ", ".join(f"{100 * r['paused_image'] / max(1, r['tokens_image']):.0f}% paused after layer {r['layer']}"
                      for r in rows)
+    if p.early_exit:
+        line += " (early exit: hatched tokens labelled by the auxiliary decoder of their pause layer)"
+    return line
 
 
 def compute_picture(p: Prediction) -> Image.Image:

@@ -55,6 +55,9 @@ class Predictor:
         exit: a fixed exit layer for every image (exclusive with a gate).
         pause: a pause plan (:class:`~adaseg.models.adaptive.plan.PausePlan` or ``"3:0.4,5:0.3"``).
         pause_mode: ``"entropy"`` or ``"random"``; ``seed``: random pausing's generator.
+        pause_output: ``"decoder"`` or ``"aux"`` (PAUMER's early exit: a paused token is
+            labelled by the auxiliary decoder of its pause layer; needs ``pause`` and a model
+            with an early-exit output, e.g. Segmenter).
         task: ``"panoptic"``, ``"semantic"`` or ``"instance"`` (default: the model's task).
         device: where the model runs; ``batch_size``: images per forward pass (images of a
             batch are padded to a common size, as in ``adaseg eval``; 1 keeps each image's
@@ -74,12 +77,13 @@ class Predictor:
     def __init__(self, run_or_checkpoint: str | os.PathLike = "runs/default", *, data: str | None = None,
                  gate: str = "auto", exit: int | None = None, pause=None, pause_mode: str = "entropy",
                  seed: int = 0, task: str | None = None, device: str | torch.device = "cpu", batch_size: int = 1,
-                 flops: bool = True):
+                 flops: bool = True, pause_output: str = "decoder"):
         from adaseg.models.adaptive.settings import AdaptiveSettings
 
         run_or_checkpoint, data, gate, exit, pause, pause_mode, seed, task, self.device, batch_size, flops = \
             _check_arguments(run_or_checkpoint, data=data, gate=gate, exit=exit, pause=pause, pause_mode=pause_mode,
                              seed=seed, task=task, device=device, batch_size=batch_size, flops=flops)
+        _check_pause_output(pause_output, pause)
         self.batch_size = batch_size
         self.flops = flops
         self.model, self.meta, self.transform, self.gate_path, gate_exits = _load(
@@ -89,13 +93,19 @@ class Predictor:
         if self.task != "semantic" and self.model.task != "panoptic":
             raise PredictError(f"--task {self.task}: this model predicts {self.model.task} segmentation only", "task")
         _check_exit_and_pause(self.model, exit, pause, gate_exits)
+        if pause_output == "aux":
+            try:
+                self.model.check_early_exit()
+            except ValueError as exc:
+                raise PredictError(str(exc), "pause-output") from None
         self.exit_source = "gate" if self.gate_path is not None else ("fixed" if exit is not None else "full")
         self._generator = None
         if pause is not None and pause_mode == "random":
             self._generator = torch.Generator(device=self.device).manual_seed(int(seed))
         try:
             self.settings = AdaptiveSettings(exits="gate" if self.gate_path is not None else exit, pause=pause,
-                                             pause_mode=pause_mode, generator=self._generator)
+                                             pause_mode=pause_mode, generator=self._generator,
+                                             pause_output=pause_output)
         except (TypeError, ValueError) as exc:
             raise PredictError(str(exc), "pause-mode") from None
         self._lut = np.array([c.id for c in self.meta.categories], dtype=np.int64)
@@ -190,6 +200,7 @@ class Predictor:
             p = Prediction(name=item.name, size=tuple(orig[j]), task=self.task, exit=int(plan[j]),
                            depth=int(self.model.depth), exit_source=self.exit_source, token_shapes=shapes,
                            input_size=tuple(out.input_size), valid_size=tuple(sizes[j]), paused=paused,
+                           early_exit=bool(out.early_exit),
                            note=item.note, source=item.source, image=item.rgb, image_id=image_ids[j])
             if counts is not None:
                 c = counts[j]
@@ -397,6 +408,23 @@ def _check_arguments(source, *, data, gate, exit, pause, pause_mode, seed, task,
 
 def _num_classes(info: dict) -> int | None:
     return info["options"].get("num_classes")
+
+
+def _check_pause_output(pause_output, pause) -> None:
+    """``pause_output`` is ``"decoder"`` or ``"aux"``, and ``"aux"`` comes with a pause plan
+    (checked before anything is loaded; whether the model has an early exit, after)."""
+    from adaseg.choices import PAUSE_OUTPUTS
+    from adaseg.utils.arguments import ArgumentTypeError, check_choice
+
+    try:
+        check_choice(pause_output, "pause_output", PAUSE_OUTPUTS)
+    except ArgumentTypeError as exc:
+        raise PredictTypeError(str(exc), "pause-output") from None
+    except ValueError as exc:
+        raise PredictError(str(exc), "pause-output") from None
+    if pause_output == "aux" and pause is None:
+        raise PredictError("pause_output='aux' labels paused tokens by their auxiliary decoder: it needs pause "
+                           "(e.g. pause='3:0.4,5:0.3')", "pause-output")
 
 
 def _check_exit_and_pause(model, exit: int | None, pause, gate_exits) -> None:

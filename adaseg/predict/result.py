@@ -45,6 +45,8 @@ class Prediction:
         gflops: ``{"total", "encoder"}`` GFLOPs of this image alone (2 x multiply-adds,
             :mod:`adaseg.eval.flops`), or None when not counted.
         image: (H0, W0, 3) uint8 the RGB the model saw (before resizing), for pictures.
+        early_exit: paused tokens were labelled by the auxiliary decoder of their pause layer
+            (``pause_output="aux"``), not by the main decoder.
     """
 
     name: str
@@ -66,6 +68,7 @@ class Prediction:
     source: str = ""
     image: np.ndarray | None = field(default=None, repr=False)
     image_id: Any = None
+    early_exit: bool = False
 
     def pause_grids(self) -> list[np.ndarray]:
         """Per token level, (h_l, w_l) int64: the layer after which each token paused, 0 for

@@ -11,6 +11,7 @@ A model writes only what differs from the others::
         prepare(images, padding_mask) -> EncoderInput       # all before encoder layer 1
         encode(prep, *, settings, exit_plan, keep_aux) -> RunResult   # its AdaptiveRun loop
         decode(tokens, prep) -> dict              # (b, N, C) encoder tokens -> its heads
+        decode_early_exit(result, prep) -> dict   # optional: PAUMER's early exit (pause_output="aux")
         postprocess(out, image_sizes, *, task, output_sizes=None) -> list
         build_criterion(*, aux_weight=0.1) -> AdaptiveCriterion
 
@@ -73,10 +74,22 @@ class AdaptiveModelBase(nn.Module, ABC):
         exits: potential exits, the ones recipes record (default 2..K).
     """
 
+    #: why this model has no early-exit output (``pause_output="aux"``), or None when it has
+    #: one (it then overrides :meth:`decode_early_exit`).
+    early_exit_refusal: str | None = ("early exit (pause_output='aux') needs a main decoder that labels "
+                                      "single-scale patch tokens one by one and can run on the active ones alone")
+
     def __init__(self, *, depth: int, exits: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.exits = potential_exits(exits, depth)
         self.gate: Gate | None = None
+
+    def check_early_exit(self) -> None:
+        """Raise ValueError (one line naming the model) unless this model has an early-exit
+        output (``pause_output="aux"``, PAUMER App. I)."""
+        if self.early_exit_refusal is not None:
+            raise ValueError(f"{type(self).__name__} has no early-exit output (pause_output='aux'): "
+                             f"{self.early_exit_refusal}")
 
     # ------------------------------------------------------------------ what a model provides
 
@@ -108,6 +121,14 @@ class AdaptiveModelBase(nn.Module, ABC):
     def decode(self, tokens: torch.Tensor, prep: EncoderInput) -> dict[str, Any]:
         """(B, N, C) encoder tokens at an exit -> the model's heads (``AdaptiveOutput.heads``)."""
         ...
+
+    def decode_early_exit(self, result: RunResult, prep: EncoderInput) -> dict[str, Any]:
+        """PAUMER's early exit (``pause_output="aux"``): ``result.tokens`` (B, N, C) as the
+        encoder left them (paused tokens with the features they paused with), ``result.paused``
+        the pause records -> the model's heads, paused tokens labelled by the auxiliary decoder
+        of their pause layer. Only models with ``early_exit_refusal = None`` provide it."""
+        self.check_early_exit()
+        raise ValueError(f"{type(self).__name__} declares an early-exit output but does not decode one")
 
     # ------------------------------------------------------------------ the template
 
@@ -145,16 +166,23 @@ class AdaptiveModelBase(nn.Module, ABC):
         if padding_mask is not None and tuple(padding_mask.shape) != (b, h, w):
             raise ValueError(f"padding_mask must be {(b, h, w)}, got {tuple(padding_mask.shape)}")
         settings.check_depth(self.depth)
+        if settings.early_exit:
+            self.check_early_exit()
         prep = self.prepare(images, padding_mask)
         plan = settings.exit_plan(batch_size=b, depth=self.depth, gate=self.gate, gate_features=prep.gate_features,
                                   device=images.device)
         keep_aux = self.training if settings.keep_aux is None else settings.keep_aux
         enc = self.encode(prep, settings=settings, exit_plan=plan, keep_aux=keep_aux)
+        if enc.tokens is None:
+            heads = None
+        else:
+            heads = self.decode_early_exit(enc, prep) if settings.early_exit else self.decode(enc.tokens, prep)
         return AdaptiveOutput(
-            heads=None if enc.tokens is None else self.decode(enc.tokens, prep),
+            heads=heads,
             exits={k: self.decode(t, prep) for k, t in enc.per_exit.items()},
             exit_plan=plan, gate_features=prep.gate_features, aux_logits=enc.aux, paused=enc.paused,
             token_shapes=prep.token_shapes, input_size=(h, w), padding_mask=padding_mask,
+            early_exit=settings.early_exit,
         )
 
 

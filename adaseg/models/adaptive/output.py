@@ -39,6 +39,8 @@ class AdaptiveOutput:
         token_shapes: (L, 2) int64 (h, w) of each token level of the encoder's map.
         input_size: (H, W) of the padded input.
         padding_mask: (B, H, W) bool True on padding, or None.
+        early_exit: True when the heads label each paused token by the auxiliary decoder of
+            its pause layer (``pause_output="aux"``, PAUMER App. I) instead of the main decoder.
     """
 
     heads: dict[str, Any] | None
@@ -50,6 +52,7 @@ class AdaptiveOutput:
     token_shapes: torch.Tensor | None = None
     input_size: tuple[int, int] = (0, 0)
     padding_mask: torch.Tensor | None = None
+    early_exit: bool = False
 
     def at_exit(self, k: int) -> "AdaptiveOutput":
         """The single-exit view of a recorded-exits output at exit ``k`` (what postprocess takes)."""

@@ -9,6 +9,7 @@ import torch
 
 from adaseg.models.adaptive.plan import PausePlan, normalise_exits
 from adaseg.models.adaptive.pause_selection import PAUSE_MODES
+from adaseg.choices import PAUSE_OUTPUTS
 from adaseg.utils.arguments import ArgumentTypeError, check_bool, check_choice, describe
 
 _EXITS = "None, an int (a layer >= 1), a per-image sequence or 1-D integer tensor of layers, or 'gate'"
@@ -64,6 +65,12 @@ class AdaptiveSettings:
             output per image at its exit.
         keep_aux: keep the auxiliary decoders' logits (with gradient) at each pause stage for
             PAUMER's auxiliary loss; None: when the model is in training mode.
+        pause_output: where a paused token's label comes from: ``"decoder"`` (the patch
+            assembler puts it back and the main decoder reads every token) or ``"aux"``
+            (PAUMER's early exit at test time, App. I: the auxiliary decoder of the layer where
+            it paused labels it, and the main decoder reads only the tokens still active).
+            ``"aux"`` needs a pause plan and one exit per image (not ``record_exits``); models
+            whose decoder cannot run on a subset of tokens refuse it (``model.check_early_exit()``).
 
     Every field is checked here: a wrong type raises TypeError (an ``ArgumentTypeError``, also a
     ValueError), a value out of range ValueError, each naming the field. Numbers are not
@@ -80,6 +87,7 @@ class AdaptiveSettings:
     generator: torch.Generator | None = None
     record_exits: tuple[int, ...] = ()
     keep_aux: bool | None = None
+    pause_output: str = "decoder"
 
     def __post_init__(self) -> None:
         if isinstance(self.pause, str):
@@ -109,6 +117,19 @@ class AdaptiveSettings:
             raise ValueError("exits and record_exits are exclusive: recorded exits run every image to the deepest")
         object.__setattr__(self, "exits", _check_exits(self.exits))
         check_bool(self.keep_aux, "keep_aux", optional=True)
+        check_choice(self.pause_output, "pause_output", PAUSE_OUTPUTS)
+        if self.pause_output == "aux":
+            if self.pause is None:
+                raise ValueError("pause_output='aux' labels paused tokens by their auxiliary decoder: "
+                                 "it needs a pause plan (e.g. pause='3:0.4')")
+            if record:
+                raise ValueError("pause_output='aux' decodes one exit per image: it cannot be combined "
+                                 "with record_exits")
+
+    @property
+    def early_exit(self) -> bool:
+        """True when paused tokens are labelled by their auxiliary decoder (``pause_output="aux"``)."""
+        return self.pause_output == "aux"
 
     @property
     def uses_gate(self) -> bool:

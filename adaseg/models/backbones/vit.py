@@ -225,12 +225,15 @@ class VisionTransformer(nn.Module):
                         tokens=tokens, grid=grid, valid=valid, input_size=(images.shape[-2], images.shape[-1]))
 
     def encode(self, prep: ViTInput, *, aux_decoders: nn.ModuleList, settings: AdaptiveSettings,
-               exit_plan: torch.Tensor | None, keep_aux: bool) -> RunResult:
+               exit_plan: torch.Tensor | None, keep_aux: bool, final_norm: bool = True) -> RunResult:
         """Run the blocks as an adaptive encoder on a :meth:`prepare` output.
 
         Paused patches leave the token set (later layers neither update nor attend to them);
         the class token is never paused. ``aux_decoders[l - 1]`` scores the patches after
-        layer l. Returns the run's result over the (B, h*w, D) patch map, final-normed.
+        layer l. Returns the run's result over the (B, h*w, D) patch map, final-normed unless
+        ``final_norm`` is False (PAUMER's early exit reads the paused patches as their
+        auxiliary decoder saw them, and norms only the active ones; recorded exits are
+        always normed).
         """
         patches = prep.tokens[:, 1:]
         run = AdaptiveRun(patches, settings=settings, exit_plan=exit_plan, aux_decoders=aux_decoders,
@@ -246,7 +249,7 @@ class VisionTransformer(nn.Module):
             run.carry["cls"] = y[:, :1]
             run.step(y[:, 1:])
         result = run.finish()
-        if result.tokens is not None:
+        if result.tokens is not None and final_norm:
             result.tokens = self.norm(result.tokens)
         return result
 

@@ -63,6 +63,17 @@ class MaskTransformer(nn.Module):
         b, n, _ = patches.shape
         if n != grid[0] * grid[1]:
             raise ValueError(f"{n} patch tokens do not form a {grid[0]}x{grid[1]} grid")
+        masks = self.forward_tokens(patches, key_valid)  # (B, h*w, K)
+        return masks.transpose(1, 2).reshape(b, self.num_classes, grid[0], grid[1])
+
+    def forward_tokens(self, patches: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, n, in_dim) any n patch tokens -> (B, n, K) their class-mask logits.
+
+        The decoder is a transformer over the tokens it is given plus the class embeddings, so
+        it runs on a subset of a grid's patches (PAUMER's early exit: only the active ones)
+        with no notion of where they sit. ``key_valid`` (B, n) bool as in :meth:`forward`.
+        """
+        b, n, _ = patches.shape
         x = torch.cat([self.proj_dec(patches), self.cls_emb.expand(b, -1, -1)], dim=1)
         if key_valid is not None:
             key_valid = torch.cat([key_valid, key_valid.new_ones(b, self.num_classes)], dim=1)
@@ -71,5 +82,4 @@ class MaskTransformer(nn.Module):
         x = self.decoder_norm(x)
         patch_feat = F.normalize(x[:, :n] @ self.proj_patch, dim=-1)
         class_feat = F.normalize(x[:, n:] @ self.proj_classes, dim=-1)
-        masks = self.mask_norm(patch_feat @ class_feat.transpose(1, 2))  # (B, h*w, K)
-        return masks.transpose(1, 2).reshape(b, self.num_classes, grid[0], grid[1])
+        return self.mask_norm(patch_feat @ class_feat.transpose(1, 2))

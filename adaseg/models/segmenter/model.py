@@ -21,6 +21,12 @@ input; ``gate_features`` (B, D) is the mean of the patch tokens after embedding 
 non-padding patches; ``token_shapes`` (1, 2) is the patch grid (h, w); auxiliary-decoder
 records hold patch positions (b, n).
 
+Early exit (``settings.pause_output="aux"``, PAUMER App. I): a paused patch is labelled by
+the auxiliary decoder of its pause layer and the mask transformer reads only the active
+patches (:mod:`adaseg.models.segmenter.early_exit`); the heads then also hold
+``token_source`` (B, h, w) int64, 0 where the mask transformer labelled a patch and l where
+the auxiliary decoder after layer l did.
+
 Images larger than the training crop: :func:`adaseg.models.segmenter.sliding.segmenter_inference_sliding`.
 """
 
@@ -37,6 +43,7 @@ from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.models.backbones.vit import ViTInput, VisionTransformer, build_aux_decoders
 from adaseg.models.segmenter.criterion import SegmenterCriterion
 from adaseg.models.segmenter.decoder import MaskTransformer
+from adaseg.models.segmenter.early_exit import early_exit_logits
 
 __all__ = ["Segmenter"]
 
@@ -53,6 +60,8 @@ class Segmenter(AdaptiveModelBase):
         dec_drop_path: stochastic depth in the decoder.
         exits: potential exits, the ones recipes record (default 2..K).
     """
+
+    early_exit_refusal = None  # the mask transformer runs on any subset of patches
 
     def __init__(
         self,
@@ -109,17 +118,31 @@ class Segmenter(AdaptiveModelBase):
 
     def encode(self, prep: ViTInput, *, settings: AdaptiveSettings, exit_plan: torch.Tensor | None,
                keep_aux: bool) -> RunResult:
+        # early exit reads paused patches as their auxiliary decoder saw them (before the final norm)
         return self.encoder.encode(prep, aux_decoders=self.aux_decoders, settings=settings, exit_plan=exit_plan,
-                                   keep_aux=keep_aux)
+                                   keep_aux=keep_aux, final_norm=not settings.early_exit)
 
     def decode(self, tokens: torch.Tensor, prep: ViTInput) -> dict:
         """(B, h*w, D) encoder patch tokens -> ``{"sem_logits": (B, K_cls, H, W)}``: the class
         masks upsampled bilinearly to the patch-padded size and cropped to the input, as
         Segmenter does."""
-        masks = self.decoder(tokens, prep.grid, prep.valid)
+        return {"sem_logits": self._upsample(self.decoder(tokens, prep.grid, prep.valid), prep)}
+
+    def decode_early_exit(self, result: RunResult, prep: ViTInput) -> dict:
+        """PAUMER's early exit: ``result.tokens`` (B, h*w, D) before the final norm ->
+        ``{"sem_logits": (B, K_cls, H, W), "token_source": (B, h, w) int64}``; see
+        :func:`~adaseg.models.segmenter.early_exit.early_exit_logits`."""
+        logits, source = early_exit_logits(result.tokens, result.paused, aux_decoders=self.aux_decoders,
+                                           decoder=self.decoder, final_norm=self.encoder.norm, valid=prep.valid)
+        b, (h, w) = logits.shape[0], prep.grid
+        masks = logits.transpose(1, 2).reshape(b, self.num_classes, h, w)
+        return {"sem_logits": self._upsample(masks, prep), "token_source": source.view(b, h, w)}
+
+    def _upsample(self, masks: torch.Tensor, prep: ViTInput) -> torch.Tensor:
+        """(B, K, h, w) patch logits -> (B, K, H, W): bilinear to the patch-padded size, cropped."""
         p = self.patch_size
         masks = F.interpolate(masks, size=(prep.grid[0] * p, prep.grid[1] * p), mode="bilinear", align_corners=False)
-        return {"sem_logits": masks[:, :, : prep.input_size[0], : prep.input_size[1]]}
+        return masks[:, :, : prep.input_size[0], : prep.input_size[1]]
 
     # ------------------------------------------------------------------ training / inference helpers
 
