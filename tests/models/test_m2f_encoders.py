@@ -1,0 +1,170 @@
+"""Mask2Former's encoder kinds (deform / lite / rt): what each layer updates, what it costs, and
+that a checkpoint of one kind never loads into another.
+
+Oracles: the token maps recorded after every layer (which tokens changed, compared with the
+schedule written down from Lite-DETR's and RT-DETR's papers: level sizes from the input size
+by hand), FLOPs of one layer counted by hand from the layer's matmuls and convolutions (2 x
+multiply-adds, as adaseg.eval.flops counts), and the key names of the other kind's state dict.
+The contract (mixed exits, recorded exits, pausing) is tests/models/test_adaptive_contract.py's.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import adaseg
+from adaseg.eval.flops import count_flops
+from adaseg.models.adaptive.settings import AdaptiveSettings
+from adaseg.storage.checkpoint import CheckpointError, load_into, save_checkpoint
+
+SIZE = 64  # resnet_tiny at 64 px: levels s1 2x2 (stride 32), s2 4x4 (16), s3 8x8 (8)
+LEVEL_TOKENS = (4, 16, 64)
+C, HEADS, POINTS, FFN, LEVELS = 64, 4, 4, 256, 3  # the tiny configurations' encoder
+
+
+def _model(name: str):
+    torch.manual_seed(0)
+    return adaseg.create_model(name).eval()
+
+
+def _images(b: int = 2) -> torch.Tensor:
+    return torch.randn(b, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+
+
+def _level_rows(levels) -> torch.Tensor:
+    """(N,) bool: the token-map rows of ``levels`` (lowest resolution first)."""
+    rows = [torch.full((n,), lvl in levels) for lvl, n in enumerate(LEVEL_TOKENS)]
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def _maps_after_each_layer(model, images, pause=None):
+    """[input map, map after layer 1, ..., after layer K] (each (B, N, C)) and the pause records."""
+    prep = model.prepare(images, None)
+    settings = AdaptiveSettings(record_exits=tuple(range(1, model.depth + 1)), pause=pause)
+    result = model.encode(prep, settings=settings, exit_plan=None, keep_aux=False)
+    return [prep.pixel.src] + [result.per_exit[k] for k in range(1, model.depth + 1)], result.paused
+
+
+# Lite-DETR "(5+1)x1", high = strides 32 and 16 (levels 0, 1), low = stride 8 (level 2)
+LITE_SCHEDULE = {1: (0, 1), 2: (0, 1), 3: (0, 1), 4: (0, 1), 5: (0, 1), 6: (0, 1, 2)}
+# RT-DETR: AIFI on stride 32; top-down lateral+fuse (32->16, 16->8); bottom-up (8->16, 16->32)
+RT_SCHEDULE = {1: (0,), 2: (0, 1), 3: (1, 2), 4: (1,), 5: (0,)}
+
+
+@pytest.mark.parametrize("name, schedule", [("m2f_lite_tiny", LITE_SCHEDULE), ("m2f_rt_tiny", RT_SCHEDULE),
+                                            ("m2f_tiny", {k: (0, 1, 2) for k in range(1, 7)})])
+def test_each_layer_updates_exactly_its_scales(name, schedule):
+    model = _model(name)
+    maps, _ = _maps_after_each_layer(model, _images())
+    assert maps[0].shape[1] == sum(LEVEL_TOKENS) and model.depth == len(schedule)
+    for layer, levels in schedule.items():
+        changed = (maps[layer] != maps[layer - 1]).any(-1)  # (B, N) tokens this layer rewrote
+        want = _level_rows(levels)
+        for i in range(changed.shape[0]):
+            assert torch.equal(changed[i], want), (name, layer, i)
+        if name != "m2f_tiny":  # the encoder's own account agrees
+            assert model.pixel_decoder.transformer.updated_levels(layer) == levels
+
+
+def test_lite_pausing_updates_only_active_high_level_tokens():
+    model = _model("m2f_lite_tiny")
+    maps, paused = _maps_after_each_layer(model, _images(), pause="2:0.5")
+    (record,) = paused
+    for i in range(maps[0].shape[0]):
+        active = torch.ones(sum(LEVEL_TOKENS), dtype=torch.bool)
+        active[record.positions[i]] = False
+        # pausing counts on all active tokens: some of each kind pause at this seed
+        assert (~active & _level_rows((0, 1))).any() and (~active & _level_rows((2,))).any()
+        for layer in range(3, 7):
+            changed = (maps[layer][i] != maps[layer - 1][i]).any(-1)
+            levels = (0, 1, 2) if layer == 6 else (0, 1)
+            assert torch.equal(changed, active & _level_rows(levels)), layer
+
+
+# ---------------------------------------------------------------- FLOPs of one layer, by hand
+
+def _deform_layer_flops(n_queries: int, n_values: int) -> int:
+    """One deformable encoder layer (Mask2Former's) with n_queries queries over n_values values."""
+    mlp = HEADS * LEVELS * POINTS
+    macs = (n_values * C * C  # value_proj over every value token
+            + n_queries * C * (2 * mlp)  # sampling_offsets
+            + n_queries * C * mlp  # attention_weights
+            + n_queries * HEADS * LEVELS * POINTS * (C // HEADS) * (4 + 1)  # bilinear corners + weighting
+            + n_queries * C * C  # output_proj
+            + 2 * n_queries * C * FFN)  # linear1, linear2
+    return 2 * macs
+
+
+def _aifi_flops(n: int) -> int:
+    """RT-DETR's AIFI layer on n tokens: q/k/v/out projections, QK^T and AV, GELU FFN."""
+    return 2 * (4 * n * C * C + 2 * n * n * C + 2 * n * C * FFN)
+
+
+def _csp_flops(n: int) -> int:
+    """One CSP block (2C -> C, expansion 1, 3 RepVGG blocks) on an n-pixel map."""
+    return 2 * (2 * n * 2 * C * C + 3 * (n * C * C * 9 + n * C * C))
+
+
+def _encoder_flops(model, exit_layer: int) -> int:
+    images = _images(1)
+    return count_flops(model, images, None, AdaptiveSettings(exits=exit_layer),
+                       scopes={"encoder": model.encoder_modules()}).scopes["encoder"]
+
+
+def test_flops_of_one_layer_of_each_kind_match_hand_counts():
+    n = sum(LEVEL_TOKENS)
+    n_high = LEVEL_TOKENS[0] + LEVEL_TOKENS[1]
+    deform = _model("m2f_tiny")
+    assert _encoder_flops(deform, 1) == _deform_layer_flops(n, n)
+    lite = _model("m2f_lite_tiny")
+    lite_1, lite_5, lite_6 = (_encoder_flops(lite, k) for k in (1, 5, 6))
+    assert lite_1 == _deform_layer_flops(n_high, n)  # high-level queries, all values
+    assert lite_5 == 5 * _deform_layer_flops(n_high, n)
+    assert lite_6 - lite_5 == _deform_layer_flops(n, n)  # layer 6: every token
+    rt = _model("m2f_rt_tiny")
+    n0, n1, n2 = LEVEL_TOKENS
+    per_exit = [0] + [_encoder_flops(rt, k) for k in range(1, 6)]
+    layers = [b - a for a, b in zip(per_exit, per_exit[1:])]
+    assert layers == [
+        _aifi_flops(n0),
+        2 * n0 * C * C + _csp_flops(n1),  # lateral 1x1 on stride 32, fuse into stride 16
+        2 * n1 * C * C + _csp_flops(n2),  # lateral 1x1 on stride 16, fuse into stride 8
+        2 * n1 * C * C * 9 + _csp_flops(n1),  # 3x3 stride-2 conv 8 -> 16, fuse
+        2 * n0 * C * C * 9 + _csp_flops(n0),  # 3x3 stride-2 conv 16 -> 32, fuse
+    ]
+
+
+# ---------------------------------------------------------------- checkpoints across kinds
+
+@pytest.mark.parametrize("source, target, in_source, in_target", [
+    ("m2f_tiny", "m2f_lite_tiny", "pixel_decoder.transformer.encoder.layers.0.",
+     "pixel_decoder.transformer.high_layers.0."),
+    ("m2f_lite_tiny", "m2f_rt_tiny", "pixel_decoder.transformer.high_layers.0.", "pixel_decoder.transformer.aifi."),
+    ("m2f_rt_tiny", "m2f_tiny", "pixel_decoder.transformer.aifi.", "pixel_decoder.transformer.level_embed"),
+])
+def test_checkpoint_of_another_encoder_kind_is_refused_naming_keys(tmp_path, source, target, in_source, in_target):
+    path = tmp_path / f"{source}.safetensors"
+    source_state = _model(source).state_dict()
+    save_checkpoint(path, source_state, kind="parent", config={"model": source, "options": {}})
+    model = _model(target)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError) as err:
+        load_into(model, path)
+    message = str(err.value)
+    assert "\n" not in message and "does not fit this model" in message
+    missing = message.split("missing from checkpoint: ")[1].split(";")[0]
+    unexpected = message.split("not in the model: ")[1]
+
+    def listed(part):
+        return [k for k in part.split(" (+")[0].split(", ")]
+
+    # every key named is a real mismatch: the model's keys the file lacks, the file's the model lacks
+    assert listed(missing) and all(k in before and k not in source_state for k in listed(missing))
+    assert listed(unexpected) and all(k in source_state and k not in before for k in listed(unexpected))
+    assert any(k.startswith(in_source) for k in source_state if k not in before)
+    # the first missing keys are the model's first mismatched ones, in the model's order
+    first_missing = [k for k in before if k not in source_state][: len(listed(missing))]
+    assert listed(missing) == first_missing and first_missing[0].startswith(in_target)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nothing loaded
