@@ -44,10 +44,15 @@ MIN_BOOTSTRAP = 100  # fewer resamples put a 5% tail on < 5 draws
 @seed_option
 @threads_option
 @run_option
+@click.option("--parent", "parent", default=None, metavar="CHECKPOINT", type=click.Path(dir_okay=False),
+              help="Evaluate this model checkpoint (a parent, an imported model) instead of a run's parent; needs "
+                   "--data. Writes nothing unless --out.")
+@click.option("--out", "out", default=None, metavar="DIR", type=click.Path(file_okay=False),
+              help="With --parent: write the report into DIR/reports/ (and DIR/log.jsonl).")
 @quiet_option
 @json_option
 def eval_cmd(gate, exit_, pause, pause_mode, pause_output, batch_size, limit, flops_images, warmup, timed, name, n_boot, data,
-             device, seed, threads, run, quiet, as_json):
+             device, seed, threads, run, parent, out, quiet, as_json):
     """Score the run's parent on the val split: PQ/mIoU/AP, GFLOPs, images/s."""
     import json
 
@@ -64,25 +69,32 @@ def eval_cmd(gate, exit_, pause, pause_mode, pause_output, batch_size, limit, fl
     if n_boot != 0 and n_boot < MIN_BOOTSTRAP:
         raise click.BadParameter(f"{n_boot} resamples cannot give a 90% interval: use 0 (off) or at least "
                                  f"{MIN_BOOTSTRAP}", param_hint="'--bootstrap'")
-    run_dir = RunDir(run)
+    from adaseg.cli.checkpoint_target import open_target, refuse_untrained
+
+    run_dir = open_target(run, parent, data, out)  # a checkpoint: its "own" dataset is --data
     try:
         run_dir.require("config", "parent")
         gate_path = choose_gate(run_dir, gate, exit=exit_)
+        refuse_untrained(run_dir, pause, pause_mode)
     except GateChoiceError as exc:
         raise click.UsageError(str(exc)) from None
     except (MissingStepError, RunDirError, CheckpointError) as exc:
         raise click.ClickException(str(exc)) from None
     settings = ev.EvalSettings(gate=None if gate_path is None else str(gate_path), exit=exit_, pause=pause,
                                pause_mode=pause_mode, pause_output=pause_output, batch_size=batch_size, limit=limit, flops_images=flops_images,
-                               warmup=warmup, timed=timed, seed=seed, data=data)
+                               warmup=warmup, timed=timed, seed=seed, data=None if parent else data)
+    writes = getattr(run_dir, "writes", True)  # --parent without --out writes nothing
     report_name = name or settings.name()
     try:
         report_path = run_dir.report_path(report_name)
     except RunDirError as exc:
         raise click.BadParameter(str(exc), param_hint="'--name'") from None
 
-    with writing_run(run_dir, command="eval", dirs=[run_dir.reports_dir]), distributed_session(device) as dist_info:
-        reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="eval"),
+    import contextlib
+
+    guard = writing_run(run_dir, command="eval", dirs=[run_dir.reports_dir]) if writes else contextlib.nullcontext()
+    with guard, distributed_session(device) as dist_info:
+        reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="eval") if writes else None,
                             enabled=dist_info.is_main)
         reporter.event("start", run=str(run_dir.root), name=report_name, gate=settings.gate, exit=exit_,
                        pause=None if pause is None else str(pause), pause_mode=pause_mode, pause_output=pause_output,
@@ -102,7 +114,10 @@ def eval_cmd(gate, exit_, pause, pause_mode, pause_output, batch_size, limit, fl
                 ev.add_intervals(report, n_boot=n_boot)
             except BootstrapMemoryError as exc:
                 raise click.BadParameter(str(exc), param_hint="'--bootstrap'") from None
-        ev.save_report(run_dir, report_name, report)
+        if writes:
+            ev.save_report(run_dir, report_name, report)
+        else:
+            report.settings["name"] = report_name
         data = report.to_json()
         reporter.event("done", report=str(report_path), metrics={k: v for k, v in report.metrics.items()
                                                                  if not isinstance(v, dict)})
@@ -111,7 +126,7 @@ def eval_cmd(gate, exit_, pause, pause_mode, pause_output, batch_size, limit, fl
             return
         reporter.print(report_table(data))
         reporter.info(f"eval: {data['settings']['images']} val images in {data['info']['seconds']:.0f} s; "
-                      f"wrote {report_path}")
+                      + (f"wrote {report_path}" if writes else "wrote nothing (--out DIR keeps the report)"))
 
 
 def _refuse_idle_options(pause, pause_mode: str, pause_output: str = "decoder") -> None:

@@ -65,12 +65,19 @@ def _import_hf(hf_dir: str, thing_ids, out: str) -> None:
         model, info = from_hf_mask2former(hf_dir, thing_ids=thing_ids, return_info=True)
     except (HFConfigError, HFWeightsError) as exc:
         raise click.ClickException(str(exc)) from None
+    from pathlib import Path
+
+    from adaseg.models.hf.described import describe
+
     extra = {
         "source": "huggingface",
         "source_path": os.path.abspath(hf_dir),
         "class_names": info.class_names,
         "dropped": info.dropped,
         "initialised": info.initialised,
+        # categories, untrained parts and resize travel with the file (adaseg.models.hf.described)
+        **describe(class_names=info.class_names, thing_ids=info.thing_ids, initialised=info.initialised,
+                   directory=Path(info.weights_file).parent),
     }
     try:
         meta = save_checkpoint(out, model.state_dict(), kind=MODEL_KIND, config=info.config, extra=extra)
@@ -84,7 +91,8 @@ def _import_hf(hf_dir: str, thing_ids, out: str) -> None:
         f"{cfg['dec_layers']} decoder layers, {n / 1e6:.2f}M parameters"
     )
     click.echo(f"dropped {len(info.dropped)} HF keys on purpose; {len(info.initialised)} adaseg-only keys keep their "
-               f"initial values (PAUMER auxiliary decoders)")
+               f"initial values (PAUMER auxiliary decoders, marked untrained: entropy pausing is refused until "
+               f"`adaseg train-parent --recipe pause` trains them)")
     click.echo(f"wrote {out} (fingerprint {meta.fingerprint[:12]})")
 
 

@@ -68,6 +68,7 @@ def _register() -> None:
     from adaseg.cli.data import data; main.add_command(data)  # noqa: E702
     from adaseg.cli.score import score; main.add_command(score)  # noqa: E702
     from adaseg.cli.import_weights import import_weights; main.add_command(import_weights)  # noqa: E702
+    from adaseg.cli.init_run import init_run; main.add_command(init_run)  # noqa: E702
     from adaseg.cli.doctor import doctor; main.add_command(doctor)  # noqa: E702
 
 

@@ -22,7 +22,8 @@ class NothingPredicted(click.ClickException):
 @click.argument("inputs", nargs=-1, type=click.Path(), metavar="[INPUT]...")
 @click.option("--run", "run", default=DEFAULT_RUN, show_default=True, metavar="DIR|CHECKPOINT",
               type=click.Path(dir_okay=True, file_okay=True),
-              help="Run directory (or a parent checkpoint file, with --data for its categories).")
+              help="Run directory, or a model checkpoint file (a parent, an imported model: its recorded categories, "
+                   "else --data's).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=True, file_okay=False), metavar="DIR",
               help="Output folder (refused if it holds files, unless --overwrite).")
 @click.option("--overwrite", is_flag=True, default=False,
@@ -62,7 +63,7 @@ def predict(inputs, run, out, overwrite, data, split, limit, gate, exit_, pause,
     from adaseg.predict.predictor import PredictError, Predictor
 
     set_threads(threads)
-    _refuse_idle_options(inputs, data, split, pause, pause_mode)
+    _refuse_idle_options(inputs, data, split, pause, pause_mode, run)
     _check_out(out, overwrite)
     try:
         predictor = Predictor(run, data=data, gate=gate, exit=exit_, pause=pause, pause_mode=pause_mode, seed=seed,
@@ -180,14 +181,20 @@ def _check_out(out: str, overwrite: bool) -> None:
                                  "refusing to replace it", param_hint="'--out'")
 
 
-def _refuse_idle_options(inputs, data, split, pause, pause_mode: str) -> None:
+def _refuse_idle_options(inputs, data, split, pause, pause_mode: str, run: str = DEFAULT_RUN) -> None:
     from adaseg.cli.options import given_on_command_line
 
     ctx = click.get_current_context()
-    if not inputs and data is None:
-        raise click.UsageError("nothing to predict: give INPUT files/folders or --data SPEC")
-    if split is not None and (data is None or inputs):
-        raise click.UsageError("--split picks the split of --data to predict: it needs --data and no INPUT")
+    from pathlib import Path
+
+    # without INPUT a run directory predicts its own dataset's --split; a checkpoint has none
+    own_split = Path(run).is_dir()
+    if not inputs and data is None and not own_split:
+        raise click.UsageError(f"nothing to predict: give INPUT files/folders or --data SPEC ({run} is not a run "
+                               "directory with a dataset of its own)")
+    if split is not None and (inputs or (data is None and not own_split)):
+        raise click.UsageError("--split picks the split to predict (of --data, else the run's dataset): it needs no "
+                               "INPUT")
     if given_on_command_line(ctx, "pause_mode") and pause is None:
         raise click.UsageError("--pause-mode chooses which tokens pause: it needs --pause (e.g. --pause 3:0.4,5:0.3)")
     if given_on_command_line(ctx, "seed") and (pause is None or pause_mode != "random"):

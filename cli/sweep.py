@@ -55,10 +55,16 @@ BUDGET_UNMET = 3
 @device_option
 @threads_option
 @run_option
+@click.option("--parent", "parent", default=None, metavar="CHECKPOINT", type=click.Path(dir_okay=False),
+              help="Sweep this model checkpoint (a parent, an imported model) instead of a run's parent; needs "
+                   "--data and --out (no gates: --betas none is its default).")
+@click.option("--out", "out", default=None, metavar="DIR", type=click.Path(file_okay=False),
+              help="With --parent: where the reports and the sweep go (DIR/reports/, DIR/sweeps/NAME/).")
 @quiet_option
 @json_option
 def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stages, modes, pause_output, limit,
-          flops_images, n_boot, level, seed, target_gflops, target_ips, name, data, device, threads, run, quiet, as_json):
+          flops_images, n_boot, level, seed, target_gflops, target_ips, name, data, device, threads, run, parent, out, quiet,
+          as_json):
     """Operating points of one parent: Pareto front, adaptive advantage, budgets, plots."""
     import json
 
@@ -76,15 +82,24 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
     if n_boot != 0 and n_boot < MIN_BOOTSTRAP:
         raise click.BadParameter(f"{n_boot} resamples cannot give a {100 * level:g}% interval: use 0 (off) or at least "
                                  f"{MIN_BOOTSTRAP}", param_hint="'--bootstrap'")
+    from adaseg.cli.checkpoint_target import open_target, refuse_untrained
+    from adaseg.cli.options import given_on_command_line
+
+    run_dir = open_target(run, parent, data, out, out_required=True)
+    if parent is not None:
+        if given_on_command_line(click.get_current_context(), "betas") and _betas(betas):
+            raise click.BadParameter(_no_gates(run_dir), param_hint="'--betas'")
+        betas, data = "none", None  # a checkpoint has no gates; its "own" dataset is --data
     settings = sw.SweepSettings(exits=exits, betas=_betas(betas), pauses=tuple(str(p) for p in pauses),
                                 pause_grid=pause_grid, grid_layers=grid_layers, grid_ratios=tuple(grid_ratios),
                                 grid_stages=grid_stages, modes=_modes(modes), limit=limit, seed=seed, data=data,
                                 flops_images=flops_images, pause_output=pause_output)
-    run_dir = RunDir(run)
     failures = (BootstrapMemoryError, CheckpointError, DataError, DerivedDatasetError, MissingStepError, PartsError,
                 RunDirError)
     try:
         run_dir.require("config", "parent")
+        for mode in (settings.modes if pauses or pause_grid else ()):
+            refuse_untrained(run_dir, pauses[0] if pauses else "grid", mode)
         parent = sw.read_parent(run_dir)
         sw.check_settings(settings, parent)
         out_dir = sw.check_name(run_dir, name)
@@ -109,7 +124,9 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
             raise click.ClickException(str(exc)) from None
         from adaseg.analysis.sweep_output import write_sweep
 
-        title = f"{run_dir.root}: {data['rows'][0]['images']} val images"
+        from adaseg.runs.from_checkpoint import run_label
+
+        title = f"{run_label(run_dir)}: {data['rows'][0]['images']} val images"  # the run's name, not its path
         files = write_sweep(out_dir, data, depth=parent.depth, title=title)
         budget = data["budget"]
         reporter.event("done", directory=str(out_dir), points=len(data["rows"]),
@@ -140,6 +157,18 @@ def _sweep(run_dir, settings, parent, *, device, n_boot, level, target_gflops, t
                         "target_ips": target_ips, "device": str(device), "depth": parent.depth,
                         "parent_fingerprint": parent.fingerprint}
     return data
+
+
+def _no_gates(run_dir) -> str:
+    """The line refusing gates on a checkpoint: it has no derived dataset to fit them from
+    (the message says to make a run of it with init-run, then derive and fit-gate)."""
+    from adaseg.runs.run_dir import MissingStepError
+
+    try:
+        run_dir.require("derived")
+    except MissingStepError as exc:
+        return str(exc)
+    return f"{run_dir.parent_path} has no gates"
 
 
 def _param_error(exc) -> click.ClickException:

@@ -265,6 +265,12 @@ def _apply_settings(model, info: dict, settings: EvalSettings, device: torch.dev
         except ValueError as exc:
             raise EvalSettingError("gate", f"{settings.gate}: {exc}") from None
     if settings.pause is not None:
+        from adaseg.runs.from_checkpoint import UntrainedError, check_pause_loaded
+
+        try:  # entropy pausing needs trained auxiliary decoders (an imported model has none)
+            check_pause_loaded(info, settings.pause, settings.pause_mode, info.get("path", "the parent"))
+        except UntrainedError as exc:
+            raise EvalSettingError("pause", str(exc)) from None
         try:
             settings.pause.check_depth(model.depth)
         except ValueError as exc:

@@ -47,7 +47,9 @@ class Predictor:
 
     Args:
         run_or_checkpoint: a run directory (its parent, its dataset's categories and eval
-            transform, its gates) or a parent checkpoint file (then ``data`` is required).
+            transform, its gates) or a model checkpoint file (a parent, the shipped base, an
+            imported Hugging Face model): its recorded categories and resize are used (an
+            imported model's ``id2label``, ids as the HF label ids), or ``data``'s when given.
         data: a ``--data`` spec whose categories and eval transform to use (default: the
             run's dataset); it must have the parent's categories.
         gate: ``"auto"`` (the run's latest gate when it has one and no ``exit`` is given),
@@ -86,7 +88,7 @@ class Predictor:
         _check_pause_output(pause_output, pause)
         self.batch_size = batch_size
         self.flops = flops
-        self.model, self.meta, self.transform, self.gate_path, gate_exits = _load(
+        self.model, self.meta, self.transform, self.gate_path, gate_exits, parent_path = _load(
             run_or_checkpoint, data=data, gate=gate, exit=exit, device=self.device)
         self._source, self._data = Path(run_or_checkpoint), data
         self.task = task or self.model.task
@@ -98,6 +100,7 @@ class Predictor:
                 self.model.check_early_exit()
             except ValueError as exc:
                 raise PredictError(str(exc), "pause-output") from None
+        _check_trained(parent_path, pause, pause_mode)
         self.exit_source = "gate" if self.gate_path is not None else ("fixed" if exit is not None else "full")
         self._generator = None
         if pause is not None and pause_mode == "random":
@@ -254,6 +257,9 @@ class Predictor:
         try:
             if self._source.is_dir():
                 return build_run_dataset(RunDir(self._source).read_config(), self._data, split)[0]
+            if self._data is None:
+                raise PredictError(f"{self._source} is a checkpoint, not a run: it has no {split} split; give data= "
+                                   "(--data SPEC) for a dataset to predict", "data")
             return build_dataset(self._data, split, train=False)
         except DataError as exc:
             raise PredictError(str(exc), "data") from None
@@ -302,9 +308,11 @@ def _as_collatable(sample: dict) -> dict:
 
 def _load(source, *, data: str | None, gate: str, exit: int | None, device: torch.device):
     """-> (model with its gate attached, dataset meta, eval transform, gate path | None, the
-    gate's exits | None)."""
+    gate's exits | None, the parent checkpoint's path). A checkpoint without ``data`` uses
+    the categories and resize it records (:mod:`adaseg.runs.from_checkpoint`)."""
     from adaseg.data import DataError, build_dataset
     from adaseg.storage.checkpoint import CheckpointError
+    from adaseg.runs.from_checkpoint import CheckpointRun, check_data_fits, recorded_meta, recorded_transform
     from adaseg.runs.gate_file import choose_gate, load_gate
     from adaseg.runs.parent import load_parent
     from adaseg.runs.run_data import build_run_dataset
@@ -319,20 +327,27 @@ def _load(source, *, data: str | None, gate: str, exit: int | None, device: torc
             run.require("config", "parent")
             model, info = load_parent(run.parent_path, device=device)
             dataset, _ = build_run_dataset(run.read_config(), data, "val")
+            meta, transform, parent_path = dataset.meta, dataset.transform, run.parent_path
             gate_path = choose_gate(run, gate, exit=exit)
         elif path.is_file():
             model, info = load_parent(path, device=device)
+            parent_path = path
             if data is None:
-                raise PredictError(f"{path} is a checkpoint, not a run directory: give data= (--data) for its "
-                                   "categories and eval transform", "data")
-            dataset = build_dataset(data, "val", train=False)
-            if dataset.meta.num_classes != _num_classes(info):
-                raise PredictError(f"--data {data!r} has {dataset.meta.num_classes} categories, the checkpoint "
-                                   f"{path} predicts {_num_classes(info)}", "data")
+                meta, transform = recorded_meta(info, task=model.task), recorded_transform(info)
+                if meta is None:
+                    raise PredictError(f"{path} records no categories: give data= (--data) for its categories and "
+                                       "eval transform", "data")
+            else:
+                dataset = build_dataset(data, "val", train=False)
+                try:
+                    check_data_fits(info, dataset.meta, spec=data, path=path)
+                except RunDirError as exc:
+                    raise PredictError(str(exc), "data") from None
+                meta, transform = dataset.meta, dataset.transform
             if gate == "auto":
                 gate = "none"
             if gate == "latest":
-                raise PredictError("--gate latest needs a run directory (give a gate file or none)", "gate")
+                CheckpointRun(path, data=data).require("gate")  # says how to make a run with a gate
             gate_path = None if gate == "none" else Path(gate)
             if gate_path is not None and not gate_path.is_file():
                 raise PredictError(f"--gate {gate}: no such file", "gate")
@@ -348,7 +363,7 @@ def _load(source, *, data: str | None, gate: str, exit: int | None, device: torc
                 raise PredictError(f"{gate_path}: {exc}", "gate") from None
     except (MissingStepError, RunDirError, CheckpointError, DataError) as exc:
         raise PredictError(str(exc), None) from None
-    return model, dataset.meta, dataset.transform, gate_path, gate_exits
+    return model, meta, transform, gate_path, gate_exits, parent_path
 
 
 def _check_arguments(source, *, data, gate, exit, pause, pause_mode, seed, task, device, batch_size, flops):
@@ -406,10 +421,6 @@ def _check_arguments(source, *, data, gate, exit, pause, pause_mode, seed, task,
             values["batch_size"], values["flops"])
 
 
-def _num_classes(info: dict) -> int | None:
-    return info["options"].get("num_classes")
-
-
 def _check_pause_output(pause_output, pause) -> None:
     """``pause_output`` is ``"decoder"`` or ``"aux"``, and ``"aux"`` comes with a pause plan
     (checked before anything is loaded; whether the model has an early exit, after)."""
@@ -425,6 +436,16 @@ def _check_pause_output(pause_output, pause) -> None:
     if pause_output == "aux" and pause is None:
         raise PredictError("pause_output='aux' labels paused tokens by their auxiliary decoder: it needs pause "
                            "(e.g. pause='3:0.4,5:0.3')", "pause-output")
+
+
+def _check_trained(parent_path, pause, pause_mode: str) -> None:
+    """Entropy pausing needs trained auxiliary decoders (see :func:`adaseg.runs.from_checkpoint.check_pause`)."""
+    from adaseg.runs.from_checkpoint import UntrainedError, check_pause
+
+    try:
+        check_pause(parent_path, pause, pause_mode)
+    except UntrainedError as exc:
+        raise PredictError(str(exc), "pause") from None
 
 
 def _check_exit_and_pause(model, exit: int | None, pause, gate_exits) -> None:

@@ -32,6 +32,8 @@ TRAIN_STATE_KIND = "train-state"
 IMPORTED_MODEL = "hf-mask2former"
 # kinds whose tensors start with a model's state dict (a train state prefixes it with "model.")
 _MODEL_PREFIX = {PARENT_KIND: "", TRAIN_STATE_KIND: "model.", IMPORTED_KIND: ""}
+# kinds that hold a whole model ready to run: usable wherever a parent is read
+MODEL_KINDS = (PARENT_KIND, IMPORTED_KIND)
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
@@ -125,8 +127,9 @@ def load_backbone_weights(model: AdaptiveModel, path: str | os.PathLike) -> dict
 
 
 def load_parent(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[AdaptiveModel, dict[str, Any]]:
-    """Rebuild the parent stored at ``path`` in eval mode on ``device``; returns ``(model, info)``
-    with ``info`` = ``{"model", "options", "fingerprint", "content_hash", "extra"}``, read from
+    """Rebuild the parent (or the imported model: any kind in :data:`MODEL_KINDS`) stored at
+    ``path`` in eval mode on ``device``; returns ``(model, info)``
+    with ``info`` = ``{"model", "options", "fingerprint", "content_hash", "extra", "kind", "path"}``, read from
     the file as verified (so a report records the fingerprint of the weights it used).
     ``device`` is parsed as ``--device`` is (CUDA without a CUDA device: ValueError, before
     the file is read)."""
@@ -134,15 +137,17 @@ def load_parent(path: str | os.PathLike, *, device: str | torch.device = "cpu") 
 
     device = parse_device(device, name="device")
     name, options, kind = read_model_config(path)
-    if kind != PARENT_KIND:
-        raise CheckpointError(f"{path} is a {kind!r} checkpoint, not a parent")
+    if kind not in MODEL_KINDS:
+        raise CheckpointError(f"{path} is a {kind!r} checkpoint, not a parent or an imported model "
+                              "(pass the run directory, or its checkpoints/parent.safetensors)")
     model = build_model(name, options)
     meta = load_model_weights(model, path, expect_model=name)
     # inference only: no parameter needs a gradient (FLOP counting's module tracker also
     # requires that tensors which need gradients have a graph, which no_grad does not build)
     model.requires_grad_(False)
     return model.to(device).eval(), {"model": name, "options": options, "fingerprint": meta.fingerprint,
-                                     "content_hash": meta.content_hash, "extra": meta.extra}
+                                     "content_hash": meta.content_hash, "extra": meta.extra, "kind": kind,
+                                     "path": str(path)}
 
 
 def shipped_base(model: str, data: str) -> Path | None:
@@ -155,3 +160,13 @@ def parent_fingerprint(run: RunDir) -> str:
     """The fingerprint recorded in ``run``'s parent checkpoint (header only, fast)."""
     run.require("parent")
     return read_checkpoint_meta(run.parent_path, hint=recreate_hint(run.parent_path)).fingerprint
+
+
+def verified_parent_fingerprint(run: RunDir) -> str:
+    """The fingerprint of ``run``'s parent after verifying the whole file (its content hash,
+    or its tensor fingerprint for a file written before content hashes, and finite weights),
+    as eval's :func:`load_parent` does. What fit-gate and sweep compare the derived dataset
+    with: a parent damaged after derive is refused with one line, not matched by its header."""
+    run.require("parent")
+    _, meta = load_checkpoint(run.parent_path, hint=recreate_hint(run.parent_path))
+    return meta.fingerprint
