@@ -45,11 +45,32 @@ class Comparison:
                 "rows": [dict(r.to_json(), report=str(self.reports[r.other])) for r in self.rows]}
 
 
-def _load(path: Path) -> ImageParts:
+def _load(path: Path) -> tuple[ImageParts, str | None]:
+    """A report's verified parts and the identity of the images it scored. The report must
+    match its own content hash (one without, from an older adaseg, is refused: nothing
+    would show that its parts record was not pointed at another report's parts)."""
+    from adaseg.eval.image_parts import read_report
+    from adaseg.runs.run_data import IMAGES_KEY
+
     try:
-        return load_parts(path)
+        parts = load_parts(path, require_hash=True)
+        images = read_report(path, require_hash=True)["info"].get(IMAGES_KEY)
     except PartsError as exc:
         raise CompareError(str(exc)) from None
+    return parts, images
+
+
+def _same_images(baseline_path: Path, baseline: str | None, path: Path, images: str | None) -> None:
+    """Refuse two reports whose images differ in content, though their ids may agree (the same
+    ``--data`` path regenerated with other images, or two folders sharing ids)."""
+    if baseline is None or images is None:
+        which = baseline_path if baseline is None else path
+        raise CompareError(f"{which} does not record which images it scored (written by an older adaseg): re-run "
+                           "`adaseg eval` with the settings it names")
+    if baseline != images:
+        raise CompareError(f"{path} scored other images than {baseline_path} (their image files, labels or ids "
+                           f"differ: images {images[:12]} vs {baseline[:12]}): only evaluations of the same images "
+                           "are compared")
 
 
 def parse_metrics(spec: str | None) -> list[str] | None:
@@ -78,8 +99,12 @@ def compare(paths: Sequence[str | Path], *, vs: str | Path | None, n_boot: int, 
         baseline_path, others = paths[0], paths[1:]
     if not others:
         raise CompareError(f"nothing to compare {baseline_path} with: give another report (or --vs BASELINE)")
-    baseline = _load(baseline_path)
-    parts = [_load(p) for p in others]
+    baseline, baseline_images = _load(baseline_path)
+    parts = []
+    for p in others:
+        loaded, images = _load(p)
+        _same_images(baseline_path, baseline_images, p, images)
+        parts.append(loaded)
     wanted = parse_metrics(metrics) or list(baseline.suite.primaries)
     unknown = [k for k in wanted if k not in baseline.metric_names]
     if unknown:

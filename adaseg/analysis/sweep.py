@@ -281,14 +281,30 @@ _SAME_SETTINGS = ("exit", "pause", "pause_mode", "batch_size", "limit", "warmup"
 
 
 def reusable(path: Path, settings: EvalSettings, parent: Parent, gate_hash: str | None, device: torch.device,
-             *, need_parts: bool) -> tuple[dict, Any] | None:
+             *, need_parts: bool, images: Callable[[], str] | None = None) -> tuple[dict, Any] | None:
     """(report, its verified ImageParts or None without ``need_parts``) when the report at
-    ``path`` may stand for ``settings`` (see the module docstring), else None (missing,
-    unreadable, or made otherwise: it is then evaluated again)."""
-    try:
-        report = json.loads(path.read_text())
-        s, info = report["settings"], report["info"]
-    except (OSError, ValueError, KeyError, TypeError):
+    ``path`` may stand for ``settings`` (see the module docstring), else None: no report
+    there, or an intact one made otherwise (other settings, parent, gate, device, threads or
+    images -- ``images()`` gives the identity of the images the point would score, see
+    :func:`adaseg.runs.run_data.images_identity` -- or written before reports were hashed, or
+    its parts are not the ones it records, as after a crash between the two writes): it is
+    then evaluated again and replaced.
+
+    A report that fails its own content hash (edited or damaged after adaseg wrote it, e.g.
+    its figures or its parts record changed by hand) or whose parts file is corrupt is
+    refused: :class:`~adaseg.eval.image_parts.PartsError` naming the file, and nothing is
+    overwritten, so a sweep never builds on, nor silently erases, a file it cannot trust."""
+    from adaseg.eval.image_parts import PartsMismatch, load_parts, read_report
+    from adaseg.runs.run_data import IMAGES_KEY
+    from adaseg.storage.integrity import HASH_KEY
+
+    if not path.exists() and not path.is_symlink():
+        return None
+    report = read_report(path)  # PartsError: not a report, or fails its content hash
+    if HASH_KEY not in report:
+        return None  # an older adaseg's report: nothing vouches for it, evaluate again
+    s, info = report["settings"], report["info"]
+    if not isinstance(s, dict) or not isinstance(info, dict):
         return None
     want = settings.to_json()
     if any(s.get(k) != want[k] for k in _SAME_SETTINGS):
@@ -303,23 +319,25 @@ def reusable(path: Path, settings: EvalSettings, parent: Parent, gate_hash: str 
         return None
     if info.get("device") != str(device) or info.get("threads") != torch.get_num_threads():
         return None
+    if images is not None and info.get(IMAGES_KEY) != images():
+        return None  # the same --data path now holds other images (or other labels)
     if need_parts:
-        from adaseg.eval.image_parts import PartsError, load_parts
-
         try:
-            parts = load_parts(path)  # handed on, so the analysis need not read and hash it again
-        except PartsError:  # missing, damaged or not this report's: evaluate again
-            return None
+            parts = load_parts(path, require_hash=True)  # handed on: the analysis need not hash it again
+        except PartsMismatch:
+            return None  # intact files that do not go together: evaluate again
         return report, parts
     return report, None
 
 
 def _gate_hash(gate: Path | None) -> str | None:
+    """The gate file's content hash, verified on its bytes (a gate damaged after a report was
+    made is refused here, one line naming it, instead of matching the hash in its header)."""
     if gate is None:
         return None
-    from adaseg.storage.checkpoint import read_checkpoint_meta
+    from adaseg.storage.checkpoint import load_checkpoint
 
-    return read_checkpoint_meta(gate, hint=recreate_hint(gate)).content_hash
+    return load_checkpoint(gate, hint=recreate_hint(gate))[1].content_hash
 
 
 def save_point_report(run: RunDir, name: str, report) -> Path:
@@ -343,16 +361,55 @@ class PointRunner:
         self.evaluate_fn = evaluate_fn
         self.need_parts = need_parts
         self.points: dict[tuple, SweepPoint] = {}
+        self._images: str | None = None
+
+    def images(self) -> str:
+        """The identity of the images every point scores (computed once, when a report is
+        first considered for reuse): the val split of the run's dataset or ``--data``, its
+        first ``--limit`` images."""
+        if self._images is None:
+            from adaseg.runs.run_data import build_run_dataset, images_identity
+
+            dataset, _ = build_run_dataset(self.run.read_config(), self.data, "val")
+            n = len(dataset) if self.limit is None else min(self.limit, len(dataset))
+            self._images = images_identity(dataset, n)
+        return self._images
+
+    def settings_of(self, spec: PointSpec) -> EvalSettings:
+        gate = self.gates[spec.beta] if spec.beta is not None else None
+        return eval_settings(spec, gate, limit=self.limit, seed=self.seed, data=self.data,
+                             flops_images=self.flops_images, pause_output=self.pause_output)
+
+    def verify_existing(self, specs: Sequence[PointSpec]) -> None:
+        """Before any work: refuse (:class:`~adaseg.eval.image_parts.PartsError`,
+        :class:`~adaseg.storage.checkpoint.CheckpointError`) a report already at one of
+        ``specs``' names that fails its content hash or whose parts file is corrupt, and a
+        gate file among the sweep's that fails its own (see :func:`reusable`)."""
+        from adaseg.eval.image_parts import PartsMismatch, load_parts, read_report
+        from adaseg.storage.integrity import HASH_KEY
+
+        for gate in dict.fromkeys(self.gates.values()):
+            if gate.is_file():
+                _gate_hash(gate)
+        for spec in specs:
+            path = self.run.report_path(self.settings_of(spec).name())
+            if not path.exists() and not path.is_symlink():
+                continue
+            if HASH_KEY in read_report(path) and self.need_parts:
+                try:
+                    load_parts(path, require_hash=True)
+                except PartsMismatch:
+                    pass  # stale, not damaged: evaluated again when reached
 
     def __call__(self, spec: PointSpec) -> SweepPoint:
         if spec.key() in self.points:
             return self.points[spec.key()]
         gate = self.gates[spec.beta] if spec.beta is not None else None
-        settings = eval_settings(spec, gate, limit=self.limit, seed=self.seed, data=self.data,
-                                 flops_images=self.flops_images, pause_output=self.pause_output)
+        settings = self.settings_of(spec)
         name = settings.name()
         path = self.run.report_path(name)
-        found = reusable(path, settings, self.parent, _gate_hash(gate), self.device, need_parts=self.need_parts)
+        found = reusable(path, settings, self.parent, _gate_hash(gate), self.device, need_parts=self.need_parts,
+                         images=self.images)
         reused = found is not None
         report, parts = found if found is not None else (None, None)
         if report is None:
@@ -388,12 +445,14 @@ def run_sweep(run: RunDir, settings: SweepSettings, parent: Parent, *, device: t
     Call :func:`check_settings` and :func:`require_derived_for` before (they refuse bad input
     while nothing is written yet)."""
     exits = check_settings(settings, parent)
-    missing = missing_gates(run, settings.betas, parent.depth)
-    fitted = fit_missing_gates(run, missing, reporter=reporter)
     gates = {b: gate_for_beta(run, b, parent.depth) for b in settings.betas}
     runner = PointRunner(run, parent, gates, limit=settings.limit, seed=settings.seed, device=device,
                          reporter=reporter, evaluate_fn=evaluate_fn, need_parts=need_parts, data=settings.data,
                          flops_images=settings.flops_images, pause_output=settings.pause_output)
+    base = base_points(exits, settings.betas, settings.pauses, settings.modes, depth=parent.depth)
+    runner.verify_existing(base)  # a damaged report or gate is refused before anything is written
+    missing = missing_gates(run, settings.betas, parent.depth)
+    fitted = fit_missing_gates(run, missing, reporter=reporter)
     order: list[PointSpec] = []
 
     def take(spec: PointSpec) -> SweepPoint:
@@ -404,7 +463,7 @@ def run_sweep(run: RunDir, settings: SweepSettings, parent: Parent, *, device: t
         order.append(spec)
         return point
 
-    for spec in base_points(exits, settings.betas, settings.pauses, settings.modes, depth=parent.depth):
+    for spec in base:
         take(spec)
     greedy: dict[str, list[dict]] = {}
     if settings.pause_grid:

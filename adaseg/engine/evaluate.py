@@ -219,7 +219,7 @@ def _pause_generator(settings: EvalSettings, device: torch.device) -> torch.Gene
 
 def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, reporter=None) -> EvalReport | None:
     """Evaluate the run's parent on the val split (see the module docstring); None off rank 0."""
-    from adaseg.runs.run_data import build_run_dataset
+    from adaseg.runs.run_data import IMAGES_KEY, build_run_dataset, images_identity
 
     run.require("config", "parent")
     config = run.read_config()
@@ -244,8 +244,11 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
     timing_batch, throughput = _throughput_pass(model, dataset, n, settings, device, generator, reporter)
     settings_json = {**settings.to_json(), "images": n, "flops_images": n_flops, "name": settings.name(),
                      "requested_flops_images": settings.flops_images, "timing_batch_size": timing_batch}
-    return _report(run, model, info, gate_info, settings_json, gathered, gathered_flops, throughput, scorer,
-                   task=task, data_spec=data_spec, device=device, t0=t0)
+    report = _report(run, model, info, gate_info, settings_json, gathered, gathered_flops, throughput, scorer,
+                     task=task, data_spec=data_spec, device=device, t0=t0)
+    # which images were scored, by content: reuse (sweep) and compare refuse reports of other images
+    report.info[IMAGES_KEY] = images_identity(dataset, n)
+    return report
 
 
 def _apply_settings(model, info: dict, settings: EvalSettings, device: torch.device) -> dict | None:

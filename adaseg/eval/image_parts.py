@@ -42,6 +42,12 @@ class PartsError(ValueError):
     """A report's per-image parts are missing, unreadable, corrupt or do not belong to it."""
 
 
+class PartsMismatch(PartsError):
+    """The report and its parts file are each intact, but do not go together: the file is
+    missing, or its (valid) content hash is not the one the report records (a crash between
+    the two writes, or another evaluation's parts under this name)."""
+
+
 class ImageParts:
     """Per-image parts of N evaluated images (see the module docstring).
 
@@ -237,14 +243,15 @@ def parts_path_for(report_path: str | Path) -> Path:
     return report_path.with_name(report_path.stem + ".parts.safetensors")
 
 
-def load_parts(report_json_path: str | Path) -> ImageParts:
-    """The per-image parts of the eval report at ``report_json_path``, verified: the file the
-    report names exists beside it, its bytes match its content hash and that hash is the one
-    the report recorded. Raises :class:`PartsError` with one line naming the file."""
+def load_parts(report_json_path: str | Path, *, require_hash: bool = False) -> ImageParts:
+    """The per-image parts of the eval report at ``report_json_path``, verified: the report
+    matches its own content hash (``require_hash``: it must have one), the file it names
+    exists beside it, its bytes match its content hash and that hash is the one the report
+    recorded. Raises :class:`PartsError` with one line naming the file."""
     from adaseg.storage.integrity import IntegrityError, read_safetensors
 
     report_path = Path(report_json_path)
-    report = read_report(report_path)
+    report = read_report(report_path, require_hash=require_hash)
     record = report.get("parts")
     rerun = f"re-run `adaseg eval` with the settings in {report_path}"
     if not isinstance(record, dict) or not isinstance(record.get("file"), str) \
@@ -252,7 +259,7 @@ def load_parts(report_json_path: str | Path) -> ImageParts:
         raise PartsError(f"{report_path} records no per-image parts (written before they existed?): {rerun}")
     path = report_path.parent / Path(record["file"]).name
     if not path.is_file():
-        raise PartsError(f"{path}: the per-image parts of {report_path.name} are missing; {rerun}")
+        raise PartsMismatch(f"{path}: the per-image parts of {report_path.name} are missing; {rerun}")
     try:
         read = read_safetensors(path, hint=rerun)
     except IntegrityError as exc:
@@ -261,7 +268,7 @@ def load_parts(report_json_path: str | Path) -> ImageParts:
     if meta.get("format") != FORMAT_VERSION or read.content_hash is None:
         raise PartsError(f"{path} is not an adaseg per-image parts file ({FORMAT_VERSION}); {rerun}")
     if read.content_hash != record["content_sha256"]:
-        raise PartsError(f"{path} does not belong to {report_path.name} (content hash {read.content_hash[:12]}, the "
+        raise PartsMismatch(f"{path} does not belong to {report_path.name} (content hash {read.content_hash[:12]}, the "
                          f"report records {record['content_sha256'][:12]}): {rerun}")
     t = {k: v.numpy() for k, v in read.tensors.items()}
     try:
@@ -275,8 +282,11 @@ def load_parts(report_json_path: str | Path) -> ImageParts:
         raise PartsError(f"{path}: malformed per-image parts ({exc}); {rerun}") from None
 
 
-def read_report(path: str | Path) -> dict[str, Any]:
-    """An eval report's JSON; :class:`PartsError` naming ``path`` when it is not one."""
+def read_report(path: str | Path, *, require_hash: bool = False) -> dict[str, Any]:
+    """An eval report's JSON, checked against its content hash when it records one
+    (:func:`adaseg.storage.integrity.check_json`; ``require_hash``: a report without one,
+    written before reports were hashed, is refused too); :class:`PartsError` naming ``path``
+    when it is not an eval report or does not match its hash."""
     path = Path(path)
     if path.is_dir() or not path.exists():
         raise PartsError(f"{path}: no such eval report")
@@ -288,4 +298,14 @@ def read_report(path: str | Path) -> dict[str, Any]:
         raise PartsError(f"{path} cannot be read ({exc.strerror or exc})") from None
     if not isinstance(data, dict) or not all(k in data for k in ("settings", "metrics", "info")):
         raise PartsError(f"{path} is not an eval report (no settings / metrics / info)")
+    from adaseg.storage.integrity import IntegrityError, check_json
+
+    rerun = "re-run `adaseg eval` with the settings it names, or delete it"
+    try:
+        hashed = check_json(data, path=path, hint=rerun)
+    except IntegrityError as exc:
+        raise PartsError(str(exc)) from None
+    if require_hash and not hashed:
+        raise PartsError(f"{path} records no content hash (written by an older adaseg), so it cannot be trusted: "
+                         f"{rerun}")
     return data

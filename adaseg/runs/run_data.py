@@ -58,3 +58,41 @@ def build_run_dataset(config: dict, spec: str | None, split: str):
         raise DataError(f"--data {spec!r} has other classes than the run's dataset {run_spec!r} "
                         f"({diff}): the parent can only be scored on data with its own categories")
     return dataset, spec
+
+
+IMAGES_KEY = "images_sha256"  # where a report records the identity of the images it scored
+
+
+def images_identity(dataset, n: int) -> str:
+    """SHA-256 hex digest naming the first ``n`` images of ``dataset`` and their labels exactly:
+    per record (in order) its image id, its segments (panoptic JSON, canonical) and the bytes
+    of its image and label files. Two evaluations share it only when they scored the same
+    images with the same ground truth, whatever the ids or the ``--data`` path say (a folder
+    regenerated with other images under the same path, or two folders whose ids coincide,
+    get other digests). Reads every file once (~1 GB/s on local disk; the 5000 COCO val
+    images: about a second)."""
+    import hashlib
+    import json
+
+    if not 1 <= n <= len(dataset):
+        raise ValueError(f"images_identity: n={n} is outside 1..{len(dataset)}")
+    digest = hashlib.sha256(b"adaseg-images-v1\n")
+    for record in dataset.records[:n]:
+        head = {"id": record.image_id, "segments": record.segments}
+        digest.update(json.dumps(head, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8") + b"\n")
+        for path in (record.image_path, record.label_path):
+            digest.update(_file_digest(path) + b"\n")
+    return digest.hexdigest()
+
+
+def _file_digest(path) -> bytes:
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    return h.hexdigest().encode("ascii")

@@ -160,7 +160,10 @@ class RunDir:
 
     # --- config and reports ----------------------------------------------------------
     def write_config(self, config: dict[str, Any]) -> Path:
-        return atomic_write_json(self.config_path, config)
+        """Write config.json with its content hash (:func:`adaseg.storage.integrity.seal_json`)."""
+        from adaseg.storage.integrity import seal_json
+
+        return atomic_write_json(self.config_path, seal_json(config))
 
     def read_config(self) -> dict[str, Any]:
         import json
@@ -176,10 +179,20 @@ class RunDir:
             kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number",
                     type(None): "null"}.get(type(config), type(config).__name__)
             raise RunDirError(f"{self.config_path} holds {kind}, not a JSON object; {_CONFIG_HINT}")
-        return config
+        from adaseg.storage.integrity import HASH_KEY, IntegrityError, check_json
+
+        try:
+            # a config.json written before content hashes records none and is read as it is
+            check_json(config, path=self.config_path, hint=_CONFIG_HINT)
+        except IntegrityError as exc:
+            raise RunDirError(str(exc)) from None
+        return {k: v for k, v in config.items() if k != HASH_KEY}
 
     def write_report(self, name: str, report: dict[str, Any]) -> Path:
-        return atomic_write_json(self.report_path(name), report)
+        """Write ``reports/eval_<name>.json`` with its content hash, checked on every reuse."""
+        from adaseg.storage.integrity import seal_json
+
+        return atomic_write_json(self.report_path(name), seal_json(report))
 
 
 def recreate_hint(path: str | os.PathLike) -> str:

@@ -251,3 +251,45 @@ def warn_once(key: str, message: str) -> None:
         return
     _warned.add(key)
     print(f"adaseg: note: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------- JSON files
+# A JSON file adaseg writes (config.json, eval reports) carries its own content hash under
+# HASH_KEY: SHA-256 over a domain tag and the canonical JSON of the object without that key.
+# Canonical JSON is independent of indentation and key order, so the file's layout may
+# change, but any changed value (an edited PQ, a parts record pointed at another file) is a
+# mismatch.
+_JSON_DOMAIN = b"adaseg-json-v1\n"
+
+
+def json_content_hash(obj: Mapping[str, Any]) -> str:
+    """SHA-256 hex digest of a JSON object without its own ``content_sha256`` key."""
+    digest = hashlib.sha256(_JSON_DOMAIN)
+    digest.update(canonical({k: v for k, v in obj.items() if k != HASH_KEY}))
+    return digest.hexdigest()
+
+
+def seal_json(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` as it will read back from JSON, with its content hash under ``content_sha256``.
+
+    The object is round-tripped through JSON first (tuples become lists, numpy-free floats
+    stay bit-equal), so the hash is the one a reader computes from the file."""
+    plain = json.loads(json.dumps({k: v for k, v in obj.items() if k != HASH_KEY}, allow_nan=False))
+    return {**plain, HASH_KEY: json_content_hash(plain)}
+
+
+def check_json(obj: Mapping[str, Any], *, path: str | os.PathLike, hint: str) -> bool:
+    """Verify a JSON object read from ``path`` against its recorded content hash.
+
+    Returns True when it matches, False when the object records no hash (a file written
+    before JSON content hashes; the caller decides whether that is acceptable). Raises
+    :class:`IntegrityError` (one line naming the file, ending with ``hint``) when it does not
+    match: the file was edited or damaged after adaseg wrote it."""
+    recorded = obj.get(HASH_KEY)
+    if recorded is None:
+        return False
+    digest = json_content_hash(obj)
+    if not isinstance(recorded, str) or digest != recorded:
+        raise IntegrityError(f"{path} was edited or damaged after adaseg wrote it: its content does not match its "
+                             f"content hash ({digest[:12]} != {str(recorded)[:12]}); {hint}")
+    return True

@@ -228,8 +228,10 @@ def test_report_of_another_parent_or_without_parts_is_recomputed(swept, tmp_path
     run = copy_run(swept, tmp_path / "run")
     exit2 = run.report_path("exit2_limit2")
     report = json.loads(exit2.read_text())
-    report["info"]["parent_fingerprint"] = "0" * 64  # as if made by another parent
-    exit2.write_text(json.dumps(report))
+    report["info"]["parent_fingerprint"] = "0" * 64  # as if made by another parent (and sealed as adaseg does;
+    from adaseg.storage.integrity import seal_json  # an edit left unsealed is refused: tests/cli/test_report_trust)
+
+    exit2.write_text(json.dumps(seal_json(report)))
     parts_path_for(run.report_path("full_limit2")).unlink()  # its per-image parts are gone
     result = invoke("sweep", *GRID, "--bootstrap", "100", "--run", run.root)
     assert result.exit_code == 0, result.output

@@ -127,7 +127,9 @@ def test_compare_refuses_bad_input(run, tmp_path):
     foreign = run.reports_dir / "eval_foreign.json"
     report = json.loads(full.read_text())
     report["parts"] = {"file": parts_path_for(foreign).name, "content_sha256": other.save(parts_path_for(foreign))}
-    foreign.write_text(json.dumps(report))
+    from adaseg.storage.integrity import seal_json
+
+    foreign.write_text(json.dumps(seal_json(report)))  # as adaseg writes a report: with its content hash
     refused(run.root, "compare", full, foreign, expect="only settings of one parent are compared")
 
 
