@@ -193,8 +193,8 @@ def _refuse_idle_options(inputs, data, split, pause, pause_mode: str, run: str =
         raise click.UsageError(f"nothing to predict: give INPUT files/folders or --data SPEC ({run} is not a run "
                                "directory with a dataset of its own)")
     if split is not None and (inputs or (data is None and not own_split)):
-        raise click.UsageError("--split picks the split to predict (of --data, else the run's dataset): it needs no "
-                               "INPUT")
+        raise click.UsageError("--split picks the split of --data (or of the run's own dataset) to predict: it needs "
+                               "--data and no INPUT, or a run directory and no INPUT")
     if given_on_command_line(ctx, "pause_mode") and pause is None:
         raise click.UsageError("--pause-mode chooses which tokens pause: it needs --pause (e.g. --pause 3:0.4,5:0.3)")
     if given_on_command_line(ctx, "seed") and (pause is None or pause_mode != "random"):
