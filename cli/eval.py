@@ -96,11 +96,17 @@ def eval_cmd(gate, exit_, pause, pause_mode, pause_output, batch_size, limit, fl
     with guard, distributed_session(device) as dist_info:
         reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="eval") if writes else None,
                             enabled=dist_info.is_main)
+        try:  # every refusal (model-dependent ones too) before the log records a start
+            prepared = ev.prepare(run_dir, settings, device=dist_info.device)
+        except ev.EvalSettingError as exc:
+            raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
+        except (CheckpointError, DataError, MissingStepError, RunDirError) as exc:
+            raise click.ClickException(str(exc)) from None
         reporter.event("start", run=str(run_dir.root), name=report_name, gate=settings.gate, exit=exit_,
                        pause=None if pause is None else str(pause), pause_mode=pause_mode, pause_output=pause_output,
                        batch_size=batch_size)
         try:
-            report = ev.evaluate(run_dir, settings, device=dist_info.device, reporter=reporter)
+            report = ev.evaluate(run_dir, settings, device=dist_info.device, reporter=reporter, prepared=prepared)
         except ev.EvalSettingError as exc:
             raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
         except (CheckpointError, DataError, MissingStepError, RunDirError) as exc:
@@ -198,9 +204,13 @@ def report_table(data: dict):
     if "PQ" in m:
         for key in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st"):
             row(key, _pct(m.get(key)), key)
-    row("mIoU", _pct(m.get("mIoU")), "mIoU")
+    if "mIoU" in m:
+        row("mIoU", _pct(m.get("mIoU")), "mIoU")
     if "AP" in m:
         row("AP (masks)", _pct(m.get("AP")), "AP")
+    if "AP_box" in m:  # a detection model (DETR); AP_S/M/L have no per-image recomputation, no interval
+        for key in ("AP_box", "AP50_box", "AP75_box", "APs_box", "APm_box", "APl_box"):
+            row(key, _pct(m.get(key)), key if key in ("AP_box", "AP50_box", "AP75_box") else None)
     row("GFLOPs total (mean ± std / image)", f"{g['gflops']['total']['mean']:.3f} ± {g['gflops']['total']['std']:.3f}",
         "gflops_total_mean", 1.0, 3)
     row("GFLOPs encoder (mean ± std / image)",

@@ -18,6 +18,7 @@ from adaseg.eval.flops import FlopCount
 from adaseg.eval.image_parts import ImageParts, build_parts
 from adaseg.eval.tasks import registry
 from adaseg.eval.tasks.base import Evaluator, Suite, Summary
+from adaseg.eval.tasks.detection import DETECTION
 from adaseg.eval.tasks.instance import INSTANCE
 from adaseg.eval.tasks.panoptic import PANOPTIC
 from adaseg.eval.tasks.registry import QUALITY, suite_for, suite_named, sweep_keys
@@ -57,13 +58,15 @@ def test_figure_order_of_reports_parts_sweeps_and_compare():
     assert pq.primaries == ("PQ", "mIoU", "AP")
     assert suite_named("miou").figure_names == ("mIoU", "pixel_acc")
     assert suite_named("miou").primaries == ("mIoU",)
-    assert sweep_keys() == ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mIoU", "AP")
-    assert QUALITY == {"pq": PANOPTIC, "miou": SEMANTIC}
+    assert suite_named("box_f1").figure_names == ("AP_box", "AP50_box", "AP75_box")
+    assert suite_named("box_f1").primaries == ("AP_box",)
+    assert sweep_keys() == ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mIoU", "AP", "AP_box")
+    assert QUALITY == {"pq": PANOPTIC, "miou": SEMANTIC, "box_f1": DETECTION}
     assert PANOPTIC.part_names == ("tp", "fp", "fn", "iou_sum") and SEMANTIC.part_names == ("intersection", "union")
 
 
 def test_unknown_suite_and_a_suite_without_quality_are_refused():
-    with pytest.raises(ValueError, match="metric must be one of 'pq', 'miou'"):
+    with pytest.raises(ValueError, match="metric must be one of 'pq', 'box_f1', 'miou'"):
         suite_named("box_ap")
     with pytest.raises(ValueError, match="no per-image quality"):
         Suite(evaluators=(INSTANCE,), quality=INSTANCE)

@@ -155,7 +155,7 @@ def test_scored_boxes_by_hand():
 
 def test_tiny_model_heads_and_training_step():
     torch.manual_seed(0)
-    model = adaseg.create_model("detr_tiny", num_classes=3)
+    model = adaseg.create_model("detr_tiny", num_classes=3, thing_ids=(0, 1, 2))
     images = torch.randn(2, 3, 64, 96)
     mask = torch.zeros(2, 64, 96, dtype=torch.bool)
     mask[1, :, 64:] = True

@@ -13,15 +13,18 @@
 from __future__ import annotations
 
 from adaseg.eval.tasks.base import Evaluator, Suite
+from adaseg.eval.tasks.detection import DETECTION
 from adaseg.eval.tasks.instance import INSTANCE
 from adaseg.eval.tasks.panoptic import PANOPTIC
 from adaseg.eval.tasks.semantic import SEMANTIC
 
-EVALUATORS: dict[str, Evaluator] = {e.task: e for e in (PANOPTIC, SEMANTIC, INSTANCE)}
+EVALUATORS: dict[str, Evaluator] = {e.task: e for e in (PANOPTIC, SEMANTIC, INSTANCE, DETECTION)}
 
 DEFAULT_SUITE = Suite(evaluators=(SEMANTIC,), quality=SEMANTIC)
 SUITES: dict[tuple[str, str], Suite] = {
     ("panoptic", "panoptic"): Suite(evaluators=(SEMANTIC, PANOPTIC, INSTANCE), quality=PANOPTIC),
+    # a detection model (DETR) on panoptic data: its thing segments as boxes
+    ("detection", "panoptic"): Suite(evaluators=(DETECTION,), quality=DETECTION),
 }
 
 

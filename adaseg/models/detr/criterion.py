@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from adaseg.models.adaptive.base import AdaptiveCriterion
 from adaseg.models.adaptive.losses import IGNORE
 from adaseg.models.adaptive.output import AdaptiveOutput
-from adaseg.models.detr.boxes import cxcywh_to_xyxy, pairwise_giou
+from adaseg.models.detr.boxes import cxcywh_to_xyxy, pairwise_giou, xyxy_to_cxcywh
 from adaseg.models.detr.matcher import HungarianMatcher
 
 
@@ -36,6 +36,28 @@ def check_targets(targets: list[dict], num_classes: int, batch: int) -> None:
             if (not bool(torch.isfinite(boxes).all()) or bool((boxes[:, 2:] <= 0).any())
                     or bool((xyxy < -eps).any()) or bool((xyxy > 1 + eps).any())):
                 raise ValueError(f"DETR target {i}: boxes must be normalised cxcywh with w, h > 0 inside the image")
+
+
+def boxes_from_masks(target: dict, thing_ids: tuple[int, ...], valid_size: tuple[int, int]) -> dict:
+    """A segmentation target (``masks`` (n, H, W) bool padded with False, ``labels`` (n,), as
+    :func:`adaseg.data.collate.collate` makes them) as a detection target: each thing mask's
+    tight box (pixel edges) as normalised cxcywh over the image's ``valid_size`` (h, w); stuff
+    masks are left out. Boxes follow every transform the masks went through."""
+    masks, labels = target["masks"], target["labels"]
+    keep = torch.isin(labels, torch.as_tensor(thing_ids, dtype=labels.dtype, device=labels.device))
+    keep &= masks.flatten(1).any(1)
+    masks, labels = masks[keep], labels[keep]
+    h, w = valid_size
+    rows, cols = masks.any(2), masks.any(1)  # (n, H), (n, W)
+    ar_h = torch.arange(rows.shape[1], device=masks.device)
+    ar_w = torch.arange(cols.shape[1], device=masks.device)
+    big = max(rows.shape[1], cols.shape[1]) + 1
+    y0 = torch.where(rows, ar_h, big).amin(1)
+    y1 = torch.where(rows, ar_h, -1).amax(1) + 1
+    x0 = torch.where(cols, ar_w, big).amin(1)
+    x1 = torch.where(cols, ar_w, -1).amax(1) + 1
+    xyxy = torch.stack([x0, y0, x1, y1], 1).float() / torch.tensor([w, h, w, h], device=masks.device)
+    return {"labels": labels, "boxes": xyxy_to_cxcywh(xyxy.clamp(0, 1))}
 
 
 def box_label_map(targets: list[dict], valid_sizes: list[tuple[int, int]], size: tuple[int, int],
@@ -85,14 +107,18 @@ class DetrCriterion(AdaptiveCriterion):
         aux_weight: PAUMER auxiliary-decoder loss weight (0.1).
 
     Targets: per image ``labels`` (n,) int64 contiguous and ``boxes`` (n, 4) cxcywh normalised
-    by the image's valid (unpadded) size, as DETR's.
+    by the image's valid (unpadded) size, as DETR's; or segmentation targets (``masks``,
+    ``labels``: what the recipes' loader gives), whose masks of ``thing_ids`` become boxes
+    (:func:`boxes_from_masks`).
     """
 
-    def __init__(self, *, num_classes: int, matcher: HungarianMatcher, weight_class: float = 1.0,
+    def __init__(self, *, num_classes: int, matcher: HungarianMatcher, thing_ids: tuple[int, ...] | None = None,
+                 weight_class: float = 1.0,
                  weight_bbox: float = 5.0, weight_giou: float = 2.0, eos_coef: float = 0.1,
                  aux_weight: float = 0.1) -> None:
         super().__init__(aux_weight=aux_weight)
         self.num_classes = num_classes
+        self.thing_ids = tuple(range(num_classes)) if thing_ids is None else tuple(int(t) for t in thing_ids)
         self.matcher = matcher
         self.weight_class, self.weight_bbox, self.weight_giou = weight_class, weight_bbox, weight_giou
         empty_weight = torch.ones(num_classes + 1)
@@ -103,6 +129,9 @@ class DetrCriterion(AdaptiveCriterion):
         """Checked targets on the outputs' device, the number of boxes the losses average over
         (mean over ranks, at least 1), and the outputs (for the auxiliary labels)."""
         device = outputs.gate_features.device
+        if isinstance(targets, (list, tuple)) and all(isinstance(t, dict) and "boxes" not in t and "masks" in t
+                                                      for t in targets):
+            targets = [boxes_from_masks(t, self.thing_ids, v) for t, v in zip(targets, valid_sizes(outputs))]
         check_targets(targets, self.num_classes, outputs.gate_features.shape[0])
         targets = [{"labels": t["labels"].to(device, torch.long), "boxes": t["boxes"].to(device, torch.float32)}
                    for t in targets]

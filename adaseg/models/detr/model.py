@@ -65,13 +65,16 @@ class DETR(AdaptiveModelBase):
         backbone: module whose ``forward(x)`` returns a dict of maps, ``channels`` their widths.
         feature: the backbone map the encoder reads (``"s1"``: stride 32, DETR's C5).
         num_classes: K contiguous categories.
+        thing_ids: the categories that have boxes (default: all); the others (a panoptic
+            dataset's stuff) are never targets.
         hidden_dim, heads, enc_layers, dec_layers, ffn, dropout: transformer sizes
             (DETR: 256, 8, 6, 6, 2048, 0.1).
         num_queries: object queries (100).
         exits: potential exits (default 2..K).
     """
 
-    def __init__(self, *, backbone: nn.Module, feature: str = "s1", num_classes: int, hidden_dim: int = 256,
+    def __init__(self, *, backbone: nn.Module, feature: str = "s1", num_classes: int,
+                 thing_ids: tuple[int, ...] | None = None, hidden_dim: int = 256,
                  heads: int = 8, enc_layers: int = 6, dec_layers: int = 6, ffn: int = 2048, dropout: float = 0.1,
                  num_queries: int = 100, exits: tuple[int, ...] | None = None) -> None:
         if num_classes < 1:
@@ -81,8 +84,12 @@ class DETR(AdaptiveModelBase):
         if enc_layers < 2 or dec_layers < 1 or num_queries < 1:
             raise ValueError(f"DETR needs enc_layers >= 2, dec_layers >= 1, num_queries >= 1, got "
                              f"{enc_layers}, {dec_layers}, {num_queries}")
+        thing_ids = tuple(range(num_classes)) if thing_ids is None else tuple(int(t) for t in thing_ids)
+        if not thing_ids or any(not 0 <= t < num_classes for t in thing_ids):
+            raise ValueError(f"thing_ids must be a non-empty subset of 0..{num_classes - 1}, got {thing_ids}")
         super().__init__(depth=enc_layers, exits=exits)
         self.backbone = backbone
+        self.thing_ids = thing_ids
         self.feature = feature
         self.num_classes = num_classes
         self.hidden_dim = hidden_dim
@@ -155,7 +162,8 @@ class DETR(AdaptiveModelBase):
     def build_criterion(self, *, aux_weight: float = 0.1) -> DetrCriterion:
         """DETR's loss (costs and weights class 1 / L1 5 / GIoU 2, no-object weight 0.1) +
         PAUMER's auxiliary loss weighted ``aux_weight``."""
-        return DetrCriterion(num_classes=self.num_classes, matcher=HungarianMatcher(), aux_weight=aux_weight)
+        return DetrCriterion(num_classes=self.num_classes, matcher=HungarianMatcher(), thing_ids=self.thing_ids,
+                             aux_weight=aux_weight)
 
     def postprocess(self, out: AdaptiveOutput, image_sizes, *, task: str = "detection", output_sizes=None) -> list:
         """Per image ``{"boxes" (Q, 4) xyxy, "scores" (Q,), "labels" (Q,) contiguous}`` in the

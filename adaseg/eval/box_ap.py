@@ -1,0 +1,112 @@
+"""Box detection metrics: COCO box AP by pycocotools (iouType='bbox') and the per-image
+quality of Step B for detection (per-class F1 at IoU 0.5).
+
+Ground truth is a COCO *instances* dict (``images`` with height/width, ``annotations`` with
+``bbox`` [x, y, w, h], ``area``, ``iscrowd``; ``categories``); results are COCO result dicts
+``{image_id, category_id, bbox: [x, y, w, h], score}``. Metrics are fractions: AP, AP50, AP75,
+APs, APm, APl (None where COCOeval gives -1: no ground truth in that range).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections import defaultdict
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.cocoeval import COCOeval
+
+from adaseg.eval.ap import _coco
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def boxes_to_results(image_id, boxes, scores, category_ids) -> list[dict]:
+    """(n, 4) xyxy pixel boxes, (n,) scores, (n,) dataset category ids -> COCO result dicts."""
+    boxes = torch.as_tensor(boxes).detach().cpu().double()
+    scores = torch.as_tensor(scores).detach().cpu().double()
+    category_ids = torch.as_tensor(category_ids).detach().cpu()
+    if not (len(boxes) == len(scores) == len(category_ids)):
+        raise ValueError(f"boxes_to_results: {len(boxes)} boxes, {len(scores)} scores, {len(category_ids)} categories")
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
+    return [{"image_id": image_id, "category_id": int(c), "bbox": [float(v) for v in b], "score": float(s)}
+            for b, s, c in zip(xywh.tolist(), scores.tolist(), category_ids.tolist())]
+
+
+def box_ap(gt: dict, results: list[dict], *, keep_matches: bool = False) -> dict:
+    """COCOeval(bbox) of ``results`` against the instances dict ``gt`` (made by adaseg).
+
+    Returns the :data:`STAT_NAMES` figures and ``per_class`` {category_id: AP}; with
+    ``keep_matches`` also ``matches``: the run's per-image matching
+    (:class:`~adaseg.eval.ap_matches.ApMatches`, images in ``gt['images']`` order).
+    """
+    gt_coco = _coco(gt)
+    if results:
+        with contextlib.redirect_stdout(io.StringIO()):
+            dt_coco = gt_coco.loadRes([dict(r) for r in results])
+    else:  # loadRes cannot take an empty list; no detections score 0 on every class with GT
+        dt_coco = _coco({"images": gt["images"], "annotations": [], "categories": gt["categories"]})
+    ev = COCOeval(gt_coco, dt_coco, iouType="bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    out: dict = {name: (None if v < 0 else float(v)) for name, v in zip(STAT_NAMES, ev.stats[:6])}
+    precision = ev.eval["precision"]  # (T, R, K, A, M)
+    per_class = {}
+    for k, cid in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        if p.size:
+            per_class[int(cid)] = float(p.mean())
+    out["per_class"] = per_class
+    if keep_matches:
+        from adaseg.eval.ap_matches import ApMatches
+
+        out["matches"] = ApMatches.from_cocoeval(ev, [img["id"] for img in gt["images"]])
+    return out
+
+
+def image_f1_parts(gt: list[dict], results: list[dict], *, iou: float = 0.5,
+                   score_threshold: float = 0.5) -> dict[int, tuple[int, int, int]]:
+    """One image's per-class ``(tp, fp, fn)`` at IoU ``iou``: the detections scoring at least
+    ``score_threshold``, by descending score, each matched to the unmatched non-crowd box of its
+    class with the highest IoU >= ``iou`` (a tp); one that matches none but covers a crowd box
+    (pycocotools' crowd IoU: intersection / detection area >= ``iou``) is ignored, others are
+    fps; unmatched non-crowd boxes are fns. Classes with tp + fp + fn = 0 are left out.
+
+    Args:
+        gt: the image's annotations (``bbox`` xywh, ``category_id``, ``iscrowd``).
+        results: the image's COCO results (``bbox`` xywh, ``category_id``, ``score``).
+    """
+    by_class_gt, by_class_dt = defaultdict(list), defaultdict(list)
+    for a in gt:
+        by_class_gt[int(a["category_id"])].append(a)
+    for r in results:
+        if float(r["score"]) >= score_threshold:
+            by_class_dt[int(r["category_id"])].append(r)
+    parts = {}
+    for c in sorted(set(by_class_gt) | set(by_class_dt)):
+        anns = by_class_gt[c]
+        dets = sorted(by_class_dt[c], key=lambda r: -float(r["score"]))
+        crowd = [int(a.get("iscrowd", 0)) for a in anns]
+        n_real = len(anns) - sum(crowd)
+        tp = fp = 0
+        if dets and anns:
+            ious = np.asarray(mask_utils.iou([d["bbox"] for d in dets], [a["bbox"] for a in anns], crowd))
+            used = np.zeros(len(anns), dtype=bool)
+            for i in range(len(dets)):
+                free = [(ious[i, j], j) for j in range(len(anns)) if not crowd[j] and not used[j] and ious[i, j] >= iou]
+                if free:
+                    used[max(free)[1]] = True
+                    tp += 1
+                elif not any(crowd[j] and ious[i, j] >= iou for j in range(len(anns))):
+                    fp += 1
+        else:
+            fp = len(dets)
+        fn = n_real - tp
+        if tp + fp + fn:
+            parts[c] = (tp, fp, fn)
+    return parts
