@@ -19,6 +19,9 @@ def _register() -> None:
     from adaseg.cli.bench_op import op
 
     bench.add_command(op)
+    from adaseg.cli.bench_model import model
+
+    bench.add_command(model)
 
 
 _register()

@@ -19,10 +19,12 @@ selects tokens, so both backends return it detached).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -39,11 +41,33 @@ __all__ = [
     "PatchAssembler",
     "select_backend",
     "BACKEND_ENV",
+    "lean",
+    "lean_enabled",
 ]
 
 _ENTROPY_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _log = logging.getLogger(__name__)
 _logged: set[tuple[str, str]] = set()
+_lean = True
+
+
+def lean_enabled() -> bool:
+    """Whether inference (no autograd) pause stages take the lean path of
+    :mod:`adaseg.ops.pause_stage` (the default) rather than the registered ops."""
+    return _lean
+
+
+@contextlib.contextmanager
+def lean(enabled: bool) -> Iterator[None]:
+    """Within the block, inference pause stages and assembler writes take the lean path
+    (True) or the registered ops and this module's dispatch (False: what training runs; the
+    benchmarks' "reference ops" arm)."""
+    global _lean
+    before, _lean = _lean, bool(enabled)
+    try:
+        yield
+    finally:
+        _lean = before
 
 
 def _triton_installed() -> bool:
@@ -212,6 +236,7 @@ class PatchAssembler:
         self._buffer = tokens  # (b, N, D); is the active tensor itself while nothing is paused
         self._current = True  # the buffer holds the current active tokens at their rows
         self._owned = False  # the buffer may be written in place
+        self._flat: tuple[torch.Tensor, torch.Tensor] | None = None  # (dst_idx, its rows in the (b * N, D) view)
 
     @property
     def active(self) -> torch.Tensor:
@@ -301,6 +326,16 @@ class PatchAssembler:
             self._buffer = self._buffer.clone(memory_format=torch.contiguous_format)
             self._owned = True
         buf = self._buffer
+        if _lean and not torch.is_grad_enabled() and buf.is_contiguous():
+            # the lean inference path: no dispatch; the flat rows of the active positions are
+            # computed once per pause stage, not once per layer
+            b, n_rows, d = buf.shape
+            if self._flat is None or self._flat[0] is not dst_idx:
+                offsets = torch.arange(0, b * n_rows, n_rows, device=dst_idx.device).unsqueeze(1)
+                self._flat = (dst_idx, (dst_idx + offsets).reshape(-1))
+            rows = x if src_idx is None else torch.gather(x, 1, src_idx.unsqueeze(-1).expand(*src_idx.shape, d))
+            buf.view(b * n_rows, d).index_copy_(0, self._flat[1], rows.reshape(-1, d).to(buf.dtype))
+            return
         if select_backend("assemble", buf, x, dst_idx) == "triton":
             from adaseg.ops.triton import library
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from adaseg.ops import pausing
+from adaseg.ops.pause_stage import stage_for
 from adaseg.choices import PAUSE_MODES
 
 
@@ -40,7 +41,9 @@ class PauseSelection:
     ``kept``: (b, n_keep, C) the tokens that stay active; ``kept_at``: (b, n_keep) their
     positions in the full token map; ``paused_local``: (b, m) indices of the paused tokens
     among the n active ones; ``paused_at``: (b, m) their positions in the full token map;
-    ``aux``: the auxiliary-decoder record (with gradient), or None when not collected.
+    ``aux``: the auxiliary-decoder record (with gradient), or None when not collected;
+    ``keep_local``: (b, n_keep) indices among the n active tokens of the kept ones (the lean
+    path sets it: per-token inputs are then gathered from the active views), or None.
     """
 
     kept: torch.Tensor
@@ -48,6 +51,7 @@ class PauseSelection:
     paused_local: torch.Tensor
     paused_at: torch.Tensor
     aux: AuxRecord | None
+    keep_local: torch.Tensor | None = None
 
 
 def check_pause_mode(pause_mode: str) -> None:
@@ -106,3 +110,34 @@ def select_pause(
         paused_at=torch.gather(positions, 1, pause_local),
         aux=aux,
     )
+
+
+def select_pause_lean(
+    *,
+    ratio: float,
+    tokens: torch.Tensor,
+    positions: torch.Tensor | None,
+    decoder: nn.Linear,
+    pause_mode: str,
+    padding: torch.Tensor | None,
+    generator: torch.Generator | None,
+) -> PauseSelection:
+    """:func:`select_pause` for inference (no autograd, no auxiliary record), through the lean
+    stage of :mod:`adaseg.ops.pause_stage`: the same choice (same scores, same ties, padding
+    first) in fewer launches, with no dispatch and no host read.
+
+    Args:
+        padding: (b, n) bool True on the *active* tokens that are padding (the run's active
+            view, not the full map), or None.
+        (the others as for :func:`select_pause`)
+    """
+    b, n, _ = tokens.shape
+    entropy = pause_mode == "entropy"
+    stage = stage_for(tokens, decoder.weight, decoder.bias, pausing.num_kept(n, ratio), entropy=entropy)
+    if entropy:
+        score = stage.scores(tokens, decoder.weight, decoder.bias)
+    else:
+        score = torch.rand(b, n, generator=generator, device=tokens.device)
+    sel = stage.select(tokens, score, positions, padding)
+    return PauseSelection(kept=sel.kept, kept_at=sel.kept_at, paused_local=sel.paused_local, paused_at=sel.paused_at,
+                          aux=None, keep_local=sel.keep_local)

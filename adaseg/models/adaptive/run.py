@@ -35,7 +35,8 @@ layer after layer without waiting for the device (tests/models/test_host_syncs.p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -43,8 +44,31 @@ from torch import nn
 
 from adaseg.models.adaptive.output import PauseRecord
 from adaseg.models.adaptive.settings import AdaptiveSettings
-from adaseg.models.adaptive.pause_selection import AuxRecord, select_pause
+from adaseg.models.adaptive.pause_selection import AuxRecord, select_pause, select_pause_lean
 from adaseg.ops import pausing
+
+
+# id(exit plan) -> (weak reference to it, its values): plans whose values the host knows
+# (:func:`with_host_values`). Keyed by id, not by the tensor: a tensor's == is elementwise.
+_host_plans: dict[int, tuple[weakref.ref, list[int]]] = {}
+
+
+def with_host_values(exit_plan: torch.Tensor, values: Sequence[int]) -> torch.Tensor:
+    """Tell every :class:`AdaptiveRun` built with ``exit_plan`` (B,) its values, so it need not
+    read them from the device: a run with a plan known on the host (a fixed exit, the groups
+    of a CUDA graph, where a read is not allowed) makes no device-to-host read at all.
+    ``values`` must be ``exit_plan``'s values; returns ``exit_plan``."""
+    values = [int(v) for v in values]
+    if len(values) != exit_plan.shape[0]:
+        raise ValueError(f"{len(values)} host values for an exit plan of {exit_plan.shape[0]} images")
+    key = id(exit_plan)
+    _host_plans[key] = (weakref.ref(exit_plan, lambda _, key=key: _host_plans.pop(key, None)), values)
+    return exit_plan
+
+
+def _host_values(exit_plan: torch.Tensor) -> list[int] | None:
+    entry = _host_plans.get(id(exit_plan))
+    return None if entry is None or entry[0]() is not exit_plan else list(entry[1])
 
 
 @dataclass
@@ -89,7 +113,8 @@ class AdaptiveRun:
         self.rows = torch.arange(b, device=tokens.device)  # (b,) batch index of each running image
         self._exits = exit_plan  # (b,) exit of each running image (on the device)
         # The plan's one read to the host per forward: every later decision uses these values.
-        self._exit_list: list[int] = [] if exit_plan is None else exit_plan.tolist()  # exit of each running image
+        known = None if exit_plan is None else _host_values(exit_plan)
+        self._exit_list: list[int] = [] if exit_plan is None else known if known is not None else exit_plan.tolist()
         self.last = settings.record_exits[-1] if settings.record_exits else max(self._exit_list)
         self._asm = pausing.PatchAssembler(tokens, values=paused_are_values)
         self._batch = b
@@ -204,14 +229,24 @@ class AdaptiveRun:
 
     def _pause(self, layer_no: int, ratio: float) -> None:
         s = self.settings
-        sel = select_pause(layer=layer_no, ratio=ratio, tokens=self._asm.active, positions=self._asm.positions,
-                           rows=self.rows, decoder=self._aux_decoders[layer_no - 1], pause_mode=s.pause_mode,
-                           padding=self.padding, keep_aux=self.keep_aux, generator=s.generator)
+        if not self.keep_aux and not torch.is_grad_enabled() and pausing.lean_enabled():
+            # inference: the lean stage (adaseg.ops.pause_stage), the per-token inputs gathered
+            # from their active views at the kept tokens
+            sel = select_pause_lean(ratio=ratio, tokens=self._asm.active, positions=self._asm.positions,
+                                    decoder=self._aux_decoders[layer_no - 1], pause_mode=s.pause_mode,
+                                    padding=self._views.get("__padding"), generator=s.generator)
+        else:
+            sel = select_pause(layer=layer_no, ratio=ratio, tokens=self._asm.active, positions=self._asm.positions,
+                               rows=self.rows, decoder=self._aux_decoders[layer_no - 1], pause_mode=s.pause_mode,
+                               padding=self.padding, keep_aux=self.keep_aux, generator=s.generator)
         if sel.aux is not None:
             self._result.aux.append(sel.aux)
         self._result.paused.append(PauseRecord(layer_no, self.rows, sel.paused_at))
         self._asm.pause(kept=sel.kept, kept_at=sel.kept_at, paused_local=sel.paused_local, paused_at=sel.paused_at)
-        self._views = {k: None if v is None else _gather(v, sel.kept_at) for k, v in self._sources.items()}
+        if sel.keep_local is not None:
+            self._views = {k: None if v is None else _gather_rows(v, sel.keep_local) for k, v in self._views.items()}
+        else:
+            self._views = {k: None if v is None else _gather(v, sel.kept_at) for k, v in self._sources.items()}
 
 
 def _gather(source: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -220,3 +255,12 @@ def _gather(source: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return torch.gather(source, 1, idx)
     flat = source.flatten(2)
     return pausing.gather_tokens(flat, idx).view(*idx.shape, *source.shape[2:])
+
+
+def _gather_rows(source: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(b, n, *rest) at (b, k) rows -> (b, k, *rest): one ``torch.gather``, no dispatch (inference)."""
+    if source.dim() == 2:
+        return torch.gather(source, 1, idx)
+    flat = source.flatten(2)
+    out = torch.gather(flat, 1, idx.unsqueeze(-1).expand(*idx.shape, flat.shape[2]))
+    return out.view(*idx.shape, *source.shape[2:])

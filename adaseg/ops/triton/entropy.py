@@ -188,3 +188,40 @@ def aux_entropy(
         grid = lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]),)  # noqa: E731
         _aux_entropy_tuned[grid](*args, DOT_DTYPE=dot_dtype, DOT_PRECISION=precision)
     return h
+
+
+class EntropyLauncher:
+    """The fused entropy kernel for one shape, set up once (issue 23's lean pause stage).
+
+    Built for (b, n, D) tokens of one dtype and a (C, D) decoder: checks, the dot dtype and
+    precision and the block configuration are decided here (on a GPU by one autotuned launch,
+    whose winner is kept), so a call is one kernel launch with no checks and no autotuner,
+    writing into ``out`` (b, n) float32. The caller guarantees the shape, dtype and device.
+    """
+
+    def __init__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor):
+        aux_entropy(x, weight, bias)  # validates the inputs (and, compiled, tunes for (C, D))
+        b, n, d = x.shape
+        c = weight.shape[0]
+        self._n_rows = b * n
+        self._dot = _dot_dtype(x, weight)
+        if self._dot != tl.float32:
+            self._precision = "tf32"
+        elif INTERPRET:
+            self._precision = "ieee"
+        else:
+            self._precision = "tf32x3" if not torch.backends.cuda.matmul.allow_tf32 else "tf32"
+        best = getattr(_aux_entropy_tuned, "best_config", None)
+        if INTERPRET or best is None:
+            self._meta = {"BLOCK_M": 64, "BLOCK_C": pow2_at_least(c, hi=256), "BLOCK_D": pow2_at_least(d, hi=256)}
+        else:
+            self._meta = dict(best.kwargs, num_warps=best.num_warps, num_stages=best.num_stages)
+        self._grid = (triton.cdiv(self._n_rows, self._meta["BLOCK_M"]),)
+        self._tail = (self._n_rows, n, c, d)
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """(b, n, D) tokens -> ``out`` (b, n) float32 entropy; one launch."""
+        _aux_entropy_kernel[self._grid](x, weight, bias, out, *self._tail, *x.stride(), *weight.stride(),
+                                        bias.stride(0), DOT_DTYPE=self._dot, DOT_PRECISION=self._precision,
+                                        **self._meta)
+        return out
