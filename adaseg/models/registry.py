@@ -30,6 +30,9 @@ _BUILDERS: dict[str, str] = {
     "segmenter_vit_ti": "adaseg.models.segmenter.configs:segmenter_vit_ti",
     "segmenter_vit_s": "adaseg.models.segmenter.configs:segmenter_vit_s",
     "segmenter_tiny": "adaseg.models.segmenter.configs:segmenter_tiny",
+    # SETR-PUP with PAUMER (issue 22, PAUMER App. J)
+    "setr_pup_vit_ti": "adaseg.models.setr.configs:setr_pup_vit_ti",
+    "setr_tiny": "adaseg.models.setr.configs:setr_tiny",
     "detr_r50": "adaseg.models.detr.configs:detr_r50",
     "detr_tiny": "adaseg.models.detr.configs:detr_tiny",
 }

@@ -149,7 +149,7 @@ def test_settings_refuse_idle_or_undefined_early_exit():
         AdaptiveSettings(pause="2:0.5", pause_output=1)
 
 
-@pytest.mark.parametrize("name,options", [("m2f_tiny", {"thing_ids": (0, 1)})])
+@pytest.mark.parametrize("name,options", [("m2f_tiny", {"thing_ids": (0, 1)}), ("setr_tiny", {})])
 def test_models_without_an_early_exit_refuse_it_in_one_line(name, options):
     model = adaseg.create_model(name, num_classes=4, **options).eval()
     with pytest.raises(ValueError, match=r"has no early-exit output \(pause_output='aux'\)") as info:
