@@ -22,7 +22,8 @@ def _thing_ids(value: str | None):
 
 @click.command(name="import-weights")
 @click.option("--hf", "hf_dir", type=click.Path(file_okay=False), default=None,
-              help="HF transformers Mask2Former directory (config.json + model.safetensors or pytorch_model.bin).")
+              help="HF transformers Mask2Former or DETR (DetrForObjectDetection, transformers ResNet) directory "
+                   "(config.json + model.safetensors or pytorch_model.bin).")
 @click.option("--timm-backbone", "timm_file", type=click.Path(dir_okay=False), default=None,
               help="timm-format backbone checkpoint (.safetensors, .pth, .bin); needs --model.")
 @click.option("--model", "backbone_name", default=None, metavar="NAME",
@@ -36,6 +37,7 @@ def import_weights(hf_dir, timm_file, backbone_name, thing_ids, out):
 
     \b
       adaseg import-weights --hf mask2former-swin-tiny-coco-panoptic/ --out m2f_swin_t.safetensors
+      adaseg import-weights --hf detr-resnet-50/ --out detr_r50.safetensors
       adaseg import-weights --timm-backbone swin_tiny.safetensors --model swin_t --out swin_t.safetensors
     """
     if (hf_dir is None) == (timm_file is None):
@@ -48,13 +50,55 @@ def import_weights(hf_dir, timm_file, backbone_name, thing_ids, out):
     if hf_dir is not None:
         if backbone_name is not None:
             raise click.UsageError("--model goes with --timm-backbone, not --hf (the HF config names the model)")
-        _import_hf(hf_dir, _thing_ids(thing_ids), out)
+        if _hf_model_type(hf_dir) == "detr":
+            if thing_ids is not None:
+                raise click.UsageError("--thing-ids goes with a Mask2Former; a DETR gives every class boxes")
+            _import_hf_detr(hf_dir, out)
+        else:
+            _import_hf(hf_dir, _thing_ids(thing_ids), out)
     else:
         if backbone_name is None:
             raise click.UsageError("--timm-backbone needs --model NAME (the backbone it is for)")
         if thing_ids is not None:
             raise click.UsageError("--thing-ids goes with --hf")
         _import_timm(timm_file, backbone_name, out)
+
+
+def _hf_model_type(hf_dir: str):
+    """``model_type`` of ``hf_dir/config.json`` (None when unreadable: the importer then names the problem)."""
+    import json
+
+    try:
+        with open(os.path.join(hf_dir, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return cfg.get("model_type") if isinstance(cfg, dict) else None
+
+
+def _import_hf_detr(hf_dir: str, out: str) -> None:
+    from adaseg.models.hf.detr_import import DETR_KIND, from_hf_detr
+    from adaseg.models.hf.importer import HFConfigError, HFWeightsError
+    from adaseg.storage.checkpoint import CheckpointError, save_checkpoint
+
+    try:
+        model, info = from_hf_detr(hf_dir, return_info=True)
+    except (HFConfigError, HFWeightsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    extra = {"source": "huggingface", "source_path": os.path.abspath(hf_dir), "class_names": info.class_names,
+             "dropped": info.dropped, "initialised": info.initialised}
+    try:
+        meta = save_checkpoint(out, model.state_dict(), kind=DETR_KIND, config=info.config, extra=extra)
+    except CheckpointError as exc:
+        raise click.ClickException(str(exc)) from None
+    cfg = info.config["model"]
+    n = sum(p.numel() for p in model.parameters())
+    click.echo(f"imported {info.weights_file}: DETR ResNet ({info.config['backbone']['settings']['block']}), "
+               f"{cfg['num_classes']} classes, {cfg['num_queries']} queries, {cfg['enc_layers']} encoder / "
+               f"{cfg['dec_layers']} decoder layers, {n / 1e6:.2f}M parameters")
+    click.echo(f"{len(info.initialised)} adaseg-only keys keep their initial values (PAUMER auxiliary decoders: "
+               f"untrained)")
+    click.echo(f"wrote {out} (fingerprint {meta.fingerprint[:12]})")
 
 
 def _import_hf(hf_dir: str, thing_ids, out: str) -> None:

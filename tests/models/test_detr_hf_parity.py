@@ -104,3 +104,25 @@ def test_unsupported_configs_and_weights_are_refused(tmp_path):
     torch.save(sd, tmp_path / "pytorch_model.bin")
     with pytest.raises(HFWeightsError, match="class_embed.bias"):
         adaseg.models.from_hf_detr(tmp_path)
+
+
+def test_import_weights_command_writes_a_detr_checkpoint(tmp_path):
+    from click.testing import CliRunner
+
+    from adaseg.cli.main import main as cli
+    from adaseg.storage.checkpoint import load_checkpoint
+
+    hf = _hf_model(_CONFIGS["basic"], seed=1)
+    hf.save_pretrained(tmp_path / "hf")
+    out = tmp_path / "detr.safetensors"
+    res = CliRunner().invoke(cli, ["import-weights", "--hf", str(tmp_path / "hf"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "DETR ResNet (basic), 3 classes, 5 queries" in res.output
+    state, meta = load_checkpoint(str(out))
+    assert meta.kind == "detr" and meta.config["architecture"] == "detr"
+    want = adaseg.models.from_hf_detr(tmp_path / "hf").state_dict()
+    assert set(state) == set(want) and all(torch.equal(state[k], want[k]) for k in want
+                                           if not k.startswith("encoder.aux_decoders."))
+    bad = CliRunner().invoke(cli, ["import-weights", "--hf", str(tmp_path / "hf"), "--thing-ids", "0",
+                                   "--out", str(tmp_path / "x.safetensors")])
+    assert bad.exit_code != 0 and "--thing-ids" in bad.output and not (tmp_path / "x.safetensors").exists()

@@ -28,9 +28,10 @@ from adaseg.models.hf.detr_config import translate_detr
 from adaseg.models.hf.importer import read_hf_weights
 from adaseg.models.hf.mapping import HFWeightsError, check_against
 
-__all__ = ["DETR_ONLY", "DetrImport", "build_detr", "from_hf_detr", "map_detr_state_dict"]
+__all__ = ["DETR_KIND", "DETR_ONLY", "DetrImport", "build_detr", "from_hf_detr", "map_detr_state_dict"]
 
 DETR_ONLY = ("encoder.aux_decoders.",)
+DETR_KIND = "detr"  # the checkpoint kind ``adaseg import-weights --hf`` writes for a DETR
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 # transformers 4.x key spellings -> 5.x
