@@ -66,7 +66,7 @@ def _print(reporter, result, summary) -> None:
     from adaseg.eval.tasks.registry import QUALITY
 
     derived = result.derived
-    metric = QUALITY[derived.metric].primary
+    metric = QUALITY[derived.metric].quality_label or QUALITY[derived.metric].primary
     table = Table(title=f"Training images by best exit (ECO-M2F Fig. 2; ties go to the earliest exit)")
     table.add_column("best exit (layers)", justify="right")
     table.add_column("images", justify="right")

@@ -79,6 +79,7 @@ class Evaluator(ABC):
     metric: str | None = None           # Step B: the name files record for its quality; None: none
     part_names: tuple[str, ...] = ()    # Step B: per-class parts stored with the quality
     utilities: tuple[str, ...] = ()     # Step B: what quality_from_parts recomputes
+    quality_label: str = ""             # Step B: how tables name its quality (default: ``primary``)
 
     # ------------------------------------------------------------------ evaluation
     def predict(self, model, out, batch) -> list:

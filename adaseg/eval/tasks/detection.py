@@ -40,6 +40,7 @@ class DetectionEvaluator(Evaluator):
     metric = "box_f1"
     part_names = ("tp", "fp", "fn")
     utilities = ("f1",)
+    quality_label = "box F1 (IoU 0.5, score >= 0.5)"
 
     # ------------------------------------------------------------------ evaluation
     def score(self, scorer, batch, j, index, prediction) -> tuple[dict, list[dict], list[dict]]:
