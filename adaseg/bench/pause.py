@@ -1,33 +1,48 @@
-"""``adaseg bench pause``: PAUMER's pausing hot path, unfused PyTorch vs the Triton kernels.
+"""``adaseg bench pause``: one PAUMER pause stage, timed as a unit, through the registered ops
+and through the lean inference stage, at the paper's shapes (issue 23).
 
-For each shape (PAUMER's ViT-Ti/ViT-S at 512x512 with Cityscapes/ADE20K classes, and the
-Mask2Former encoder at 512x512 input with COCO's 133 classes) one pause stage is timed op by
-op, three ways: the reference ops (``adaseg.ops.reference``), plain PyTorch as PAUMER's
-Appendix A writes it, and the Triton kernels:
+A stage takes b images of n active (b, n, D) tokens with their rows in the full map and a
+(C, D) auxiliary decoder, and produces what the model needs next: the kept tokens
+(b, n_keep, D), the kept and paused tokens' rows in the full map, and the paused tokens filed
+into the full (b, N, D) buffer. Both arms produce exactly these outputs (checked equal to the
+reference ops' on every case: like for like):
 
-* entropy: reference (float32 logits) / ``F.linear`` in the input dtype + log-softmax
-  entropy / the fused kernel, whose achieved memory bandwidth (bytes it must move over its
-  time) is reported as a fraction of the device's peak.
-* keep: reference (stable sort, both index sets, gather) / ``torch.topk`` + gather / the
-  rank-count + compaction kernels.
-* assemble: reference (scatter into a copy) / in-place scatter of the kept tokens into the
-  stage's own full tensor (cheapest in time, but the paper keeps one such tensor alive per
-  stage) / the one-buffer write (paused rows + kept rows, each written once).
+* ``ops``: the registered ops through :mod:`adaseg.ops.pausing`'s dispatch (``aux_entropy``,
+  ``topk_keep``, two position gathers, the assembler's write), what the model ran before the
+  lean path; backend ``auto`` (Triton on CUDA, the reference on CPU) or ``--backend``;
+* ``lean``: :mod:`adaseg.ops.pause_stage` (scores, one sort for the choice, one for
+  [keep | pause], one gather of positions and one of the kept tokens) and one
+  ``gather`` + ``index_copy_`` filing the paused rows.
 
-Without CUDA the Triton figures are not measured (the interpreter's speed means nothing);
-PyTorch is timed on the CPU at batch <= ``cpu_batch`` so the command stays quick.
+Times, all under ``torch.inference_mode()``:
+
+* ``host us``: the CPU's time per stage with nothing waiting for the device (stages queued
+  back to back; on a CPU this is the stage's whole time): what the host spends per stage;
+* ``device us`` (CUDA only): the stage captured in a CUDA graph and replayed, timed with CUDA
+  events: the device's own time, no host work;
+* ``eager us`` (CUDA only): CUDA events around stages queued back to back: the larger of the
+  two, what an eager model pays per stage.
+
+Shapes (PAUMER and the project's Mask2Former): Segmenter ViT-Ti (D 192) / ViT-S (D 384) at
+ADE20K 512x512 (N 1024, 150 classes) and Cityscapes 768x768 (N 2304, 19 classes), batch 32;
+Mask2Former's encoder at COCO size, 1024x1024 (N = 128^2 + 64^2 + 32^2 = 21504, D 256,
+133 classes), batch 2. Without CUDA the batch is capped (``cpu_batch``) and only host times
+exist: the device columns say "unmeasured".
 """
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
+import os
+import statistics
 import time
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 
-from adaseg.ops import reference
+from adaseg.choices import PAUSE_BACKEND_ENV
+from adaseg.ops import pausing, reference
+from adaseg.ops.pause_stage import stage_for
 from adaseg.ops.reference import num_kept
 
 
@@ -43,13 +58,13 @@ class Case:
 
 
 CASES = (
-    Case("vit-ti/cityscapes", 32, 1024, 192, 19),
-    Case("vit-ti/ade20k", 32, 1024, 192, 150),
-    Case("vit-s/cityscapes", 32, 1024, 384, 19),
-    Case("vit-s/ade20k", 32, 1024, 384, 150),
-    # Mask2Former's encoder at 512x512 input: levels at strides 8/16/32, width 256.
-    Case("m2f/coco", 2, 64 * 64 + 32 * 32 + 16 * 16, 256, 133),
+    Case("vit-ti/ade20k-512", 32, 1024, 192, 150),
+    Case("vit-s/ade20k-512", 32, 1024, 384, 150),
+    Case("vit-ti/cityscapes-768", 32, 2304, 192, 19),
+    Case("vit-s/cityscapes-768", 32, 2304, 384, 19),
+    Case("m2f/coco-1024", 2, 128 * 128 + 64 * 64 + 32 * 32, 256, 133),
 )
+ARMS = ("ops", "lean")
 
 # Peak DRAM bandwidth (TB/s) by device-name fragment, most specific first.
 PEAK_TBPS = (
@@ -83,69 +98,114 @@ def peak_bandwidth_tbps(device_name: str) -> float | None:
     return None
 
 
-def _unfused_entropy(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """What one writes without a kernel: logits in the input dtype, entropy in float32."""
-    logp = F.linear(x, w, b).float().log_softmax(-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
-def _paper_keep(x: torch.Tensor, h: torch.Tensor, n_keep: int) -> torch.Tensor:
-    """Appendix A's keep: ``entropy.topk`` then gather (indices sorted to keep token order)."""
-    idx = torch.topk(h, n_keep, dim=1, sorted=False).indices.sort(dim=1).values
-    return torch.gather(x, 1, idx.unsqueeze(-1).expand(*idx.shape, x.shape[-1]))
-
-
-def _time_ms(fn, device: torch.device, repeats: int) -> float:
-    """Time of ``fn()`` in ms. GPU: median of triton.testing.do_bench (L2 flushed each run).
-
-    CPU: the minimum over ``repeats`` runs (as ``timeit`` advises): on a shared CPU, other
-    processes only ever add time, so the minimum is the op's own cost.
-    """
-    if device.type == "cuda":
-        import triton.testing
-
-        return float(triton.testing.do_bench(fn, warmup=max(5, repeats // 4), rep=max(20, repeats), return_mode="median"))
-    fn()  # warm-up (allocator, first-call dispatch)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return min(times)
-
-
 @dataclass
 class Row:
     case: str
-    op: str
+    arm: str
     shape: str
-    reference_ms: float
-    plain_ms: float  # the plain-PyTorch alternative (see module docstring)
-    triton_ms: float | None
-    speedup: float | None  # fastest PyTorch time / Triton time
-    bandwidth_gbps: float | None
-    peak_fraction: float | None
+    host_us: float
+    device_us: float | None
+    eager_us: float | None
+    floor_us: float | None  # bytes the stage must move / peak bandwidth
+    backend: str  # what computed the entropy
     check: str
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def run(
-    *,
-    cases: tuple[Case, ...] = CASES,
-    dtype: str = "bf16",
-    ratio: float = 0.4,
-    repeats: int = 50,
-    device: str | None = None,
-    cpu_batch: int = 2,
-    interpreted_triton: bool = False,
-) -> tuple[dict, list[Row]]:
-    """Time one pause stage per case. Returns (environment info, rows).
+@contextlib.contextmanager
+def _backend(name: str | None):
+    before = os.environ.get(PAUSE_BACKEND_ENV)
+    if name is not None:
+        os.environ[PAUSE_BACKEND_ENV] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PAUSE_BACKEND_ENV, None)
+        else:
+            os.environ[PAUSE_BACKEND_ENV] = before
 
-    ``interpreted_triton`` (tests only): on a CPU under TRITON_INTERPRET=1, run the Triton
-    branch too, so the report's GPU code path is exercised; its times mean nothing and
-    the report labels them as interpreter times.
+
+def stage_ops(x, w, bias, positions, buf, n_keep):
+    """The stage through the registered ops (the model's path before the lean one)."""
+    with pausing.lean(False):
+        h = pausing.aux_entropy(x, w, bias)
+        keep_idx, pause_idx, kept = pausing.topk_keep(x, h, n_keep)
+        kept_at, paused_at = torch.gather(positions, 1, keep_idx), torch.gather(positions, 1, pause_idx)
+        pausing.write_rows(buf, x, pause_idx, paused_at)
+    return kept, kept_at, paused_at
+
+
+def stage_lean(x, w, bias, positions, buf, n_keep):
+    """The stage through the lean inference path."""
+    stage = stage_for(x, w, bias, n_keep)
+    sel = stage.select(x, stage.scores(x, w, bias), positions, None)
+    with pausing.lean(True):
+        pausing.write_rows(buf, x, sel.paused_local, sel.paused_at)
+    return sel.kept, sel.kept_at, sel.paused_at
+
+
+_STAGES = {"ops": stage_ops, "lean": stage_lean}
+
+
+def _host_us(fn, repeats: int, on_gpu: bool) -> float:
+    """Median host microseconds per call; on a GPU, calls queued back to back (no sync inside)."""
+    fn()
+    if on_gpu:
+        torch.cuda.synchronize()
+        samples = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            samples.append((time.perf_counter() - start) / repeats * 1e6)
+            torch.cuda.synchronize()
+        return statistics.median(samples)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e6)
+    return statistics.median(times)
+
+
+def _events_us(fn, repeats: int) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1e3 / repeats
+
+
+def _graph_us(fn, repeats: int) -> float | str:
+    """Device microseconds per stage: the stage captured once, replays timed by CUDA events."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+    except RuntimeError as e:  # an op that cannot be captured: say so in the row
+        return f"capture failed: {str(e).splitlines()[0][:80]}"
+    graph.replay()
+    return _events_us(graph.replay, repeats)
+
+
+def run(*, cases: tuple[Case, ...] = CASES, arms: tuple[str, ...] = ARMS, dtype: str = "bf16", ratio: float = 0.4,
+        repeats: int = 50, device: str | None = None, cpu_batch: int = 2, batch: int | None = None,
+        backend: str | None = None) -> tuple[dict, list[Row]]:
+    """Time one pause stage per case and arm. Returns (environment info, rows).
+
+    ``batch``: every case at this batch instead of its own (e.g. 1 for latency);
+    ``backend``: ``ADASEG_PAUSE_BACKEND`` for both arms (None: as set, i.e. auto).
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -154,149 +214,113 @@ def run(
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_gpu = dev.type == "cuda"
     tdtype = _DTYPES[dtype]
-    info = {"device": str(dev), "dtype": dtype, "ratio": ratio, "repeats": repeats}
+    info = {"device": str(dev), "dtype": dtype, "ratio": ratio, "repeats": repeats, "torch": torch.__version__,
+            "backend": backend or os.environ.get(PAUSE_BACKEND_ENV) or "auto"}
     peak = None
-    measure_triton = on_gpu and importlib.util.find_spec("triton") is not None
+    threads = torch.get_num_threads()
     if on_gpu:
-        name = torch.cuda.get_device_name(dev)
-        peak = peak_bandwidth_tbps(name)
-        info.update(device_name=name, peak_tbps=peak, triton="measured" if measure_triton else "unmeasured (triton not installed)")
+        info["device_name"] = torch.cuda.get_device_name(dev)
+        peak = peak_bandwidth_tbps(info["device_name"])
+        info["peak_tbps"] = peak
     else:
-        info.update(device_name="cpu", peak_tbps=None, triton="unmeasured (no CUDA device)")
-        if interpreted_triton:
-            measure_triton = True
-            info["triton"] = "interpreter on CPU (times meaningless; tests only)"
+        info.update(device_name="cpu", peak_tbps=None)
         if tdtype != torch.float32:
             tdtype = torch.float32  # CPU half matmuls are emulated; time the float32 path
             info["dtype"] = "fp32 (CPU)"
-    threads = torch.get_num_threads()
-    if not on_gpu:
-        # One intra-op thread: on a shared CPU a multi-threaded op waits for its slowest
-        # thread to be scheduled, which turns 0.2 ms into 100 ms at random.
+        # One intra-op thread: on a shared CPU a multi-threaded op waits for its slowest thread.
         torch.set_num_threads(1)
         info["cpu_threads"] = 1
     try:
-        rows = _run_cases(cases, dev, tdtype, on_gpu, measure_triton, peak, ratio, repeats, cpu_batch)
+        with torch.inference_mode(), _backend(backend):
+            rows = _run_cases(cases, arms, dev, tdtype, on_gpu, peak, ratio, repeats, cpu_batch, batch)
     finally:
         torch.set_num_threads(threads)
     return info, rows
 
 
-def _run_cases(cases, dev, tdtype, on_gpu, measure_triton, peak, ratio, repeats, cpu_batch) -> list[Row]:
+def _run_cases(cases, arms, dev, tdtype, on_gpu, peak, ratio, repeats, cpu_batch, batch) -> list[Row]:
     rows: list[Row] = []
     gen = torch.Generator().manual_seed(0)
     for case in cases:
-        b = case.batch if on_gpu else min(case.batch, cpu_batch)
-        shape = f"B={b} N={case.n} D={case.dim} C={case.classes}"
-        x = torch.randn(b, case.n, case.dim, generator=gen).to(dev, tdtype)
-        w = (torch.randn(case.classes, case.dim, generator=gen) / case.dim**0.5).to(dev, tdtype)
-        bias = torch.randn(case.classes, generator=gen).to(dev, tdtype)
-        n_keep = num_kept(case.n, ratio)
+        b = batch or case.batch
+        if not on_gpu:
+            b = min(b, cpu_batch)
+        n, d, c = case.n, case.dim, case.classes
+        shape = f"B={b} N={n} D={d} C={c}"
+        x = torch.randn(b, n, d, generator=gen).to(dev, tdtype)
+        w = (torch.randn(c, d, generator=gen) / d**0.5).to(dev, tdtype)
+        bias = torch.randn(c, generator=gen).to(dev, tdtype)
+        # a later stage: the n active tokens are an ascending subset of a map of N = 2n rows
+        positions = torch.sort(torch.rand(b, 2 * n, generator=gen).argsort(1)[:, :n], 1).values.to(dev)
+        n_keep = num_kept(n, ratio)
+        # the oracle: the reference ops in float64 selection order on the same inputs
         h = reference.aux_entropy(x, w, bias)
         keep_idx, pause_idx, kept = reference.topk_keep(x, h, n_keep)
-        kept_after = kept * 1.5  # stands in for the layers run on the kept tokens
-
-        stage_copy = x.clone()  # the paper keeps each stage's full tensor and writes into it
-        kept_exp = keep_idx.unsqueeze(-1).expand_as(kept_after)
-        ref_ms = {
-            "entropy": _time_ms(lambda: reference.aux_entropy(x, w, bias), dev, repeats),
-            "keep": _time_ms(lambda: reference.topk_keep(x, h, n_keep), dev, repeats),
-            "assemble": _time_ms(lambda: reference.assemble(x, keep_idx, kept_after), dev, repeats),
-        }
-        # Plain-PyTorch alternatives, as PAUMER's Appendix A writes them.
-        alt_ms = {
-            "entropy": _time_ms(lambda: _unfused_entropy(x, w, bias), dev, repeats),
-            "keep": _time_ms(lambda: _paper_keep(x, h, n_keep), dev, repeats),
-            "assemble": _time_ms(lambda: stage_copy.scatter_(1, kept_exp, kept_after), dev, repeats),
-        }
-        tr_ms: dict[str, float] = {}
-        checks = {op: "unmeasured" for op in ref_ms}
-        if measure_triton:
-            tr_ms, checks = _triton_times(x, w, bias, h, n_keep, keep_idx, pause_idx, kept_after, dev, repeats)
-        moved = x.numel() * x.element_size() + w.numel() * w.element_size() + bias.numel() * bias.element_size() + h.numel() * 4
-        for op in ("entropy", "keep", "assemble", "total"):
-            if op == "total":
-                r, a = sum(ref_ms.values()), sum(alt_ms.values())
-                best = sum(min(ref_ms[o], alt_ms[o]) for o in ref_ms)
-                t = sum(tr_ms.values()) if tr_ms else None
-                check = ("ok" if all(c == "ok" for c in checks.values()) else "see ops") if tr_ms else "unmeasured"
-            else:
-                r, a = ref_ms[op], alt_ms[op]
-                best = min(r, a)
-                t = tr_ms.get(op)
-                check = checks[op]
-            bw = frac = None
-            if op == "entropy" and t:
-                bw = moved / (t * 1e-3) / 1e9
-                frac = bw / (peak * 1e3) if peak else None
-            rows.append(Row(case.name, op, shape, r, a, t, best / t if t else None, bw, frac, check))
+        want_buf = torch.zeros(b, 2 * n, d, device=dev, dtype=tdtype)
+        want_buf.scatter_(1, torch.gather(positions, 1, pause_idx).unsqueeze(-1).expand(b, n - n_keep, d),
+                          reference.gather_tokens(x, pause_idx))
+        moved = (x.numel() * x.element_size() * 2 + b * n * (4 + 8 * 3)
+                 + (n - n_keep) * b * d * x.element_size())  # x read twice, H, indices, paused rows written
+        floor = moved / (peak * 1e12) * 1e6 if peak else None
+        for arm in arms:
+            buf = torch.zeros(b, 2 * n, d, device=dev, dtype=tdtype)
+            fn = _STAGES[arm]
+            got = fn(x, w, bias, positions, buf, n_keep)
+            same_choice = torch.equal(got[1], torch.gather(positions, 1, keep_idx)) and torch.equal(
+                got[2], torch.gather(positions, 1, pause_idx))
+            if same_choice:
+                check = "ok" if torch.equal(got[0], kept) and torch.equal(buf, want_buf) else "MISMATCH (rows)"
+            else:  # float entropy differences may flip near-ties: count them
+                differ = int((got[1] != torch.gather(positions, 1, keep_idx)).sum())
+                check = f"selection differs from the reference at {differ} of {b * n_keep} kept (entropy rounding)"
+            backend = stage_for(x, w, bias, n_keep).backend if arm == "lean" else pausing.select_backend(
+                "aux_entropy", x, w, bias)
+            call = lambda fn=fn, buf=buf: fn(x, w, bias, positions, buf, n_keep)  # noqa: E731
+            host = _host_us(call, repeats, on_gpu)
+            device_us = eager = None
+            if on_gpu:
+                eager = _events_us(call, repeats)
+                device_us = _graph_us(call, repeats)
+            rows.append(Row(case.name, arm, shape, host, device_us if not isinstance(device_us, str) else None,
+                            eager, floor, backend, check if not isinstance(device_us, str) else f"{check}; {device_us}"))
     return rows
-
-
-def _triton_times(x, w, bias, h, n_keep, keep_idx, pause_idx, kept_after, dev, repeats):
-    """Triton timings for one stage plus agreement checks against the reference."""
-    # The registered ops the dispatcher calls, so per-call dispatch overhead is included
-    # (do_bench's events see it whenever the CPU, not the GPU, is the bottleneck).
-    from adaseg.ops.triton import library as lib
-
-    def assemble_one_buffer():
-        buf = torch.empty_like(x)
-        lib.WriteRows.apply(buf, x, pause_idx, pause_idx)  # paused rows, at pause time
-        return lib.WriteRows.apply(buf, kept_after, None, keep_idx)  # kept rows, at the end
-
-    times = {
-        "entropy": _time_ms(lambda: lib.aux_entropy(x, w, bias), dev, repeats),
-        "keep": _time_ms(lambda: lib.topk_keep(x, h, n_keep, "auto"), dev, repeats),
-        "assemble": _time_ms(assemble_one_buffer, dev, repeats),
-    }
-    h_tr = lib.aux_entropy(x, w, bias)
-    err = (h_tr - h).abs().max().item()
-    kept_tr, keep_tr, pause_tr = lib.topk_keep(x, h, n_keep, "auto")
-    ref_keep = reference.topk_keep(x, h, n_keep)
-    same_keep = all(torch.equal(a, b) for a, b in zip((keep_tr, pause_tr, kept_tr), ref_keep))
-    same_asm = torch.equal(assemble_one_buffer(), reference.assemble(x, keep_idx, kept_after))
-    checks = {
-        "entropy": "ok" if err < 1e-3 else f"max |dH| {err:.2e}",
-        "keep": "ok" if same_keep else "MISMATCH",
-        "assemble": "ok" if same_asm else "MISMATCH",
-    }
-    return times, checks
 
 
 def format_report(info: dict, rows: list[Row]) -> str:
     """The table ``adaseg bench pause`` prints."""
 
-    def ms(v):
-        return "unmeasured" if v is None else f"{v:.3f}"
+    def us(v):
+        return "unmeasured" if v is None else f"{v:.1f}"
 
-    lines = [
-        f"device: {info['device_name']} ({info['device']}), dtype {info['dtype']}, pause ratio {info['ratio']}",
-    ]
+    lines = [f"device: {info['device_name']} ({info['device']}), dtype {info['dtype']}, pause ratio {info['ratio']}, "
+             f"backend {info['backend']}, inference_mode"]
     if info["device"].startswith("cuda"):
         peak = info.get("peak_tbps")
         lines.append(f"peak bandwidth: {peak} TB/s" if peak else "peak bandwidth: unknown for this GPU (not in the table)")
-        if info["triton"] != "measured":
-            lines.append(f"Triton figures: {info['triton']}")
     else:
-        lines.append("No CUDA device: the GPU figures (Triton time, speedup, bandwidth) are UNMEASURED; "
-                     "PyTorch columns are single-thread CPU times (min of repeats) at a reduced batch.")
-        if info["triton"] != "unmeasured (no CUDA device)":
-            lines.append(f"Triton column: {info['triton']}")
-    head = f"{'case':<18} {'op':<9} {'ref ms':>10} {'plain ms':>11} {'triton ms':>11} {'speedup':>8} {'GB/s':>8} {'%peak':>7}  check"
+        lines.append("No CUDA device: device and eager times are UNMEASURED; host us is the single-thread CPU time "
+                     "of the whole stage (median of repeats) at a reduced batch.")
+    head = f"{'case':<22} {'arm':<5} {'host us':>10} {'device us':>10} {'eager us':>10} {'floor us':>9} {'entropy':>9}  check"
     lines += [head, "-" * len(head)]
+    by_case: dict[str, dict[str, Row]] = {}
     for r in rows:
-        frac = "unknown" if (r.bandwidth_gbps is not None and r.peak_fraction is None) else (
-            "" if r.peak_fraction is None else f"{100 * r.peak_fraction:.1f}")
-        lines.append(
-            f"{r.case:<18} {r.op:<9} {ms(r.reference_ms):>10} {ms(r.plain_ms):>11} "
-            f"{ms(r.triton_ms):>11} {('' if r.speedup is None else f'{r.speedup:.2f}x'):>8} "
-            f"{('' if r.bandwidth_gbps is None else f'{r.bandwidth_gbps:.0f}'):>8} {frac:>7}  {r.check}"
-        )
-    shapes = sorted({(r.case, r.shape) for r in rows})
-    lines.append("shapes: " + "; ".join(f"{c}: {s}" for c, s in shapes))
-    lines.append("ref = adaseg.ops.reference; plain = PyTorch as PAUMER's Appendix A writes it (entropy: F.linear "
-                 "+ log-softmax; keep: torch.topk + gather; assemble: in-place scatter into the stage's own full "
-                 "tensor, which the paper keeps alive per stage). speedup = faster of ref/plain over Triton, per op "
-                 "(total: sum of the faster per op). GB/s, %peak: entropy kernel, bytes it must move (tokens, "
-                 "decoder, entropies) over its time.")
+        by_case.setdefault(r.case, {})[r.arm] = r
+        lines.append(f"{r.case:<22} {r.arm:<5} {us(r.host_us):>10} {us(r.device_us):>10} {us(r.eager_us):>10} "
+                     f"{('' if r.floor_us is None else f'{r.floor_us:.1f}'):>9} {r.backend:>9}  {r.check}")
+    ratios = []
+    for case, arms in by_case.items():
+        if "ops" in arms and "lean" in arms:
+            o, n = arms["ops"], arms["lean"]
+            part = f"{case}: host {o.host_us / n.host_us:.2f}x"
+            if o.eager_us and n.eager_us:
+                part += f", eager {o.eager_us / n.eager_us:.2f}x"
+            if o.device_us and n.device_us:
+                part += f", device {o.device_us / n.device_us:.2f}x"
+            ratios.append(part)
+    if ratios:
+        lines.append("lean over ops (time of ops / time of lean): " + "; ".join(ratios))
+    lines.append("shapes: " + "; ".join(sorted({f"{r.case}: {r.shape}" for r in rows})))
+    lines.append("A stage: entropy, keep choice, kept tokens, kept/paused rows in the full map, paused rows filed "
+                 "into the (b, 2n, D) buffer; check = equal to the reference ops' outputs. floor = bytes the "
+                 "stage must move / peak bandwidth.")
     return "\n".join(lines)

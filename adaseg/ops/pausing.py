@@ -43,6 +43,7 @@ __all__ = [
     "BACKEND_ENV",
     "lean",
     "lean_enabled",
+    "write_rows",
 ]
 
 _ENTROPY_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -180,6 +181,19 @@ def assemble(base: torch.Tensor, idx: torch.Tensor, tokens: torch.Tensor) -> tor
             raise ValueError(f"assemble: tokens must be {(*idx.shape, base.shape[2])}, got {tuple(tokens.shape)}")
         return library.assemble(base, idx, tokens)
     return reference.assemble(base, idx, tokens)
+
+
+def write_rows(buf: torch.Tensor, x: torch.Tensor, src_idx: torch.Tensor | None, dst_idx: torch.Tensor) -> torch.Tensor:
+    """``buf[b, dst_idx[b, r]] = x[b, src_idx[b, r]]`` in place, without autograd (inference):
+    what :class:`PatchAssembler` does to file paused rows, for a caller with its own buffer
+    (the benchmarks). ``buf`` (b, N, D) contiguous; ``x`` (b, n, D); ``src_idx`` (b, m) or
+    None (all n rows); ``dst_idx`` (b, m). The lean path (:func:`lean_enabled`) moves the rows
+    with one ``gather`` and one ``index_copy_``; otherwise the backend's op does. Returns ``buf``.
+    """
+    asm = PatchAssembler(buf, values=False)
+    asm._owned = True
+    asm._write(x, src_idx, dst_idx)
+    return asm._buffer
 
 
 def _check_index(idx: torch.Tensor, batch: int, n_rows: int, op: str) -> None:
