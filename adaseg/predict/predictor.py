@@ -340,7 +340,7 @@ def _load(source, *, data: str | None, gate: str, exit: int | None, device: torc
             else:
                 dataset = build_dataset(data, "val", train=False)
                 try:
-                    check_data_fits(info, dataset.meta, spec=data, path=path)
+                    check_data_fits(model, dataset.meta, spec=data, path=path)
                 except RunDirError as exc:
                     raise PredictError(str(exc), "data") from None
                 meta, transform = dataset.meta, dataset.transform

@@ -77,12 +77,6 @@ def check_pause_loaded(info: dict, pause, pause_mode: str, path) -> None:
             f"--recipe wsd+pause --data SPEC --run R` (or use --pause-mode random)")
 
 
-def model_classes(info: dict) -> tuple[int, list[int]]:
-    """(number of classes, contiguous thing ids) a loaded checkpoint predicts (``load_parent``'s
-    info: a registry model's options, or an imported model's import config)."""
-    options = info["options"]
-    model = options.get("model") if isinstance(options.get("model"), dict) else options
-    return int(model.get("num_classes", 0)), [int(t) for t in model.get("thing_ids", [])]
 
 
 def recorded_meta(info: dict, *, task: str):
@@ -107,15 +101,18 @@ def recorded_transform(info: dict):
     return EvalTransform(short=t.get("short"), max_size=t.get("max_size"))
 
 
-def check_data_fits(info: dict, meta, *, spec: str, path) -> None:
-    """Refuse (RunDirError, one line) a dataset whose classes are not the checkpoint's: the
-    number of classes and which contiguous ids are things. (Names are not compared: a
-    transformers ``id2label`` and a dataset's JSON may spell one class differently.)"""
-    n, things = model_classes(info)
+def check_data_fits(model, meta, *, spec: str, path) -> None:
+    """Refuse (RunDirError, one line) a dataset whose classes are not the loaded checkpoint's
+    ``model``'s: the number of classes and (for models that tell things from stuff) which
+    contiguous ids are things. (Names are not compared: a transformers ``id2label`` and a
+    dataset's JSON may spell one class differently.)"""
+    n = int(model.num_classes)
     if meta.num_classes != n:
         raise RunDirError(f"--data {spec!r} has {meta.num_classes} categories; the checkpoint {path} predicts {n}")
-    if sorted(meta.thing_ids) != sorted(things):
-        raise RunDirError(f"--data {spec!r} has thing classes {meta.thing_ids}; the checkpoint {path} has {things} "
+    things = getattr(model, "thing_ids", None)
+    if things is not None and sorted(meta.thing_ids) != sorted(int(t) for t in things):
+        raise RunDirError(f"--data {spec!r} has thing classes {meta.thing_ids}; the checkpoint {path} has "
+                          f"{sorted(int(t) for t in things)} "
                           "(import it again with --thing-ids matching the dataset)")
 
 
@@ -204,7 +201,7 @@ def init_run(run: RunDir, checkpoint: str | os.PathLike, data: str) -> dict[str,
     source = Path(checkpoint)
     model, info = load_parent(source, device="cpu")  # verifies the bytes and that it is a whole model
     dataset, _ = build_run_dataset({"data": data}, None, "val")
-    check_data_fits(info, dataset.meta, spec=data, path=source)
+    check_data_fits(model, dataset.meta, spec=data, path=source)
     tensors, meta = load_checkpoint(source, hint=recreate_hint(source))
     task = model.task
     untrained = untrained_parts(meta.kind, meta.extra)
