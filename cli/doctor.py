@@ -122,6 +122,20 @@ def collect() -> dict:
             except (ImportError, RuntimeError, ValueError) as exc:  # a forced backend that cannot run
                 backend, why = "error", str(exc)
             backends[name][device] = {"backend": backend, "why": why}
+    # the lean inference pause stage (issue 23): on CUDA under auto, the faster entropy measured per shape
+    from adaseg.ops import pause_stage
+
+    backends["pause stage (inference)"] = {}
+    for device in ("cpu", "cuda"):
+        try:
+            backend, why = pause_stage.explain_stage_backend(device)
+            if device == "cuda" and backend == "auto" and torch.cuda.is_available():
+                why = "; ".join(f"(b, n, D, C) {shape}: {chosen} ({detail})"
+                                for shape, chosen, detail in pause_stage.measure_stage_backends("cuda"))
+                backend = "measured"
+        except (ImportError, RuntimeError, ValueError) as exc:
+            backend, why = "error", str(exc)
+        backends["pause stage (inference)"][device] = {"backend": backend, "why": why}
 
     report = {"versions": versions, "build": build, "extension": ext, "threads": threads,
               "devices": devices, "triton": triton, "backends": backends}

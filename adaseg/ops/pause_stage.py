@@ -190,3 +190,34 @@ def stage_for(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_keep:
         stage = _stages[key] = PauseStage(x, weight, bias, n_keep, entropy=entropy)
         _log.debug("adaseg pausing: built a lean stage for %s in %.1f ms", key[:4], (time.perf_counter() - start) * 1e3)
     return stage
+
+
+def explain_stage_backend(device_type: str) -> tuple[str, str]:
+    """(backend, why) the lean stage's entropy takes on tensors of ``device_type``, without
+    measuring: on CUDA under ``auto`` that is "measured per shape" (see
+    :func:`choose_entropy_backend`; :func:`measure_stage_backends` measures). Raises as
+    :func:`adaseg.ops.pausing.explain_backend` does for a forced backend that cannot run."""
+    backend, why = pausing.explain_backend("aux_entropy", device_type)
+    forced = os.environ.get(BACKEND_ENV, "").strip().lower() not in ("", "auto")
+    if backend == "triton" and not forced and device_type == "cuda":
+        return "auto", ("the faster of triton and reference, timed at each shape when its pause stage is first "
+                        "built (CUDA events, cached per shape)")
+    return backend, why
+
+
+# the paper's stage shapes (b, n, D, C): ViT-S ADE20K 512 and Mask2Former at COCO size
+DOCTOR_SHAPES = ((32, 1024, 384, 150), (2, 21504, 256, 133))
+
+
+def measure_stage_backends(device: str = "cuda", dtype: torch.dtype = torch.bfloat16) -> list[tuple[tuple, str, str]]:
+    """[(shape, backend, why)] chosen for the lean stage at :data:`DOCTOR_SHAPES` on ``device``
+    (measured there under ``auto``)."""
+    out = []
+    g = torch.Generator().manual_seed(0)
+    for b, n, d, c in DOCTOR_SHAPES:
+        x = torch.randn(b, n, d, generator=g).to(device, dtype)
+        w = (torch.randn(c, d, generator=g) / d ** 0.5).to(device, dtype)
+        bias = torch.zeros(c, device=device, dtype=dtype)
+        backend, why = choose_entropy_backend(x, w, bias)
+        out.append(((b, n, d, c), backend, why))
+    return out

@@ -130,3 +130,17 @@ def test_lean_assembler_write_equals_scatter():
         asm.update(asm.active.clone())  # owned: written in place
         asm._write(x, None, idx)
         assert torch.equal(asm._buffer, want)
+
+
+def test_doctor_says_which_entropy_the_stage_takes_and_why(monkeypatch):
+    from adaseg.cli.doctor import collect
+
+    monkeypatch.delenv(pausing.BACKEND_ENV, raising=False)
+    assert pause_stage.explain_stage_backend("cpu") == ("reference", "tensors not on CUDA")
+    if pausing._triton_installed():
+        backend, why = pause_stage.explain_stage_backend("cuda")
+        assert backend == "auto" and "faster of triton and reference" in why
+    monkeypatch.setenv(pausing.BACKEND_ENV, "reference")
+    assert pause_stage.explain_stage_backend("cuda") == ("reference", f"{pausing.BACKEND_ENV}=reference")
+    report = collect()
+    assert report["backends"]["pause stage (inference)"]["cuda"]["backend"] == "reference"
