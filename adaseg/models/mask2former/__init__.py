@@ -9,7 +9,9 @@ norm2}``, ``adapter_1``/``layer_1`` with ``.norm``, ``mask_features``;
 ``query_feat``, ``query_embed``, ``level_embed``, ``class_embed``, ``mask_embed.layers``), with
 ``nn.MultiheadAttention`` (``in_proj_weight``, ``out_proj``) as in the original. Additions:
 ``pixel_decoder.transformer.aux_decoders.{l-1}`` (PAUMER's 1x1 decoders after layer l) and,
-once attached, ``gate.linear``.
+once attached, ``gate.linear``. The other encoder kinds (``encoder="lite"``/``"rt"``) replace
+``pixel_decoder.transformer.*`` only: Lite's ``high_layers.{i}`` and ``all_layer``, RT's ``aifi``,
+``lateral_convs``, ``fpn_blocks``, ``downsample_convs``, ``pan_blocks`` (no ``level_embed``).
 """
 
 from adaseg.models.mask2former.criterion import SetCriterion

@@ -49,9 +49,11 @@ def high_level_count(positions: torch.Tensor, n_high: int) -> tuple[int, torch.T
         tokens whose update is discarded), or None when no image has fewer.
     """
     counts = (positions < n_high).sum(1)
-    m = int(counts.max()) if counts.numel() else 0  # a host read, once per change of the active set
+    # ONE host read per change of the active set (a pause stage), never per layer: the query
+    # count is a shape, and it is what makes paused high-level tokens cost nothing
+    fewest, m = torch.stack((counts.min(), counts.max())).tolist()
     valid = torch.arange(m, device=positions.device)[None] < counts[:, None]
-    return m, (None if bool(valid.all()) else valid)
+    return m, (None if fewest == m else valid)
 
 
 class LiteDeformableEncoder(nn.Module):

@@ -1,9 +1,11 @@
-"""Mask2Former's multi-scale deformable-attention pixel decoder around the adaptive encoder.
+"""Mask2Former's multi-scale pixel decoder around an adaptive encoder of any registered kind.
 
 Input projections (1x1 conv + GroupNorm) of the three lowest-resolution backbone levels,
-sine positions + level embeddings, the adaptive encoder, then an FPN lateral path from the
-stride-8 encoder output to the stride-4 mask features. Names follow Mask2Former's
-``MSDeformAttnPixelDecoder`` (``input_proj``, ``transformer.level_embed``,
+sine positions + level embeddings, the adaptive encoder (``deform``: Mask2Former's deformable
+layers; ``lite``: Lite-DETR's interleaved layers; ``rt``: RT-DETR's AIFI + CCFM, which has no
+level embedding; see :mod:`~adaseg.models.mask2former.encoder_kinds`), then an FPN lateral path
+from the stride-8 encoder output to the stride-4 mask features, the same for every kind. Names
+follow Mask2Former's ``MSDeformAttnPixelDecoder`` (``input_proj``, ``transformer.level_embed``,
 ``transformer.encoder.layers``, ``adapter_1``, ``layer_1``, ``mask_features``).
 """
 
