@@ -4,6 +4,8 @@ colour overlays, pictures of where the compute went, and a contact sheet."""
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from adaseg.cli.numbers import seed_type
@@ -59,12 +61,20 @@ def predict(inputs, run, out, overwrite, data, split, limit, gate, exit_, pause,
     INPUT: image files, or folders (searched recursively for .jpg .png .bmp .tif .webp ...).
     Unreadable files are named and skipped; exit code 2 when no image was predicted.
     """
-    from adaseg.predict.images import ImageError, find_images
-    from adaseg.predict.predictor import PredictError, Predictor
-
     set_threads(threads)
     _refuse_idle_options(inputs, data, split, pause, pause_mode, run)
     _check_out(out, overwrite)
+    with _holding_out(out):
+        _check_out(out, overwrite)  # again, now that no other predict can write it
+        _predict(inputs, run, out, data, split, limit, gate, exit_, pause, pause_mode, pause_output, seed, task,
+                 batch_size, sheet, device, quiet, overwrite)
+
+
+def _predict(inputs, run, out, data, split, limit, gate, exit_, pause, pause_mode, pause_output, seed, task,
+             batch_size, sheet, device, quiet, overwrite):
+    from adaseg.predict.images import ImageError, find_images
+    from adaseg.predict.predictor import PredictError, Predictor
+
     try:
         predictor = Predictor(run, data=data, gate=gate, exit=exit_, pause=pause, pause_mode=pause_mode, seed=seed,
                               pause_output=pause_output, task=task, device=device, batch_size=batch_size)
@@ -73,7 +83,11 @@ def predict(inputs, run, out, overwrite, data, split, limit, gate, exit_, pause,
             jobs = list(range(len(dataset) if limit is None else min(limit, len(dataset))))
         else:
             dataset = None
-            jobs = find_images(list(inputs))
+            dropped: list = []
+            jobs = find_images(list(inputs), exclude=[out], dropped=dropped)  # never earlier outputs
+            if dropped and not quiet:
+                click.echo(f"note: {len(dropped)} file{'s' * (len(dropped) != 1)} under INPUT left out: --out and "
+                           "earlier `adaseg predict` outputs are never inputs", err=True)
             jobs = jobs if limit is None else jobs[:limit]
     except PredictError as exc:
         if exc.param is not None:
@@ -87,13 +101,13 @@ def predict(inputs, run, out, overwrite, data, split, limit, gate, exit_, pause,
                 "exit": exit_, "pause": None if pause is None else str(pause), "pause_mode": pause_mode,
                 "pause_output": pause_output, "seed": seed, "task": predictor.task, "batch_size": batch_size, "data": data,
                 "split": None if inputs else (split or "val"), "inputs": list(inputs), "device": str(device)}
-    predicted, skipped = _run(predictor, dataset, jobs, out, settings, sheet=sheet, quiet=quiet)
+    predicted, skipped = _run(predictor, dataset, jobs, out, settings, sheet=sheet, quiet=quiet, overwrite=overwrite)
     if not quiet:
         click.echo(f"predict: {predicted} image{'s' * (predicted != 1)} predicted, {len(skipped)} skipped; wrote {out}",
                    err=True)
 
 
-def _run(predictor, dataset, jobs, out: str, settings: dict, *, sheet: int, quiet: bool):
+def _run(predictor, dataset, jobs, out: str, settings: dict, *, sheet: int, quiet: bool, overwrite: bool = False):
     from adaseg.predict.images import ImageError
     from adaseg.predict.writer import PredictionWriter
     from adaseg.storage.atomic import atomic_dir
@@ -102,7 +116,7 @@ def _run(predictor, dataset, jobs, out: str, settings: dict, *, sheet: int, quie
     skipped: list[dict] = []
     count = 0
     # the whole folder appears at the end: an interrupted run leaves --out as it was
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, before_replace=lambda: _check_out(out, overwrite)) as tmp:
         writer = PredictionWriter(tmp, meta=predictor.meta, task=predictor.task, compute=adaptive, sheet=sheet)
         step = predictor.batch_size
         for start in range(0, len(jobs), step):
@@ -166,19 +180,45 @@ def _extensions() -> list[str]:
 
 
 def _check_out(out: str, overwrite: bool) -> None:
+    """--out must be a folder adaseg may write: see adaseg.predict.writer.check_out (a link is
+    refused, --overwrite replaces only an unchanged earlier output of adaseg predict)."""
+    from adaseg.predict.writer import OutFolderError, check_out
+
+    try:
+        check_out(out, overwrite)
+    except OutFolderError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--out'") from None
+
+
+@contextlib.contextmanager
+def _holding_out(out: str):
+    """Hold --out's lock (a second predict into it is refused with one line) and turn SIGTERM
+    into a clean unwind like Ctrl-C: the half-written folder is removed, an earlier output
+    stays as it was, one line says so, exit 128 + the signal number."""
     from pathlib import Path
 
-    from adaseg.predict.writer import SUMMARY
+    from adaseg.runs.lock import RunLockedError, folder_lock
+    from adaseg.utils.interrupt import EXIT_CODES, Terminated, sigterm_raises, signal_name
 
-    path = Path(out)
-    if not path.exists() or not any(path.iterdir()):
-        return
-    if not overwrite:
-        raise click.BadParameter(f"{out} exists and holds files: pass --overwrite to replace an earlier "
-                                 "`adaseg predict` output, or choose another folder", param_hint="'--out'")
-    if not (path / SUMMARY).is_file():
-        raise click.BadParameter(f"{out} holds files that `adaseg predict` did not write (no {SUMMARY}): "
-                                 "refusing to replace it", param_hint="'--out'")
+    parent = Path(out).parent
+    made_parent = not parent.exists()
+    lock = folder_lock(out, option="--out")
+    try:
+        lock.acquire()
+    except RunLockedError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        with sigterm_raises():
+            yield
+    except (KeyboardInterrupt, Terminated) as exc:
+        name = signal_name(exc)
+        click.echo(f"adaseg predict: interrupted by {name}; --out {out} is as it was before (nothing half-written)",
+                   err=True)
+        raise SystemExit(EXIT_CODES[name]) from None
+    finally:
+        lock.release()
+        if made_parent and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()  # a refused or interrupted predict leaves no empty folder behind
 
 
 def _refuse_idle_options(inputs, data, split, pause, pause_mode: str, run: str = DEFAULT_RUN) -> None:

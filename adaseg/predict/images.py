@@ -44,17 +44,55 @@ class LoadedImage:
     source: str = ""
 
 
-def find_images(inputs: list[str | os.PathLike]) -> list[ImageInput]:
+def find_images(inputs: list[str | os.PathLike], *, exclude: list[str | os.PathLike] = (),
+                dropped: list[Path] | None = None) -> list[ImageInput]:
     """Files as given, folders searched recursively for :data:`IMAGE_EXTENSIONS` (sorted);
-    a missing path is an :class:`ImageError`. Names are made unique (``name-2``, ...)."""
+    a missing path is an :class:`ImageError`. Names are made unique (``name-2``, ...).
+
+    Never inputs: files under a folder of ``exclude`` (``--out``: an output folder inside an
+    INPUT folder does not feed its own pictures back in), hidden files and folders (a
+    ``.tmp-*`` folder being written), and folders holding an ``adaseg predict`` output
+    (earlier outputs, wherever they were written). Files left out that way are appended to
+    ``dropped`` when given."""
+    from adaseg.predict.writer import is_prediction_output
+
+    fences = [Path(e).resolve() for e in exclude]
+
+    def fenced(f: Path) -> bool:
+        real = f.resolve()
+        return any(real == d or d in real.parents for d in fences)
+
     found: list[tuple[Path, str]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
-            found.extend((f, "__".join(f.relative_to(p).with_suffix("").parts)) for f in files)
+            files = []
+            seen: set[Path] = set()  # linked folders are followed, each real folder once (no loops)
+            for root, dirs, names in os.walk(p, followlinks=True):
+                here = Path(root)
+                if here.resolve() in seen:
+                    dirs[:] = []
+                    continue
+                seen.add(here.resolve())
+                if here != p and (fenced(here) or is_prediction_output(here)):
+                    if dropped is not None:
+                        dropped.extend(sorted(f for f in here.rglob("*") if f.is_file()))
+                    dirs[:] = []
+                    continue
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                files.extend(here / n for n in names if not n.startswith(".")
+                             and Path(n).suffix.lower() in IMAGE_EXTENSIONS and (here / n).is_file())
+            for f in sorted(files):
+                if fenced(f):
+                    if dropped is not None:
+                        dropped.append(f)
+                    continue
+                found.append((f, "__".join(f.relative_to(p).with_suffix("").parts)))
         elif p.exists():
+            if fenced(p):
+                if dropped is not None:
+                    dropped.append(p)
+                continue
             found.append((p, p.stem))
         else:
             raise ImageError(f"{p}: no such file or folder")

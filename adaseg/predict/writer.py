@@ -12,15 +12,23 @@ Layout of ``--out DIR``::
     compute/NAME.png        where the compute went (exit, GFLOPs, layers each token ran)
     compute/NAME.json       the exit, GFLOPs and the paused token positions per stage
     contact_sheet.png       up to N images side by side
-    predict.json            the settings, every image's files with their sha256, the skipped files
+    predict.json            the settings, every image's files with their sha256, the skipped files,
+                            and the manifest: every file written (path -> sha256); sealed with its
+                            own content hash (:func:`adaseg.storage.integrity.seal_json`)
 
 ``predict.json`` is written last: a folder holding it is a complete ``adaseg predict`` output.
+
+The folder is the user's: ``--overwrite`` replaces it only when it is exactly what adaseg
+wrote (:func:`check_out`): its ``predict.json`` verifies, and every file in it is in the
+manifest with the recorded sha256 (no file added, changed, or linked in). Anything else is
+refused with one line naming the file, and nothing is deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +39,11 @@ from adaseg.predict.result import Prediction
 from adaseg.storage.atomic import atomic_write_bytes, atomic_write_json
 
 SUMMARY = "predict.json"
+MANIFEST_KEY = "manifest"
+
+
+class OutFolderError(ValueError):
+    """``--out`` cannot be written or replaced; ``str()`` is one line naming the path."""
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -71,12 +84,18 @@ class PredictionWriter:
         self.records: list[dict] = []
         self._sheet_preds: list[Prediction] = []
         self._next_id = 1
+        self.manifest: dict[str, str] = {}  # every file written: relative path -> sha256
+
+    def _record(self, rel: str, data: bytes) -> dict[str, str]:
+        digest = hashlib.sha256(data).hexdigest()
+        self.manifest[rel] = digest
+        return {"path": rel, "sha256": digest}
 
     def _png(self, folder: str, name: str, img: Image.Image, files: dict) -> None:
         data = png_bytes(img)
         rel = f"{folder}/{name}.png"
         atomic_write_bytes(self.root / rel, data)
-        files[folder] = {"path": rel, "sha256": hashlib.sha256(data).hexdigest()}
+        files[folder] = self._record(rel, data)
 
     def write(self, p: Prediction) -> dict[str, Any]:
         """Write one image's files; returns its record (as in ``predict.json``)."""
@@ -97,7 +116,7 @@ class PredictionWriter:
                                      {**compute, "paused_positions": [{"layer": s.layer,
                                                                        "positions": s.positions.tolist()}
                                                                       for s in p.paused]}).read_bytes()
-            files["compute_json"] = {"path": f"compute/{p.name}.json", "sha256": hashlib.sha256(data).hexdigest()}
+            files["compute_json"] = self._record(f"compute/{p.name}.json", data)
         h, w = p.size
         self.images.append({"id": image_id, "file_name": Path(p.source).name if p.source else f"{p.name}.png",
                             "height": int(h), "width": int(w)})
@@ -132,14 +151,95 @@ class PredictionWriter:
             data = atomic_write_json(self.root / "predictions.json",
                                      {"images": self.images, "annotations": self.annotations,
                                       "categories": self.meta.categories_json()}).read_bytes()
-            files["predictions"] = {"path": "predictions.json", "sha256": hashlib.sha256(data).hexdigest()}
+            files["predictions"] = self._record("predictions.json", data)
         if self.task == "instance":
             data = atomic_write_json(self.root / "instances.json", self.instance_results).read_bytes()
-            files["instances"] = {"path": "instances.json", "sha256": hashlib.sha256(data).hexdigest()}
+            files["instances"] = self._record("instances.json", data)
         if self._sheet_preds:
             data = png_bytes(contact_sheet(self._sheet_preds, self.meta.categories, title=title))
             atomic_write_bytes(self.root / "contact_sheet.png", data)
-            files["contact_sheet"] = {"path": "contact_sheet.png", "sha256": hashlib.sha256(data).hexdigest()}
-        atomic_write_json(self.root / SUMMARY, {"settings": settings, "files": files, "images": self.records,
-                                                "skipped": skipped,
-                                                "counts": {"predicted": len(self.records), "skipped": len(skipped)}})
+            files["contact_sheet"] = self._record("contact_sheet.png", data)
+        from adaseg.storage.integrity import seal_json
+
+        atomic_write_json(self.root / SUMMARY, seal_json({
+            "settings": settings, "files": files, "images": self.records, "skipped": skipped,
+            "counts": {"predicted": len(self.records), "skipped": len(skipped)},
+            MANIFEST_KEY: dict(sorted(self.manifest.items()))}))
+
+
+# ---------------------------------------------------------------------- the user's --out
+def check_out(out: str | Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` adaseg must not write (:class:`OutFolderError`, one line): a
+    symbolic link (refused, never followed: replacing the folder would replace the link, and
+    writing through it would put files where the user did not name), a file, a folder holding
+    anything without ``--overwrite``, and with ``--overwrite`` anything that is not exactly
+    an earlier ``adaseg predict`` output (:func:`verify_own_output`)."""
+    path = Path(out)
+    if path.is_symlink():
+        raise OutFolderError(f"--out {out} is a symbolic link (to {os.readlink(path)}): adaseg predict replaces "
+                             "its output folder as a whole and does not follow links; give the folder itself")
+    if path.exists() and not path.is_dir():
+        raise OutFolderError(f"--out {out} is a file, not a folder")
+    if not path.exists() or not any(path.iterdir()):
+        return
+    if not overwrite:
+        raise OutFolderError(f"--out {out} exists and holds files: pass --overwrite to replace an earlier "
+                             "`adaseg predict` output, or choose another folder")
+    verify_own_output(path)
+
+
+def _manifest(folder: Path) -> dict[str, str] | None:
+    """The verified manifest of ``folder/predict.json``; None when it is not adaseg's (absent,
+    a link, not JSON, no manifest, or not matching its content hash)."""
+    import json
+
+    from adaseg.storage.integrity import HASH_KEY, IntegrityError, check_json
+
+    summary = folder / SUMMARY
+    if summary.is_symlink() or not summary.is_file():
+        return None
+    try:
+        data = json.loads(summary.read_bytes())
+        if not isinstance(data, dict) or HASH_KEY not in data or not check_json(data, path=summary, hint=""):
+            return None
+    except (OSError, ValueError, IntegrityError):
+        return None
+    manifest = data.get(MANIFEST_KEY)
+    if not isinstance(manifest, dict) or not all(isinstance(v, str) for v in manifest.values()):
+        return None
+    return manifest
+
+
+def is_prediction_output(folder: str | Path) -> bool:
+    """Whether ``folder`` holds an ``adaseg predict`` output (a verified ``predict.json``)."""
+    return _manifest(Path(folder)) is not None
+
+
+def verify_own_output(folder: str | Path) -> None:
+    """Raise :class:`OutFolderError` unless ``folder`` is exactly an ``adaseg predict`` output:
+    its ``predict.json`` verifies against its content hash and lists a manifest, and every
+    entry of the folder is a plain file or folder, every file is in the manifest with the
+    sha256 recorded there (or is ``predict.json`` itself)."""
+    folder = Path(folder)
+    manifest = _manifest(folder)
+    hint = "refusing to replace it (move it away, or choose another --out)"
+    if manifest is None:
+        why = "no predict.json" if not (folder / SUMMARY).exists() else (
+            f"its {SUMMARY} was not written by adaseg predict, was changed since, or predates manifests")
+        raise OutFolderError(f"--out {folder} holds files adaseg predict did not write ({why}): {hint}")
+    for root, dirs, files in os.walk(folder):
+        for name in sorted(dirs + files):
+            entry = Path(root) / name
+            rel = entry.relative_to(folder).as_posix()
+            if entry.is_symlink():
+                raise OutFolderError(f"{entry} is a link adaseg predict did not write: {hint}")
+            if entry.is_dir():
+                if not any(k.startswith(rel + "/") for k in manifest):
+                    raise OutFolderError(f"{entry} is a folder adaseg predict did not write: {hint}")
+                continue
+            if rel == SUMMARY:
+                continue
+            if not entry.is_file() or rel not in manifest:
+                raise OutFolderError(f"{entry} was not written by adaseg predict (not in its {SUMMARY}): {hint}")
+            if hashlib.sha256(entry.read_bytes()).hexdigest() != manifest[rel]:
+                raise OutFolderError(f"{entry} was changed since adaseg predict wrote it: {hint}")

@@ -98,18 +98,23 @@ class RunLock:
     Args:
         root: the run directory; created if missing when the lock is taken.
         command: the holder's description recorded in the file (default: this command line).
+        path: the lock file (default ``root/.lock``); another folder's lock lies beside it
+            (:func:`folder_lock`), since a folder replaced by a rename would take its lock along.
+        option: the option the user changes to avoid the lock, named in messages.
     """
 
-    def __init__(self, root: str | os.PathLike, *, command: str | None = None):
+    def __init__(self, root: str | os.PathLike, *, command: str | None = None, path: str | os.PathLike | None = None,
+                 option: str = "--run"):
         self.root = Path(root)
-        self.path = self.root / LOCK_NAME
+        self.path = self.root / LOCK_NAME if path is None else Path(path)
         self.command = command or command_line()
+        self.option = option
         self._key: str | None = None
 
     def acquire(self) -> Holder | None:
         """Take the lock or raise :class:`RunLockedError`; returns the holder recorded by a
         previous process that died while holding it (None when the lock was free and clean)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         key = str(self.path.resolve())
         if key in _held:
             _held[key][1] += 1
@@ -121,7 +126,7 @@ class RunLock:
             except OSError as exc:
                 what = "is a directory, not adaseg's lock file" if self.path.is_dir() else "cannot be opened"
                 raise RunLockedError(f"{self.path} {what} ({exc.strerror or exc}): remove it when no adaseg "
-                                     "command runs on this directory, or use another --run") from None
+                                     f"command runs on this directory, or use another {self.option}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -158,12 +163,12 @@ class RunLock:
     def _busy_message(self, holder: Holder | None) -> str:
         if holder is None:
             return (f"{self.root} is in use by another adaseg process (lock {self.path}): wait for it, "
-                    "or use another --run")
+                    f"or use another {self.option}")
         alive = holder.alive()
         if alive is False:
             return (f"{self.root} is locked by {holder.describe()}, which is no longer running but left a child "
-                    f"process holding {self.path}: end that process, or use another --run")
-        return f"{self.root} is in use by {holder.describe()}: wait for it to finish, or use another --run"
+                    f"process holding {self.path}: end that process, or use another {self.option}")
+        return f"{self.root} is in use by {holder.describe()}: wait for it to finish, or use another {self.option}"
 
     def release(self) -> None:
         """Give the lock up (the outermost release in this process removes the file)."""
@@ -192,3 +197,11 @@ class RunLock:
 def holds_lock(root: str | os.PathLike) -> bool:
     """Whether this process holds ``root``'s lock."""
     return str((Path(root) / LOCK_NAME).resolve()) in _held
+
+
+def folder_lock(folder: str | os.PathLike, *, option: str) -> RunLock:
+    """The lock of an output folder that is replaced as a whole (``adaseg predict --out``):
+    the hidden file ``.NAME.lock`` beside it, so the lock outlives the folder's swap; removed
+    on release like a run's."""
+    folder = Path(folder)
+    return RunLock(folder, path=folder.parent / f".{folder.name}.lock", option=option)

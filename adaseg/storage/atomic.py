@@ -91,15 +91,37 @@ def atomic_save_safetensors(
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def signals_deferred() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM wait (blocked, not lost) and are delivered when it
+    ends: a few renames that must happen together are not cut in half by Ctrl-C or ``kill``.
+    A no-op off the main thread and where signal masks do not exist."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, *, before_replace=None) -> Iterator[Path]:
     """Yield a temporary directory next to ``path``; on success it becomes ``path``.
 
     If ``path`` already exists it is first renamed aside and removed after the new
     directory is in place, so at every moment ``path`` is either the complete old
     directory, absent for the instant between two renames, or the complete new one; it is
-    never a half-written directory. On an exception the temporary directory is removed and
-    ``path`` is untouched. A ``path`` that is a file (or a link to one) is never replaced:
-    :class:`FileExistsError` before anything is written.
+    never a half-written directory. On an exception (Ctrl-C and SIGTERM included) the
+    temporary directory is removed and ``path`` is untouched. The swap and the removals run
+    with SIGINT/SIGTERM deferred (:func:`signals_deferred`), so a signal cannot leave the old
+    folder renamed aside or a ``.tmp-*`` folder behind. ``before_replace()``, when given, is
+    called just before the swap (e.g. to check once more what is about to be replaced); if
+    it raises, nothing is replaced. A ``path`` that is a file (or a link to one) is never
+    replaced: :class:`FileExistsError` before anything is written.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -108,15 +130,25 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent))
     try:
         yield tmp
+        if before_replace is not None:
+            before_replace()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with signals_deferred():
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".old.", dir=path.parent))
-        os.rmdir(old)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with signals_deferred():
+        old = None
+        try:
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + path.name + ".old.", dir=path.parent))
+                os.rmdir(old)
+                os.replace(path, old)
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None and not path.exists():
+                os.replace(old, path)  # put the old folder back
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_dir(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
