@@ -65,6 +65,10 @@ class Predictor:
             batch are padded to a common size, as in ``adaseg eval``; 1 keeps each image's
             prediction independent of its neighbours).
         flops: count each image's GFLOPs (one extra forward per image unless batch_size=1).
+        cuda_graph: run the adaptive encoder as CUDA graphs at these fixed settings
+            (:class:`~adaseg.models.adaptive.cuda_graph.GraphedModel`; a CUDA device, entropy or
+            no pausing, ``flops=False``: a replay is invisible to the FLOP counter); batches
+            with padding run eagerly.
 
     Every argument is checked before anything is loaded, as ``adaseg predict`` checks its
     options: a wrong type raises :class:`PredictTypeError` (a TypeError and a
@@ -79,13 +83,14 @@ class Predictor:
     def __init__(self, run_or_checkpoint: str | os.PathLike = "runs/default", *, data: str | None = None,
                  gate: str = "auto", exit: int | None = None, pause=None, pause_mode: str = "entropy",
                  seed: int = 0, task: str | None = None, device: str | torch.device = "cpu", batch_size: int = 1,
-                 flops: bool = True, pause_output: str = "decoder"):
+                 flops: bool = True, pause_output: str = "decoder", cuda_graph: bool = False):
         from adaseg.models.adaptive.settings import AdaptiveSettings
 
         run_or_checkpoint, data, gate, exit, pause, pause_mode, seed, task, self.device, batch_size, flops = \
             _check_arguments(run_or_checkpoint, data=data, gate=gate, exit=exit, pause=pause, pause_mode=pause_mode,
                              seed=seed, task=task, device=device, batch_size=batch_size, flops=flops)
         _check_pause_output(pause_output, pause)
+        _check_cuda_graph(cuda_graph, self.device, flops)
         self.batch_size = batch_size
         self.flops = flops
         self.model, self.meta, self.transform, self.gate_path, gate_exits, parent_path = _load(
@@ -111,6 +116,14 @@ class Predictor:
                                              pause_output=pause_output)
         except (TypeError, ValueError) as exc:
             raise PredictError(str(exc), "pause-mode") from None
+        self._graphed = None
+        if cuda_graph:
+            from adaseg.models.adaptive.cuda_graph import GraphedModel
+
+            try:
+                self._graphed = GraphedModel(self.model, self.settings)
+            except ValueError as exc:
+                raise PredictError(str(exc), "cuda-graph") from None
         self._lut = np.array([c.id for c in self.meta.categories], dtype=np.int64)
 
     # ------------------------------------------------------------------ inputs
@@ -171,6 +184,8 @@ class Predictor:
         return out
 
     def _forward(self, images: torch.Tensor, padding: torch.Tensor):
+        if self._graphed is not None and not torch.is_grad_enabled() and not bool(padding.any()):
+            return self._graphed(images)
         return self.model(images, padding, self.settings)
 
     def _predict_batch(self, part: list[LoadedImage], samples: list[dict], image_ids: list) -> list[Prediction]:
@@ -419,6 +434,21 @@ def _check_arguments(source, *, data, gate, exit, pause, pause_mode, seed, task,
         raise PredictError("seed seeds random pausing only: it needs pause=... and pause_mode='random'", "seed")
     return (source, data, gate, values["exit"], pause, pause_mode, values["seed"], task, values["device"],
             values["batch_size"], values["flops"])
+
+
+def _check_cuda_graph(cuda_graph, device: torch.device, flops: bool) -> None:
+    """``cuda_graph`` is a bool, and True only on a CUDA device without FLOP counting."""
+    from adaseg.utils.arguments import ArgumentTypeError, check_bool
+
+    try:
+        check_bool(cuda_graph, "cuda_graph")
+    except ArgumentTypeError as exc:
+        raise PredictTypeError(str(exc), "cuda-graph") from None
+    if cuda_graph and device.type != "cuda":
+        raise PredictError(f"cuda_graph needs a CUDA device, got {device.type}", "cuda-graph")
+    if cuda_graph and flops:
+        raise PredictError("cuda_graph counts no FLOPs (a graph replay is invisible to the counter): pass flops=False",
+                           "cuda-graph")
 
 
 def _check_pause_output(pause_output, pause) -> None:

@@ -91,3 +91,14 @@ def test_graphed_encoder_equals_eager(name):
                                 for i, p in zip(r.rows.tolist(), r.positions)}
             g, w = rows(got), rows(want)
             assert g.keys() == w.keys() and all(torch.equal(g[i], w[i]) for i in w)
+
+
+def test_predictor_option_is_checked_before_loading(tmp_path):
+    from adaseg.predict.predictor import PredictError, PredictTypeError, Predictor
+
+    missing = tmp_path / "no-such-run"  # nothing is loaded before the arguments are checked
+    with pytest.raises(PredictError, match=r"^cuda_graph needs a CUDA device, got cpu$") as err:
+        Predictor(missing, device="cpu", cuda_graph=True, flops=False)
+    assert err.value.param == "cuda-graph"
+    with pytest.raises(PredictTypeError, match="cuda_graph must be True or False"):
+        Predictor(missing, device="cpu", cuda_graph="yes")
