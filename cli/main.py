@@ -63,6 +63,7 @@ def _register() -> None:
     from adaseg.cli.eval import eval_cmd; main.add_command(eval_cmd)  # noqa: E702
     from adaseg.cli.compare import compare; main.add_command(compare)  # noqa: E702
     from adaseg.cli.sweep import sweep; main.add_command(sweep)  # noqa: E702
+    from adaseg.cli.skyline import skyline; main.add_command(skyline)  # noqa: E702
     from adaseg.cli.predict import predict; main.add_command(predict)  # noqa: E702
     from adaseg.cli.demo import demo; main.add_command(demo)  # noqa: E702
     from adaseg.cli.data import data; main.add_command(data)  # noqa: E702
