@@ -148,3 +148,39 @@ def test_what_a_checkpoint_cannot_do_is_refused_and_nothing_written(public, fold
     assert invoke("init-run", "--from", ckpt, "--data", folder, "--run", tmp_path / "r").exit_code == 0
     refused(tmp_path, "init-run", "--from", ckpt, "--data", folder, "--run", tmp_path / "r", expect="already holds a run")
     refused(tmp_path, "eval", "--run", tmp_path / "r", "--pause", "1:0.5", expect="untrained")
+
+
+def test_titles_name_the_run_not_its_path(tmp_path):
+    from adaseg.runs.from_checkpoint import CheckpointRun, run_label
+    from adaseg.runs.run_dir import RunDir
+
+    assert run_label(RunDir(tmp_path / "deep" / "my_run")) == "my_run"
+    assert run_label(RunDir(tmp_path / "my_run" / ".")) == "my_run"
+    assert run_label(CheckpointRun(tmp_path / "m2f.safetensors", data=None)) == "m2f"
+
+
+def test_init_run_from_a_plain_parent_records_its_categories(folder, tmp_path):
+    """A parent checkpoint (not imported): init-run keeps its tensors (same fingerprint) and
+    records the dataset's categories, so the run's parent file alone labels predictions."""
+    import adaseg
+    from adaseg.data import build_dataset
+    from adaseg.predict.predictor import PredictError
+    from adaseg.runs.parent import PARENT_KIND, model_options_for, parent_config
+    from adaseg.storage.checkpoint import read_checkpoint_meta, save_checkpoint
+
+    meta = build_dataset(folder, "val").meta
+    options = model_options_for("m2f_tiny", meta)
+    torch.manual_seed(0)
+    model = adaseg.create_model("m2f_tiny", **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+    plain = tmp_path / "plain.safetensors"
+    saved = save_checkpoint(plain, model.state_dict(), kind=PARENT_KIND, config=parent_config("m2f_tiny", options))
+    image = torch.randint(0, 255, (32, 40, 3), dtype=torch.uint8).numpy()
+    with pytest.raises(PredictError, match="records no categories: give data="):
+        adaseg.Predictor(plain, flops=False)
+    run = tmp_path / "run"
+    assert invoke("init-run", "--from", plain, "--data", folder, "--run", run).exit_code == 0
+    parent = run / "checkpoints" / "parent.safetensors"
+    assert read_checkpoint_meta(parent).fingerprint == saved.fingerprint
+    predictor = adaseg.Predictor(parent, flops=False)
+    assert predictor.meta.categories_json() == meta.categories_json()  # the dataset's own ids and names
+    assert predictor([image])[0].semantic.shape == (32, 40)
