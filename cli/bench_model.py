@@ -44,10 +44,13 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 @click.option("--dtype", type=click.Choice(("fp32", "bf16", "fp16")), default=None,
               help="Model and input dtype [default: bf16 on CUDA, fp32 on CPU].")
 @click.option("--threads", type=click.IntRange(min=1, max=1024), default=None, help="torch threads.")
+@click.option("--clock", type=click.Choice(("wall", "cpu")), default="wall", show_default=True,
+              help="wall: elapsed time (images/s); cpu (CPU device only): the process's CPU time, which other "
+                   "processes on a shared machine do not inflate.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the figures to this JSON file (atomically).")
 def model(model_name, size, batch_text, pause, exit_mix_text, arms, scopes, repeats, warmup, device, dtype, threads,
-          json_path) -> None:
+          clock, json_path) -> None:
     """Encoder and whole-model images/s under inference_mode, per arm, with speed-up over no pausing,
     the FLOP-ideal speed-up and the realisation (measured / ideal), the arms interleaved in one run."""
     from adaseg.models.registry import list_models
@@ -74,6 +77,9 @@ def model(model_name, size, batch_text, pause, exit_mix_text, arms, scopes, repe
         raise click.BadParameter("no CUDA device is available here", param_hint="'--device'")
     if dev.type == "cpu" and any(a in ("graph", "exits-graph") for a in arms):
         raise click.BadParameter("the graph arms need a CUDA device (they are left out on CPU)", param_hint="'--arm'")
+    if clock == "cpu" and dev.type != "cpu":
+        raise click.BadParameter("the CPU-time clock is for --device cpu (a GPU's time is wall time)",
+                                 param_hint="'--clock'")
     if json_path:
         directory = os.path.dirname(os.path.abspath(json_path))
         if not os.path.isdir(directory):
@@ -87,7 +93,7 @@ def model(model_name, size, batch_text, pause, exit_mix_text, arms, scopes, repe
         info, rows = bench.run(model_name=model_name, size=size, batches=batches, pause=str(plan), exit_mix=exit_mix,
                                arms=tuple(a for a in bench.ARMS if a in chosen), repeats=repeats, warmup=warmup,
                                device=str(dev), dtype=dtype or ("bf16" if dev.type == "cuda" else "fp32"),
-                               threads=threads, scopes=scopes or ("encoder", "model"), log=None)
+                               threads=threads, scopes=scopes or ("encoder", "model"), clock=clock, log=None)
     except ValueError as e:  # a pause plan or exit mix the model's depth does not have
         raise click.ClickException(str(e)) from None
     click.echo(bench.format_report(info, rows))

@@ -90,9 +90,18 @@ def exit_mix_plan(mix: tuple[int, ...], batch: int) -> list[int]:
 
 def run(*, model_name: str, size: int, batches: tuple[int, ...], pause: str, exit_mix: tuple[int, ...] | None,
         arms: tuple[str, ...], repeats: int, warmup: int, device: str, dtype: str, threads: int | None,
-        scopes: tuple[str, ...] = ("encoder", "model"), seed: int = 0,
+        scopes: tuple[str, ...] = ("encoder", "model"), seed: int = 0, clock: str = "wall",
         log: Callable[[str], None] | None = None) -> tuple[dict, list[ArmResult]]:
-    """Time every arm at every batch and scope; returns (info, rows). See the module docstring."""
+    """Time every arm at every batch and scope; returns (info, rows). See the module docstring.
+
+    ``clock``: ``"wall"`` (perf_counter, the device synchronised around each call) or, on a
+    CPU, ``"cpu"``: the process's CPU time (``time.process_time``), which time-slicing by other
+    processes on a shared machine does not inflate (cache and memory contention still do).
+    """
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    if clock == "cpu" and torch.device(device).type != "cpu":
+        raise ValueError("clock='cpu' measures CPU time: only for device='cpu'")
     from adaseg.eval.flops import count_flops
     from adaseg.models.adaptive.cuda_graph import GraphedModel, prep_rows
     from adaseg.models.adaptive.run import with_host_values
@@ -116,7 +125,7 @@ def run(*, model_name: str, size: int, batches: tuple[int, ...], pause: str, exi
     paused = AdaptiveSettings(pause=pause)
     info = {"model": model_name, "size": size, "batches": list(batches), "pause": pause, "exit_mix": list(mix),
             "device": str(dev), "dtype": dtype, "threads": torch.get_num_threads(), "repeats": repeats,
-            "warmup": warmup, "arms": list(arms), "torch": torch.__version__,
+            "warmup": warmup, "arms": list(arms), "torch": torch.__version__, "clock": clock,
             "gpu": torch.cuda.get_device_name(dev) if on_cuda else None}
     rows: list[ArmResult] = []
     g = torch.Generator().manual_seed(seed + 1)
@@ -160,7 +169,8 @@ def run(*, model_name: str, size: int, batches: tuple[int, ...], pause: str, exi
                 fns = enc if scope == "encoder" else whole
                 scope_arms = [a for a in arms if fns[a] is not None]
                 ideal = _ideals(model, images[:1], scope, scope_arms, pause, mix_list, count_flops)
-                times = _interleaved({a: fns[a] for a in scope_arms}, contexts, repeats, warmup, dev)
+                times = _interleaved({a: fns[a] for a in scope_arms}, contexts, repeats, warmup, dev,
+                                     time.process_time if clock == "cpu" else time.perf_counter)
                 base = times["none"] if "none" in times else None
                 for arm in scope_arms:
                     t = statistics.median(times[arm])
@@ -206,7 +216,7 @@ def _ideals(model, one_image, scope, arms, pause, mix_list, count_flops) -> dict
 
 
 def _interleaved(fns: dict[str, Callable[[], object]], contexts: dict, repeats: int, warmup: int,
-                 dev: torch.device) -> dict[str, list[float]]:
+                 dev: torch.device, clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Seconds per call of each fn, the arms taking turns within each round."""
     times: dict[str, list[float]] = {a: [] for a in fns}
     for r in range(warmup + repeats):
@@ -214,10 +224,10 @@ def _interleaved(fns: dict[str, Callable[[], object]], contexts: dict, repeats: 
             ctx = contexts.get(arm, contextlib.nullcontext)()
             with ctx:
                 _sync(dev)
-                start = time.perf_counter()
+                start = clock()
                 fn()
                 _sync(dev)
-                elapsed = time.perf_counter() - start
+                elapsed = clock() - start
             if r >= warmup:
                 times[arm].append(elapsed)
     return times
@@ -232,7 +242,7 @@ def format_row(r: ArmResult) -> str:
 def format_report(info: dict, rows: list[ArmResult]) -> str:
     head = (f"adaseg bench model: {info['model']} {info['size']}x{info['size']}, pause {info['pause']}, "
             f"exit mix {info['exit_mix']}, {info['device']}{' (' + info['gpu'] + ')' if info['gpu'] else ''}, "
-            f"{info['dtype']}, {info['threads']} threads, {info['repeats']} interleaved rounds "
+            f"{info['dtype']}, {info['threads']} threads, {info['clock']} clock, {info['repeats']} interleaved rounds "
             f"(+{info['warmup']} warm-up), inference_mode")
     lines = [head]
     if not info["device"].startswith("cuda"):
