@@ -25,7 +25,7 @@ from adaseg.choices import RECIPES
                    "auto: the base shipped in adaseg/assets for (model, data) if any, else random.")
 @click.option("--recipe", type=click.Choice(RECIPES), default="wsd+pause", show_default=True,
               help="wsd: sum_k alpha_k L_k over exits; pause: PAUMER random pausing; standard: full depth only.")
-@click.option("--exits", type=IntList(), default=None, help="Exits trained with wsd, e.g. 2..6 [default: 2..K].")
+@click.option("--exits", type=IntList(), default=None, help="Exits trained with wsd, e.g. 2..6 [default: the model's exits, 2..K for Mask2Former; 3,5 for m2f_rt_*].")
 @click.option("--alphas", type=FloatList(), default=None,
               help="alpha_k per exit, increasing with k [default: k/K, e.g. 0.33,0.5,0.67,0.83,1 for K=6].")
 @click.option("--pause-layers", type=IntList(), default=None,

@@ -175,9 +175,11 @@ def check_settings(s: TrainSettings) -> None:
                                           f"got {','.join(map(repr, s.alphas))}")
 
 
-def resolve(s: TrainSettings, depth: int) -> Resolved:
-    """Concrete exits / alphas / pause layers for an encoder of ``depth`` layers."""
-    exits = tuple(range(2, depth + 1)) if s.exits is None else tuple(s.exits)
+def resolve(s: TrainSettings, depth: int, model_exits: tuple[int, ...] | None = None) -> Resolved:
+    """Concrete exits / alphas / pause layers for an encoder of ``depth`` layers; without
+    ``--exits`` the model's potential exits (``model_exits``; 2..depth when None)."""
+    default = tuple(range(2, depth + 1)) if model_exits is None else tuple(model_exits)
+    exits = default if s.exits is None else tuple(s.exits)
     if not exits or list(exits) != sorted(set(exits)) or exits[0] < 1 or exits[-1] > depth:
         raise TrainSettingError("exits", f"--exits {','.join(map(str, exits))} must be increasing layers in 1..{depth}")
     if s.uses_wsd and exits[-1] != depth:
@@ -380,7 +382,7 @@ def train_parent(
     _check_world_size(s, world_size)
     dataset = build_dataset(s.data, "train", train=True)
     model, options = _build_model(run, s, dataset, resume=resume)
-    res = resolve(s, model.depth)
+    res = resolve(s, model.depth, tuple(model.exits))
     task = model.task
     start, state_tensors, init = _load_start(run, s, model, resume=resume)
     run_id = _resumed_run_id(run) if resume else uuid.uuid4().hex
@@ -542,7 +544,7 @@ def _iterate(train_model: nn.Module, model: nn.Module, criterion, optimizer: tor
                 try:
                     with _autocast(device, s.amp):
                         out = train_model(images, mask, AdaptiveSettings(
-                            pause=pause, record_exits=model.exits if s.uses_wsd else ()))
+                            pause=pause, record_exits=res.exits if s.uses_wsd else ()))
                     out_f = _float_outputs(out)
                     parts = criterion(out_f, targets, exit_weights=res.alphas if s.uses_wsd else None)
                     loss = parts["loss"]
