@@ -43,16 +43,33 @@ def _header(path: str | os.PathLike):
     return read_checkpoint_meta(path, hint=recreate_hint(path))
 
 
-def untrained_parts(kind: str, extra: dict[str, Any]) -> list[str]:
+_INIT_CHAIN = 8  # parents trained from parents ...: how far back the --init chain is followed
+
+
+def untrained_parts(kind: str, extra: dict[str, Any], _depth: int = 0) -> list[str]:
     """Parts of the model a checkpoint marks untrained (``extra["untrained"]``). Imported
     checkpoints written before the mark: their ``initialised`` keys (adaseg-only weights
-    the import could not fill) are PAUMER's auxiliary decoders."""
-    from adaseg.runs.parent import IMPORTED_KIND
+    the import could not fill) are PAUMER's auxiliary decoders. A parent that train-parent
+    made without pausing (``--recipe wsd`` or ``standard``) did not train its auxiliary
+    decoders either: it inherits their state from its ``--init`` checkpoint, when that file is
+    still there to read (train-parent does not record the mark itself)."""
+    from adaseg.runs.parent import IMPORTED_KIND, PARENT_KIND
+    from adaseg.storage.checkpoint import CheckpointError
 
     if "untrained" in extra:
         return [str(p) for p in extra["untrained"]]
     if kind == IMPORTED_KIND and extra.get("initialised"):
         return [UNTRAINED_AUX]
+    recipe = str((extra.get("settings") or {}).get("recipe", ""))
+    init = extra.get("init")
+    if kind == PARENT_KIND and init and recipe and "pause" not in recipe and _depth < _INIT_CHAIN:
+        if not Path(init).is_file():
+            return []  # moved or deleted since: nothing to tell
+        try:
+            meta = _header(init)
+        except CheckpointError:
+            return []  # a damaged --init file says nothing about this parent's weights
+        return [p for p in untrained_parts(meta.kind, meta.extra, _depth + 1) if p == UNTRAINED_AUX]
     return []
 
 

@@ -114,6 +114,7 @@ def test_from_a_public_checkpoint_one_command_each(public, folder, tmp_path):
     result = invoke("train-parent", "--model", "hf-mask2former", "--init", ckpt, "--data", folder, "--recipe", "wsd",
                     "--iters", "1", "--batch-size", "2", "--run", tmp_path / "wsd", *FAST)
     assert result.exit_code == 0, result.output
+    refused(tmp_path, "eval", "--run", tmp_path / "wsd", "--pause", "1:0.5", expect="auxiliary decoders are untrained")
 
 
 def test_what_a_checkpoint_cannot_do_is_refused_and_nothing_written(public, folder, tmp_path):
@@ -184,3 +185,19 @@ def test_init_run_from_a_plain_parent_records_its_categories(folder, tmp_path):
     predictor = adaseg.Predictor(parent, flops=False)
     assert predictor.meta.categories_json() == meta.categories_json()  # the dataset's own ids and names
     assert predictor([image])[0].semantic.shape == (32, 40)
+
+
+
+def test_untrained_marks_follow_the_init_chain(public, tmp_path):
+    """Which parents have untrained auxiliary decoders, by hand: an import does; a parent
+    trained from it without pausing inherits that; pausing training, a missing --init file
+    or an explicit mark decide otherwise."""
+    from adaseg.runs.from_checkpoint import untrained_parts
+
+    _, ckpt, _ = public
+    assert untrained_parts("mask2former", {"initialised": ["x"]}) == ["aux_decoders"]
+    for recipe, expect in (("wsd", ["aux_decoders"]), ("standard", ["aux_decoders"]), ("wsd+pause", []),
+                           ("pause", [])):
+        assert untrained_parts("parent", {"init": str(ckpt), "settings": {"recipe": recipe}}) == expect, recipe
+    assert untrained_parts("parent", {"init": str(tmp_path / "gone.safetensors"), "settings": {"recipe": "wsd"}}) == []
+    assert untrained_parts("parent", {"untrained": [], "init": str(ckpt), "settings": {"recipe": "wsd"}}) == []
