@@ -31,7 +31,7 @@ def demo(ctx, data, iters, derive_limit, eval_limit, threads, run, quiet):
     from adaseg.cli.eval import eval_cmd
     from adaseg.cli.fit_gate import fit_gate
     from adaseg.cli.train_parent import train_parent
-    from adaseg.engine.demo import demo_steps
+    from adaseg.engine.demo import DemoError, demo_steps
     from adaseg.runs.run_dir import RunDir
 
     commands = {"train-parent": train_parent, "derive": derive, "fit-gate": fit_gate, "eval": eval_cmd}
@@ -40,8 +40,15 @@ def demo(ctx, data, iters, derive_limit, eval_limit, threads, run, quiet):
     # One lock for the whole demo: no other writer can slip in between its steps (the steps,
     # run in-process, take the same lock again: it is re-entrant).
     with writing_run(run_dir, command="demo", dirs=[run_dir.checkpoints_dir, run_dir.gates_dir, run_dir.reports_dir]):
-        for step in demo_steps(run_dir, run=run, data=data, iters=iters, derive_limit=derive_limit,
-                               eval_limit=eval_limit, threads=threads, quiet=quiet):
+        steps = demo_steps(run_dir, run=run, data=data, iters=iters, derive_limit=derive_limit,
+                           eval_limit=eval_limit, threads=threads, quiet=quiet)
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration:
+                break
+            except DemoError as exc:  # e.g. a corrupt derived dataset: named, never silently redone
+                raise click.ClickException(str(exc)) from None
             if not quiet:
                 click.secho(f"[demo {step.number}/4] {step.line}", bold=True)
             if step.skipped:

@@ -21,6 +21,7 @@ before the process group exists: a refused rank 0 exits and torchrun stops the o
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from typing import Callable, Iterable, Iterator
 
@@ -81,14 +82,31 @@ def writing_run(
         raise SystemExit(EXIT_CODES[name]) from None
     except click.ClickException as exc:
         if _log_size(run_dir) != started_at:  # the command had logged its start: close its record
-            log.write("failed", error=exc.format_message(), ok=False)
+            with contextlib.suppress(OSError):  # a log that cannot be written must not hide the error
+                log.write("failed", error=exc.format_message(), ok=False)
         raise
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        # Disk full (or quota, read-only, I/O error) mid-run, the log's write included: one
+        # line naming the file; the files finished before are complete (atomic writes).
+        where = f"{exc.filename}: " if exc.filename else ""
+        message = (f"{where}{exc.strerror or os.strerror(exc.errno)} while `adaseg {command}` was writing; every file "
+                   "it finished before is complete and nothing is half-written (atomic writes): free space and run "
+                   "it again")
+        with contextlib.suppress(OSError):
+            log.write("failed", error=message, ok=False)
+        raise click.ClickException(message) from None
     finally:
         if main:
             lock.release()
             if created:
                 with contextlib.suppress(OSError):
                     run_dir.root.rmdir()  # only succeeds when nothing was written
+
+
+# errno values that mean the disk, not the command, failed a write
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}
 
 
 def _log_size(run_dir) -> int | None:

@@ -105,6 +105,7 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
         out_dir = sw.check_name(run_dir, name)
         sw.require_derived_for(run_dir, sw.missing_gates(run_dir, settings.betas, parent.depth))
         sw.check_combinations(run_dir, settings, parent)
+        sw.check_image_counts(run_dir, settings)
     except sw.SweepError as exc:
         raise _param_error(exc) from None
     except failures as exc:

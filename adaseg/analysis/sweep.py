@@ -216,6 +216,22 @@ def check_combinations(run: RunDir, settings: SweepSettings, parent: Parent) -> 
                                           f"of the gate for beta {b} (exits {exits}): no image would pause there")
 
 
+def check_image_counts(run: RunDir, settings: SweepSettings) -> None:
+    """Refuse, before any work, ``--limit`` above the val images or ``--flops-images`` above the
+    images evaluated, as ``adaseg eval`` does (:func:`adaseg.engine.evaluate.check_counts`):
+    every point's report name says ``limitN`` / ``flopsN`` and must be true."""
+    from adaseg.engine.evaluate import check_counts
+    from adaseg.runs.run_data import build_run_dataset
+
+    if settings.limit is None and settings.flops_images is None:
+        return
+    dataset, spec = build_run_dataset(run.read_config(), settings.data, "val")
+    try:
+        check_counts(EvalSettings(limit=settings.limit, flops_images=settings.flops_images), len(dataset), spec)
+    except EvalSettingError as exc:
+        raise SweepError(exc.param, str(exc)) from None
+
+
 def fit_missing_gates(run: RunDir, missing: Sequence[float], *, reporter=None) -> list[Path]:
     """Fit and save the gates for ``missing`` betas with ``adaseg fit-gate``'s defaults."""
     from adaseg.engine.fit_gate import fit_gate, save_gate

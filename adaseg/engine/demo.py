@@ -47,16 +47,28 @@ def report_name(gate: str, pause: str | None, eval_limit: int | None) -> str:
     return name
 
 
+class DemoError(ValueError):
+    """The demo cannot continue from what the run directory holds; one line saying what to do."""
+
+
 def derived_current(run_dir: RunDir) -> bool:
-    """True when the run's derived dataset was derived from its current parent."""
+    """True when the run's derived dataset was derived from its current parent, False when
+    from another one (the parent was trained again: deriving again is the demo's job).
+
+    A derived file that is corrupt or unreadable is not silently derived again (it may be
+    the only copy of hours of Step B): :class:`DemoError` names it and the command that
+    re-creates it."""
     from adaseg.storage.checkpoint import CheckpointError
     from adaseg.runs.derived import DerivedDataset, DerivedDatasetError
     from adaseg.runs.parent import parent_fingerprint
+    from adaseg.runs.run_dir import recreate_hint
 
     try:
-        return DerivedDataset.load(run_dir.derived_path).parent_fingerprint == parent_fingerprint(run_dir)
-    except (DerivedDatasetError, CheckpointError):  # an unreadable file is derived again
-        return False
+        derived = DerivedDataset.load(run_dir.derived_path)
+    except (DerivedDatasetError, CheckpointError) as exc:
+        raise DemoError(f"{exc} (the demo does not replace it silently: "
+                        f"{recreate_hint(run_dir.derived_path)}, or delete it, then run the demo again)") from None
+    return derived.parent_fingerprint == parent_fingerprint(run_dir)
 
 
 def demo_steps(run_dir: RunDir, *, run: str, data: str, iters: int | None, derive_limit: int | None,
@@ -75,11 +87,13 @@ def demo_steps(run_dir: RunDir, *, run: str, data: str, iters: int | None, deriv
             options["iters"] = iters
         yield DemoStep(1, f"adaseg train-parent --run {run}" + (" --resume" if resume else ""), "train-parent",
                        options)
-    if run_dir.has("derived") and derived_current(run_dir):
+    current = derived_current(run_dir) if run_dir.has("derived") else None  # DemoError: corrupt
+    if current:
         yield DemoStep(2, f"adaseg derive --run {run}: skipped, {run_dir.derived_path} exists", "derive",
                        skipped=True)
     else:
-        yield DemoStep(2, f"adaseg derive --run {run}", "derive",
+        why = "" if current is None else f" ({run_dir.derived_path} was derived from an earlier parent: derived again)"
+        yield DemoStep(2, f"adaseg derive --run {run}{why}", "derive",
                        {"run": run, "threads": threads, "quiet": quiet, "limit": derive_limit})
     yield DemoStep(3, f"adaseg fit-gate --beta {DEMO_BETA} --run {run}", "fit-gate",
                    {"beta": DEMO_BETA, "run": run, "quiet": quiet})

@@ -217,24 +217,70 @@ def _pause_generator(settings: EvalSettings, device: torch.device) -> torch.Gene
     return torch.Generator(device=device).manual_seed(settings.seed + rank)
 
 
-def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, reporter=None) -> EvalReport | None:
-    """Evaluate the run's parent on the val split (see the module docstring); None off rank 0."""
-    from adaseg.runs.run_data import IMAGES_KEY, build_run_dataset, images_identity
+@dataclass
+class Prepared:
+    """What :func:`prepare` loaded and checked: the parent (``model``, ``info``), the gate's
+    record (``gate_info``, None without a gate), the val ``dataset`` and its spec, the
+    evaluators' ``suite``, the images evaluated (``n``) and FLOP-counted (``n_flops``)."""
+
+    model: Any
+    info: dict
+    gate_info: dict | None
+    dataset: Any
+    data_spec: str
+    suite: Suite
+    n: int
+    n_flops: int
+
+
+def check_counts(settings: EvalSettings, n_images: int, data_spec: str) -> tuple[int, int]:
+    """``(n, n_flops)``: the images evaluated and FLOP-counted. ``--limit`` above the val
+    images, or ``--flops-images`` above the images evaluated, is refused
+    (:class:`EvalSettingError`), not clamped: the report's name says ``limitN`` / ``flopsN``
+    and must be true."""
+    if settings.limit is not None and settings.limit > n_images:
+        raise EvalSettingError("limit", f"--limit {settings.limit} is more than the {n_images} val images of "
+                                        f"{data_spec}: give at most {n_images}, or leave --limit out")
+    n = n_images if settings.limit is None else settings.limit
+    if settings.flops_images is not None and settings.flops_images > n:
+        raise EvalSettingError("flops-images", f"--flops-images {settings.flops_images} is more than the {n} images "
+                                               f"evaluated: give at most {n}, or leave --flops-images out")
+    return n, n if settings.flops_images is None else settings.flops_images
+
+
+def prepare(run: RunDir, settings: EvalSettings, *, device: torch.device) -> Prepared:
+    """Load and check everything :func:`evaluate` needs, before any pass: the parent (verified),
+    the settings against it (:class:`EvalSettingError` naming the option), the dataset and
+    the image counts (:func:`check_counts`). ``adaseg eval`` calls it before logging its
+    start, so every refusal comes before the run's log records a start."""
+    from adaseg.runs.run_data import build_run_dataset
 
     run.require("config", "parent")
     config = run.read_config()
     model, info = load_parent(run.parent_path, device=device)
     gate_info = _apply_settings(model, info, settings, device)
-    task = model.task
     dataset, data_spec = build_run_dataset(config, settings.data, "val")
-    suite = suite_for(task, dataset.meta.task)
-    scorer = Scorer(dataset, metric=suite.metric)
-    n = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
+    suite = suite_for(model.task, dataset.meta.task)
+    n, n_flops = check_counts(settings, len(dataset), data_spec)
+    return Prepared(model=model, info=info, gate_info=gate_info, dataset=dataset, data_spec=data_spec, suite=suite,
+                    n=n, n_flops=n_flops)
+
+
+def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, reporter=None,
+             prepared: Prepared | None = None) -> EvalReport | None:
+    """Evaluate the run's parent on the val split (see the module docstring); None off rank 0.
+    ``prepared``: :func:`prepare`'s result for these settings (default: prepared here)."""
+    from adaseg.runs.run_data import IMAGES_KEY, images_identity
+
+    p = prepared if prepared is not None else prepare(run, settings, device=device)
+    model, info, gate_info, dataset, data_spec, n = p.model, p.info, p.gate_info, p.dataset, p.data_spec, p.n
+    task = model.task
+    scorer = Scorer(dataset, metric=p.suite.metric)
     mine = shard_indices(n)
     generator = _pause_generator(settings, device)
     t0 = time.perf_counter()
     per_image = _quality_pass(model, dataset, mine, scorer, settings, device, generator, reporter)
-    n_flops = n if settings.flops_images is None else min(settings.flops_images, n)
+    n_flops = p.n_flops
     flop_mine = shard_indices(n_flops)
     counts = _flops_pass(model, dataset, flop_mine, settings, device, generator)
     gathered = gather_in_order(mine, per_image)

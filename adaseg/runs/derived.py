@@ -277,13 +277,15 @@ def stack_parts(
 
 def load_run_derived(run: RunDir, *, check_parent: bool = True) -> DerivedDataset:
     """``run``'s derived dataset; with ``check_parent`` it must come from ``run``'s parent
-    (else :class:`~adaseg.runs.run_dir.RunDirError` says to derive again)."""
-    from adaseg.runs.parent import parent_fingerprint
+    (else :class:`~adaseg.runs.run_dir.RunDirError` says to derive again); the parent's file
+    is then verified whole (:func:`adaseg.runs.parent.verified_parent_fingerprint`: a parent
+    damaged since derive is a CheckpointError naming it, not a match by its header)."""
+    from adaseg.runs.parent import verified_parent_fingerprint
 
     run.require(*(("parent", "derived") if check_parent else ("derived",)))
     derived = DerivedDataset.load(run.derived_path)
     if check_parent:
-        fp = parent_fingerprint(run)
+        fp = verified_parent_fingerprint(run)
         if derived.parent_fingerprint != fp:
             raise RunDirError(
                 f"{run.derived_path} was derived from parent {derived.parent_fingerprint[:12]}, but "

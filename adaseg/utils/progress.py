@@ -81,11 +81,14 @@ class JsonlLog:
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = (json.dumps(record, sort_keys=False) + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as exc:  # name the log (os.write's error names no file): one line upstream
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno or 0), str(self.path)) from None
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:
