@@ -36,6 +36,10 @@ def open_target(run: str, parent: str | None, data: str | None, out: str | None,
                                "has no run directory)")
     if not Path(parent).is_file():
         raise click.BadParameter(f"{parent}: no such checkpoint file", param_hint="'--parent'")
+    if out is not None and (RunDir(out).config_path.exists() or RunDir(out).parent_path.exists()):
+        # its reports are of its own parent: a checkpoint's would replace them under the same names
+        raise click.BadParameter(f"{out} is a run directory: evaluate its parent with --run {out}, or give --out "
+                                 "a folder of its own", param_hint="'--out'")
     return CheckpointRun(parent, data=data, out=out)
 
 

@@ -149,6 +149,8 @@ def test_what_a_checkpoint_cannot_do_is_refused_and_nothing_written(public, fold
     assert invoke("init-run", "--from", ckpt, "--data", folder, "--run", tmp_path / "r").exit_code == 0
     refused(tmp_path, "init-run", "--from", ckpt, "--data", folder, "--run", tmp_path / "r", expect="already holds a run")
     refused(tmp_path, "eval", "--run", tmp_path / "r", "--pause", "1:0.5", expect="untrained")
+    # a run directory is not an --out: the checkpoint's reports would replace the run's own
+    refused(tmp_path, "eval", "--parent", ckpt, "--data", folder, "--out", tmp_path / "r", expect="is a run directory")
 
 
 def test_titles_name_the_run_not_its_path(tmp_path):
