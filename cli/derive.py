@@ -15,13 +15,16 @@ from adaseg.cli.run_guard import writing_run
               help="Images per forward pass.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Only the first N training images [default: all].")
+@click.option("--split", type=click.Choice(["train", "val"]), default="train", show_default=True,
+              help="train: Step B (derived.safetensors, what fit-gate reads). val: the val images into "
+                   "derived_val.safetensors, only for `adaseg eval --gate oracle` (never used to fit).")
 @run_data_option
 @device_option
 @threads_option
 @run_option
 @quiet_option
 @json_option
-def derive(batch_size, limit, data, device, threads, run, quiet, as_json):
+def derive(batch_size, limit, split, data, device, threads, run, quiet, as_json):
     """Step B: score the parent at every exit on the training images (the derived dataset)."""
     import json
 
@@ -43,10 +46,10 @@ def derive(batch_size, limit, data, device, threads, run, quiet, as_json):
     with writing_run(run_dir, command="derive", dirs=[]), distributed_session(device) as dist_info:
         reporter = Reporter(quiet=quiet or as_json, log=JsonlLog(run_dir.log_path, command="derive"),
                             enabled=dist_info.is_main)
-        reporter.event("start", run=str(run_dir.root), batch_size=batch_size, limit=limit, data=data)
+        reporter.event("start", run=str(run_dir.root), batch_size=batch_size, limit=limit, data=data, split=split)
         try:
             result = step_b.derive(run_dir, device=dist_info.device, batch_size=batch_size, limit=limit,
-                                   data=data, reporter=reporter)
+                                   data=data, split=split, reporter=reporter)
         except (CheckpointError, DerivedDatasetError, DataError, MissingStepError, RunDirError) as exc:
             raise click.ClickException(str(exc)) from None
         if result.derived is None:
@@ -67,7 +70,8 @@ def _print(reporter, result, summary) -> None:
 
     derived = result.derived
     metric = QUALITY[derived.metric].quality_label or QUALITY[derived.metric].primary
-    table = Table(title=f"Training images by best exit (ECO-M2F Fig. 2; ties go to the earliest exit)")
+    images = "Training" if derived.info.get("split", "train") == "train" else "Val"
+    table = Table(title=f"{images} images by best exit (ECO-M2F Fig. 2; ties go to the earliest exit)")
     table.add_column("best exit (layers)", justify="right")
     table.add_column("images", justify="right")
     table.add_column("share", justify="right")
@@ -75,7 +79,7 @@ def _print(reporter, result, summary) -> None:
     for key, count, share in step_b_rows(derived):
         table.add_row(key, str(count), f"{100 * share:.1f}%", "#" * int(round(40 * share)))
     reporter.print(table)
-    quality = Table(title=f"Mean per-image {metric} on the training set, by exit")
+    quality = Table(title=f"Mean per-image {metric} on the {derived.info.get('split', 'train')} images, by exit")
     for k in derived.exit_list:
         quality.add_column(f"exit {k}", justify="right")
     quality.add_row(*("-" if v is None else f"{100 * v:.2f}" for v in summary["mean_quality_per_exit"]))

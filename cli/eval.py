@@ -19,9 +19,13 @@ MIN_BOOTSTRAP = 100  # fewer resamples put a 5% tail on < 5 draws
 
 
 @click.command(name="eval")
-@click.option("--gate", "gate", default="auto", show_default=True, metavar="FILE|latest|auto|none",
+@click.option("--gate", "gate", default="auto", show_default=True, metavar="FILE|latest|auto|none|oracle",
               help="Gate picking each image's exit: a gate file, latest (most recently fitted), none (no gate), "
-                   "or auto: latest when the run has a gate and no --exit is given, else none.")
+                   "auto: latest when the run has a gate and no --exit is given, else none; or oracle (with "
+                   "--beta): each val image at its best exit under beta by `adaseg derive --split val` -- "
+                   "the bound of any gate on this parent, evaluation only.")
+@click.option("--beta", "beta", type=float, default=None,
+              help="With --gate oracle: the trade-off of the oracle's exits, argmax_k (q_k - beta*layers_k).")
 @click.option("--exit", "exit_", type=int, default=None, help="Fixed exit layer for every image (no gate).")
 @pause_option
 @click.option("--pause-mode", type=click.Choice(PAUSE_MODES), default="entropy", show_default=True,
@@ -51,7 +55,7 @@ MIN_BOOTSTRAP = 100  # fewer resamples put a 5% tail on < 5 draws
               help="With --parent: write the report into DIR/reports/ (and DIR/log.jsonl).")
 @quiet_option
 @json_option
-def eval_cmd(gate, exit_, pause, pause_mode, pause_output, batch_size, limit, flops_images, warmup, timed, name, n_boot, data,
+def eval_cmd(gate, beta, exit_, pause, pause_mode, pause_output, batch_size, limit, flops_images, warmup, timed, name, n_boot, data,
              device, seed, threads, run, parent, out, quiet, as_json):
     """Score the run's parent on the val split: PQ/mIoU/AP, GFLOPs, images/s."""
     import json
@@ -71,10 +75,11 @@ def eval_cmd(gate, exit_, pause, pause_mode, pause_output, batch_size, limit, fl
                                  f"{MIN_BOOTSTRAP}", param_hint="'--bootstrap'")
     from adaseg.cli.checkpoint_target import open_target, refuse_untrained
 
+    oracle_beta = _oracle_beta(gate, beta, exit_, parent)
     run_dir = open_target(run, parent, data, out)  # a checkpoint: its "own" dataset is --data
     try:
         run_dir.require("config", "parent")
-        gate_path = choose_gate(run_dir, gate, exit=exit_)
+        gate_path = None if oracle_beta is not None else choose_gate(run_dir, gate, exit=exit_)
         refuse_untrained(run_dir, pause, pause_mode)
     except GateChoiceError as exc:
         raise click.UsageError(str(exc)) from None
@@ -82,7 +87,8 @@ def eval_cmd(gate, exit_, pause, pause_mode, pause_output, batch_size, limit, fl
         raise click.ClickException(str(exc)) from None
     settings = ev.EvalSettings(gate=None if gate_path is None else str(gate_path), exit=exit_, pause=pause,
                                pause_mode=pause_mode, pause_output=pause_output, batch_size=batch_size, limit=limit, flops_images=flops_images,
-                               warmup=warmup, timed=timed, seed=seed, data=None if parent else data)
+                               warmup=warmup, timed=timed, seed=seed, data=None if parent else data,
+                               oracle_beta=oracle_beta)
     writes = getattr(run_dir, "writes", True)  # --parent without --out writes nothing
     report_name = name or settings.name()
     try:
@@ -135,6 +141,27 @@ def eval_cmd(gate, exit_, pause, pause_mode, pause_output, batch_size, limit, fl
                       + (f"wrote {report_path}" if writes else "wrote nothing (--out DIR keeps the report)"))
 
 
+def _oracle_beta(gate: str, beta: float | None, exit_: int | None, parent) -> float | None:
+    """``--beta`` of ``--gate oracle`` (None for any other gate); each misuse is one line."""
+    import math
+
+    if gate != "oracle":
+        if beta is not None:
+            raise click.UsageError("--beta sets the oracle gate's trade-off: it needs --gate oracle "
+                                   "(a fitted gate's beta is in its file; fit one with `adaseg fit-gate --beta B`)")
+        return None
+    if beta is None:
+        raise click.UsageError("--gate oracle needs --beta B (e.g. --beta 0.0005)")
+    if not math.isfinite(beta) or beta < 0:
+        raise click.BadParameter(f"{beta!r}: must be a finite number >= 0", param_hint="'--beta'")
+    if exit_ is not None:
+        raise click.UsageError("--gate oracle picks each image's exit: it excludes --exit")
+    if parent is not None:
+        raise click.UsageError("--gate oracle reads a run's val Step B (`adaseg derive --split val`): use --run, "
+                               "not --parent")
+    return float(beta)
+
+
 def _refuse_idle_options(pause, pause_mode: str, pause_output: str = "decoder") -> None:
     """A setting given on the command line that cannot change anything is an error, not silently
     recorded: ``--pause-mode`` without ``--pause``, ``--seed`` without random pausing (the
@@ -161,7 +188,9 @@ def _pct(v) -> str:
 
 def describe(settings: dict) -> str:
     """One line naming what was evaluated."""
-    if settings.get("gate"):
+    if settings.get("oracle_beta") is not None:
+        what = f"oracle gate beta={settings['oracle_beta']} (val Step B; a bound, not a gate)"
+    elif settings.get("gate"):
         g = settings.get("gate_settings") or {}
         what = f"gate beta={g.get('beta')} K={g.get('K')}"
     elif settings.get("exit"):

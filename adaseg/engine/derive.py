@@ -8,6 +8,11 @@ panoptic models on panoptic data, per-image mIoU otherwise), its per-class parts
 undefined (empty ground truth and empty prediction) are recorded as NaN, never divided by
 zero. Under ``torchrun`` each rank scores a strided shard; rank 0 gathers them in dataset
 order and writes ``derived.safetensors`` through :class:`adaseg.runs.derived.DerivedDataset`.
+
+``split="val"`` scores the **val** images instead and writes ``derived_val.safetensors``
+(:func:`adaseg.runs.derived.val_derived_path`) beside it: the oracle gate's input
+(``adaseg eval --gate oracle --beta B``), evaluation only -- fit-gate reads only
+``derived.safetensors``, so a gate is never fitted on val images.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from adaseg.runs.derived import DerivedDataset, best_exit_histogram, stack_parts
+from adaseg.runs.derived import DerivedDataset, best_exit_histogram, stack_parts, val_derived_path
 from adaseg.utils.distributed import gather_in_order, shard_indices
 from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.runs.parent import load_parent
@@ -62,6 +67,7 @@ def derive(
     batch_size: int = 8,
     limit: int | None = None,
     data: str | None = None,
+    split: str = "train",
     reporter=None,
 ) -> DeriveResult:
     """Step B into ``run`` (needs config and parent; see the module docstring).
@@ -71,14 +77,18 @@ def derive(
         limit: score only the first ``limit`` training images (None: all).
         data: a ``--data`` spec whose training split to score instead of the run's own
             dataset; refused (DataError) unless its categories are the run's.
+        split: ``"train"`` (Step B, ``derived.safetensors``) or ``"val"`` (the oracle's
+            input, ``derived_val.safetensors``; never read by fit-gate).
     """
     from adaseg.data import collate
     from adaseg.runs.run_data import build_run_dataset
 
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     run.require("config", "parent")
     config = run.read_config()
     model, info = load_parent(run.parent_path, device=device)
-    dataset, data_spec = build_run_dataset(config, data, "train")
+    dataset, data_spec = build_run_dataset(config, data, split)
     scorer = Scorer(dataset, metric=suite_for(model.task, dataset.meta.task).metric)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     mine = shard_indices(n)
@@ -109,11 +119,12 @@ def derive(
         image_ids=[str(dataset.records[i].image_id) for i in range(n)],
         parts_index=parts_index,
         parts_values=parts_values,
-        info={"data": data_spec, "split": "train", "model": info["model"], "images": n,
+        info={"data": data_spec, "split": split, "model": info["model"], "images": n,
               "seconds": time.perf_counter() - t0},
     )
-    derived.save(run.derived_path)
-    return DeriveResult(derived=derived, seconds=time.perf_counter() - t0, path=str(run.derived_path))
+    path = run.derived_path if split == "train" else val_derived_path(run)
+    derived.save(path)
+    return DeriveResult(derived=derived, seconds=time.perf_counter() - t0, path=str(path))
 
 
 def histogram_rows(derived: DerivedDataset) -> list[tuple[str, int, float]]:

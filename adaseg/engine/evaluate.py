@@ -62,7 +62,11 @@ class EvalSettings:
     """What to evaluate. ``gate``: a gate file path or None; ``exit``: fixed exit layer or None
     (full depth); ``pause``: a PausePlan or None; ``pause_output``: ``"decoder"`` or ``"aux"``
     (PAUMER's early exit: paused tokens labelled by their auxiliary decoder); ``data``: a ``--data`` spec to score on
-    instead of the run's own dataset (same categories required), or None for the run's own."""
+    instead of the run's own dataset (same categories required), or None for the run's own.
+    ``oracle_beta``: the oracle gate (``--gate oracle --beta B``): each image at its best exit
+    under this beta by its own Step B row on the val images (``adaseg derive --split val``;
+    :func:`adaseg.engine.gate_targets.oracle_exits`), the bound of any gate on this parent;
+    exclusive with ``gate`` and ``exit``."""
 
     gate: str | None = None
     exit: int | None = None
@@ -76,6 +80,7 @@ class EvalSettings:
     timed: int = 10
     seed: int = 0
     data: str | None = None
+    oracle_beta: float | None = None
 
     def name(self) -> str:
         """Report name: what was run (gate stem, ``exit{K}`` or ``full``), then every setting
@@ -91,7 +96,10 @@ class EvalSettings:
 
         from adaseg.exact import exact_float
 
-        parts = [Path(self.gate).stem if self.gate else (f"exit{self.exit}" if self.exit else "full")]
+        if self.oracle_beta is not None:
+            parts = [f"oracle_beta{exact_float(self.oracle_beta)}"]
+        else:
+            parts = [Path(self.gate).stem if self.gate else (f"exit{self.exit}" if self.exit else "full")]
         if self.pause is not None:
             parts.append("pause" + "+".join(f"{l}-{exact_float(r)}" for l, r in self.pause.stages))
             parts.append(self.pause_mode)
@@ -116,7 +124,7 @@ class EvalSettings:
         return {"gate": self.gate, "exit": self.exit, "pause": None if self.pause is None else str(self.pause),
                 "pause_mode": self.pause_mode, "pause_output": self.pause_output, "batch_size": self.batch_size, "limit": self.limit,
                 "flops_images": self.flops_images, "warmup": self.warmup, "timed": self.timed, "seed": self.seed,
-                "data": self.data}
+                "data": self.data, "oracle_beta": self.oracle_beta}
 
 
 _DEFAULTS = EvalSettings()
@@ -196,12 +204,15 @@ def check_pause_reachable(plan, last_exit: int, why: str) -> None:
         )
 
 
-def _exits_arg(settings: EvalSettings):
+def _exits_arg(settings: EvalSettings, image_exits: list[int] | None = None):
+    if image_exits is not None:  # the oracle: these images' exits, one per image
+        return list(image_exits)
     return "gate" if settings.gate is not None else settings.exit
 
 
-def _forward(model, images, mask, settings: EvalSettings, generator: torch.Generator | None = None):
-    return model(images, mask, AdaptiveSettings(exits=_exits_arg(settings), pause=settings.pause,
+def _forward(model, images, mask, settings: EvalSettings, generator: torch.Generator | None = None,
+             image_exits: list[int] | None = None):
+    return model(images, mask, AdaptiveSettings(exits=_exits_arg(settings, image_exits), pause=settings.pause,
                                                 pause_mode=settings.pause_mode, generator=generator,
                                                 pause_output=settings.pause_output))
 
@@ -221,7 +232,8 @@ def _pause_generator(settings: EvalSettings, device: torch.device) -> torch.Gene
 class Prepared:
     """What :func:`prepare` loaded and checked: the parent (``model``, ``info``), the gate's
     record (``gate_info``, None without a gate), the val ``dataset`` and its spec, the
-    evaluators' ``suite``, the images evaluated (``n``) and FLOP-counted (``n_flops``)."""
+    evaluators' ``suite``, the images evaluated (``n``) and FLOP-counted (``n_flops``);
+    ``image_exits``: the oracle gate's exit per evaluated image (None without it)."""
 
     model: Any
     info: dict
@@ -231,6 +243,7 @@ class Prepared:
     suite: Suite
     n: int
     n_flops: int
+    image_exits: list[int] | None = None
 
 
 def check_counts(settings: EvalSettings, n_images: int, data_spec: str) -> tuple[int, int]:
@@ -262,8 +275,35 @@ def prepare(run: RunDir, settings: EvalSettings, *, device: torch.device) -> Pre
     dataset, data_spec = build_run_dataset(config, settings.data, "val")
     suite = suite_for(model.task, dataset.meta.task)
     n, n_flops = check_counts(settings, len(dataset), data_spec)
+    image_exits = None if settings.oracle_beta is None else _oracle_exits(run, settings, dataset, n)
     return Prepared(model=model, info=info, gate_info=gate_info, dataset=dataset, data_spec=data_spec, suite=suite,
-                    n=n, n_flops=n_flops)
+                    n=n, n_flops=n_flops, image_exits=image_exits)
+
+
+def _oracle_exits(run: RunDir, settings: EvalSettings, dataset, n: int) -> list[int]:
+    """The oracle gate's exit for each of the first ``n`` val images, from the run's val-split
+    Step B (same parent, same images in the same order), or :class:`EvalSettingError`."""
+    from adaseg.engine.gate_targets import oracle_exits
+    from adaseg.runs.derived import load_val_derived
+
+    if settings.data is not None:
+        raise EvalSettingError("gate", "--gate oracle reads the run's own val images' Step B: it cannot be "
+                                       "combined with --data")
+    from adaseg.runs.derived import DerivedDatasetError
+
+    try:
+        derived = load_val_derived(run)
+    except DerivedDatasetError as exc:
+        raise EvalSettingError("gate", str(exc)) from None
+    ids = [str(dataset.records[i].image_id) for i in range(n)]
+    if derived.num_images < n or derived.image_ids[:n] != ids:
+        raise EvalSettingError("gate", f"{run.root}'s val Step B holds {derived.num_images} images that are not the "
+                                       f"first {n} val images evaluated: run `adaseg derive --split val --run "
+                                       f"{run.root}` (with --limit at least {n}) again")
+    exits = oracle_exits(derived.quality[:n], derived.exits, float(settings.oracle_beta))
+    if settings.pause is not None:
+        check_pause_reachable(settings.pause, int(exits.max()), f"the oracle's last exit {int(exits.max())}")
+    return [int(e) for e in exits.tolist()]
 
 
 def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, reporter=None,
@@ -279,15 +319,16 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
     mine = shard_indices(n)
     generator = _pause_generator(settings, device)
     t0 = time.perf_counter()
-    per_image = _quality_pass(model, dataset, mine, scorer, settings, device, generator, reporter)
+    per_image = _quality_pass(model, dataset, mine, scorer, settings, device, generator, reporter, p.image_exits)
     n_flops = p.n_flops
     flop_mine = shard_indices(n_flops)
-    counts = _flops_pass(model, dataset, flop_mine, settings, device, generator)
+    counts = _flops_pass(model, dataset, flop_mine, settings, device, generator, p.image_exits)
     gathered = gather_in_order(mine, per_image)
     gathered_flops = gather_in_order(flop_mine, counts)
     if gathered is None:  # the throughput pass and the report are rank 0's
         return None
-    timing_batch, throughput = _throughput_pass(model, dataset, n, settings, device, generator, reporter)
+    timing_batch, throughput = _throughput_pass(model, dataset, n, settings, device, generator, reporter,
+                                                p.image_exits)
     settings_json = {**settings.to_json(), "images": n, "flops_images": n_flops, "name": settings.name(),
                      "requested_flops_images": settings.flops_images, "timing_batch_size": timing_batch}
     report = _report(run, model, info, gate_info, settings_json, gathered, gathered_flops, throughput, scorer,
@@ -303,6 +344,12 @@ def _apply_settings(model, info: dict, settings: EvalSettings, device: torch.dev
     gate_info = None
     if settings.gate is not None and settings.exit is not None:
         raise EvalSettingError("exit", "--exit and --gate are exclusive: a gate picks each image's exit")
+    if settings.oracle_beta is not None:
+        if settings.gate is not None or settings.exit is not None:
+            raise EvalSettingError("gate", "the oracle gate picks each image's exit: it excludes a gate file and --exit")
+        beta = settings.oracle_beta
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
+            raise EvalSettingError("beta", f"--beta must be a finite number >= 0, got {beta!r}")
     if settings.exit is not None and not 1 <= settings.exit <= model.depth:
         raise EvalSettingError("exit", f"--exit {settings.exit} is outside the parent's layers 1..{model.depth}")
     if settings.gate is not None:
@@ -354,8 +401,10 @@ def _check_pause_output(model, settings: EvalSettings) -> None:
 
 
 def _quality_pass(model, dataset, mine: list[int], scorer: Scorer, settings: EvalSettings,
-                  device: torch.device, generator: torch.Generator | None, reporter) -> list[dict]:
-    """Pass 1: this rank's images ``mine`` through the model in batches, scored one by one."""
+                  device: torch.device, generator: torch.Generator | None, reporter,
+                  image_exits: list[int] | None = None) -> list[dict]:
+    """Pass 1: this rank's images ``mine`` through the model in batches, scored one by one
+    (``image_exits``: the oracle's exit of every image, indexed by dataset index)."""
     from adaseg.data import collate
 
     per_image: list[dict] = []
@@ -366,15 +415,19 @@ def _quality_pass(model, dataset, mine: list[int], scorer: Scorer, settings: Eva
             batch = collate([dataset[i] for i in idx])
             with torch.no_grad():
                 out = _forward(model, batch["images"].to(device), batch["padding_mask"].to(device), settings,
-                               generator)
+                               generator, _take(image_exits, idx))
             per_image.extend(_score_batch(model, out, batch, idx, scorer))
             if progress is not None:
                 progress.update(len(idx))
     return per_image
 
 
+def _take(image_exits: list[int] | None, idx: list[int]) -> list[int] | None:
+    return None if image_exits is None else [image_exits[i] for i in idx]
+
+
 def _flops_pass(model, dataset, flop_mine: list[int], settings: EvalSettings, device: torch.device,
-                generator: torch.Generator | None) -> list:
+                generator: torch.Generator | None, image_exits: list[int] | None = None) -> list:
     """Pass 2: the FLOPs of each image in ``flop_mine``, counted one image at a time."""
     from adaseg.data import collate
 
@@ -383,13 +436,13 @@ def _flops_pass(model, dataset, flop_mine: list[int], settings: EvalSettings, de
     for i in flop_mine:
         batch = collate([dataset[i]])
         _, c = counter.count(_forward, model, batch["images"].to(device), batch["padding_mask"].to(device), settings,
-                             generator)
+                             generator, _take(image_exits, [i]))
         counts.append(c)
     return counts
 
 
 def _throughput_pass(model, dataset, n: int, settings: EvalSettings, device: torch.device,
-                     generator: torch.Generator | None, reporter):
+                     generator: torch.Generator | None, reporter, image_exits: list[int] | None = None):
     """Pass 3 (rank 0): images/s over up to four batches of the first ``n`` images; the batch
     size timed and the measurement."""
     from adaseg.data import collate
@@ -405,11 +458,11 @@ def _throughput_pass(model, dataset, n: int, settings: EvalSettings, device: tor
     for b in range(nb):
         idx = [(b * timing_batch + j) % n for j in range(timing_batch)]
         cb = collate([dataset[i] for i in idx])
-        batches.append((cb["images"].to(device), cb["padding_mask"].to(device)))
+        batches.append((cb["images"].to(device), cb["padding_mask"].to(device), _take(image_exits, idx)))
 
     def step(i: int) -> int:
-        images, mask = batches[i % len(batches)]
-        _forward(model, images, mask, settings, generator)
+        images, mask, exits = batches[i % len(batches)]
+        _forward(model, images, mask, settings, generator, exits)
         return int(images.shape[0])
 
     throughput = measure_throughput(step, batch_size=timing_batch, device=device,

@@ -97,3 +97,26 @@ def gate_loss(
     if loss == "soft-mse":
         return ((soft - log_p.exp()) ** 2).sum(1).mean()
     raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+
+
+def oracle_exits(quality: torch.Tensor, exits: torch.Tensor, beta: float) -> torch.Tensor:
+    """The oracle gate: each image's exit layer ``argmax_k (q_k - beta * e_k)`` from its own
+    Step B row (the val images' quality, evaluation only -- never used to fit a gate).
+
+    Same undefined-quality policy as :func:`prepare_quality`: a NaN exit made no mistake and
+    scores 1. An image undefined at every exit then has ``u_k = 1 - beta * e_k`` and goes to
+    the earliest exit (the cheapest; it carries no signal about depth), where a gate's
+    training would skip it; the oracle must still send every image somewhere.
+
+    Args:
+        quality: (N, E) float, NaN where undefined.
+        exits: (E,) int64 exit layers, increasing.
+        beta: the trade-off (quality per encoder layer), >= 0.
+
+    Returns:
+        (N,) int64 exit layer per image; ties go to the earliest exit.
+    """
+    if not (beta >= 0 and math.isfinite(beta)):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    q = torch.where(torch.isnan(quality), torch.ones_like(quality), quality)
+    return exits.to(torch.long)[targets(q, exits, beta)]

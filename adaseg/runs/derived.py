@@ -292,3 +292,37 @@ def load_run_derived(run: RunDir, *, check_parent: bool = True) -> DerivedDatase
                 f"{run.parent_path} is {fp[:12]}: run `adaseg derive --run {run.root}` again"
             )
     return derived
+
+
+VAL_DERIVED_NAME = "derived_val.safetensors"
+
+
+def val_derived_path(run: RunDir) -> Path:
+    """Where ``adaseg derive --split val`` writes Step B on the **val** images: beside
+    ``derived.safetensors``, under another name, so that fit-gate (which reads only
+    :attr:`RunDir.derived_path`) can never train on it. Only the oracle gate reads it."""
+    return run.root / VAL_DERIVED_NAME
+
+
+def load_val_derived(run: RunDir) -> DerivedDataset:
+    """``run``'s val-split Step B (:func:`val_derived_path`), from ``run``'s parent (the
+    parent file verified whole); :class:`~adaseg.runs.run_dir.RunDirError` with the command
+    to run when it is missing or from another parent."""
+    from adaseg.runs.parent import verified_parent_fingerprint
+
+    run.require("parent")
+    path = val_derived_path(run)
+    hint = f"run `adaseg derive --split val --run {run.root}`"
+    if not path.is_file():
+        raise RunDirError(f"{run.root} has no Step B on the val images ({path.name}): {hint} first")
+    try:
+        derived = DerivedDataset.load(path)
+    except DerivedDatasetError as exc:
+        raise DerivedDatasetError(f"{exc} ({hint} again)") from None
+    if derived.info.get("split") != "val":
+        raise RunDirError(f"{path} records split {derived.info.get('split')!r}, not 'val': {hint} again")
+    fp = verified_parent_fingerprint(run)
+    if derived.parent_fingerprint != fp:
+        raise RunDirError(f"{path} was derived from parent {derived.parent_fingerprint[:12]}, but "
+                          f"{run.parent_path} is {fp[:12]}: {hint} again")
+    return derived
