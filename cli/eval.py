@@ -92,7 +92,7 @@ def eval_cmd(gate, beta, exit_, pause, pause_mode, pause_output, batch_size, lim
     writes = getattr(run_dir, "writes", True)  # --parent without --out writes nothing
     report_name = name or settings.name()
     try:
-        report_path = run_dir.report_path(report_name)
+        report_path = run_dir.check_report_slot(report_name)  # a folder or link there is refused
     except RunDirError as exc:
         raise click.BadParameter(str(exc), param_hint="'--name'") from None
 

@@ -316,6 +316,7 @@ def reusable(path: Path, settings: EvalSettings, parent: Parent, gate_hash: str 
 
     if not path.exists() and not path.is_symlink():
         return None
+    _refuse_non_file(path)
     report = read_report(path)  # PartsError: not a report, or fails its content hash
     if HASH_KEY not in report:
         return None  # an older adaseg's report: nothing vouches for it, evaluate again
@@ -344,6 +345,14 @@ def reusable(path: Path, settings: EvalSettings, parent: Parent, gate_hash: str 
             return None  # intact files that do not go together: evaluate again
         return report, parts
     return report, None
+
+
+def _refuse_non_file(path: Path) -> None:
+    """A folder or a link where a point's report belongs is the user's: refused, never replaced."""
+    from adaseg.eval.image_parts import PartsError
+
+    if path.is_symlink() or not path.is_file():
+        raise PartsError(f"{path} is a folder or a link, not an eval report adaseg wrote: move it away")
 
 
 def _gate_hash(gate: Path | None) -> str | None:
@@ -408,8 +417,11 @@ class PointRunner:
             if gate.is_file():
                 _gate_hash(gate)
         for spec in specs:
-            path = self.run.report_path(self.settings_of(spec).name())
-            if not path.exists() and not path.is_symlink():
+            try:
+                path = self.run.check_report_slot(self.settings_of(spec).name())
+            except RunDirError as exc:
+                raise SweepError(None, str(exc).replace(", or choose another --name", "")) from None
+            if not path.exists():
                 continue
             if HASH_KEY in read_report(path) and self.need_parts:
                 try:

@@ -124,6 +124,18 @@ class RunDir:
             raise RunDirError(str(exc)) from None
         return self.reports_dir / f"eval_{name}.json"
 
+    def check_report_slot(self, name: str) -> Path:
+        """``report_path(name)`` after checking that neither it nor its parts file is a folder
+        or a link (the user's, never replaced: :class:`RunDirError` before any work)."""
+        from adaseg.eval.image_parts import parts_path_for
+
+        path = self.report_path(name)
+        for p in (path, parts_path_for(path)):
+            if p.is_symlink() or (p.exists() and not p.is_file()):
+                raise RunDirError(f"{p} is a folder or a link, not a file adaseg wrote: move it away, or choose "
+                                  "another --name")
+        return path
+
     # --- presence --------------------------------------------------------------------
     def has(self, step: str) -> bool:
         if step == "config":

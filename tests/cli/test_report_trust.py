@@ -207,3 +207,13 @@ def test_an_edited_config_is_refused(trun):
     refused(trun.root, "eval", "--gate", "none", *LIMIT, "--threads", "1", "--run", trun.root,
             expect=f"{trun.config_path} was edited or damaged")
     refused(trun.root, "derive", "--threads", "1", "--run", trun.root, expect="was edited or damaged")
+
+
+@pytest.mark.parametrize("which", ["report", "parts"])
+def test_a_folder_where_a_report_belongs_is_refused_before_any_work(trun, which):
+    path = trun.report_path("exit3_limit2")
+    (path if which == "report" else parts_path_for(path)).mkdir()
+    refused(trun.root, "eval", "--exit", "3", *LIMIT, "--threads", "1", "--run", trun.root,
+            expect="is a folder or a link, not a file adaseg wrote")
+    refused(trun.root, "sweep", "--exits", "3", "--betas", "none", *LIMIT, "--bootstrap", "0", "--threads", "1",
+            "--run", trun.root, expect="is a folder or a link, not a file adaseg wrote")
