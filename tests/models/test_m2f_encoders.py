@@ -168,3 +168,45 @@ def test_checkpoint_of_another_encoder_kind_is_refused_naming_keys(tmp_path, sou
     first_missing = [k for k in before if k not in source_state][: len(listed(missing))]
     assert listed(missing) == first_missing and first_missing[0].startswith(in_target)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nothing loaded
+
+
+# ---------------------------------------------------------------- padding, and bad settings
+
+@pytest.mark.parametrize("name", ["m2f_lite_tiny", "m2f_rt_tiny"])
+@torch.no_grad()
+def test_a_padded_image_gets_what_it_gets_alone(name):
+    # oracle: each image run alone at its own size (sizes divisible by the coarsest stride, 32);
+    # float64, so that float32's size-dependent summation orders (~1e-4 here) do not hide a leak;
+    # 1e-6 because the shared pixel decoder computes the deformable reference points in float32
+    model = _model(name).double()
+    sizes = [(64, 96), (96, 64), (32, 32)]
+    batch = torch.zeros(3, 3, 96, 96, dtype=torch.float64)
+    mask = torch.ones(3, 96, 96, dtype=torch.bool)
+    singles = []
+    gen = torch.Generator().manual_seed(5)
+    for i, (h, w) in enumerate(sizes):
+        singles.append(torch.randn(3, h, w, generator=gen, dtype=torch.float64))
+        batch[i, :, :h, :w] = singles[i]
+        mask[i, :h, :w] = False
+    exits = torch.tensor([model.depth, 3, model.exits[0]])
+    out = model(batch, mask, AdaptiveSettings(exits=exits))
+    for i, (h, w) in enumerate(sizes):
+        alone = model(singles[i][None], None, AdaptiveSettings(exits=int(exits[i])))
+        torch.testing.assert_close(out.heads["pred_logits"][i], alone.heads["pred_logits"][0], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(out.heads["pred_masks"][i, :, : h // 4, : w // 4], alone.heads["pred_masks"][0],
+                                   rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"encoder": "conv"}, "unknown encoder kind 'conv'; choose one of deform, lite, rt"),
+    ({"encoder": "rt", "enc_layers": 5, "enc_points": 4}, "enc_points=4 is a deformable-attention setting"),
+    ({"encoder": "rt", "enc_layers": 6}, r"the rt encoder over 3 levels has 2\*3-1 = 5 layers"),
+    ({"encoder": "lite", "enc_layers": 1, "exits": (1,)}, "a Lite encoder needs at least 2 layers"),
+])
+def test_bad_encoder_settings_are_refused_naming_them(options, message):
+    from adaseg.models.backbones import build_backbone
+    from adaseg.models.mask2former.model import Mask2Former
+
+    with pytest.raises(ValueError, match=message):
+        Mask2Former(backbone=build_backbone("resnet_tiny"), num_classes=3, thing_ids=(0,), hidden_dim=64, mask_dim=64,
+                    enc_heads=4, dec_layers=1, num_queries=4, **options)
