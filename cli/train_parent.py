@@ -33,6 +33,11 @@ from adaseg.choices import RECIPES
 @click.option("--pause-range", type=Range01(), default="0.2:0.8", show_default=True,
               help="tau ~ U[lo, hi] (PAUMER).")
 @click.option("--aux-weight", type=float, default=0.1, show_default=True, help="Auxiliary-decoder loss weight.")
+@click.option("--distill", type=FiniteFloat(min=0), default=0.0, show_default=True, metavar="LAMBDA",
+              help="Self-distillation of every earlier exit toward the deepest exit's class and mask predictions "
+                   "(Li et al. 2019), weight LAMBDA x alpha_k; 0 = off. wsd recipes, Mask2Former models.")
+@click.option("--distill-temperature", type=FiniteFloat(min=0, min_open=True), default=1.0, show_default=True,
+              help="Temperature of --distill's class term.")
 @click.option("--iters", type=click.IntRange(min=1), default=500, show_default=True, help="Training iterations.")
 @click.option("--epochs", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Train for this many passes over the training split instead of --iters: "
@@ -54,7 +59,8 @@ from adaseg.choices import RECIPES
 @quiet_option
 @json_option
 @click.pass_context
-def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pause_range, aux_weight, iters,
+def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pause_range, aux_weight, distill,
+                 distill_temperature, iters,
                  epochs, batch_size, lr, weight_decay, backbone_lr_mult, clip, ckpt_every, amp, resume, device, seed,
                  threads, run, quiet, as_json):
     """Step A: train the parent so that every encoder exit, and pausing, works."""
@@ -72,7 +78,8 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
     run_dir = RunDir(run)
     given = tp.TrainSettings(
         model=model, data=data, init=init, recipe=recipe, exits=exits, alphas=alphas, pause_layers=pause_layers,
-        pause_range=pause_range, aux_weight=aux_weight, iters=iters, batch_size=batch_size, lr=lr,
+        pause_range=pause_range, aux_weight=aux_weight, distill=distill, distill_temperature=distill_temperature,
+        iters=iters, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult, clip=clip, amp=amp, seed=seed,
         ckpt_every=ckpt_every,
     )
@@ -99,7 +106,8 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
                 raise click.ClickException(str(exc)) from None
         summary = {"iterations": result.iterations, "resumed_from": result.resumed_from, "seconds": result.seconds,
                    "losses": result.last_losses, "parent": result.parent_path, "init": result.init,
-                   "recipe": settings.recipe}
+                   "recipe": settings.recipe, "distill": settings.distill,
+                   "distill_temperature": settings.distill_temperature}
         reporter.event("done", **summary)
         if as_json:
             if dist_info.is_main:

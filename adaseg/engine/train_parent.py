@@ -12,6 +12,15 @@ Recipes (``--recipe``):
   weight ``aux_weight``.
 * ``wsd+pause`` (default): both at once (the pause then applies to every exit past ``l``).
 
+**Self-distillation** (``--distill LAMBDA``, off by default; wsd recipes, Mask2Former models):
+every earlier exit is also pulled toward the deepest exit's (detached) class distribution and
+mask probabilities, ``loss += LAMBDA * sum_{k<K} alpha_k (D_cls,k + D_mask,k)`` with
+temperature ``--distill-temperature`` (Li et al. 2019; exact definition in
+:func:`adaseg.models.adaptive.losses.exit_distillation`). Both are recorded in config.json's
+``train`` and the parent's settings, so runs with and without it are told apart. It is an
+option, not the default: whether it wins (Table 5's exit curve with intervals) has not been
+measured at scale.
+
 Default exit weights: ``alpha_k = k / K`` (K the encoder depth): increasing, as Eq. 3 asks,
 and the deepest exit weighs 1, as in the standard loss. (The paper gives no values.)
 
@@ -111,6 +120,8 @@ class TrainSettings:
     pause_layers: tuple[int, ...] | None = None
     pause_range: tuple[float, float] = (0.2, 0.8)
     aux_weight: float = 0.1
+    distill: float = 0.0
+    distill_temperature: float = 1.0
     iters: int = 500
     batch_size: int = 8
     lr: float = 1e-4
@@ -167,6 +178,14 @@ def check_settings(s: TrainSettings) -> None:
             raise TrainSettingError(name, f"--{name} must be > 0, got {value!r}")
     if not (math.isfinite(s.aux_weight) and s.aux_weight >= 0):
         raise TrainSettingError("aux-weight", f"--aux-weight must be >= 0, got {s.aux_weight!r}")
+    if not (math.isfinite(s.distill) and s.distill >= 0):
+        raise TrainSettingError("distill", f"--distill must be a finite number >= 0, got {s.distill!r}")
+    if not (math.isfinite(s.distill_temperature) and s.distill_temperature > 0):
+        raise TrainSettingError("distill-temperature",
+                                f"--distill-temperature must be > 0, got {s.distill_temperature!r}")
+    if s.distill > 0 and not s.uses_wsd:
+        raise TrainSettingError("distill", f"--distill pulls the earlier exits toward the deepest: it needs the "
+                                           f"exits a wsd recipe trains (--recipe wsd or wsd+pause), not {s.recipe}")
     if s.alphas is not None and any(not (math.isfinite(a) and a > 0) for a in s.alphas):
         raise TrainSettingError("alphas", f"--alphas must all be > 0, got {list(s.alphas)}")
     if s.alphas is not None and any(a >= b for a, b in zip(s.alphas, s.alphas[1:])):
@@ -382,12 +401,14 @@ def train_parent(
     _check_world_size(s, world_size)
     dataset = build_dataset(s.data, "train", train=True)
     model, options = _build_model(run, s, dataset, resume=resume)
+    _check_distill(s, model)
     res = resolve(s, model.depth, tuple(model.exits))
     task = model.task
     start, state_tensors, init = _load_start(run, s, model, resume=resume)
     run_id = _resumed_run_id(run) if resume else uuid.uuid4().hex
     model.to(device).train()
-    criterion = model.build_criterion(aux_weight=s.aux_weight).to(device)
+    distill = {"distill_weight": s.distill, "distill_temperature": s.distill_temperature} if s.distill > 0 else {}
+    criterion = model.build_criterion(aux_weight=s.aux_weight, **distill).to(device)
     optimizer = build_optimizer(model, s)
     if state_tensors is not None:
         load_optimizer(optimizer, {k: v.to(device) for k, v in state_tensors.items() if k.startswith("optim.")})
@@ -411,6 +432,16 @@ def train_parent(
                                "init": init, "depth": res.depth})
     return TrainResult(iterations=s.iters, resumed_from=start, seconds=time.perf_counter() - t0,
                        last_losses=losses, parent_path=str(run.parent_path), init=init)
+
+
+def _check_distill(s: TrainSettings, model: nn.Module) -> None:
+    """--distill reads per-query class and mask logits (``pred_logits``, ``pred_masks``):
+    Mask2Former's heads; other models are refused before anything is written."""
+    from adaseg.models.mask2former.model import Mask2Former
+
+    if s.distill > 0 and not isinstance(model, Mask2Former):
+        raise TrainSettingError("distill", f"--distill is implemented for Mask2Former models (per-query class and "
+                                           f"mask logits); {s.model} has other heads")
 
 
 def _check_world_size(s: TrainSettings, world_size: int) -> None:

@@ -21,7 +21,7 @@ from adaseg.runs.run_dir import RunDir
 # Flag spellings of the settings whose field name differs from the option name.
 _FLAGS = {"batch_size": "batch-size", "pause_layers": "pause-layers", "pause_range": "pause-range",
           "aux_weight": "aux-weight", "weight_decay": "weight-decay", "backbone_lr_mult": "backbone-lr-mult",
-          "ckpt_every": "ckpt-every"}
+          "ckpt_every": "ckpt-every", "distill_temperature": "distill-temperature"}
 
 
 class TrainUsageError(ValueError):
@@ -39,6 +39,9 @@ def refuse_idle_options(settings: tp.TrainSettings, given: Collection[str]) -> N
     if "alphas" in given and not settings.uses_wsd:
         raise tp.TrainSettingError("alphas", f"--alphas weigh the exits of wsd and wsd+pause; --recipe "
                                              f"{settings.recipe} trains full depth only and would ignore them")
+    if "distill_temperature" in given and settings.distill == 0:
+        raise tp.TrainSettingError("distill-temperature", "--distill-temperature is the temperature of --distill: "
+                                                          "it needs --distill LAMBDA > 0")
     for name, flag in (("pause_layers", "pause-layers"), ("pause_range", "pause-range"), ("aux_weight", "aux-weight")):
         if name in given and not settings.uses_pause:
             raise tp.TrainSettingError(flag, f"--{flag} applies to the pause and wsd+pause recipes; --recipe "

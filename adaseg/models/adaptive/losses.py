@@ -7,6 +7,9 @@
   :func:`weighted_exit_loss` checks the weights and sums.
 * PAUMER's auxiliary loss (:func:`aux_decoder_loss`): cross-entropy of the 1x1 auxiliary
   decoders' logits against the label at each decoded token's centre.
+* Self-distillation of an early exit toward the deepest exit (:func:`exit_distillation`;
+  ``train-parent --distill``, after Li et al. 2019, "Improved Techniques for Training
+  Adaptive Deep Networks").
 """
 
 from __future__ import annotations
@@ -95,3 +98,52 @@ def aux_decoder_loss(records, semantic: torch.Tensor, token_shapes: torch.Tensor
         total = total + ce
         count += int((labels != IGNORE).sum())
     return total / max(count, 1)
+
+
+def exit_distillation(
+    student_logits: torch.Tensor,
+    student_masks: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    teacher_masks: torch.Tensor,
+    *,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-distillation of one early exit (student) toward the deepest exit (teacher), query
+    by query (the decoder is shared, so query j of every exit starts from the same learned
+    query and is the same slot; no matching).
+
+    With ``T = temperature``, ``B`` images, ``Q`` queries, ``C + 1`` classes (no-object
+    included) and mask logits of ``H x W`` pixels, the teacher **detached** (no gradient
+    reaches the deepest exit through this term):
+
+    * class term ``D_cls = T^2 / (B Q) * sum_{b,q} KL(softmax(t_bq / T) || softmax(s_bq / T))``
+      (Hinton et al.'s T^2 keeps the gradient scale independent of T);
+    * mask term ``D_mask = 1 / (B Q H W) * sum BCE(sigmoid(s_mask), sigmoid(t_mask))``, the
+      binary cross-entropy of the student's mask logits toward the teacher's per-pixel
+      probabilities as soft targets, ``-(y log sigmoid(s) + (1 - y) log(1 - sigmoid(s)))``
+      with ``y = sigmoid(t)``. Its minimum over ``s`` is at ``s = t`` and equals the teacher's
+      mean binary entropy, not 0 (the gradient there is 0).
+
+    Li et al. mix ``(1 - lambda) CE + lambda KL`` toward an ensemble of the later exits; here
+    the term is *added* to the exit's own loss (weight ``--distill`` times alpha_k, see
+    :class:`~adaseg.models.mask2former.criterion.SetCriterion`) and the teacher is the
+    deepest exit alone, as the issue asks.
+
+    Args:
+        student_logits, teacher_logits: (B, Q, C + 1) class logits.
+        student_masks, teacher_masks: (B, Q, H, W) mask logits.
+        temperature: T > 0.
+
+    Returns:
+        ``(D_cls, D_mask)``, float32 scalars.
+    """
+    if student_logits.shape != teacher_logits.shape or student_masks.shape != teacher_masks.shape:
+        raise ValueError(f"student and teacher shapes differ: {tuple(student_logits.shape)} vs "
+                         f"{tuple(teacher_logits.shape)}, {tuple(student_masks.shape)} vs {tuple(teacher_masks.shape)}")
+    t = float(temperature)
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.detach().float() / t, dim=-1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # (B, Q)
+    d_cls = t * t * kl.mean()
+    d_mask = F.binary_cross_entropy_with_logits(student_masks.float(), teacher_masks.detach().float().sigmoid())
+    return d_cls, d_mask

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from adaseg.models.adaptive.base import AdaptiveCriterion
-from adaseg.models.adaptive.losses import IGNORE
+from adaseg.models.adaptive.losses import IGNORE, exit_distillation
 from adaseg.models.adaptive.output import AdaptiveOutput
 from adaseg.models.mask2former.matcher import HungarianMatcher
 from adaseg.models.mask2former.point_sampling import point_sample, uncertain_points
@@ -58,6 +58,12 @@ class SetCriterion(AdaptiveCriterion):
         num_points: points per mask for the losses (12544 in Mask2Former).
         oversample_ratio, importance_sample_ratio: importance sampling (3.0, 0.75).
         aux_weight: PAUMER auxiliary-decoder loss weight (0.1).
+        distill_weight: lambda of the self-distillation of every earlier exit toward the
+            deepest (``train-parent --distill``; 0 = off, the default). With recorded exits
+            ``e_1 < ... < e_K`` and their weights alpha_k, the loss gains
+            ``lambda * sum_{k < K} alpha_k (D_cls,k + D_mask,k)`` on the final decoder
+            layer's outputs (:func:`~adaseg.models.adaptive.losses.exit_distillation`).
+        distill_temperature: T of the class term (1.0).
     """
 
     def __init__(
@@ -73,8 +79,15 @@ class SetCriterion(AdaptiveCriterion):
         oversample_ratio: float = 3.0,
         importance_sample_ratio: float = 0.75,
         aux_weight: float = 0.1,
+        distill_weight: float = 0.0,
+        distill_temperature: float = 1.0,
     ):
         super().__init__(aux_weight=aux_weight)
+        if not (distill_weight >= 0 and distill_temperature > 0):
+            raise ValueError(f"distill_weight must be >= 0 and distill_temperature > 0, got "
+                             f"{distill_weight!r}, {distill_temperature!r}")
+        self.distill_weight = float(distill_weight)
+        self.distill_temperature = float(distill_temperature)
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_class = weight_class
@@ -105,6 +118,27 @@ class SetCriterion(AdaptiveCriterion):
             total = total + aux_parts["loss_ce"] + aux_parts["loss_mask"] + aux_parts["loss_dice"]
         parts["total"] = total
         return parts
+
+    def forward(self, outputs: AdaptiveOutput, targets: list[dict], *,
+                exit_weights: dict[int, float] | None = None) -> dict:
+        """The base loss (:meth:`AdaptiveCriterion.forward`), plus, with ``distill_weight`` > 0
+        and recorded exits, ``loss_distill_exit{k}`` per earlier exit (D_cls + D_mask),
+        ``loss_distill`` (their alpha-weighted sum) and ``lambda * loss_distill`` in ``loss``."""
+        result = super().forward(outputs, targets, exit_weights=exit_weights)
+        if self.distill_weight == 0.0 or len(outputs.exits) < 2:
+            return result
+        ks = list(outputs.exits)
+        deepest = outputs.exits[ks[-1]]
+        total = result["loss"].new_zeros(())
+        for k in ks[:-1]:
+            d_cls, d_mask = exit_distillation(outputs.exits[k]["pred_logits"], outputs.exits[k]["pred_masks"],
+                                              deepest["pred_logits"], deepest["pred_masks"],
+                                              temperature=self.distill_temperature)
+            result[f"loss_distill_exit{k}"] = d_cls + d_mask
+            total = total + exit_weights[k] * (d_cls + d_mask)
+        result["loss_distill"] = total
+        result["loss"] = result["loss"] + self.distill_weight * total
+        return result
 
     def aux_labels(self, outputs: AdaptiveOutput, prepared: tuple[list[dict], float]) -> torch.Tensor:
         targets, _ = prepared
