@@ -108,6 +108,12 @@ def eval_cmd(gate, beta, exit_, pause, pause_mode, pause_output, batch_size, lim
             raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
         except (CheckpointError, DataError, MissingStepError, RunDirError) as exc:
             raise click.ClickException(str(exc)) from None
+        if name is None and prepared.sizes_vary:  # images of several sizes: the batch size enters the name
+            report_name = settings.name(sizes_vary=True)
+            try:
+                report_path = run_dir.check_report_slot(report_name)
+            except RunDirError as exc:
+                raise click.BadParameter(str(exc), param_hint="'--name'") from None
         reporter.event("start", run=str(run_dir.root), name=report_name, gate=settings.gate, exit=exit_,
                        pause=None if pause is None else str(pause), pause_mode=pause_mode, pause_output=pause_output,
                        batch_size=batch_size)

@@ -82,16 +82,18 @@ class EvalSettings:
     data: str | None = None
     oracle_beta: float | None = None
 
-    def name(self) -> str:
+    def name(self, *, sizes_vary: bool = False) -> str:
         """Report name: what was run (gate stem, ``exit{K}`` or ``full``), then every setting
         that changes the report and differs from its default, each with its exact value
         (``--limit 4`` -> ``limit4``, a ratio 0.9999999 stays 0.9999999), in report-safe
         characters. Two evaluations share a name only when they share these settings, so one
         never overwrites the other's report. Left out, and recorded inside the report: how
-        images/s is measured (``--batch-size``, ``--warmup``, ``--timed``, device, threads).
-        (The batch size also sets how much a batch of different-sized images is padded, which
-        can move the metrics slightly on such datasets; on equal-sized images it does not.)
-        """
+        images/s is measured (``--warmup``, ``--timed``, device, threads).
+
+        The batch size sets how much a batch of different-sized images is padded, which can
+        move the metrics on such datasets; on equal-sized images it does not. So a batch size
+        other than the default is in the name (``batch{N}``) where it matters: when the
+        evaluated images differ in size (``sizes_vary``, found by :func:`prepare`)."""
         from pathlib import Path
 
         from adaseg.exact import exact_float
@@ -109,6 +111,8 @@ class EvalSettings:
                 parts.append("earlyexit")  # paused tokens labelled by their auxiliary decoder
         if self.limit is not None:
             parts.append(f"limit{self.limit}")
+        if sizes_vary and self.batch_size != _DEFAULTS.batch_size:
+            parts.append(f"batch{self.batch_size}")
         if self.flops_images is not None:
             parts.append(f"flops{self.flops_images}")
         if self.data is not None:
@@ -244,6 +248,7 @@ class Prepared:
     n: int
     n_flops: int
     image_exits: list[int] | None = None
+    sizes_vary: bool = False  # the evaluated images differ in size: the batch size can move figures
 
 
 def check_counts(settings: EvalSettings, n_images: int, data_spec: str) -> tuple[int, int]:
@@ -276,8 +281,12 @@ def prepare(run: RunDir, settings: EvalSettings, *, device: torch.device) -> Pre
     suite = suite_for(model.task, dataset.meta.task)
     n, n_flops = check_counts(settings, len(dataset), data_spec)
     image_exits = None if settings.oracle_beta is None else _oracle_exits(run, settings, dataset, n)
+    from adaseg.runs.run_data import sizes_differ
+
+    # (the image headers are read only when the batch size could enter the report's name)
+    vary = settings.batch_size != _DEFAULTS.batch_size and sizes_differ(dataset, n)
     return Prepared(model=model, info=info, gate_info=gate_info, dataset=dataset, data_spec=data_spec, suite=suite,
-                    n=n, n_flops=n_flops, image_exits=image_exits)
+                    n=n, n_flops=n_flops, image_exits=image_exits, sizes_vary=vary)
 
 
 def _oracle_exits(run: RunDir, settings: EvalSettings, dataset, n: int) -> list[int]:
@@ -329,7 +338,8 @@ def evaluate(run: RunDir, settings: EvalSettings, *, device: torch.device, repor
         return None
     timing_batch, throughput = _throughput_pass(model, dataset, n, settings, device, generator, reporter,
                                                 p.image_exits)
-    settings_json = {**settings.to_json(), "images": n, "flops_images": n_flops, "name": settings.name(),
+    settings_json = {**settings.to_json(), "images": n, "flops_images": n_flops,
+                     "name": settings.name(sizes_vary=p.sizes_vary),
                      "requested_flops_images": settings.flops_images, "timing_batch_size": timing_batch}
     report = _report(run, model, info, gate_info, settings_json, gathered, gathered_flops, throughput, scorer,
                      task=task, data_spec=data_spec, device=device, t0=t0)

@@ -96,3 +96,21 @@ def _file_digest(path) -> bytes:
     except OSError as exc:
         raise DataError(f"{path} cannot be read ({exc.strerror or exc})") from None
     return h.hexdigest().encode("ascii")
+
+
+def sizes_differ(dataset, n: int) -> bool:
+    """Whether the first ``n`` images of ``dataset`` are not all of one size (read from each
+    image file's header, not decoded). Batched evaluation pads a batch to its largest image,
+    so only then can the batch size move the figures."""
+    from PIL import Image
+
+    sizes = set()
+    for record in dataset.records[:n]:
+        try:
+            with Image.open(record.image_path) as im:
+                sizes.add(im.size)
+        except OSError as exc:
+            raise DataError(f"{record.image_path} cannot be read ({exc})") from None
+        if len(sizes) > 1:
+            return True
+    return False

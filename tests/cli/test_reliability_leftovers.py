@@ -105,3 +105,30 @@ def test_demo_refuses_a_corrupt_derived_dataset(run):
     line = refused(run.root, "demo", "--eval-limit", "1", "--threads", "1", "--quiet", "--run", run.root,
                    expect=f"{run.derived_path} is corrupt")
     assert "the demo does not replace it silently" in line and f"adaseg derive --run {run.root}" in line
+
+
+def test_batch_size_enters_the_report_name_where_it_matters(tmp_path):
+    """Padding depends on the batch only when the evaluated images differ in size."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from adaseg.engine.evaluate import EvalSettings
+    from adaseg.runs.run_data import sizes_differ
+
+    assert EvalSettings(batch_size=2).name() == "full"
+    assert EvalSettings(batch_size=2, limit=3).name(sizes_vary=True) == "full_limit3_batch2"
+    assert EvalSettings(batch_size=8).name(sizes_vary=True) == "full"  # the default batch: no suffix
+    paths = []
+    for i, (h, w) in enumerate([(4, 4), (4, 4), (5, 4)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(paths[-1])
+    data = SimpleNamespace(records=[SimpleNamespace(image_path=str(p)) for p in paths])
+    assert not sizes_differ(data, 2) and sizes_differ(data, 3)
+
+
+def test_equal_sized_images_keep_the_name_at_any_batch_size(run):
+    result = invoke("eval", "--gate", "none", "--limit", "2", "--batch-size", "2", *EVAL, "--run", run.root)
+    assert result.exit_code == 0, result.output
+    assert run.report_path("full_limit2").is_file()
