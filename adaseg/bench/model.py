@@ -57,6 +57,7 @@ class ArmResult:
     ideal: float
     realisation: float
     runs: int
+    round_speedups: list[float]  # each round's none time / this arm's time (the spread's samples)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -174,6 +175,7 @@ def run(*, model_name: str, size: int, batches: tuple[int, ...], pause: str, exi
                 base = times["none"] if "none" in times else None
                 for arm in scope_arms:
                     t = statistics.median(times[arm])
+                    per_round: list[float] = []
                     if base is not None:
                         per_round = [b / x for b, x in zip(base, times[arm])]
                         speedup = statistics.median(base) / t
@@ -182,7 +184,8 @@ def run(*, model_name: str, size: int, batches: tuple[int, ...], pause: str, exi
                         speedup, spread = float("nan"), (float("nan"), float("nan"))
                     rows.append(ArmResult(scope=scope, batch=batch, arm=arm, seconds=t, images_per_s=batch / t,
                                           speedup=speedup, spread=spread, ideal=ideal[arm],
-                                          realisation=speedup / ideal[arm], runs=len(times[arm])))
+                                          realisation=speedup / ideal[arm], runs=len(times[arm]),
+                                          round_speedups=per_round))
                     if log is not None:
                         log(format_row(rows[-1]))
     return info, rows
