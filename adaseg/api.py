@@ -56,7 +56,9 @@ def evaluate(run: str | os.PathLike = DEFAULT_RUN, *, gate: str | os.PathLike = 
              pause: PausePlan | str | None = None, pause_mode: str | None = None, pause_output: str = "decoder",
              device: str | torch.device = "cpu", **options: Any) -> EvalReport:
     """Score the run's parent on its val split as ``adaseg eval`` does; returns the report
-    (nothing is written to the run directory).
+    (nothing is written to the run directory). ``run`` may also be a model checkpoint file
+    (a parent, an imported model), scored on ``data`` (required then), as ``adaseg eval
+    --parent CKPT --data SPEC``.
 
     ``gate``: ``"auto"`` (as ``adaseg eval``: the most recently fitted gate when the run has one
     and no ``exit`` is given, else none), ``"latest"``, ``"none"`` or a gate file; ``exit``: a
@@ -80,6 +82,12 @@ def evaluate(run: str | os.PathLike = DEFAULT_RUN, *, gate: str | os.PathLike = 
     exit, options = _check_eval_arguments(exit, pause, pause_mode, options)
     _check_pause_output(pause_output, pause)
     device = parse_device(device, name="device")
+    if os.path.isfile(run_dir.root):  # a checkpoint: its "own" dataset is data=
+        from adaseg.runs.from_checkpoint import CheckpointRun
+
+        if options.get("data") is None:
+            raise ValueError(f"{run_dir.root} is a checkpoint: give data= (the dataset to score it on)")
+        run_dir, options = CheckpointRun(run_dir.root, data=options["data"]), {**options, "data": None}
     run_dir.require("config", "parent")
     path = choose_gate(run_dir, gate, exit=exit)
     settings = EvalSettings(gate=None if path is None else str(path), exit=exit, pause=pause,

@@ -87,6 +87,9 @@ def test_from_a_public_checkpoint_one_command_each(public, folder, tmp_path):
     before = snapshot(root)
     direct = invoke_json("eval", "--parent", ckpt, "--data", folder, *EVAL_FAST)
     assert snapshot(root) == before and not (root / "reports").exists()
+    # ... and so does the Python API
+    _same_evaluation(direct, adaseg.evaluate(ckpt, data=folder, limit=2, warmup=0, timed=1).to_json())
+    assert snapshot(root) == before
 
     # a run whose parent is the checkpoint: the same evaluation by the other route
     run = tmp_path / "run"
