@@ -75,10 +75,15 @@ def run(*, setting: str = "swin_t", encoders: tuple[str, ...] = ("deform", "lite
         f, e = _median(forward[kind]), _median(encoder[kind])
         out["per_encoder"][kind] = {
             "forward": f, "encoder": e, **flops[kind],
-            "forward_ratio": {t: f[t] / fb[t] for t in f}, "encoder_ratio": {t: e[t] / eb[t] for t in e},
+            "forward_ratio": {t: _ratio(f[t], fb[t]) for t in f}, "encoder_ratio": {t: _ratio(e[t], eb[t]) for t in e},
             "encoder_gflops_ratio": flops[kind]["encoder_gflops"] / flops[base]["encoder_gflops"],
         }
     return out
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b, NaN when the baseline measured 0 (a CPU clock too coarse for a tiny model)."""
+    return a / b if b > 0 else float("nan")
 
 
 def format_report(r: dict) -> str:
@@ -91,9 +96,9 @@ def format_report(r: dict) -> str:
              f"CPU, {r['size']}x{r['size']}, batch 1, {r['threads']} torch threads, median of {r['repeats']} "
              f"interleaved runs; ratios to {r['baseline']}; GFLOPs = multiply-adds / 1e9 (the papers' convention)"]
     for kind, v in r["per_encoder"].items():
+        fr, er = v["forward_ratio"], v["encoder_ratio"]
         lines.append(
-            f"  {kind:6s} forward {ms(v['forward'])} ({v['forward_ratio']['wall_s']:.2f}x wall "
-            f"{v['forward_ratio']['cpu_s']:.2f}x CPU) | encoder {ms(v['encoder'])} ({v['encoder_ratio']['wall_s']:.2f}x "
-            f"wall {v['encoder_ratio']['cpu_s']:.2f}x CPU) | GFLOPs total {v['total_gflops']:.2f} encoder "
-            f"{v['encoder_gflops']:.2f} ({v['encoder_gflops_ratio']:.2f}x)")
+            f"  {kind:6s} forward {ms(v['forward'])} ({fr['wall_s']:.2f}x wall {fr['cpu_s']:.2f}x CPU) | "
+            f"encoder {ms(v['encoder'])} ({er['wall_s']:.2f}x wall {er['cpu_s']:.2f}x CPU) | "
+            f"GFLOPs total {v['total_gflops']:.2f} encoder {v['encoder_gflops']:.2f} ({v['encoder_gflops_ratio']:.2f}x)")
     return "\n".join(lines)

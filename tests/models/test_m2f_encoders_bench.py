@@ -39,7 +39,9 @@ def test_bench_encoders_in_one_run(tmp_path):
         v = r["per_encoder"][kind]
         assert v["total_gflops"] == pytest.approx(c.total / 2e9) and v["encoder_gflops"] == pytest.approx(
             c.scopes["encoder"] / 2e9)
-        assert v["forward_ratio"]["wall_s"] == pytest.approx(v["forward"]["wall_s"] / r["per_encoder"]["deform"]["forward"]["wall_s"])
+        base = r["per_encoder"]["deform"]
+        assert v["forward_ratio"]["wall_s"] == pytest.approx(v["forward"]["wall_s"] / base["forward"]["wall_s"])
+        assert v["encoder_ratio"]["cpu_s"] == pytest.approx(v["encoder"]["cpu_s"] / base["encoder"]["cpu_s"])
     assert r["per_encoder"]["lite"]["encoder_gflops"] < r["per_encoder"]["deform"]["encoder_gflops"]
     assert "lite" in result.output and "ratios to deform" in result.output
 
