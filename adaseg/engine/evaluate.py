@@ -280,7 +280,7 @@ def prepare(run: RunDir, settings: EvalSettings, *, device: torch.device) -> Pre
     dataset, data_spec = build_run_dataset(config, settings.data, "val")
     suite = suite_for(model.task, dataset.meta.task)
     n, n_flops = check_counts(settings, len(dataset), data_spec)
-    image_exits = None if settings.oracle_beta is None else _oracle_exits(run, settings, dataset, n)
+    image_exits = None if settings.oracle_beta is None else _oracle_exits(run, settings, dataset, data_spec, n)
     from adaseg.runs.run_data import sizes_differ
 
     # (the image headers are read only when the batch size could enter the report's name)
@@ -289,26 +289,26 @@ def prepare(run: RunDir, settings: EvalSettings, *, device: torch.device) -> Pre
                     n=n, n_flops=n_flops, image_exits=image_exits, sizes_vary=vary)
 
 
-def _oracle_exits(run: RunDir, settings: EvalSettings, dataset, n: int) -> list[int]:
+def _oracle_exits(run: RunDir, settings: EvalSettings, dataset, data_spec: str, n: int) -> list[int]:
     """The oracle gate's exit for each of the first ``n`` val images, from the run's val-split
-    Step B (same parent, same images in the same order), or :class:`EvalSettingError`."""
+    Step B (same parent, same dataset, same images in the same order), or
+    :class:`EvalSettingError`."""
     from adaseg.engine.gate_targets import oracle_exits
-    from adaseg.runs.derived import load_val_derived
-
-    if settings.data is not None:
-        raise EvalSettingError("gate", "--gate oracle reads the run's own val images' Step B: it cannot be "
-                                       "combined with --data")
-    from adaseg.runs.derived import DerivedDatasetError
+    from adaseg.runs.derived import DerivedDatasetError, load_val_derived
 
     try:
         derived = load_val_derived(run)
     except DerivedDatasetError as exc:
         raise EvalSettingError("gate", str(exc)) from None
+    again = f"`adaseg derive --split val --run {run.root}" + ("" if settings.data is None else f" --data {settings.data}")
+    if derived.info.get("data") != data_spec:
+        raise EvalSettingError("gate", f"{run.root}'s val Step B scored {derived.info.get('data')!r}, not "
+                                       f"{data_spec!r}: run {again}` first")
     ids = [str(dataset.records[i].image_id) for i in range(n)]
     if derived.num_images < n or derived.image_ids[:n] != ids:
         raise EvalSettingError("gate", f"{run.root}'s val Step B holds {derived.num_images} images that are not the "
-                                       f"first {n} val images evaluated: run `adaseg derive --split val --run "
-                                       f"{run.root}` (with --limit at least {n}) again")
+                                       f"first {n} val images evaluated: run {again}` (with --limit at least {n}, "
+                                       "or none) again")
     exits = oracle_exits(derived.quality[:n], derived.exits, float(settings.oracle_beta))
     if settings.pause is not None:
         check_pause_reachable(settings.pause, int(exits.max()), f"the oracle's last exit {int(exits.max())}")

@@ -98,3 +98,10 @@ def test_oracle_misuse_is_one_line(run):
     val_derived_path(run).write_bytes(run.derived_path.read_bytes())
     r = invoke("eval", "--gate", "oracle", "--beta", "0.001", "--run", run.root, *FAST)
     assert r.exit_code != 0 and "not 'val'" in r.output
+    # a val Step B of another dataset is refused too
+    train = DerivedDataset.load(run.derived_path)
+    DerivedDataset(exits=train.exits, quality=train.quality, features=train.features, metric=train.metric,
+                   depth=train.depth, parent_fingerprint=train.parent_fingerprint, image_ids=train.image_ids,
+                   info={**train.info, "split": "val", "data": "elsewhere"}).save(val_derived_path(run))
+    r = invoke("eval", "--gate", "oracle", "--beta", "0.001", "--run", run.root, *FAST)
+    assert r.exit_code == 2 and "scored 'elsewhere'" in r.output
