@@ -33,8 +33,10 @@ deformable attention. Conventions:
 Scopes: :class:`FlopCounter` takes ``scopes={"encoder": module_or_modules}``; a scope's
 FLOPs are everything counted between entering and leaving any of its modules' ``forward``
 (nested or repeated calls are counted once per outermost call). What the encoder scope
-covers is therefore what its module's forward runs (for Mask2Former: the deformable
-transformer layers, including pausing's auxiliary decoders when they are its submodules).
+covers is therefore what its module's forward runs (for Mask2Former: the pixel decoder's
+encoder of whichever kind -- deformable, Lite or RT-DETR's AIFI + CCFM convolutions --
+including pausing's auxiliary decoders when they are its submodules; not the input
+projections nor the FPN path, which every kind shares).
 """
 
 from __future__ import annotations
