@@ -53,10 +53,13 @@ MIN_BOOTSTRAP = 100  # fewer resamples put a 5% tail on < 5 draws
                    "--data. Writes nothing unless --out.")
 @click.option("--out", "out", default=None, metavar="DIR", type=click.Path(file_okay=False),
               help="With --parent: write the report into DIR/reports/ (and DIR/log.jsonl).")
+@click.option("--cuda-graph", "cuda_graph", is_flag=True, default=False,
+              help="Run the adaptive encoder as CUDA graphs at these settings (a CUDA device; batches "
+                   "with padding run eagerly; FLOPs are counted eagerly).")
 @quiet_option
 @json_option
 def eval_cmd(gate, beta, exit_, pause, pause_mode, pause_output, batch_size, limit, flops_images, warmup, timed, name, n_boot, data,
-             device, seed, threads, run, parent, out, quiet, as_json):
+             device, seed, threads, run, parent, out, cuda_graph, quiet, as_json):
     """Score the run's parent on the val split: PQ/mIoU/AP, GFLOPs, images/s."""
     import json
 
@@ -70,6 +73,8 @@ def eval_cmd(gate, beta, exit_, pause, pause_mode, pause_output, batch_size, lim
 
     set_threads(threads)
     _refuse_idle_options(pause, pause_mode, pause_output)
+    if cuda_graph:
+        _check_cuda_graph(gate, exit_, pause, pause_mode, pause_output, device)
     if n_boot != 0 and n_boot < MIN_BOOTSTRAP:
         raise click.BadParameter(f"{n_boot} resamples cannot give a 90% interval: use 0 (off) or at least "
                                  f"{MIN_BOOTSTRAP}", param_hint="'--bootstrap'")
@@ -88,7 +93,7 @@ def eval_cmd(gate, beta, exit_, pause, pause_mode, pause_output, batch_size, lim
     settings = ev.EvalSettings(gate=None if gate_path is None else str(gate_path), exit=exit_, pause=pause,
                                pause_mode=pause_mode, pause_output=pause_output, batch_size=batch_size, limit=limit, flops_images=flops_images,
                                warmup=warmup, timed=timed, seed=seed, data=None if parent else data,
-                               oracle_beta=oracle_beta)
+                               oracle_beta=oracle_beta, cuda_graph=cuda_graph)
     writes = getattr(run_dir, "writes", True)  # --parent without --out writes nothing
     report_name = name or settings.name()
     try:
@@ -166,6 +171,21 @@ def _oracle_beta(gate: str, beta: float | None, exit_: int | None, parent) -> fl
         raise click.UsageError("--gate oracle reads a run's val Step B (`adaseg derive --split val`): use --run, "
                                "not --parent")
     return float(beta)
+
+
+def _check_cuda_graph(gate, exit_, pause, pause_mode, pause_output, device) -> None:
+    """--cuda-graph: one error line unless the encoder can be captured at these settings here."""
+    from adaseg.models.adaptive.cuda_graph import check_graphable
+    from adaseg.models.adaptive.settings import AdaptiveSettings
+
+    if gate == "oracle":
+        raise click.BadParameter("the oracle gate gives every image its own exit; a CUDA graph takes a fixed "
+                                 "exit or a trained gate", param_hint="'--cuda-graph'")
+    try:
+        check_graphable(AdaptiveSettings(exits=exit_, pause=pause, pause_mode=pause_mode, pause_output=pause_output),
+                        device)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--cuda-graph'") from None
 
 
 def _refuse_idle_options(pause, pause_mode: str, pause_output: str = "decoder") -> None:

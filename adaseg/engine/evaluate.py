@@ -81,6 +81,7 @@ class EvalSettings:
     seed: int = 0
     data: str | None = None
     oracle_beta: float | None = None
+    cuda_graph: bool = False  # the adaptive encoder as CUDA graphs (batches without padding; issue 23)
 
     def name(self, *, sizes_vary: bool = False) -> str:
         """Report name: what was run (gate stem, ``exit{K}`` or ``full``), then every setting
@@ -115,6 +116,8 @@ class EvalSettings:
             parts.append(f"batch{self.batch_size}")
         if self.flops_images is not None:
             parts.append(f"flops{self.flops_images}")
+        if self.cuda_graph:
+            parts.append("cudagraph")  # same settings, other images/s: its own report
         if self.data is not None:
             # Another dataset's report must not overwrite the run's own one of the same settings.
             from pathlib import PurePath
@@ -127,7 +130,7 @@ class EvalSettings:
         """Every setting, JSON-ready (the pause plan as its exact spec)."""
         return {"gate": self.gate, "exit": self.exit, "pause": None if self.pause is None else str(self.pause),
                 "pause_mode": self.pause_mode, "pause_output": self.pause_output, "batch_size": self.batch_size, "limit": self.limit,
-                "flops_images": self.flops_images, "warmup": self.warmup, "timed": self.timed, "seed": self.seed,
+                "flops_images": self.flops_images, "warmup": self.warmup, "timed": self.timed, "seed": self.seed, "cuda_graph": self.cuda_graph,
                 "data": self.data, "oracle_beta": self.oracle_beta}
 
 
@@ -216,6 +219,23 @@ def _exits_arg(settings: EvalSettings, image_exits: list[int] | None = None):
 
 def _forward(model, images, mask, settings: EvalSettings, generator: torch.Generator | None = None,
              image_exits: list[int] | None = None):
+    """The model on a batch; with ``cuda_graph``, a batch without padding runs its encoder as
+    CUDA graphs (:class:`~adaseg.models.adaptive.cuda_graph.GraphedModel`, one per model and
+    settings), anything else eagerly."""
+    if settings.cuda_graph and image_exits is None and not torch.is_grad_enabled() and not bool(mask.any()):
+        from adaseg.models.adaptive.cuda_graph import graphed_for
+
+        return graphed_for(model, _adaptive_settings(settings, generator))(images)
+    return _forward_eager(model, images, mask, settings, generator, image_exits)
+
+
+def _adaptive_settings(settings: EvalSettings, generator, image_exits: list[int] | None = None) -> AdaptiveSettings:
+    return AdaptiveSettings(exits=_exits_arg(settings, image_exits), pause=settings.pause,
+                            pause_mode=settings.pause_mode, generator=generator, pause_output=settings.pause_output)
+
+
+def _forward_eager(model, images, mask, settings: EvalSettings, generator: torch.Generator | None = None,
+                   image_exits: list[int] | None = None):
     return model(images, mask, AdaptiveSettings(exits=_exits_arg(settings, image_exits), pause=settings.pause,
                                                 pause_mode=settings.pause_mode, generator=generator,
                                                 pause_output=settings.pause_output))
@@ -445,7 +465,7 @@ def _flops_pass(model, dataset, flop_mine: list[int], settings: EvalSettings, de
     counts = []
     for i in flop_mine:
         batch = collate([dataset[i]])
-        _, c = counter.count(_forward, model, batch["images"].to(device), batch["padding_mask"].to(device), settings,
+        _, c = counter.count(_forward_eager, model, batch["images"].to(device), batch["padding_mask"].to(device), settings,
                              generator, _take(image_exits, [i]))
         counts.append(c)
     return counts

@@ -102,3 +102,22 @@ def test_predictor_option_is_checked_before_loading(tmp_path):
     assert err.value.param == "cuda-graph"
     with pytest.raises(PredictTypeError, match="cuda_graph must be True or False"):
         Predictor(missing, device="cpu", cuda_graph="yes")
+
+
+def test_eval_cuda_graph_is_refused_on_cpu_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from adaseg.cli.main import main
+
+    result = CliRunner().invoke(main, ["eval", "--run", str(tmp_path / "run"), "--device", "cpu", "--cuda-graph"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "a CUDA graph needs a CUDA device, got cpu" in errors[0]
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_eval_report_of_a_graphed_run_has_its_own_name():
+    from adaseg.engine.evaluate import EvalSettings
+
+    assert EvalSettings(exit=3).name() + "_cudagraph" == EvalSettings(exit=3, cuda_graph=True).name()
+    assert EvalSettings(cuda_graph=True).to_json()["cuda_graph"] is True

@@ -27,6 +27,7 @@ auxiliary logits, per-image exit tensors (use the gate or an int), anything but 
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ from adaseg.models.adaptive.output import AdaptiveOutput, PauseRecord
 from adaseg.models.adaptive.run import with_host_values
 from adaseg.models.adaptive.settings import AdaptiveSettings
 
-__all__ = ["GraphedModel", "check_graphable", "prep_rows", "copy_prep"]
+__all__ = ["GraphedModel", "check_graphable", "graphed_for", "prep_rows", "copy_prep"]
 
 # encoder-input fields that are not per image (never sliced by batch rows)
 _SHARED_FIELDS = frozenset({"token_shapes", "spatial_shapes", "level_start_index"})
@@ -181,6 +182,18 @@ class GraphedModel:
         return AdaptiveOutput(heads=model.decode(tokens, prep), exits={}, exit_plan=plan,
                               gate_features=prep.gate_features, paused=paused, token_shapes=prep.token_shapes,
                               input_size=(h, w), padding_mask=None)
+
+
+_graphed: "weakref.WeakKeyDictionary[Any, dict[AdaptiveSettings, GraphedModel]]" = weakref.WeakKeyDictionary()
+
+
+def graphed_for(model, settings: AdaptiveSettings) -> GraphedModel:
+    """The :class:`GraphedModel` of ``model`` at ``settings``, built on first use and kept as
+    long as the model lives (its graphs are captured per batch and image size)."""
+    per_model = _graphed.setdefault(model, {})
+    if settings not in per_model:
+        per_model[settings] = GraphedModel(model, settings)
+    return per_model[settings]
 
 
 def _tensors(prep: Any) -> list[torch.Tensor]:
