@@ -65,12 +65,13 @@ IMAGES_KEY = "images_sha256"  # where a report records the identity of the image
 
 def images_identity(dataset, n: int) -> str:
     """SHA-256 hex digest naming the first ``n`` images of ``dataset`` and their labels exactly:
-    per record (in order) its image id, its segments (panoptic JSON, canonical) and the bytes
-    of its image and label files. Two evaluations share it only when they scored the same
+    per record (in order) its fields (image id, segments of the panoptic JSON, ...; canonical
+    JSON) and the bytes of its image and label files. Two evaluations share it only when they scored the same
     images with the same ground truth, whatever the ids or the ``--data`` path say (a folder
     regenerated with other images under the same path, or two folders whose ids coincide,
     get other digests). Reads every file once (~1 GB/s on local disk; the 5000 COCO val
     images: about a second)."""
+    import dataclasses
     import hashlib
     import json
 
@@ -78,10 +79,12 @@ def images_identity(dataset, n: int) -> str:
         raise ValueError(f"images_identity: n={n} is outside 1..{len(dataset)}")
     digest = hashlib.sha256(b"adaseg-images-v1\n")
     for record in dataset.records[:n]:
-        head = {"id": record.image_id, "segments": record.segments}
+        # every field of the record but its file paths (the files are hashed by content)
+        head = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)
+                if f.name not in ("image_path", "label_path")}
         digest.update(json.dumps(head, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8") + b"\n")
         for path in (record.image_path, record.label_path):
-            digest.update(_file_digest(path) + b"\n")
+            digest.update((_file_digest(path) if path else b"-") + b"\n")
     return digest.hexdigest()
 
 
