@@ -328,6 +328,8 @@ def reusable(path: Path, settings: EvalSettings, parent: Parent, gate_hash: str 
         return None
     if s.get("pause_output", "decoder") != want["pause_output"]:  # reports before early exit: the decoder's
         return None
+    if s.get("oracle_beta") != want["oracle_beta"]:  # an oracle report (eval --gate oracle --name ...) is no point
+        return None
     if s.get("requested_flops_images") != settings.flops_images or bool(s.get("gate")) != bool(settings.gate):
         return None
     if info.get("parent_fingerprint") != parent.fingerprint or info.get("parent_content_sha256") != parent.content_hash:

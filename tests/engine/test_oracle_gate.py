@@ -77,6 +77,13 @@ def test_derive_val_and_oracle_eval_equal_forced_exits(run):
     assert report["exits"]["histogram"] == {"2": 2, "4": 1, "6": 1}
     oracle = load_parts(run.report_path(report["settings"]["name"]))
     assert oracle.exits.tolist() == wanted
+    # a sweep never takes an oracle report for a point of its own (same settings but the oracle)
+    from adaseg.analysis.sweep import read_parent, reusable
+    from adaseg.engine.evaluate import EvalSettings
+
+    full_depth = EvalSettings(batch_size=4, warmup=0, timed=1)
+    assert reusable(run.report_path(report["settings"]["name"]), full_depth, read_parent(run), None,
+                    torch.device("cpu"), need_parts=False) is None
     fixed = {}
     for k in sorted(set(wanted)):
         r = invoke_json("eval", "--exit", str(k), "--gate", "none", "--run", run.root, *FAST)
