@@ -210,3 +210,20 @@ def test_bad_encoder_settings_are_refused_naming_them(options, message):
     with pytest.raises(ValueError, match=message):
         Mask2Former(backbone=build_backbone("resnet_tiny"), num_classes=3, thing_ids=(0,), hidden_dim=64, mask_dim=64,
                     enc_heads=4, dec_layers=1, num_queries=4, **options)
+
+
+def test_wsd_trains_the_rt_models_natural_exits_by_default():
+    # train-parent without --exits weighs the model's potential exits (rt: 3 and 5, alpha = k/K);
+    # one wsd loss on those exits runs (the criterion checks a weight per recorded exit)
+    from adaseg.engine.train_parent import TrainSettings, resolve
+
+    model = _model("m2f_rt_tiny").train()
+    res = resolve(TrainSettings(model="m2f_rt_tiny", recipe="wsd"), model.depth, tuple(model.exits))
+    assert res.exits == (3, 5) and res.alphas == {3: 3 / 5, 5: 1.0}
+    assert resolve(TrainSettings(recipe="wsd", exits=(4, 5)), 5, (3, 5)).exits == (4, 5)
+    mask = torch.zeros(1, SIZE, SIZE, dtype=torch.bool)
+    mask[0, :16, :16] = True
+    targets = [{"labels": torch.tensor([0]), "masks": mask.clone()} for _ in range(2)]
+    out = model(_images(), None, AdaptiveSettings(record_exits=res.exits))
+    parts = model.build_criterion()(out, targets, exit_weights=res.alphas)
+    assert set(parts) >= {"loss", "loss_exit3", "loss_exit5"} and torch.isfinite(parts["loss"])
