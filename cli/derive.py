@@ -1,5 +1,6 @@
 """``adaseg derive``: Step B, per training image and exit, the parent's quality, plus the
-gate's cached input. Reads config and parent from ``--run``; writes ``derived.safetensors``."""
+gate's cached input. Reads config and parent from ``--run``; writes ``derived.safetensors``
+(``--split val``: ``derived_val.safetensors``, the oracle gate's input, never used to fit)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from adaseg.cli.run_guard import writing_run
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward pass.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Only the first N training images [default: all].")
+              help="Only the first N images of --split [default: all].")
 @click.option("--split", type=click.Choice(["train", "val"]), default="train", show_default=True,
               help="train: Step B (derived.safetensors, what fit-gate reads). val: the val images into "
                    "derived_val.safetensors, only for `adaseg eval --gate oracle` (never used to fit).")
