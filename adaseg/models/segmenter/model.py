@@ -34,21 +34,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from adaseg.models.adaptive.base import AdaptiveModelBase
-from adaseg.models.adaptive.output import AdaptiveOutput
 from adaseg.models.adaptive.run import RunResult
-from adaseg.models.adaptive.settings import AdaptiveSettings
-from adaseg.models.backbones.vit import ViTInput, VisionTransformer, build_aux_decoders
-from adaseg.models.segmenter.criterion import SegmenterCriterion
+from adaseg.models.backbones.vit import ViTInput, VisionTransformer
 from adaseg.models.segmenter.decoder import MaskTransformer
 from adaseg.models.segmenter.early_exit import early_exit_logits
+from adaseg.models.segmenter.vit_semantic import ViTSemanticModel
 
 __all__ = ["Segmenter"]
 
 
-class Segmenter(AdaptiveModelBase):
+class Segmenter(ViTSemanticModel):
     """ViT encoder + Segmenter mask transformer, adaptive in depth (exits) and width (pausing).
 
     Args:
@@ -74,53 +70,15 @@ class Segmenter(AdaptiveModelBase):
         dec_drop_path: float = 0.0,
         exits: tuple[int, ...] | None = None,
     ) -> None:
-        super().__init__(depth=encoder.depth, exits=exits)
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        super().__init__(encoder=encoder, num_classes=num_classes, exits=exits)
         dim = encoder.embed_dim
         dec_dim = dim if dec_dim is None else dec_dim
         dec_heads = max(1, dec_dim // 64) if dec_heads is None else dec_heads
-        self.encoder = encoder
-        self.num_classes = num_classes
-        self.patch_size = encoder.patch_size
         self.decoder = MaskTransformer(num_classes=num_classes, in_dim=dim, d_model=dec_dim, n_layers=dec_layers,
                                        n_heads=dec_heads, drop_path_rate=dec_drop_path)
-        self.aux_decoders = build_aux_decoders(dim=dim, num_classes=num_classes, depth=encoder.depth)
-
-    @property
-    def depth(self) -> int:
-        """K, the number of encoder layers."""
-        return self.encoder.depth
-
-    @property
-    def gate_channels(self) -> int:
-        """C of ``gate_features``."""
-        return self.encoder.embed_dim
-
-    @property
-    def task(self) -> str:
-        """Segmenter predicts semantic segmentation only."""
-        return "semantic"
-
-    @property
-    def backbone(self) -> VisionTransformer:
-        """The ViT (timm parameter names): where backbone-only checkpoints load."""
-        return self.encoder
-
-    def encoder_modules(self) -> list[nn.Module]:
-        """The FLOP scope "encoder": the ViT blocks and the auxiliary decoders."""
-        return [*self.encoder.blocks, *self.aux_decoders]
+        self._add_aux_decoders()
 
     # ------------------------------------------------------------------ the template's hooks
-
-    def prepare(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None) -> ViTInput:
-        return self.encoder.prepare(images, padding_mask)
-
-    def encode(self, prep: ViTInput, *, settings: AdaptiveSettings, exit_plan: torch.Tensor | None,
-               keep_aux: bool) -> RunResult:
-        # early exit reads paused patches as their auxiliary decoder saw them (before the final norm)
-        return self.encoder.encode(prep, aux_decoders=self.aux_decoders, settings=settings, exit_plan=exit_plan,
-                                   keep_aux=keep_aux, final_norm=not settings.early_exit)
 
     def decode(self, tokens: torch.Tensor, prep: ViTInput) -> dict:
         """(B, h*w, D) encoder patch tokens -> ``{"sem_logits": (B, K_cls, H, W)}``: the class
@@ -143,29 +101,3 @@ class Segmenter(AdaptiveModelBase):
         p = self.patch_size
         masks = F.interpolate(masks, size=(prep.grid[0] * p, prep.grid[1] * p), mode="bilinear", align_corners=False)
         return masks[:, :, : prep.input_size[0], : prep.input_size[1]]
-
-    # ------------------------------------------------------------------ training / inference helpers
-
-    def build_criterion(self, *, aux_weight: float = 0.1) -> SegmenterCriterion:
-        """Pixel cross-entropy (255 ignored) + PAUMER's auxiliary loss weighted ``aux_weight``
-        (see :class:`~adaseg.models.segmenter.criterion.SegmenterCriterion`)."""
-        return SegmenterCriterion(num_classes=self.num_classes, patch_size=self.patch_size, aux_weight=aux_weight)
-
-    def postprocess(self, out: AdaptiveOutput, image_sizes, *, task: str = "semantic", output_sizes=None) -> list:
-        """Per-image (h, w) int64 argmax maps (Segmenter is semantic-only).
-
-        ``image_sizes``: B x (h, w) valid sizes (crops of the padded input); ``output_sizes``:
-        optional B x (h', w') to resize the logits to (bilinear) before the argmax.
-        """
-        if task != "semantic":
-            raise ValueError(f"Segmenter predicts semantic segmentation only, got task={task!r}")
-        logits = out.single_heads()["sem_logits"]
-        if len(image_sizes) != logits.shape[0]:
-            raise ValueError(f"{len(image_sizes)} image sizes for a batch of {logits.shape[0]}")
-        results = []
-        for i, (h, w) in enumerate(image_sizes):
-            lg = logits[i : i + 1, :, : int(h), : int(w)].float()
-            if output_sizes is not None and tuple(output_sizes[i]) != (int(h), int(w)):
-                lg = F.interpolate(lg, size=tuple(output_sizes[i]), mode="bilinear", align_corners=False)
-            results.append(lg[0].argmax(0))
-        return results
