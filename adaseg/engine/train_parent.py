@@ -405,6 +405,7 @@ def train_parent(
     res = resolve(s, model.depth, tuple(model.exits))
     task = model.task
     start, state_tensors, init = _load_start(run, s, model, resume=resume)
+    untrained = _still_untrained(s, init)
     run_id = _resumed_run_id(run) if resume else uuid.uuid4().hex
     model.to(device).train()
     distill = {"distill_weight": s.distill, "distill_temperature": s.distill_temperature} if s.distill > 0 else {}
@@ -429,9 +430,22 @@ def train_parent(
     if rank == 0:
         save_checkpoint(run.parent_path, model.state_dict(), kind=PARENT_KIND, config=config,
                         extra={"task": task, "data": s.data, "settings": s.to_json(), "iterations": s.iters,
-                               "init": init, "depth": res.depth})
+                               "init": init, "depth": res.depth, "untrained": untrained})
     return TrainResult(iterations=s.iters, resumed_from=start, seconds=time.perf_counter() - t0,
                        last_losses=losses, parent_path=str(run.parent_path), init=init)
+
+
+def _still_untrained(s: TrainSettings, init: str | None) -> list[str]:
+    """The parts the parent will hold untrained: PAUMER's auxiliary decoders learn only under a
+    pause recipe, so a parent trained without one keeps its ``--init`` checkpoint's mark (an
+    imported model's). Recorded in the parent itself, so that the refusal of entropy pausing
+    does not depend on the ``--init`` file staying where it was."""
+    from adaseg.runs.from_checkpoint import UNTRAINED_AUX, untrained_parts
+
+    if s.uses_pause or not init or not os.path.isfile(init):
+        return []
+    meta = read_checkpoint_meta(init, hint=recreate_hint(init))
+    return [p for p in untrained_parts(meta.kind, meta.extra) if p == UNTRAINED_AUX]
 
 
 def _check_distill(s: TrainSettings, model: nn.Module) -> None:

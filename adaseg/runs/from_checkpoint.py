@@ -51,8 +51,9 @@ def untrained_parts(kind: str, extra: dict[str, Any], _depth: int = 0) -> list[s
     checkpoints written before the mark: their ``initialised`` keys (adaseg-only weights
     the import could not fill) are PAUMER's auxiliary decoders. A parent that train-parent
     made without pausing (``--recipe wsd`` or ``standard``) did not train its auxiliary
-    decoders either: it inherits their state from its ``--init`` checkpoint, when that file is
-    still there to read (train-parent does not record the mark itself)."""
+    decoders either: train-parent records the mark it inherits from its ``--init`` checkpoint;
+    a parent written before it did is traced through its ``--init`` file, when that file is
+    still there to read."""
     from adaseg.runs.parent import IMPORTED_KIND, PARENT_KIND
     from adaseg.storage.checkpoint import CheckpointError
 

@@ -118,6 +118,12 @@ def test_from_a_public_checkpoint_one_command_each(public, folder, tmp_path):
                     "--iters", "1", "--batch-size", "2", "--run", tmp_path / "wsd", *FAST)
     assert result.exit_code == 0, result.output
     refused(tmp_path, "eval", "--run", tmp_path / "wsd", "--pause", "1:0.5", expect="auxiliary decoders are untrained")
+    # --recipe wsd trains no auxiliary decoder: the parent itself records the import's mark, so
+    # the refusal does not depend on the --init file staying where it was
+    from adaseg.runs.run_dir import RunDir
+    from adaseg.storage.checkpoint import read_checkpoint_meta
+
+    assert read_checkpoint_meta(RunDir(tmp_path / "wsd").parent_path).extra["untrained"] == ["aux_decoders"]
 
 
 def test_what_a_checkpoint_cannot_do_is_refused_and_nothing_written(public, folder, tmp_path):
