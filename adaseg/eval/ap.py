@@ -136,6 +136,13 @@ def instance_ap(gt, results: list[dict], *, gt_name: str = "ground truth", resul
     if check:
         check_instances_gt(gt, gt_name)
         check_results(results, gt, name=results_name, gt_name=gt_name)
+    return run_cocoeval(gt, results, iou_type="segm", keep_matches=keep_matches)
+
+
+def run_cocoeval(gt: dict, results: list[dict], *, iou_type: str, keep_matches: bool = False) -> dict:
+    """COCOeval (``iou_type`` "segm" or "bbox") of ``results`` against the checked instances dict
+    ``gt``: the six summary figures as fractions (-1 -> None), ``per_class`` AP, and with
+    ``keep_matches`` the per-image matching (see :func:`instance_ap`). Mask and box AP share it."""
     gt_coco = _coco(gt)
     if results:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -143,7 +150,7 @@ def instance_ap(gt, results: list[dict], *, gt_name: str = "ground truth", resul
     else:
         # loadRes cannot take an empty list; an empty detection set scores 0 on every class with GT
         dt_coco = _coco({"images": gt["images"], "annotations": [], "categories": gt["categories"]})
-    ev = COCOeval(gt_coco, dt_coco, iouType="segm")
+    ev = COCOeval(gt_coco, dt_coco, iouType=iou_type)
     with contextlib.redirect_stdout(io.StringIO()):
         ev.evaluate()
         ev.accumulate()

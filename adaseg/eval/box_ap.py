@@ -9,18 +9,15 @@ APs, APm, APl (None where COCOeval gives -1: no ground truth in that range).
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections import defaultdict
 
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
-from pycocotools.cocoeval import COCOeval
 
-from adaseg.eval.ap import _coco
+from adaseg.eval.ap import _STAT_NAMES, run_cocoeval
 
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+STAT_NAMES = _STAT_NAMES
 
 
 def boxes_to_results(image_id, boxes, scores, category_ids) -> list[dict]:
@@ -42,31 +39,7 @@ def box_ap(gt: dict, results: list[dict], *, keep_matches: bool = False) -> dict
     ``keep_matches`` also ``matches``: the run's per-image matching
     (:class:`~adaseg.eval.ap_matches.ApMatches`, images in ``gt['images']`` order).
     """
-    gt_coco = _coco(gt)
-    if results:
-        with contextlib.redirect_stdout(io.StringIO()):
-            dt_coco = gt_coco.loadRes([dict(r) for r in results])
-    else:  # loadRes cannot take an empty list; no detections score 0 on every class with GT
-        dt_coco = _coco({"images": gt["images"], "annotations": [], "categories": gt["categories"]})
-    ev = COCOeval(gt_coco, dt_coco, iouType="bbox")
-    with contextlib.redirect_stdout(io.StringIO()):
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    out: dict = {name: (None if v < 0 else float(v)) for name, v in zip(STAT_NAMES, ev.stats[:6])}
-    precision = ev.eval["precision"]  # (T, R, K, A, M)
-    per_class = {}
-    for k, cid in enumerate(ev.params.catIds):
-        p = precision[:, :, k, 0, -1]
-        p = p[p > -1]
-        if p.size:
-            per_class[int(cid)] = float(p.mean())
-    out["per_class"] = per_class
-    if keep_matches:
-        from adaseg.eval.ap_matches import ApMatches
-
-        out["matches"] = ApMatches.from_cocoeval(ev, [img["id"] for img in gt["images"]])
-    return out
+    return run_cocoeval(gt, results, iou_type="bbox", keep_matches=keep_matches)
 
 
 def image_f1_parts(gt: list[dict], results: list[dict], *, iou: float = 0.5,
