@@ -44,10 +44,14 @@ from adaseg.choices import RECIPES
                    "iterations = ceil(epochs x images / batch size).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per iteration (over all ranks).")
-@click.option("--lr", type=float, default=1e-4, show_default=True, help="AdamW learning rate (poly decay 0.9).")
-@click.option("--weight-decay", type=FiniteFloat(min=0), default=0.05, show_default=True)
-@click.option("--backbone-lr-mult", type=FiniteFloat(min=0), default=0.1, show_default=True)
-@click.option("--clip", type=float, default=0.01, show_default=True, help="Full-model gradient-norm clip.")
+@click.option("--lr", type=float, default=None,
+              help="AdamW learning rate (poly decay 0.9) [default: 1e-4].")
+@click.option("--weight-decay", type=FiniteFloat(min=0), default=None,
+              help="AdamW weight decay [default: 0.05; DETR models 1e-4].")
+@click.option("--backbone-lr-mult", type=FiniteFloat(min=0), default=None,
+              help="Backbone learning rate = lr x this [default: 0.1].")
+@click.option("--clip", type=float, default=None,
+              help="Full-model gradient-norm clip [default: 0.01; DETR models 0.1].")
 @click.option("--ckpt-every", type=click.IntRange(min=1), default=25, show_default=True,
               help="Write the resumable state every N iterations.")
 @click.option("--amp", is_flag=True, default=False, help="bfloat16 autocast.")

@@ -25,7 +25,9 @@ Default exit weights: ``alpha_k = k / K`` (K the encoder depth): increasing, as 
 and the deepest exit weighs 1, as in the standard loss. (The paper gives no values.)
 
 Optimisation as Mask2Former: AdamW (weight decay 0.05), backbone learning rate x 0.1,
-gradient clipping of the whole model's L2 norm at 0.01, poly decay (power 0.9), no warm-up.
+gradient clipping of the whole model's L2 norm at 0.01, poly decay (power 0.9), no warm-up;
+DETR models default to DETR's weight decay 1e-4 and clip 0.1 (:data:`OPTIMISER_DEFAULTS`);
+what the user gives wins.
 
 **Resumable and reproducible.** The state (weights, AdamW moments, iteration) is written
 atomically to ``checkpoints/last.safetensors`` every ``ckpt_every`` iterations (via a pending
@@ -72,7 +74,9 @@ from adaseg.runs.parent import (
     IMPORTED_MODEL,
     PARENT_KIND,
     TRAIN_STATE_KIND,
+    IMPORTED_DETR,
     build_model,
+    check_weights_fit,
     load_backbone_weights,
     load_model_weights,
     model_options_for,
@@ -103,6 +107,30 @@ class TrainSettingError(ValueError):
         self.param = param
 
 
+# The optimiser each model family was published with, for the settings the user leaves out.
+# Mask2Former (Cheng et al. 2022, its detectron2 configs): AdamW lr 1e-4, weight decay 0.05,
+# backbone lr x 0.1, full-model gradient clip 0.01 -- also used for Segmenter and SETR here.
+# DETR (Carion et al. 2020, Sec. 4 and its main.py defaults): AdamW lr 1e-4, backbone lr 1e-5
+# (x 0.1), weight decay 1e-4, gradient clip max norm 0.1.
+OPTIMISER_DEFAULTS = {
+    "mask2former": {"lr": 1e-4, "backbone_lr_mult": 0.1, "weight_decay": 0.05, "clip": 0.01},
+    "detr": {"lr": 1e-4, "backbone_lr_mult": 0.1, "weight_decay": 1e-4, "clip": 0.1},
+}
+
+
+def optimiser_defaults(model: str) -> dict[str, float]:
+    """``{"lr", "backbone_lr_mult", "weight_decay", "clip"}`` for ``model``'s family (DETR's for
+    DETR models, Mask2Former's for every other and for a name the registry does not know, whose
+    error comes when the model is built)."""
+    from adaseg.runs.parent import model_family
+
+    try:
+        family = model_family(model)
+    except ValueError:
+        family = "mask2former"
+    return dict(OPTIMISER_DEFAULTS.get(family, OPTIMISER_DEFAULTS["mask2former"]))
+
+
 @dataclass
 class TrainSettings:
     """Everything that defines a Step A run (recorded in config.json and the checkpoints).
@@ -124,14 +152,20 @@ class TrainSettings:
     distill_temperature: float = 1.0
     iters: int = 500
     batch_size: int = 8
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    backbone_lr_mult: float = 0.1
-    clip: float = 0.01
+    # None: the model family's value (optimiser_defaults), filled in on construction
+    lr: float | None = None
+    weight_decay: float | None = None
+    backbone_lr_mult: float | None = None
+    clip: float | None = None
     poly_power: float = 0.9
     amp: bool = False
     seed: int = 0
     ckpt_every: int = 25
+
+    def __post_init__(self) -> None:
+        for key, value in optimiser_defaults(self.model).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
 
     def to_json(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
@@ -349,14 +383,12 @@ def check_init(path: str, model_name: str) -> None:
     from adaseg.runs.parent import read_model_config
 
     if init_is_backbone(path):
-        if model_name == IMPORTED_MODEL:
-            raise CheckpointError(f"--init {path} holds a backbone only; --model {IMPORTED_MODEL} needs a whole "
+        if model_name in (IMPORTED_MODEL, IMPORTED_DETR):
+            raise CheckpointError(f"--init {path} holds a backbone only; --model {model_name} needs a whole "
                                   "model from `adaseg import-weights --hf`")
         return
     name, _, _ = read_model_config(path)
-    if name != model_name:
-        hint = f" (pass --model {IMPORTED_MODEL})" if name == IMPORTED_MODEL else ""
-        raise CheckpointError(f"--init {path} is a checkpoint for model {name!r}, not {model_name!r}{hint}")
+    check_weights_fit(f"--init {path}", name, model_name)
 
 
 def imported_options(s: TrainSettings, path, meta) -> dict[str, Any]:
@@ -366,7 +398,7 @@ def imported_options(s: TrainSettings, path, meta) -> dict[str, Any]:
 
     if path is None:
         raise TrainSettingError(
-            "init", f"--model {IMPORTED_MODEL} builds the model from its --init checkpoint (made by "
+            "init", f"--model {s.model} builds the model from its --init checkpoint (made by "
             "`adaseg import-weights --hf`): pass --init FILE"
         )
     _, options, _ = read_model_config(path)
@@ -378,6 +410,8 @@ def imported_options(s: TrainSettings, path, meta) -> dict[str, Any]:
         )
     if s.exits is not None:
         model_cfg["exits"] = [int(e) for e in s.exits]
+    if s.model == IMPORTED_DETR:  # boxes for the dataset's things only (an import gives every class boxes)
+        model_cfg["thing_ids"] = [int(t) for t in meta.thing_ids]
     return {**options, "model": model_cfg}
 
 
@@ -469,7 +503,7 @@ def _check_world_size(s: TrainSettings, world_size: int) -> None:
 
 def _build_model(run: RunDir, s: TrainSettings, dataset, *, resume: bool) -> tuple[nn.Module, dict[str, Any]]:
     """The model to train, seeded with ``--seed``, and its options (recorded in config.json)."""
-    if s.model == IMPORTED_MODEL:
+    if s.model in (IMPORTED_MODEL, IMPORTED_DETR):
         options = imported_options(s, run.last_path if resume else resolve_init(s), dataset.meta)
     else:
         options = model_options_for(s.model, dataset.meta, s.exits)
@@ -503,7 +537,8 @@ def _announce(reporter, s: TrainSettings, res: Resolved, images: int, start: int
     """The one line that says what this run trains."""
     say = reporter.info if reporter is not None else (lambda *_a, **_k: None)
     say(f"train-parent: {s.recipe} on {s.data} ({images} images), model {s.model} (depth {res.depth}), "
-        f"iterations {start}..{s.iters}, batch {s.batch_size}, lr {s.lr:g}, init {init or 'random'}"
+        f"iterations {start}..{s.iters}, batch {s.batch_size}, AdamW lr {s.lr:g} (backbone x {s.backbone_lr_mult:g}) "
+        f"weight decay {s.weight_decay:g} clip {s.clip:g}, init {init or 'random'}"
         + (f", exits {list(res.exits)} alphas {[round(a, 4) for a in res.alphas.values()]}" if s.uses_wsd else "")
         + (f", pause layers {list(res.pause_layers)} tau U{list(s.pause_range)}" if s.uses_pause else ""))
 

@@ -21,7 +21,9 @@ import torch
 from adaseg.runs.run_dir import RunDir, recreate_hint
 from adaseg.models.adaptive.protocol import AdaptiveModel
 
-# Checkpoint kinds written by `adaseg import-weights`: --hf (a whole Mask2Former), --timm-backbone.
+# Checkpoint kinds written by `adaseg import-weights`: --hf (a whole Mask2Former, or a whole DETR),
+# --timm-backbone.
+from adaseg.models.hf.detr_import import DETR_KIND
 from adaseg.models.hf.importer import BACKBONE_KIND
 from adaseg.models.hf.importer import MODEL_KIND as IMPORTED_KIND
 from adaseg.storage.checkpoint import CheckpointError, check_state_dict, load_checkpoint, read_checkpoint_meta
@@ -30,10 +32,13 @@ PARENT_KIND = "parent"
 TRAIN_STATE_KIND = "train-state"
 # A model imported from Hugging Face is not a registry name: its "options" are the import config.
 IMPORTED_MODEL = "hf-mask2former"
+IMPORTED_DETR = "hf-detr"
+# the model name an imported checkpoint kind is rebuilt as
+IMPORTED_NAMES = {IMPORTED_KIND: IMPORTED_MODEL, DETR_KIND: IMPORTED_DETR}
 # kinds whose tensors start with a model's state dict (a train state prefixes it with "model.")
-_MODEL_PREFIX = {PARENT_KIND: "", TRAIN_STATE_KIND: "model.", IMPORTED_KIND: ""}
+_MODEL_PREFIX = {PARENT_KIND: "", TRAIN_STATE_KIND: "model.", IMPORTED_KIND: "", DETR_KIND: ""}
 # kinds that hold a whole model ready to run: usable wherever a parent is read
-MODEL_KINDS = (PARENT_KIND, IMPORTED_KIND)
+MODEL_KINDS = (PARENT_KIND, IMPORTED_KIND, DETR_KIND)
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
@@ -58,15 +63,35 @@ def model_options_for(name: str, meta, exits: tuple[int, ...] | None = None) -> 
     return options
 
 
+def model_family(name: str) -> str:
+    """The architecture family of model ``name`` (a registry name or an imported model's):
+    ``"detr"`` for DETR models, ``"mask2former"`` for Mask2Former ones, else the builder's
+    package (``"segmenter"``, ``"setr"``). Checkpoints move only within a family (a DETR's
+    weights never fit a Mask2Former), and the optimiser defaults follow it
+    (:func:`adaseg.engine.train_parent.optimiser_defaults`). Raises ValueError for an unknown name."""
+    if name == IMPORTED_DETR:
+        return "detr"
+    if name == IMPORTED_MODEL:
+        return "mask2former"
+    from adaseg.models.registry import get_builder
+
+    module = get_builder(name).__module__  # e.g. adaseg.models.detr.configs
+    return module.split(".")[2] if module.startswith("adaseg.models.") else module
+
+
 def build_model(name: str, options: dict[str, Any]) -> AdaptiveModel:
     """``create_model(name, **options)`` with list options turned into the tuples builders expect;
-    ``hf-mask2former`` rebuilds an imported model from its import config."""
+    ``hf-mask2former`` and ``hf-detr`` rebuild an imported model from its import config."""
     from adaseg.models.registry import create_model
 
     if name == IMPORTED_MODEL:
         from adaseg.models.hf.importer import build_mask2former
 
         return build_mask2former(options)
+    if name == IMPORTED_DETR:
+        from adaseg.models.hf.detr_import import build_detr
+
+        return build_detr(options)
 
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()}
     return create_model(name, **kwargs)
@@ -81,26 +106,51 @@ def read_model_config(path: str | os.PathLike) -> tuple[str, dict[str, Any], str
     meta = read_checkpoint_meta(path, hint=recreate_hint(path))
     if meta.kind not in _MODEL_PREFIX:
         raise CheckpointError(
-            f"{path} is a {meta.kind!r} checkpoint, not a parent, a training state or an imported Mask2Former"
+            f"{path} is a {meta.kind!r} checkpoint, not a parent, a training state or an imported Mask2Former or DETR"
         )
-    if meta.kind == IMPORTED_KIND:
-        return IMPORTED_MODEL, dict(meta.config), meta.kind
+    if meta.kind in IMPORTED_NAMES:
+        return IMPORTED_NAMES[meta.kind], dict(meta.config), meta.kind
     cfg = meta.config
     if "model" not in cfg or "options" not in cfg:
         raise CheckpointError(f"{path} does not record its model (config has {sorted(cfg)})")
     return cfg["model"], dict(cfg["options"]), meta.kind
 
 
+def check_weights_fit(path, name: str, model_name: str) -> None:
+    """Whether the weights of a checkpoint for model ``name`` may go into model ``model_name``;
+    :class:`CheckpointError` (one line naming both) when not. The same name always fits. An
+    imported DETR (``hf-detr``, or a parent rebuilt as one) also starts any registered DETR
+    model (``detr_r50``, ``detr_tiny``: their tensors must then have the same shapes, checked
+    when loaded); a checkpoint of another family never fits (a DETR's weights into a
+    Mask2Former, or the reverse)."""
+    if name == model_name:
+        return
+    try:
+        have, want = model_family(name), model_family(model_name)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if have != want:
+        raise CheckpointError(f"{path} is a checkpoint for model {name!r}, not {model_name!r}: a "
+                              f"{_FAMILY_NAMES.get(have, have)}'s weights do not fit a {_FAMILY_NAMES.get(want, want)}")
+    if name == IMPORTED_DETR and model_name != IMPORTED_DETR:
+        return  # shapes checked strictly on loading (check_state_dict)
+    hint = f" (pass --model {name})" if name in IMPORTED_NAMES.values() else ""
+    raise CheckpointError(f"{path} is a checkpoint for model {name!r}, not {model_name!r}{hint}")
+
+
+_FAMILY_NAMES = {"detr": "DETR", "mask2former": "Mask2Former", "segmenter": "Segmenter", "setr": "SETR"}
+
+
 def load_model_weights(model: AdaptiveModel, path: str | os.PathLike, *, expect_model: str):
     """Load the model weights stored in ``path`` (parent or train state) into ``model``.
 
     Raises :class:`CheckpointError` with one line when the checkpoint is for another model
-    (another registry name, or tensors that do not fit), is corrupt or holds NaN/inf. Returns
+    (another registry name -- except an imported DETR into a registered DETR,
+    :func:`check_weights_fit` -- or tensors that do not fit), is corrupt or holds NaN/inf. Returns
     the verified :class:`~adaseg.storage.checkpoint.CheckpointMeta`.
     """
     name, _, kind = read_model_config(path)
-    if name != expect_model:
-        raise CheckpointError(f"{path} is a checkpoint for model {name!r}, not {expect_model!r}")
+    check_weights_fit(path, name, expect_model)
     tensors, meta = load_checkpoint(path, hint=recreate_hint(path))
     prefix = _MODEL_PREFIX[kind]
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
