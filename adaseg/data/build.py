@@ -3,6 +3,11 @@
 Specs: ``synthetic`` (default; the built-in set, generated on first use into the cache),
 ``coco:ROOT``, ``cityscapes:ROOT``, ``ade20k:ROOT``, or a plain path to a COCO-panoptic
 folder (layout in :mod:`adaseg.data.coco_panoptic`; ``adaseg data synth --out DIR`` writes one).
+``coco-det:ROOT`` is COCO *detection* (an instances JSON + images, layout in
+:mod:`adaseg.data.coco_detection`): a :class:`~adaseg.data.detection_dataset.DetectionDataset`
+of boxes with the box versions of the same transforms (:mod:`adaseg.data.box_transforms`);
+a folder written by ``adaseg data synth`` is one too (``coco-det:DIR``, its thing segments
+as boxes).
 
 Default transforms (train = large-scale jitter + crop + flip; eval = resize):
 
@@ -11,6 +16,7 @@ dataset        train fit box (h, w)     crop (h, w)     scale range  eval
 =============  ======================  ==============  ===========  ==========================
 synthetic      (128, 128) = native      (128, 128)      0.5 - 1.5    native resolution
 coco / folder  (1024, 1024)            (1024, 1024)    0.1 - 2.0    shorter side 800, max 1333
+coco-det       as coco (a synth folder: as synthetic)
 cityscapes     (1024, 2048)            (512, 1024)     0.5 - 2.0    native (1024 x 2048)
 ade20k         (512, 2048)             (512, 512)      0.5 - 2.0    shorter side 512, max 2048
 =============  ======================  ==============  ===========  ==========================
@@ -27,9 +33,12 @@ import json
 import os
 
 from adaseg.data.ade20k import load_ade20k_split
+from adaseg.data.box_transforms import BoxEvalTransform, BoxTrainTransform
+from adaseg.data.coco_detection import detection_layout, load_detection_split
 from adaseg.data.cityscapes import load_cityscapes_split
 from adaseg.data.coco_panoptic import PanopticLayout, load_panoptic_split
 from adaseg.data.dataset import SegmentationDataset
+from adaseg.data.detection_dataset import DetectionDataset
 from adaseg.data.panoptic_io import DataError
 from adaseg.data.transforms import EvalTransform, TrainTransform
 from adaseg.choices import SPLITS
@@ -37,10 +46,10 @@ _SYNTH_KEYS = ("n_train", "n_val", "size", "seed")
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """``spec`` -> (kind, root): kind in synthetic / coco / cityscapes / ade20k / folder."""
+    """``spec`` -> (kind, root): kind in synthetic / coco / coco-det / cityscapes / ade20k / folder."""
     if spec == "synthetic":
         return "synthetic", None
-    for kind in ("coco", "cityscapes", "ade20k"):
+    for kind in ("coco", "coco-det", "cityscapes", "ade20k"):
         if spec.startswith(kind + ":"):
             root = spec[len(kind) + 1:]
             if not root:
@@ -48,8 +57,8 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
             return kind, root
     if os.path.isdir(spec):
         return "folder", spec
-    raise DataError(f"--data {spec!r}: not 'synthetic', 'coco:ROOT', 'cityscapes:ROOT', 'ade20k:ROOT' "
-                    "or an existing COCO-panoptic folder")
+    raise DataError(f"--data {spec!r}: not 'synthetic', 'coco:ROOT', 'coco-det:ROOT', 'cityscapes:ROOT', "
+                    "'ade20k:ROOT' or an existing COCO-panoptic folder")
 
 
 def build_dataset(spec: str = "synthetic", split: str = "train", *, train: bool = False, size: int | None = None,
@@ -65,7 +74,8 @@ def build_dataset(spec: str = "synthetic", split: str = "train", *, train: bool 
         synthetic: arguments of the built-in set (n_train, n_val, size, seed); only with
             ``spec='synthetic'``.
 
-    Returns a :class:`SegmentationDataset` whose ``meta`` is a :class:`DatasetMeta`.
+    Returns a :class:`SegmentationDataset` whose ``meta`` is a :class:`DatasetMeta`
+    (``coco-det``: its subclass :class:`DetectionDataset`, ``meta.task == 'detection'``).
     Raises DataError (one line naming the file or value) for unusable input.
     """
     if split not in SPLITS:
@@ -93,6 +103,14 @@ def build_dataset(spec: str = "synthetic", split: str = "train", *, train: bool 
     elif kind == "coco":
         meta, records, _ = load_panoptic_split(PanopticLayout(root, split + "2017"), name="coco")
         defaults = _COCO
+    elif kind == "coco-det":
+        layout = detection_layout(root, split)
+        name = "coco" if layout.split.endswith("2017") else _folder_name(root)
+        meta, records, _ = load_detection_split(layout, name=name)
+        synth_size = _synthetic_size(root)
+        defaults = _synthetic_defaults(synth_size) if synth_size else _COCO
+        transform = _transform(defaults, train=train, size=size, scale_range=scale_range, boxes=True)
+        return DetectionDataset(meta=meta, records=records, transform=transform, source=spec)
     elif kind == "cityscapes":
         meta, records = load_cityscapes_split(root, split)
         defaults = _CITYSCAPES
@@ -113,6 +131,8 @@ def panoptic_gt_paths(spec: str, split: str) -> tuple[str, str]:
         from adaseg.data.synthetic.cache import synthetic_root
 
         kind, root = "folder", synthetic_root()
+    if kind == "coco-det":
+        raise DataError(f"--data {spec!r}: COCO detection data (boxes) has no panoptic ground truth files")
     if kind in ("folder", "coco"):
         layout = PanopticLayout(root, split if kind == "folder" else split + "2017")
         return layout.json_path, layout.png_dir
@@ -135,19 +155,20 @@ def _synthetic_defaults(s: int) -> dict:
     return {"target": (s, s), "crop": (s, s), "scale": (0.5, 1.5), "eval": (None, None)}
 
 
-def _transform(defaults: dict, *, train: bool, size: int | None, scale_range):
+def _transform(defaults: dict, *, train: bool, size: int | None, scale_range, boxes: bool = False):
+    train_cls, eval_cls = (BoxTrainTransform, BoxEvalTransform) if boxes else (TrainTransform, EvalTransform)
     if train:
         target, crop = defaults["target"], defaults["crop"]
         if size is not None:
             target = crop = (size, size)
         lo, hi = scale_range if scale_range is not None else defaults["scale"]
-        return TrainTransform(target=target, crop=crop, min_scale=lo, max_scale=hi)
+        return train_cls(target=target, crop=crop, min_scale=lo, max_scale=hi)
     if scale_range is not None:
         raise DataError("scale_range only applies with train=True")
     short, max_size = defaults["eval"]
     if size is not None:
         short, max_size = size, None
-    return EvalTransform(short=short, max_size=max_size)
+    return eval_cls(short=short, max_size=max_size)
 
 
 def _folder_name(root: str) -> str:

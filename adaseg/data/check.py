@@ -55,6 +55,12 @@ def check_dataset(spec: str, splits: tuple[str, ...] = ("train", "val"), *, limi
 
 def check_record(ds, i: int, *, semantic_dir: str | None = None) -> list[Problem]:
     rec = ds.records[i]
+    if hasattr(ds, "instances_gt"):  # detection: the JSON was checked on loading; the image here
+        try:
+            ds.load_raw(i)
+        except DataError as exc:
+            return [Problem(_file_of(str(exc)), str(exc))]
+        return []
     try:
         _, ids, segs = ds.load_raw(i)
     except DataError as exc:

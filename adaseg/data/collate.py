@@ -7,6 +7,11 @@
     targets       list of B dicts: masks (n, Hp, Wp) bool (False on padding), labels (n,)
                   int64, semantic (Hp, Wp) int64 (255 on padding)
     image_ids, file_names, orig_sizes, sizes (h, w before padding), difficulty: lists of B
+
+Detection samples (:class:`~adaseg.data.detection_dataset.DetectionDataset`: ``boxes``, no
+``masks``) get DETR's targets instead: ``labels`` (n,) int64 and ``boxes`` (n, 4) float32
+normalised ``cx, cy, w, h`` over the image's own (unpadded) size, as DETR's criterion reads
+them (:func:`box_target`); the rest of the batch is the same.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ def collate(batch: list[dict], *, size_divisibility: int = 32) -> dict:
         _, h, w = s["image"].shape
         images[i, :, :h, :w] = s["image"].numpy()
         padding[i, :h, :w] = False
+        if "masks" not in s:
+            targets.append(box_target(s["boxes"], s["labels"], (h, w)))
+            continue
         masks = np.zeros((s["masks"].shape[0], hp, wp), dtype=bool)
         masks[:, :h, :w] = s["masks"].numpy()
         semantic = np.full((hp, wp), IGNORE_LABEL, dtype=np.int64)
@@ -57,6 +65,16 @@ def collate(batch: list[dict], *, size_divisibility: int = 32) -> dict:
         "sizes": [tuple(s["image"].shape[1:]) for s in batch],
         "difficulty": [s["difficulty"] for s in batch],
     }
+
+
+def box_target(boxes: torch.Tensor, labels: torch.Tensor, size: tuple[int, int]) -> dict:
+    """(n, 4) xyxy pixel boxes of an image of ``size`` (h, w) and (n,) labels -> DETR's target
+    ``{"labels": (n,) int64, "boxes": (n, 4) float32 cx, cy, w, h normalised by (w, h)}``."""
+    h, w = size
+    b = boxes.to(torch.float64).reshape(-1, 4) / torch.tensor([w, h, w, h], dtype=torch.float64)
+    b = b.clamp(0, 1)
+    cxcywh = torch.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
+    return {"labels": labels.to(torch.int64), "boxes": cxcywh.to(torch.float32)}
 
 
 def _reseed(dataset, seed: int) -> None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+DATA_TASKS = ("panoptic", "semantic", "detection")
+"""What a dataset's labels hold: panoptic segments, semantic maps, or boxes only."""
+
 IGNORE_LABEL = 255
 """Semantic-map value for void, unlabeled and padded pixels."""
 
@@ -36,7 +39,8 @@ class DatasetMeta:
     Attributes:
         name: short dataset name (``synthetic``, ``coco``, ``cityscapes``, ``ade20k`` or the
             folder name of a plain COCO-panoptic folder).
-        task: ``"panoptic"`` (things + stuff with instances) or ``"semantic"`` (ADE20K).
+        task: ``"panoptic"`` (things + stuff with instances), ``"semantic"`` (ADE20K) or
+            ``"detection"`` (boxes only: a COCO instances JSON; every category is a thing).
         categories: the categories sorted by dataset id; position = contiguous id.
         ignore_label: semantic value of void pixels (255).
     """
@@ -48,8 +52,8 @@ class DatasetMeta:
     _id_to_contiguous: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.task not in ("panoptic", "semantic"):
-            raise ValueError(f"task must be 'panoptic' or 'semantic', got {self.task!r}")
+        if self.task not in DATA_TASKS:
+            raise ValueError(f"task must be one of {', '.join(DATA_TASKS)}, got {self.task!r}")
         ids = [c.id for c in self.categories]
         if ids != sorted(set(ids)):
             raise ValueError(f"categories must be sorted by id without duplicates, got ids {ids}")

@@ -47,20 +47,40 @@ class TrainTransform:
                  ) -> tuple[np.ndarray, np.ndarray]:
         """image (3, H, W) float32 on 0-255, ids (H, W) int64 -> (3, h, w), (h, w).
         Random draws come from ``generator`` (torch's default generator when None)."""
+        w = self.draw(ids.shape, generator)
+        image, ids = resize(image, ids, w.scaled)
+        image = image[:, w.top:w.top + w.crop[0], w.left:w.left + w.crop[1]]
+        ids = ids[w.top:w.top + w.crop[0], w.left:w.left + w.crop[1]]
+        if w.flip:
+            image, ids = image[:, :, ::-1], ids[:, ::-1]
+        return np.ascontiguousarray(image), np.ascontiguousarray(ids)
+
+    def draw(self, size: tuple[int, int], generator: torch.Generator | None = None) -> "Window":
+        """The random geometry for an image of ``size`` (H0, W0): four draws from ``generator``
+        in a fixed order (scale, top, left, flip), shared by the segmentation and the box
+        transforms so both stay deterministic from the loader's seed."""
         g = generator
-        h0, w0 = ids.shape
+        h0, w0 = size
         scale = self.min_scale + (self.max_scale - self.min_scale) * float(torch.rand((), generator=g))
         s = scale * min(self.target[0] / h0, self.target[1] / w0)
         h1, w1 = max(1, round(h0 * s)), max(1, round(w0 * s))
-        image, ids = resize(image, ids, (h1, w1))
         ch, cw = min(self.crop[0], h1), min(self.crop[1], w1)
         top = int(torch.randint(0, h1 - ch + 1, (), generator=g))
         left = int(torch.randint(0, w1 - cw + 1, (), generator=g))
-        image = image[:, top:top + ch, left:left + cw]
-        ids = ids[top:top + ch, left:left + cw]
-        if float(torch.rand((), generator=g)) < self.flip_prob:
-            image, ids = image[:, :, ::-1], ids[:, ::-1]
-        return np.ascontiguousarray(image), np.ascontiguousarray(ids)
+        flip = float(torch.rand((), generator=g)) < self.flip_prob
+        return Window(scaled=(h1, w1), top=top, left=left, crop=(ch, cw), flip=flip)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One draw of :class:`TrainTransform`: resize to ``scaled`` (h1, w1), keep the window of
+    ``crop`` (h, w) at (``top``, ``left``), then mirror it horizontally when ``flip``."""
+
+    scaled: tuple[int, int]
+    top: int
+    left: int
+    crop: tuple[int, int]
+    flip: bool
 
 
 @dataclass(frozen=True)
@@ -76,12 +96,17 @@ class EvalTransform:
         """image (3, H, W) float32 on 0-255, ids (H, W) int64 -> resized pair."""
         if self.short is None:
             return image, ids
-        h0, w0 = ids.shape
+        return resize(image, ids, self.output_size(ids.shape))
+
+    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) that an image of ``size`` (H0, W0) is resized to."""
+        h0, w0 = size
+        if self.short is None:
+            return h0, w0
         s = self.short / min(h0, w0)
         if self.max_size is not None and max(h0, w0) * s > self.max_size:
             s = self.max_size / max(h0, w0)
-        size = (max(1, round(h0 * s)), max(1, round(w0 * s)))
-        return resize(image, ids, size)
+        return max(1, round(h0 * s)), max(1, round(w0 * s))
 
 
 def resize(image: np.ndarray, ids: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -436,6 +436,7 @@ def train_parent(
     dataset = build_dataset(s.data, "train", train=True)
     model, options = _build_model(run, s, dataset, resume=resume)
     _check_distill(s, model)
+    _check_data_task(model, dataset)
     res = resolve(s, model.depth, tuple(model.exits))
     task = model.task
     start, state_tensors, init = _load_start(run, s, model, resume=resume)
@@ -480,6 +481,15 @@ def _still_untrained(s: TrainSettings, init: str | None) -> list[str]:
         return []
     meta = read_checkpoint_meta(init, hint=recreate_hint(init))
     return [p for p in untrained_parts(meta.kind, meta.extra) if p == UNTRAINED_AUX]
+
+
+def _check_data_task(model: nn.Module, dataset) -> None:
+    """A model that cannot learn from the data's labels (a segmentation model on detection data,
+    a detection model on semantic data) is refused (DataError, one line) before anything is
+    written; the pairs are :func:`adaseg.eval.tasks.registry.suite_for`'s."""
+    from adaseg.eval.tasks.registry import suite_for
+
+    suite_for(model.task, dataset.meta.task)
 
 
 def _check_distill(s: TrainSettings, model: nn.Module) -> None:

@@ -3,6 +3,8 @@
 Output (same layout as any COCO-panoptic folder, see :mod:`adaseg.data.coco_panoptic`)::
 
     DIR/annotations/panoptic_{train,val}.json   images carry "difficulty" (analysis only)
+    DIR/annotations/instances_{train,val}.json  the same images' thing segments as COCO boxes
+                                                (``--data coco-det:DIR``; pycocotools loads it)
     DIR/panoptic_{train,val}/NNNNNN.png
     DIR/panoptic_semseg_{train,val}/NNNNNN.png   contiguous ids, 255 = void
     DIR/{train,val}/NNNNNN.png                   RGB images
@@ -24,6 +26,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+from adaseg.data.coco_detection import instances_from_panoptic
 from adaseg.data.meta import IGNORE_LABEL
 from adaseg.data.panoptic_io import id2rgb
 from adaseg.data.synthetic.scene import categories_json, make_scene
@@ -97,6 +100,11 @@ def write_synthetic(out: str, *, n_train: int = 1000, n_val: int = 200, size: in
                     "images": imgs, "annotations": anns, "categories": cats}
             with open(os.path.join(tmp, "annotations", f"panoptic_{split}.json"), "w") as f:
                 json.dump(data, f)
+            # the detection view of the same ground truth, written here (not by the evaluator)
+            # so that `--data coco-det:DIR` reads it like any COCO detection folder and the
+            # user can run COCOeval on it directly
+            with open(os.path.join(tmp, "annotations", f"instances_{split}.json"), "w") as f:
+                json.dump(instances_from_panoptic(data), f)
         with open(os.path.join(tmp, "synthetic.json"), "w") as f:
             json.dump({"version": GENERATOR_VERSION, "n_train": n_train, "n_val": n_val, "size": size,
                        "seed": seed}, f)

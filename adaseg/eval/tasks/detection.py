@@ -1,9 +1,11 @@
 """Object detection: box AP by pycocotools (iouType='bbox', :mod:`adaseg.eval.box_ap`).
 
-* record: the image's COCO ``images`` entry, its ground-truth boxes (the panoptic ground
-  truth's thing segments as boxes, crowd kept as iscrowd=1, area = the segment's pixel area as
-  COCO's instances files have it) and its COCO results from the model's detection postprocess
-  at the original size;
+* record: the image's COCO ``images`` entry, its ground-truth boxes and its COCO results from
+  the model's detection postprocess at the original size. Ground truth: on detection data
+  (``coco-det:ROOT``) the instances JSON's own annotations, unchanged (crowd included), so the
+  figures are COCOeval(bbox) on the user's file (over the images evaluated); on panoptic data
+  the thing segments as boxes (crowd kept as iscrowd=1, area = the segment's pixel area as
+  COCO's instances files have it);
 * report: ``AP_box``, ``AP50_box``, ``AP75_box`` (recomputable from the part) and
   ``APs_box``, ``APm_box``, ``APl_box`` of one COCOeval run over all images;
 * part ``box``: that run's per-image matching (:class:`~adaseg.eval.ap_matches.ApMatches`,
@@ -107,8 +109,12 @@ class DetectionEvaluator(Evaluator):
 
 
 def detection_gt(scorer, index: int) -> tuple[dict, list[dict]]:
-    """COCO ``images`` entry and box annotations of image ``index``: each thing segment's
-    tight box (xywh, pixel edges), its pixel area and iscrowd."""
+    """COCO ``images`` entry and box annotations of image ``index``: on detection data the
+    instances JSON's entries as they are; on panoptic data each thing segment's tight box
+    (xywh, pixel edges), its pixel area and iscrowd."""
+    instances_gt = getattr(scorer.dataset, "instances_gt", None)
+    if instances_gt is not None:
+        return instances_gt(index)
     gt_map, segments = scorer.panoptic_gt(index)
     image_id = scorer.dataset.records[index].image_id
     h, w = gt_map.shape
