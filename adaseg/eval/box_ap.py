@@ -83,3 +83,66 @@ def image_f1_parts(gt: list[dict], results: list[dict], *, iou: float = 0.5,
         if tp + fp + fn:
             parts[c] = (tp, fp, fn)
     return parts
+
+
+def _ap_101(tp: np.ndarray, fp: np.ndarray, npos: int) -> float:
+    """COCO's 101-point interpolated AP of detections in score order (``tp``/``fp`` (n,) 0/1,
+    ignored detections already removed) against ``npos`` > 0 boxes."""
+    if len(tp) == 0:
+        return 0.0
+    tps, fps = np.cumsum(tp, dtype=np.float64), np.cumsum(fp, dtype=np.float64)
+    recall = tps / npos
+    precision = tps / np.maximum(tps + fps, np.spacing(1))
+    precision = np.maximum.accumulate(precision[::-1])[::-1]  # the envelope: best precision at >= recall
+    thresholds = np.linspace(0.0, 1.0, 101)
+    at = np.searchsorted(recall, thresholds, side="left")
+    return float(np.where(at < len(precision), precision[np.minimum(at, len(precision) - 1)], 0.0).mean())
+
+
+def image_ap_parts(gt: list[dict], results: list[dict], *, iou: float = 0.5, max_dets: int = 100
+                   ) -> dict[int, float]:
+    """One image's per-class AP at IoU ``iou`` over its own boxes: COCOeval's arithmetic (all
+    areas, the ``max_dets`` best detections of each class) applied to this image alone, for each
+    class with at least one non-crowd box. Detections, by descending score (stable), each match
+    the unmatched non-crowd box of their class with the highest IoU >= ``iou``; one that matches
+    none but overlaps a crowd box (intersection / detection area >= ``iou``) is ignored; the
+    others are false positives; AP is the mean of the interpolated precision at the 101 recall
+    thresholds 0, 0.01, ..., 1 (pycocotools' ``precision[t, :, k, 0, -1]``).
+
+    Classes without a non-crowd box (only detections, or only crowd) are left out, as COCOeval
+    leaves out a category without ground truth; an image without any box gives ``{}``.
+
+    Args:
+        gt: the image's annotations (``bbox`` xywh, ``category_id``, ``iscrowd``).
+        results: the image's COCO results (``bbox`` xywh, ``category_id``, ``score``).
+
+    Returns:
+        {category_id: AP in [0, 1]}.
+    """
+    by_class_gt, by_class_dt = defaultdict(list), defaultdict(list)
+    for a in gt:
+        by_class_gt[int(a["category_id"])].append(a)
+    for r in results:
+        by_class_dt[int(r["category_id"])].append(r)
+    out = {}
+    for c in sorted(by_class_gt):
+        anns = by_class_gt[c]
+        crowd = [int(a.get("iscrowd", 0)) for a in anns]
+        npos = len(anns) - sum(crowd)
+        if npos == 0:
+            continue
+        # by descending score, stable (COCOeval's mergesort), its max_dets best per image and class
+        dets = sorted(by_class_dt[c], key=lambda r: -float(r["score"]))[:max_dets]
+        tp, fp = [], []
+        if dets:
+            ious = np.asarray(mask_utils.iou([d["bbox"] for d in dets], [a["bbox"] for a in anns], crowd))
+            used = np.zeros(len(anns), dtype=bool)
+            for i in range(len(dets)):
+                free = [(ious[i, j], j) for j in range(len(anns)) if not crowd[j] and not used[j] and ious[i, j] >= iou]
+                if free:
+                    used[max(free)[1]] = True
+                    tp.append(1), fp.append(0)
+                elif not any(crowd[j] and ious[i, j] >= iou for j in range(len(anns))):
+                    tp.append(0), fp.append(1)
+        out[c] = _ap_101(np.asarray(tp), np.asarray(fp), npos)
+    return out
