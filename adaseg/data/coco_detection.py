@@ -14,7 +14,7 @@ an object with lists ``images`` (at least one: a split without images is no data
 ``width`` and its file on disk; every annotation has ``id``, a known ``image_id``, a known
 ``category_id``, ``bbox`` [x, y, w, h] of finite numbers with w, h >= 0 inside its image
 (within :data:`BORDER_TOLERANCE` pixels), a number ``area`` (COCOeval's size ranges read
-it) and ``iscrowd`` 0 / 1 when given (absent = 0, as pycocotools reads it).
+it) and ``iscrowd`` 0 / 1 (COCOeval's bbox IoU reads it: a file without it cannot be scored).
 
 Every category is a detection class (things): contiguous ids follow the categories sorted
 by id, so COCO's 80 categories (ids 1..90 with gaps) become 0..79.
@@ -35,7 +35,8 @@ such a box is clipped to the image when it becomes a training target."""
 
 
 ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox", "area", "iscrowd")
-"""The annotation fields a record keeps (COCOeval's bbox evaluation reads no others)."""
+"""The annotation fields a record keeps and requires (COCOeval's bbox evaluation reads these
+and no others)."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def load_detection_split(layout: DetectionLayout, *, name: str) -> tuple[Dataset
     per_image: dict = {img["id"]: [] for img in data["images"]}
     for ann in data["annotations"]:
         # only what box evaluation reads: COCO's polygons would multiply the records' memory
-        per_image[ann["image_id"]].append({k: ann[k] for k in ANNOTATION_KEYS if k in ann})
+        per_image[ann["image_id"]].append({k: ann[k] for k in ANNOTATION_KEYS})
     records = []
     for img in data["images"]:
         image_path = os.path.join(layout.image_dir, img["file_name"])
@@ -141,7 +142,7 @@ def check_instances_json(data: dict, path: str) -> None:
     for ann in data["annotations"]:
         if not isinstance(ann, dict):
             raise DataError(f"{path}: annotation {_short(ann)} is not an object")
-        missing = [k for k in ("id", "image_id", "category_id", "bbox", "area") if k not in ann]
+        missing = [k for k in ANNOTATION_KEYS if k not in ann]
         if missing:
             raise DataError(f"{path}: annotation {ann.get('id', _short(ann))!r} lacks {', '.join(missing)}")
         where = f"{path}: annotation {ann['id']!r} (image {ann['image_id']!r})"
@@ -157,7 +158,7 @@ def check_instances_json(data: dict, path: str) -> None:
             raise DataError(f"{where}: bbox {box!r} is not [x, y, w, h] of 4 finite numbers")
         if not _is_finite(ann["area"]) or ann["area"] < 0:
             raise DataError(f"{where}: area {ann['area']!r} is not a non-negative number")
-        if ann.get("iscrowd", 0) not in (0, 1):
+        if ann["iscrowd"] not in (0, 1) or isinstance(ann["iscrowd"], bool):
             raise DataError(f"{where}: iscrowd {ann['iscrowd']!r} is not 0 or 1")
         x, y, w, h = (float(v) for v in box)
         height, width = sizes[ann["image_id"]]

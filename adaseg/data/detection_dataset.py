@@ -42,7 +42,7 @@ class DetectionDataset(SegmentationDataset):
         if image.shape[:2] != (rec.height, rec.width):
             raise DataError(f"{rec.image_path}: image is {image.shape[1]}x{image.shape[0]} but the instances JSON "
                             f"says {rec.width}x{rec.height}")
-        anns = [a for a in rec.annotations if not a.get("iscrowd", 0)]
+        anns = [a for a in rec.annotations if not a["iscrowd"]]
         boxes = np.asarray([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, rec.width)

@@ -1,0 +1,113 @@
+"""``--data coco-det:ROOT`` through the commands: DETR trains, derives and evaluates on a COCO
+detection folder (the synthetic set's instances JSON), eval's box AP equals pycocotools'
+COCOeval on that JSON file with detections from forwards made here; bad data and models that
+cannot use the data are refused in one line with nothing written."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+
+import pytest
+import torch
+from det_testing import instances, write_det
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from recipe_testing import TRAIN_FAST, invoke_json, refused, write_folder
+
+from adaseg.models.adaptive.settings import AdaptiveSettings
+from adaseg.runs.run_dir import RunDir
+
+
+@pytest.fixture(scope="module")
+def det_run(tmp_path_factory):
+    folder = write_folder(tmp_path_factory.mktemp("data") / "synth")
+    root = tmp_path_factory.mktemp("runs") / "detr"
+    invoke_json("train-parent", "--model", "detr_tiny", "--data", f"coco-det:{folder}", *TRAIN_FAST, "--run", root)
+    return RunDir(root), folder
+
+
+def test_derive_scores_box_f1_on_detection_data(det_run):
+    from adaseg.runs.derived import DerivedDataset
+
+    rd, _ = det_run
+    out = invoke_json("derive", "--run", rd.root, "--threads", "1")
+    derived = DerivedDataset.load(rd.derived_path)
+    assert derived.metric == "box_f1" and derived.num_images == 8, out
+
+
+def test_eval_box_ap_equals_cocoeval_on_the_instances_json(det_run, tmp_path):
+    from adaseg.data import build_dataset, collate
+    from adaseg.runs.parent import load_parent
+
+    rd, folder = det_run
+    report = invoke_json("eval", "--run", rd.root, "--exit", "4", "--batch-size", "2", "--warmup", "0",
+                         "--timed", "1", "--threads", "1", "--gate", "none")
+    m = report["metrics"]
+    assert report["info"]["metric"] == "box_f1"
+    model, _ = load_parent(rd.parent_path)
+    dataset = build_dataset(f"coco-det:{folder}", "val")
+    results = []
+    for i in range(len(dataset)):
+        batch = collate([dataset[i]])
+        with torch.no_grad():
+            out = model(batch["images"], batch["padding_mask"], AdaptiveSettings(exits=4))
+        (p,) = model.postprocess(out, batch["sizes"], output_sizes=batch["orig_sizes"])
+        for (x0, y0, x1, y1), s, lab in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist()):
+            results.append({"image_id": dataset.records[i].image_id, "category_id": dataset.meta.to_dataset_id(lab),
+                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": s})
+    (tmp_path / "dt.json").write_text(json.dumps(results))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(os.path.join(folder, "annotations", "instances_val.json"))  # the file itself
+        ev = COCOeval(coco, coco.loadRes(str(tmp_path / "dt.json")), iouType="bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    for key, want in zip(("AP_box", "AP50_box", "AP75_box", "APs_box", "APm_box", "APl_box"), ev.stats[:6]):
+        assert m[key] == (None if want < 0 else pytest.approx(float(want), abs=1e-4)), key
+
+
+def test_eval_on_panoptic_data_of_a_detection_run_is_refused(det_run):
+    rd, folder = det_run
+    refused(rd.root, "eval", "--run", rd.root, "--data", folder, "--exit", "4", "--threads", "1", "--gate", "none",
+            expect="other classes than the run's dataset")
+
+
+def test_segmentation_model_on_detection_data_is_refused(tmp_path, det_run):
+    _, folder = det_run
+    root = tmp_path / "m2f"
+    refused(root, "train-parent", "--model", "m2f_tiny", "--data", f"coco-det:{folder}", *TRAIN_FAST,
+            "--run", root, expect="a panoptic model cannot be trained or scored on detection data")
+
+
+def test_segmentation_run_evaluated_on_detection_data_is_refused(tmp_path, det_run):
+    _, folder = det_run
+    root = tmp_path / "m2f"
+    invoke_json("train-parent", "--model", "m2f_tiny", "--data", folder, "--recipe", "standard", *TRAIN_FAST,
+                "--run", root)
+    refused(root, "eval", "--run", root, "--data", f"coco-det:{folder}", "--threads", "1", "--gate", "none",
+            expect="other classes than the run's dataset")
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("outside", "lies outside the 60x40 image"),
+    ("category", "unknown category_id 99"),
+    ("no_images", "no images"),
+    ("missing_file", "missing on disk"),
+])
+def test_bad_detection_data_is_refused_by_train_parent(tmp_path, case, expect):
+    data, skip = instances(), ()
+    if case == "outside":
+        data["annotations"][0]["bbox"] = [55.0, 6.0, 20.0, 12.0]
+    elif case == "category":
+        data["annotations"][0]["category_id"] = 99
+    elif case == "no_images":
+        data["images"], data["annotations"] = [], []
+    else:
+        skip = ("a.png",)
+    root = write_det(tmp_path / "data", data, skip_files=skip)
+    run = tmp_path / "run"
+    refused(run, "train-parent", "--model", "detr_tiny", "--data", f"coco-det:{root}", *TRAIN_FAST, "--run", run,
+            expect=expect)
