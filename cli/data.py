@@ -14,8 +14,8 @@ def _data_error(exc: Exception) -> click.ClickException:
 
 @click.group(name="data")
 def data() -> None:
-    """Datasets: --data specs are 'synthetic' (default), coco:ROOT, cityscapes:ROOT,
-    ade20k:ROOT or a COCO-panoptic folder."""
+    """Datasets: --data specs are 'synthetic' (default), coco:ROOT, coco-det:ROOT (COCO
+    detection: instances JSON + images), cityscapes:ROOT, ade20k:ROOT or a COCO-panoptic folder."""
 
 
 @data.command(name="synth")
@@ -26,7 +26,8 @@ def data() -> None:
 @click.option("--seed", default=0, show_default=True, type=seed_type())
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Generator processes [min(4, CPUs)].")
 def synth(out: str, n_train: int, n_val: int, size: int, seed: int, workers: int | None) -> None:
-    """Write the built-in synthetic panoptic set to OUT in COCO panoptic format."""
+    """Write the built-in synthetic panoptic set to OUT in COCO panoptic format (plus COCO
+    instances JSONs of its things: --data coco-det:OUT)."""
     import os
     import time
 
