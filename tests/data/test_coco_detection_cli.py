@@ -111,3 +111,18 @@ def test_bad_detection_data_is_refused_by_train_parent(tmp_path, case, expect):
     run = tmp_path / "run"
     refused(run, "train-parent", "--model", "detr_tiny", "--data", f"coco-det:{root}", *TRAIN_FAST, "--run", run,
             expect=expect)
+
+
+def test_detection_model_on_semantic_data_is_refused(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    ade = tmp_path / "ade"
+    for sub in ("images/training", "annotations/training"):
+        (ade / sub).mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(ade / "images/training/a.jpg")
+    Image.fromarray(np.ones((32, 32), np.uint8)).save(ade / "annotations/training/a.png")
+    run = tmp_path / "run"
+    # DETR's builder refuses first (no thing class to box); the data-task check stands behind it
+    refused(run, "train-parent", "--model", "detr_tiny", "--data", f"ade20k:{ade}", *TRAIN_FAST, "--run", run,
+            expect="thing_ids must be a non-empty subset")
