@@ -220,6 +220,11 @@ def init_run(run: RunDir, checkpoint: str | os.PathLike, data: str) -> dict[str,
     model, info = load_parent(source, device="cpu")  # verifies the bytes and that it is a whole model
     dataset, _ = build_run_dataset({"data": data}, None, "val")
     check_data_fits(model, dataset.meta, spec=data, path=source)
+    # a model that cannot use the data's labels (a segmentation model on detection data, a
+    # detection model on semantic data): one line (DataError), nothing written
+    from adaseg.eval.tasks.registry import suite_for
+
+    suite_for(model.task, dataset.meta.task)
     tensors, meta = load_checkpoint(source, hint=recreate_hint(source))
     task = model.task
     untrained = untrained_parts(meta.kind, meta.extra)

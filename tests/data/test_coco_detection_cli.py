@@ -126,3 +126,22 @@ def test_detection_model_on_semantic_data_is_refused(tmp_path):
     # DETR's builder refuses first (no thing class to box); the data-task check stands behind it
     refused(run, "train-parent", "--model", "detr_tiny", "--data", f"ade20k:{ade}", *TRAIN_FAST, "--run", run,
             expect="thing_ids must be a non-empty subset")
+
+
+def test_segmentation_checkpoint_made_a_run_on_detection_data_is_refused(tmp_path, det_run):
+    """init-run of a Mask2Former checkpoint whose classes fit the detection data (5, all things)
+    onto coco-det: the classes pass, the task does not."""
+    from adaseg.runs.parent import PARENT_KIND, build_model, parent_config
+    from adaseg.storage.checkpoint import save_checkpoint
+
+    _, folder = det_run
+    options = {"num_classes": 5, "thing_ids": [0, 1, 2, 3, 4]}
+    torch.manual_seed(0)
+    model = build_model("m2f_tiny", options)
+    ckpt = tmp_path / "m2f.safetensors"
+    save_checkpoint(ckpt, model.state_dict(), kind=PARENT_KIND, config=parent_config("m2f_tiny", options),
+                    extra={"task": model.task})
+    run = tmp_path / "run"
+    refused(run, "init-run", "--from", ckpt, "--data", f"coco-det:{folder}", "--run", run,
+            expect="a panoptic model cannot be trained or scored on detection data")
+    assert not run.exists()
