@@ -8,6 +8,13 @@ oracle eval reports (``adaseg eval --gate oracle --beta B``); prints the points 
 writes the figure. The oracle bounds what any gate on this parent can reach; the gap between
 the gates and the oracle is the gate's prediction, the gap between the oracle and full depth
 the parent's exits.
+
+Encoder GFLOPs are counted on the first ``--flops-images`` images of each point (the sweep's
+and the plot's x axis), while every point's mean exit covers all evaluated images. Without
+pausing, encoder GFLOPs are linear in the layers run (checked here on the fixed exits), so the
+table also gives the saving over all images, ``1 - mean exit / depth``, and the mean exit of
+the FLOP subset, ``GFLOPs / (full-depth GFLOPs / depth)``: their difference says how
+representative the FLOP subset is.
 """
 
 from __future__ import annotations
@@ -19,15 +26,17 @@ from pathlib import Path
 
 
 def _points(sweep: dict, oracle_paths: list[str]) -> dict[str, list[tuple]]:
-    """{curve: [(label, encoder GFLOPs, quality, lo, hi)]} sorted by GFLOPs."""
+    """{curve: [(label, encoder GFLOPs, quality, lo, hi, mean exit over all images)]} sorted by
+    GFLOPs."""
     curves: dict[str, list[tuple]] = {"fixed exits": [], "gate": [], "oracle": []}
     for r in sweep["rows"]:
         if r["kind"] in ("exit", "full"):
             label = f"exit {r['exit']}" if r["kind"] == "exit" else "full"
-            curves["fixed exits"].append((label, r["gflops_encoder_mean"], r["quality"], r["quality_lo"], r["quality_hi"]))
+            curves["fixed exits"].append((label, r["gflops_encoder_mean"], r["quality"], r["quality_lo"], r["quality_hi"],
+                                          r["exit_mean"]))
         elif r["kind"] == "gate":
             curves["gate"].append((f"beta {r['beta']}", r["gflops_encoder_mean"], r["quality"], r["quality_lo"],
-                                   r["quality_hi"]))
+                                   r["quality_hi"], r["exit_mean"]))
     metric = sweep["rows"][0]["quality_metric"]
     for path in oracle_paths:
         rep = json.loads(Path(path).read_text())
@@ -35,7 +44,7 @@ def _points(sweep: dict, oracle_paths: list[str]) -> dict[str, list[tuple]]:
         if beta is None:
             sys.exit(f"Error: {path} is not an oracle report (adaseg eval --gate oracle --beta B)")
         curves["oracle"].append((f"beta {beta}", rep["gflops"]["gflops"]["encoder"]["mean"], rep["metrics"][metric],
-                                 None, None))
+                                 None, None, rep["exits"]["mean"]))
     return {k: sorted(v, key=lambda p: p[1]) for k, v in curves.items()}, metric
 
 
@@ -48,11 +57,20 @@ def main() -> None:
     sweep = json.loads(Path(args.sweep).read_text())
     curves, metric = _points(sweep, args.oracles)
     full = [p for p in curves["fixed exits"] if p[0] == "full"][0]
-    print(f"{'curve':<12} {'point':<14} {'enc GFLOPs':>10} {'saving':>7} {metric:>7}  {'90% interval':>16}")
+    depth = full[5]
+    per_layer = full[1] / depth
+    worst = max(abs(g / per_layer - e) for _, g, _, _, _, e in curves["fixed exits"])
+    print(f"encoder GFLOPs per layer {per_layer:.6f} (full depth / {depth:g}); fixed exits off linear by at most "
+          f"{worst:.2g} layers")
+    print("saving: encoder GFLOPs of the FLOP subset vs full depth; saving (all): 1 - mean exit over all images / "
+          "depth; exit (FLOPs): the FLOP subset's mean exit")
+    print(f"{'curve':<12} {'point':<14} {'enc GFLOPs':>10} {'saving':>7} {'exit (FLOPs)':>12} {'mean exit':>9} "
+          f"{'saving (all)':>12} {metric:>7}  {'90% interval':>16}")
     for name, pts in curves.items():
-        for label, g, q, lo, hi in pts:
+        for label, g, q, lo, hi, e in pts:
             iv = "" if lo is None else f"[{100 * lo:.2f}, {100 * hi:.2f}]"
-            print(f"{name:<12} {label:<14} {g:10.4f} {100 * (1 - g / full[1]):6.1f}% {100 * q:7.2f}  {iv:>16}")
+            print(f"{name:<12} {label:<14} {g:10.4f} {100 * (1 - g / full[1]):6.1f}% {g / per_layer:12.3f} {e:9.3f} "
+                  f"{100 * (1 - e / depth):11.1f}% {100 * q:7.2f}  {iv:>16}")
 
     import matplotlib
 
@@ -67,10 +85,10 @@ def main() -> None:
         fmt, colour = style[name]
         xs, ys = [p[1] for p in pts], [100 * p[2] for p in pts]
         ax.plot(xs, ys, fmt, color=colour, label=name)
-        for label, g, q, lo, hi in pts:
+        for label, g, q, lo, hi, _ in pts:
             if lo is not None:
                 ax.plot([g, g], [100 * lo, 100 * hi], "-", color=colour, alpha=0.5)
-    ax.set_xlabel("encoder GFLOPs / image")
+    ax.set_xlabel("encoder GFLOPs / image (FLOP-counted images)")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title("Fixed exits, gate and oracle gate (same val images)")
     ax.grid(alpha=0.3)
