@@ -54,15 +54,18 @@ def load_run(run: str | os.PathLike = DEFAULT_RUN, *, gate: str | os.PathLike = 
 
 def evaluate(run: str | os.PathLike = DEFAULT_RUN, *, gate: str | os.PathLike = AUTO, exit: int | None = None,
              pause: PausePlan | str | None = None, pause_mode: str | None = None, pause_output: str = "decoder",
-             device: str | torch.device = "cpu", **options: Any) -> EvalReport:
+             device: str | torch.device = "cpu", beta: float | None = None, **options: Any) -> EvalReport:
     """Score the run's parent on its val split as ``adaseg eval`` does; returns the report
     (nothing is written to the run directory). ``run`` may also be a model checkpoint file
     (a parent, an imported model), scored on ``data`` (required then), as ``adaseg eval
     --parent CKPT --data SPEC``.
 
     ``gate``: ``"auto"`` (as ``adaseg eval``: the most recently fitted gate when the run has one
-    and no ``exit`` is given, else none), ``"latest"``, ``"none"`` or a gate file; ``exit``: a
-    fixed exit (no gate); ``pause``: a :class:`PausePlan` or its spec; ``pause_mode``:
+    and no ``exit`` is given, else none), ``"latest"``, ``"none"``, a gate file, or ``"oracle"``
+    with ``beta`` (as ``adaseg eval --gate oracle --beta B``: each val image at its best exit
+    under ``beta`` by the run's val Step B, ``adaseg derive --split val``; a bound, not a
+    gate); ``beta``: the oracle's trade-off (a finite number >= 0, only with
+    ``gate="oracle"``); ``exit``: a fixed exit (no gate); ``pause``: a :class:`PausePlan` or its spec; ``pause_mode``:
     ``"entropy"`` (the default) or ``"random"``, only with ``pause``; ``pause_output``:
     ``"decoder"`` (the default) or ``"aux"`` (PAUMER's early exit: paused tokens labelled by
     their auxiliary decoder; only with ``pause``, on a model that has it); ``options``: the other
@@ -80,6 +83,7 @@ def evaluate(run: str | os.PathLike = DEFAULT_RUN, *, gate: str | os.PathLike = 
     gate = _gate_spec(gate)
     pause = _pause_plan(pause)
     exit, options = _check_eval_arguments(exit, pause, pause_mode, options)
+    oracle_beta = _oracle_beta(gate, beta, exit)
     _check_pause_output(pause_output, pause)
     device = parse_device(device, name="device")
     if os.path.isfile(run_dir.root):  # a checkpoint: its "own" dataset is data=
@@ -88,12 +92,36 @@ def evaluate(run: str | os.PathLike = DEFAULT_RUN, *, gate: str | os.PathLike = 
         if options.get("data") is None:
             raise ValueError(f"{run_dir.root} is a checkpoint: give data= (the dataset to score it on)")
         run_dir, options = CheckpointRun(run_dir.root, data=options["data"]), {**options, "data": None}
+        if oracle_beta is not None:
+            raise ValueError(f"{run_dir.root} is a checkpoint: the oracle gate reads a run's val Step B "
+                             "(`adaseg derive --split val`); give a run directory")
     run_dir.require("config", "parent")
-    path = choose_gate(run_dir, gate, exit=exit)
+    path = None if oracle_beta is not None else choose_gate(run_dir, gate, exit=exit)
     settings = EvalSettings(gate=None if path is None else str(path), exit=exit, pause=pause,
                             pause_mode="entropy" if pause_mode is None else pause_mode, pause_output=pause_output,
-                            **options)
+                            oracle_beta=oracle_beta, **options)
     return run_evaluation(run_dir, settings, device=device)
+
+
+def _oracle_beta(gate: str, beta, exit) -> float | None:
+    """``beta`` of ``gate="oracle"`` (None for any other gate), checked as ``adaseg eval --gate
+    oracle --beta`` checks it; each misuse is one line."""
+    import math
+
+    if gate != "oracle":
+        if beta is not None:
+            raise ValueError("beta sets the oracle gate's trade-off: it needs gate='oracle' (a fitted gate's beta "
+                             "is in its file)")
+        return None
+    if beta is None:
+        raise ValueError("gate='oracle' needs beta (e.g. beta=0.0005)")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+        raise ArgumentTypeError(f"beta must be a finite number >= 0, got {describe(beta)}")
+    if not math.isfinite(beta) or beta < 0:
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    if exit is not None:
+        raise ValueError("gate='oracle' picks each image's exit: it excludes exit")
+    return float(beta)
 
 
 def _run_path(run) -> str:

@@ -1,6 +1,7 @@
 """``adaseg fit-gate``: Step C, the gate for one trade-off, on the derived dataset's cached
 features (seconds). Reads the run directory's derived dataset (and parent, to check it is
-the same parent); writes ``gates/gate_beta{B}_K{K}_{loss}.safetensors`` (+ ``.json``)."""
+the same parent); writes ``gates/gate_beta{B}_K{K}_{loss}.safetensors`` (+ ``.json``;
+``..._exit2.safetensors`` with ``--features exit2``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from adaseg.cli.run_guard import writing_run
 # Mirrors adaseg.engine.gate_targets.LOSSES (kept literal so `adaseg --help` does not import
 # torch); a test checks the two agree.
 LOSS_CHOICES = ("hard-ce", "u-ce", "soft-ce", "soft-mse")
+# Mirrors adaseg.models.adaptive.deferred.GATE_FEATURES (same reason; the same test checks it).
+FEATURE_CHOICES = ("backbone", "exit2")
 
 
 @click.command(name="fit-gate")
@@ -24,6 +27,11 @@ LOSS_CHOICES = ("hard-ce", "u-ce", "soft-ce", "soft-mse")
               help="Gate loss (paper, Table T2); hard-ce is the paper's choice.")
 @click.option("--temperature", type=FiniteFloat(), default=None,
               help="Temperature of soft-ce/soft-mse targets softmax(u/T) (default 1, as in the paper).")
+@click.option("--features", type=click.Choice(FEATURE_CHOICES), default="backbone", show_default=True,
+              help="The gate's input: backbone (the paper's pooled backbone tokens; the exit is decided before "
+                   "layer 1) or exit2 (the encoder's tokens after layer 2 pooled per level; the exit is decided "
+                   "after layer 2, which every image runs). exit2 needs a derived dataset that records them "
+                   "(adaseg derive since --features existed) and a parent that provides them.")
 @click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-2, show_default=True,
               help="Adam learning rate.")
@@ -32,7 +40,7 @@ LOSS_CHOICES = ("hard-ce", "u-ce", "soft-ce", "soft-mse")
 @run_option
 @quiet_option
 @json_option
-def fit_gate(beta, K, loss, temperature, epochs, lr, batch_size, seed, run, quiet, as_json):
+def fit_gate(beta, K, loss, temperature, features, epochs, lr, batch_size, seed, run, quiet, as_json):
     """Step C: fit the gate for one trade-off (beta, K) on the derived dataset."""
     import json
     import math
@@ -56,14 +64,15 @@ def fit_gate(beta, K, loss, temperature, epochs, lr, batch_size, seed, run, quie
         except (MissingStepError, RunDirError, DerivedDatasetError, CheckpointError) as exc:
             raise click.ClickException(str(exc)) from None
         try:
-            K, temperature = resolve_settings(derived, beta=beta, K=K, loss=loss, temperature=temperature)
+            K, temperature = resolve_settings(derived, beta=beta, K=K, loss=loss, temperature=temperature,
+                                              features=features, run_hint=f"adaseg derive --run {run_dir.root}")
         except GateSettingError as exc:
             raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
 
         # Everything is validated: from here on the run directory is written.
         reporter = Reporter.for_run(run_dir, command="fit-gate", quiet=quiet or as_json)
         settings = dict(beta=beta, K=K, loss=loss, temperature=temperature, epochs=epochs, lr=lr,
-                        batch_size=batch_size, seed=seed)
+                        batch_size=batch_size, seed=seed, features=features)
         reporter.event("start", run=str(run_dir.root), **settings)
         with reporter.progress(total=epochs, description="fit-gate", unit="epoch") as progress:
             try:

@@ -255,6 +255,13 @@ MISSING = "/nonexistent/adaseg-run"
     (dict(device=1), TypeError, "device must be auto, cpu, cuda, cuda:N or a torch.device"),
     (pytest.param(dict(device="cuda"), ValueError, "device='cuda': CUDA is not available", marks=NO_CUDA)),
     (dict(bootstrap=10), ValueError, "unknown option"),
+    (dict(beta=0.001), ValueError, "beta sets the oracle gate's trade-off: it needs gate='oracle'"),
+    (dict(gate="oracle"), ValueError, r"gate='oracle' needs beta \(e.g. beta=0.0005\)"),
+    (dict(gate="oracle", beta="0.1"), TypeError, r"beta must be a finite number >= 0, got '0.1' \(str\)"),
+    (dict(gate="oracle", beta=True), TypeError, "beta must be a finite number >= 0, got True"),
+    (dict(gate="oracle", beta=-0.5), ValueError, "beta must be a finite number >= 0, got -0.5"),
+    (dict(gate="oracle", beta=float("nan")), ValueError, "beta must be a finite number >= 0, got nan"),
+    (dict(gate="oracle", beta=0.001, exit=3), ValueError, "gate='oracle' picks each image's exit: it excludes exit"),
 ])
 def test_evaluate_refuses_before_reading_the_run(kwargs, kind, match):
     with pytest.raises(kind, match=match) as info:

@@ -4,7 +4,10 @@ The parent runs on the **training** split with the evaluation transform (no augm
 every exit from one encoder pass (``record_exits``: shared layers are computed once, the
 shared decoder runs per exit). For each image and exit it records the quality of the suite's
 quality evaluator (:mod:`adaseg.eval.tasks`: per-image PQ with panopticapi's rules for
-panoptic models on panoptic data, per-image mIoU otherwise), its per-class parts, and once per image the gate's input features. Images whose quality is
+panoptic models on panoptic data, per-image mIoU otherwise), its per-class parts, and once per image the gate's input features: the paper's pooled backbone tokens and, where the
+parent provides them (``model.exit2_refusal()`` is None; otherwise the reason is recorded in
+``info["exit2_refusal"]``), the exit-2 gate's input (the encoder's tokens after layer 2 pooled
+per level), from the same encoder pass (``AdaptiveSettings(record_features=True)``). Images whose quality is
 undefined (empty ground truth and empty prediction) are recorded as NaN, never divided by
 zero. Under ``torchrun`` each rank scores a strided shard; rank 0 gathers them in dataset
 order and writes ``derived.safetensors`` through :class:`adaseg.runs.derived.DerivedDataset`.
@@ -42,13 +45,16 @@ class DeriveResult:
 
 def score_exits(model, batch, scorer: Scorer, indices: list[int], device) -> list[dict]:
     """Run ``model`` at every exit on one batch; per image ``{"quality": [E], "parts": [(col,
-    class, values)], "features": [C]}`` by the suite's quality evaluator."""
+    class, values)], "features": [C], "exit2": [F] or None}`` by the suite's quality evaluator
+    (``exit2``: the exit-2 gate's input, where ``model.exit2_refusal()`` is None)."""
     images = batch["images"].to(device)
     mask = batch["padding_mask"].to(device)
+    record = model.exit2_refusal() is None
     with torch.no_grad():
-        out = model(images, mask, AdaptiveSettings(record_exits=model.exits))
+        out = model(images, mask, AdaptiveSettings(record_exits=model.exits, record_features=record))
     exits = list(model.exits)
-    per_image = [{"quality": [], "parts": [], "features": out.gate_features[j].float().cpu().tolist()}
+    per_image = [{"quality": [], "parts": [], "features": out.gate_features[j].float().cpu().tolist(),
+                  "exit2": out.layer_features[j].float().cpu().tolist() if record else None}
                  for j in range(len(indices))]
     evaluator = scorer.suite.quality
     for col, k in enumerate(exits):
@@ -108,6 +114,7 @@ def derive(
     if gathered is None:
         return DeriveResult(derived=None, seconds=time.perf_counter() - t0, path=None)
     rows = [(i, col, cls, vals) for i, r in enumerate(gathered) for col, cls, vals in r["parts"]]
+    refusal = model.exit2_refusal()
     parts_index, parts_values = stack_parts(rows, len(scorer.suite.quality.part_names))
     derived = DerivedDataset(
         exits=list(model.exits),
@@ -120,7 +127,8 @@ def derive(
         parts_index=parts_index,
         parts_values=parts_values,
         info={"data": data_spec, "split": split, "model": info["model"], "images": n,
-              "seconds": time.perf_counter() - t0},
+              "seconds": time.perf_counter() - t0, **({"exit2_refusal": refusal} if refusal else {})},
+        exit2_features=None if refusal else torch.tensor([r["exit2"] for r in gathered], dtype=torch.float32),
     )
     path = run.derived_path if split == "train" else val_derived_path(run)
     derived.save(path)

@@ -390,6 +390,9 @@ def _apply_settings(model, info: dict, settings: EvalSettings, device: torch.dev
             model.set_gate(gate.to(device))
         except ValueError as exc:
             raise EvalSettingError("gate", f"{settings.gate}: {exc}") from None
+        if settings.cuda_graph and gate.features != "backbone":
+            raise EvalSettingError("cuda-graph", f"{settings.gate} decides after layer {gate.decide_after}, inside "
+                                                 "the encoder loop (a host read): it cannot run as CUDA graphs")
     if settings.pause is not None:
         from adaseg.runs.from_checkpoint import UntrainedError, check_pause_loaded
 
@@ -514,6 +517,8 @@ def _report(run: RunDir, model, info: dict, gate_info: dict | None, settings_jso
         hist[str(e)] = hist.get(str(e), 0) + 1
     if gate_info is not None:
         settings_json["gate_settings"] = {k: gate_info["extra"].get(k) for k in ("beta", "K", "loss", "exits")}
+        if "features" in gate_info["config"]:  # a gate beyond the paper's (the paper's reports stay as they were)
+            settings_json["gate_settings"]["features"] = gate_info["config"]["features"]
     return EvalReport(
         settings=settings_json,
         metrics=metrics,

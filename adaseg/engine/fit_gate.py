@@ -3,6 +3,9 @@
 The gate (:class:`adaseg.models.adaptive.gate.Gate`) is one linear layer ``Linear(C, E)`` on the pooled lowest-resolution tokens
 (Eq. 6); its E outputs are the exits ``<= K`` of the derived dataset. Training is on the
 cached features only: targets and losses are in :mod:`adaseg.engine.gate_targets`.
+``features="exit2"`` fits the same layer on the derived dataset's exit-2 features (the
+encoder's tokens after layer 2 pooled per level, ``Linear(L * C, E)``): the gate file
+records it, and the model then decides each image's exit after layer 2.
 
 Features are standardised for training (zero mean, unit variance per channel: the
 problem is then well conditioned for Adam whatever the features' scale) and the
@@ -24,7 +27,7 @@ from typing import Any, Callable
 import torch
 
 from adaseg.storage.checkpoint import save_checkpoint
-from adaseg.runs.derived import DerivedDataset
+from adaseg.runs.derived import DerivedDataset, DerivedDatasetError, gate_inputs
 from adaseg.engine.gate_targets import LOSSES, TEMPERATURE_LOSSES, gate_loss, prepare_quality, targets, utility
 from adaseg.runs.gate_file import GATE_KIND, load_gate, resolve_gate  # noqa: F401 - re-exported
 from adaseg.runs.run_dir import RunDir
@@ -68,6 +71,7 @@ class GateFit:
     quality_at_full: float
     loss_history: list[float] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    features: str = "backbone"
 
     @property
     def target_cost_relative(self) -> float:
@@ -80,6 +84,8 @@ class GateFit:
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts (no tensors)."""
         out = {k: v for k, v in asdict(self).items() if k not in ("weight", "bias")}
+        if self.features == "backbone":  # the paper's gate: its record as before --features existed
+            del out["features"]
         out["target_counts"] = {str(k): v for k, v in self.target_counts.items()}
         out["gate_counts"] = {str(k): v for k, v in self.gate_counts.items()}
         out["target_cost_relative"] = self.target_cost_relative
@@ -88,12 +94,19 @@ class GateFit:
 
 
 def resolve_settings(
-    derived: DerivedDataset, *, beta: float, K: int | None, loss: str, temperature: float | None
+    derived: DerivedDataset, *, beta: float, K: int | None, loss: str, temperature: float | None,
+    features: str = "backbone", run_hint: str = "adaseg derive",
 ) -> tuple[int, float | None]:
     """Check Step C's settings against the derived dataset; return ``(K, temperature)``.
 
-    Raises :class:`GateSettingError` with one line naming the option and value.
+    Raises :class:`GateSettingError` with one line naming the option and value; exit-2
+    features the derived dataset lacks (an older file: ``run_hint`` says what to run) or the
+    parent cannot provide are refused for ``features``.
     """
+    try:
+        gate_inputs(derived, features, run_hint=run_hint)
+    except DerivedDatasetError as exc:
+        raise GateSettingError("features", str(exc)) from None
     if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
         raise GateSettingError("beta", f"--beta must be a finite number >= 0, got {beta!r}")
     if loss not in LOSSES:
@@ -126,6 +139,7 @@ def fit_gate(
     batch_size: int = 256,
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
+    features: str = "backbone",
 ) -> GateFit:
     """Fit the gate for one (beta, K, loss) on ``derived``; see the module docstring.
 
@@ -137,14 +151,17 @@ def fit_gate(
         temperature: soft targets' T (soft-ce, soft-mse only; default 1 as in the paper).
         epochs, lr, batch_size, seed: Adam on mini-batches, shuffled by ``seed``.
         on_epoch: called with (epoch index, mean loss) after every epoch.
+        features: the gate's input: ``"backbone"`` (the paper's, ``derived.features``) or
+            ``"exit2"`` (``derived.exit2_features``; refused where the derived dataset has none).
     """
-    K, temperature = resolve_settings(derived, beta=beta, K=K, loss=loss, temperature=temperature)
+    K, temperature = resolve_settings(derived, beta=beta, K=K, loss=loss, temperature=temperature, features=features)
+    inputs = gate_inputs(derived, features, run_hint="adaseg derive")
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise GateSettingError("epochs", f"need epochs >= 1, batch size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     cols = [j for j, e in enumerate(derived.exit_list) if e <= K]
     exits = torch.tensor([derived.exit_list[j] for j in cols], dtype=torch.long)
     q, keep = prepare_quality(derived.quality[:, cols])
-    x = derived.features[keep].to(torch.float64)
+    x = inputs[keep].to(torch.float64)
     n, c = x.shape
     if n == 0:
         raise GateSettingError("derived", "every image of the derived dataset has undefined quality: nothing to train on")
@@ -164,7 +181,7 @@ def fit_gate(
         w_raw = (weight / sigma[None, :]).to(torch.float32)
         b_raw = (bias - (weight * (mu / sigma)[None, :]).sum(1)).to(torch.float32)
         # predict exactly as the float32 Gate module will (nn.Linear on the raw features)
-        pred = torch.nn.functional.linear(derived.features[keep], w_raw, b_raw).argmax(1)
+        pred = torch.nn.functional.linear(inputs[keep], w_raw, b_raw).argmax(1)
     rows = torch.arange(n)
     exit_list = exits.tolist()
     return GateFit(
@@ -188,6 +205,7 @@ def fit_gate(
         quality_at_full=float(q[:, -1].mean()),
         loss_history=history,
         settings={"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed},
+        features=features,
     )
 
 
@@ -237,7 +255,7 @@ def gate_module(fit: GateFit):
     """The fitted weights in :class:`adaseg.models.adaptive.gate.Gate` (what the model uses at inference)."""
     from adaseg.models.adaptive.gate import Gate
 
-    gate = Gate(in_channels=int(fit.weight.shape[1]), exits=tuple(fit.exits))
+    gate = Gate(in_channels=int(fit.weight.shape[1]), exits=tuple(fit.exits), features=fit.features)
     with torch.no_grad():
         gate.linear.weight.copy_(fit.weight)
         gate.linear.bias.copy_(fit.bias)
@@ -251,7 +269,7 @@ def save_gate(run: RunDir, fit: GateFit, derived: DerivedDataset) -> Path:
     constructor arguments, so ``load_into(Gate(**config), path)`` rebuilds it. The file records
     the parent's fingerprint, so a gate fitted for another parent is refused by :func:`load_gate`.
     """
-    path = run.gate_path(beta=fit.beta, K=fit.K, loss=fit.loss, temperature=fit.temperature)
+    path = run.gate_path(beta=fit.beta, K=fit.K, loss=fit.loss, temperature=fit.temperature, features=fit.features)
     gate = gate_module(fit)
     extra = fit.summary()
     extra.update(
@@ -259,11 +277,8 @@ def save_gate(run: RunDir, fit: GateFit, derived: DerivedDataset) -> Path:
         derived_fingerprint=derived.fingerprint(),
         created=time.time(),
     )
-    save_checkpoint(
-        path,
-        gate.state_dict(),
-        kind=GATE_KIND,
-        config={"in_channels": gate.in_channels, "exits": list(gate.exits)},
-        extra=extra,
-    )
+    config = {"in_channels": gate.in_channels, "exits": list(gate.exits)}
+    if fit.features != "backbone":  # (the paper's gate's config as before --features existed)
+        config["features"] = fit.features
+    save_checkpoint(path, gate.state_dict(), kind=GATE_KIND, config=config, extra=extra)
     return path

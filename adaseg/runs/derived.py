@@ -16,6 +16,10 @@ One file ``derived.safetensors`` (+ ``derived.json``, a readable summary) holdin
   (SQ, RQ, PQ of things/stuff) are computed from them later.
 * ``features`` (N, C) float32: the gate's input for each image (pooled lowest-resolution
   tokens), computed once by the parent.
+* ``features_exit2`` (N, F) float32, optional: the exit-2 gate's input (the encoder's tokens
+  after layer 2 pooled per level, ``fit-gate --features exit2``). Absent from files written
+  before it existed and for parents that cannot provide it; then ``info["exit2_refusal"]``
+  says why (:func:`exit2_features_or_refusal`).
 
 The ``"adaseg"`` metadata entry holds ``metric``, ``part_names``, ``depth`` (the parent's
 encoder depth), ``parent_fingerprint``, ``image_ids``, free-form ``info`` and the file's
@@ -60,7 +64,7 @@ class DerivedDataset:
     """Step B's output, in memory. See the module docstring for every field's meaning.
 
     Shapes: exits (E,), quality (N, E), features (N, C), parts_index (M, 3),
-    parts_values (M, P).
+    parts_values (M, P), exit2_features (N, F) or None.
     """
 
     exits: torch.Tensor
@@ -74,11 +78,14 @@ class DerivedDataset:
     parts_values: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
     content_hash: str | None = None  # of the file it was read from / written to
+    exit2_features: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.exits = torch.as_tensor(self.exits, dtype=torch.long).reshape(-1)
         self.quality = torch.as_tensor(self.quality, dtype=torch.float64)
         self.features = torch.as_tensor(self.features, dtype=torch.float32)
+        if self.exit2_features is not None:
+            self.exit2_features = torch.as_tensor(self.exit2_features, dtype=torch.float32)
         self.validate()
 
     # ----------------------------------------------------------------------------------
@@ -112,6 +119,11 @@ class DerivedDataset:
             raise DerivedDatasetError(f"features must be (N={n}, C), got {tuple(self.features.shape)}")
         if not torch.isfinite(self.features).all():
             raise DerivedDatasetError("features hold NaN or inf values")
+        if self.exit2_features is not None:
+            if self.exit2_features.dim() != 2 or self.exit2_features.shape[0] != n:
+                raise DerivedDatasetError(f"features_exit2 must be (N={n}, F), got {tuple(self.exit2_features.shape)}")
+            if not torch.isfinite(self.exit2_features).all():
+                raise DerivedDatasetError("features_exit2 hold NaN or inf values")
         if torch.isinf(self.quality).any():
             raise DerivedDatasetError("quality holds inf values (NaN marks undefined; inf means nothing)")
         defined = self.quality[~torch.isnan(self.quality)]
@@ -173,6 +185,8 @@ class DerivedDataset:
         if self.parts_index is not None:
             tensors["parts_index"] = self.parts_index
             tensors["parts_values"] = self.parts_values
+        if self.exit2_features is not None:
+            tensors["features_exit2"] = self.exit2_features
         meta = {
             "format": FORMAT_VERSION,
             "metric": self.metric,
@@ -245,11 +259,31 @@ class DerivedDataset:
                 parts_values=tensors.get("parts_values"),
                 info=meta.get("info", {}),
                 content_hash=read.content_hash,
+                exit2_features=tensors.get("features_exit2"),
             )
         except DerivedDatasetError as exc:
             raise DerivedDatasetError(f"derived dataset {path}: {exc}; {hint}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise DerivedDatasetError(f"derived dataset {path}: its metadata is malformed ({exc!r}); {hint}") from None
+
+
+def gate_inputs(derived: DerivedDataset, features: str, *, run_hint: str) -> torch.Tensor:
+    """(N, F) the gate input ``features`` (``"backbone"`` or ``"exit2"``) of ``derived``, or
+    :class:`DerivedDatasetError` with one line: exit-2 features that the parent cannot provide
+    (the reason derive recorded), or that a derived file written before them lacks (derive
+    again: ``run_hint`` is the command)."""
+    if features == "backbone":
+        return derived.features
+    if features != "exit2":
+        raise DerivedDatasetError(f"gate features must be backbone or exit2, got {features!r}")
+    if derived.exit2_features is not None:
+        return derived.exit2_features
+    refusal = derived.info.get("exit2_refusal")
+    if refusal:
+        raise DerivedDatasetError(f"--features exit2: gates fitted on features the parent cannot provide are "
+                                  f"refused: {refusal}")
+    raise DerivedDatasetError(f"--features exit2: this derived dataset predates exit-2 features: run `{run_hint}` "
+                              "again")
 
 
 def best_exit_histogram(derived: DerivedDataset) -> dict[str, int]:

@@ -42,7 +42,9 @@ def load_gate(path: str | Path, *, parent_fingerprint: str | None):
             f"{parent_fingerprint[:12]}: fit it again with `adaseg fit-gate`"
         )
     try:
-        gate = Gate(in_channels=int(meta.config["in_channels"]), exits=tuple(meta.config["exits"]))
+        # a gate file without "features" reads the paper's pooled backbone tokens
+        gate = Gate(in_channels=int(meta.config["in_channels"]), exits=tuple(meta.config["exits"]),
+                    features=meta.config.get("features", "backbone"))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"gate {path}: its config {meta.config} does not describe a gate ({exc})") from None
     meta = load_into(gate, path, hint=recreate_hint(path))  # verified: content hash, finite weights

@@ -107,9 +107,11 @@ class RunDir:
     def log_path(self) -> Path:
         return self.root / "log.jsonl"
 
-    def gate_path(self, *, beta: float, K: int, loss: str, temperature: float | None = None) -> Path:
-        """``gates/gate_beta{beta}_K{K}_{loss}[_T{temperature}].safetensors`` (exact numbers)."""
-        return self.gates_dir / (gate_stem(beta=beta, K=K, loss=loss, temperature=temperature) + ".safetensors")
+    def gate_path(self, *, beta: float, K: int, loss: str, temperature: float | None = None,
+                  features: str = "backbone") -> Path:
+        """``gates/gate_beta{beta}_K{K}_{loss}[_T{temperature}][_exit2].safetensors`` (exact numbers)."""
+        return self.gates_dir / (gate_stem(beta=beta, K=K, loss=loss, temperature=temperature,
+                                           features=features) + ".safetensors")
 
     def report_path(self, name: str) -> Path:
         """``reports/eval_{name}.json``; ``name`` is one plain name
@@ -229,16 +231,20 @@ def recreate_hint(path: str | os.PathLike) -> str:
     return GENERIC_HINT
 
 
-def gate_stem(*, beta: float, K: int, loss: str, temperature: float | None = None) -> str:
+def gate_stem(*, beta: float, K: int, loss: str, temperature: float | None = None, features: str = "backbone") -> str:
     """File stem naming a gate's trade-off settings exactly, e.g. ``gate_beta0.0005_K6_hard-ce``.
 
     Numbers are exact (:func:`adaseg.exact.exact_float`): ``--beta 0.00050000001`` names
     another file than ``--beta 0.0005``. (The fit's optimiser settings -- epochs, lr, batch
     size, seed -- are recorded inside the gate's file; refitting one trade-off replaces it.)
+    A gate reading other features than the paper's pooled backbone tokens (``fit-gate
+    --features exit2``) ends in ``_{features}``, so it never replaces the paper's gate.
     """
     from adaseg.exact import exact_float
 
     stem = f"gate_beta{exact_float(beta)}_K{K}_{loss}"
     if temperature is not None:
         stem += f"_T{exact_float(temperature)}"
+    if features != "backbone":
+        stem += f"_{features}"
     return stem

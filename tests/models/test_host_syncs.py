@@ -101,6 +101,18 @@ def test_gate_exits_read_the_plan_once():
     assert sum(site.startswith("run.py") for _, site in seen) == 1, seen
 
 
+def test_exit2_gate_reads_its_decision_once_after_layer_2():
+    """An exit-2 gate (decided inside the loop, after layer 2) reads the decided exits once
+    (``run.py``'s one ``tolist``) and nothing per layer; no plan is normalised before layer 1."""
+    model = _model("m2f_tiny")
+    gate = Gate(in_channels=model.exit2_channels, exits=model.exits, features="exit2")
+    model.set_gate(gate)
+    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    seen = _reads(model, images, AdaptiveSettings(exits="gate", pause="1:0.3,3:0.3"))
+    assert sum(site.startswith("run.py") for _, site in seen) == 1, seen
+    assert len(seen) == 3, seen  # the decision's read + the pixel decoder's 2 after the encoder
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (set_sync_debug_mode counts "
                     "real device syncs; the CPU tests above count the reads that cause them)")
 @pytest.mark.parametrize("name", ["segmenter_tiny", "m2f_tiny"])

@@ -10,6 +10,8 @@ A model writes only what differs from the others::
         encoder_modules()                         # the FLOP scope "encoder"
         prepare(images, padding_mask) -> EncoderInput       # all before encoder layer 1
         encode(prep, *, settings, exit_plan, keep_aux) -> RunResult   # its AdaptiveRun loop
+                                                  # (exit_plan passed on to the run as it is)
+        exit2_channels                            # optional: F of the exit-2 gate's input
         decode(tokens, prep) -> dict              # (b, N, C) encoder tokens -> its heads
         decode_early_exit(result, prep) -> dict   # optional: PAUMER's early exit (pause_output="aux")
         postprocess(out, image_sizes, *, task, output_sizes=None) -> list
@@ -33,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from adaseg.models.adaptive.deferred import EXIT2_LAYER, DeferredPlan, pool_levels
 from adaseg.models.adaptive.gate import Gate, check_gate_fits
 from adaseg.models.adaptive.losses import aux_decoder_loss, weighted_exit_loss
 from adaseg.models.adaptive.output import AdaptiveOutput
@@ -84,6 +87,25 @@ class AdaptiveModelBase(nn.Module, ABC):
         self.exits = potential_exits(exits, depth)
         self.gate: Gate | None = None
 
+    #: F of the exit-2 gate's input (the encoder's tokens after layer 2 pooled per level:
+    #: levels x width), or None when the model does not provide it (its token map is not
+    #: ``token_shapes`` levels concatenated). A model that provides it overrides this.
+    exit2_channels: int | None = None
+
+    def exit2_refusal(self) -> str | None:
+        """Why this model cannot give a gate its tokens after layer 2 (one line naming the
+        model), or None when it can: the model provides them (``exit2_channels``), its encoder
+        has layers after layer 2 and none of its exits is before it."""
+        name = type(self).__name__
+        if self.exit2_channels is None:
+            return f"{name} does not provide its encoder tokens after layer {EXIT2_LAYER} as pooled levels"
+        if self.depth <= EXIT2_LAYER:
+            return (f"{name}'s encoder has {self.depth} layers: a decision after layer {EXIT2_LAYER} "
+                    "is not an early point")
+        if self.exits[0] < EXIT2_LAYER:
+            return f"{name} has exit {self.exits[0]}, before layer {EXIT2_LAYER} where the exit-2 gate decides"
+        return None
+
     def check_early_exit(self) -> None:
         """Raise ValueError (one line naming the model) unless this model has an early-exit
         output (``pause_output="aux"``, PAUMER App. I)."""
@@ -134,9 +156,16 @@ class AdaptiveModelBase(nn.Module, ABC):
 
     def set_gate(self, gate: Gate | None) -> None:
         """Attach a trained gate (used by ``exits="gate"``), or detach with None; a gate that
-        does not fit raises ValueError."""
+        does not fit raises ValueError (an exit-2 gate on a model that cannot provide its
+        features: :meth:`exit2_refusal`)."""
         if gate is not None:
-            check_gate_fits(gate, depth=self.depth, channels=self.gate_channels)
+            channels = self.gate_channels
+            if getattr(gate, "features", "backbone") == "exit2":
+                refusal = self.exit2_refusal()
+                if refusal is not None:
+                    raise ValueError(f"an exit-2 gate does not fit this model: {refusal}")
+                channels = self.exit2_channels
+            check_gate_fits(gate, depth=self.depth, channels=channels)
         self.gate = gate
 
     def forward(self, images: torch.Tensor, padding_mask: torch.Tensor | None = None,
@@ -168,11 +197,19 @@ class AdaptiveModelBase(nn.Module, ABC):
         settings.check_depth(self.depth)
         if settings.early_exit:
             self.check_early_exit()
+        if settings.record_features:
+            refusal = self.exit2_refusal()
+            if refusal is not None:
+                raise ValueError(f"record_features: {refusal}")
         prep = self.prepare(images, padding_mask)
-        plan = settings.exit_plan(batch_size=b, depth=self.depth, gate=self.gate, gate_features=prep.gate_features,
-                                  device=images.device)
+        deferred = self._deferred_plan(settings, prep)
+        plan = None if deferred is not None else settings.exit_plan(
+            batch_size=b, depth=self.depth, gate=self.gate, gate_features=prep.gate_features, device=images.device)
         keep_aux = self.training if settings.keep_aux is None else settings.keep_aux
-        enc = self.encode(prep, settings=settings, exit_plan=plan, keep_aux=keep_aux)
+        enc = self.encode(prep, settings=settings, exit_plan=deferred if deferred is not None else plan,
+                          keep_aux=keep_aux)
+        if deferred is not None and deferred.decide is not None:
+            plan = enc.exit_plan
         if enc.tokens is None:
             heads = None
         else:
@@ -182,8 +219,21 @@ class AdaptiveModelBase(nn.Module, ABC):
             exits={k: self.decode(t, prep) for k, t in enc.per_exit.items()},
             exit_plan=plan, gate_features=prep.gate_features, aux_logits=enc.aux, paused=enc.paused,
             token_shapes=prep.token_shapes, input_size=(h, w), padding_mask=padding_mask,
-            early_exit=settings.early_exit,
+            early_exit=settings.early_exit, layer_features=enc.features,
         )
+
+    def _deferred_plan(self, settings: AdaptiveSettings, prep: EncoderInput) -> DeferredPlan | None:
+        """The plan decided (exit-2 gate) or features recorded (``record_features``) after
+        layer 2 inside the encoder loop, or None: the plan is known before layer 1."""
+        def features(tokens, padding):
+            return pool_levels(tokens, padding, prep.token_shapes)
+
+        if settings.record_features:
+            return DeferredPlan(after=EXIT2_LAYER, features=features, decide=None, last=self.depth)
+        gate = self.gate
+        if settings.uses_gate and gate is not None and gate.features == "exit2":
+            return DeferredPlan(after=EXIT2_LAYER, features=features, decide=gate.predict, last=max(gate.exits))
+        return None
 
 
 class AdaptiveCriterion(nn.Module, ABC):

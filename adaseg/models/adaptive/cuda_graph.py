@@ -136,6 +136,9 @@ class GraphedModel:
         settings.check_depth(model.depth)
         if settings.uses_gate and model.gate is None:
             raise ValueError("exits='gate' needs a gate: call model.set_gate(gate) first")
+        if settings.uses_gate and getattr(model.gate, "features", "backbone") != "backbone":
+            raise ValueError("a CUDA graph takes a gate that decides before the encoder (--features backbone); "
+                             "an exit-2 gate decides after layer 2, inside the encoder loop")
         self.model, self.settings = model, settings
         self._graphs: dict[tuple, _Captured] = {}
 

@@ -41,6 +41,9 @@ class AdaptiveOutput:
         padding_mask: (B, H, W) bool True on padding, or None.
         early_exit: True when the heads label each paused token by the auxiliary decoder of
             its pause layer (``pause_output="aux"``, PAUMER App. I) instead of the main decoder.
+        layer_features: (B, L * C) the encoder's tokens after layer 2 pooled per level (the
+            exit-2 gate's input), when an exit-2 gate decided or ``record_features`` asked for
+            them; None otherwise.
     """
 
     heads: dict[str, Any] | None
@@ -53,6 +56,7 @@ class AdaptiveOutput:
     input_size: tuple[int, int] = (0, 0)
     padding_mask: torch.Tensor | None = None
     early_exit: bool = False
+    layer_features: torch.Tensor | None = None
 
     def at_exit(self, k: int) -> "AdaptiveOutput":
         """The single-exit view of a recorded-exits output at exit ``k`` (what postprocess takes)."""

@@ -27,7 +27,8 @@ Semantics (the contract of every adaptive encoder):
   recorded after each recorded layer.
 
 No device-to-host syncs in the loop: the exit plan is read to the host once, when the run is
-built (one ``tolist``), and which images leave after a layer, and whether all of them do, is
+built (one ``tolist``; a :class:`~adaseg.models.adaptive.deferred.DeferredPlan` once, when it
+decides after its layer, every image still running), and which images leave after a layer, and whether all of them do, is
 decided from those host values; the rows that stay and leave are taken on the device
 (a stable sort of "leaves?" flags whose counts the host knows), so on a GPU the host queues
 layer after layer without waiting for the device (tests/models/test_host_syncs.py).
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from adaseg.models.adaptive.deferred import DeferredPlan
 from adaseg.models.adaptive.output import PauseRecord
 from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.models.adaptive.pause_selection import AuxRecord, select_pause, select_pause_lean
@@ -75,12 +77,17 @@ def _host_values(exit_plan: torch.Tensor) -> list[int] | None:
 class RunResult:
     """``tokens``: (B, N, C) each image's full token map at its exit (None when exits were
     recorded); ``per_exit``: {k: (B, N, C)} at each recorded exit; ``aux``: auxiliary-decoder
-    records (``keep_aux``); ``paused``: one record per pause stage."""
+    records (``keep_aux``); ``paused``: one record per pause stage. With a
+    :class:`~adaseg.models.adaptive.deferred.DeferredPlan`: ``features`` (B, F) what its
+    ``features`` computed after its layer, and ``exit_plan`` (B,) the exits it decided (None
+    when it only recorded features)."""
 
     tokens: torch.Tensor | None
     per_exit: dict[int, torch.Tensor] = field(default_factory=dict)
     aux: list[AuxRecord] = field(default_factory=list)
     paused: list[PauseRecord] = field(default_factory=list)
+    features: torch.Tensor | None = None
+    exit_plan: torch.Tensor | None = None
 
 
 class AdaptiveRun:
@@ -90,7 +97,10 @@ class AdaptiveRun:
         tokens: (B, N, C) the token map before layer 1.
         settings: the caller's :class:`AdaptiveSettings` (pause plan, mode, generator,
             recorded exits, ``keep_aux`` resolved to a bool).
-        exit_plan: (B,) int64 exit per image in 1..K, or None with ``record_exits``.
+        exit_plan: (B,) int64 exit per image in 1..K, or None with ``record_exits``; or a
+            :class:`~adaseg.models.adaptive.deferred.DeferredPlan`: exits decided after its
+            layer (its ``decide`` given, no ``record_exits``), or features recorded after it
+            (``decide`` None, with ``record_exits``).
         aux_decoders: ``aux_decoders[l - 1]`` scores the tokens after layer l (l < K).
         padding: (B, N) bool True on padding tokens, or None.
         keep_aux: keep auxiliary-decoder logits (with gradient) at pause stages.
@@ -100,11 +110,22 @@ class AdaptiveRun:
             encoder's final norm), or None.
     """
 
-    def __init__(self, tokens: torch.Tensor, *, settings: AdaptiveSettings, exit_plan: torch.Tensor | None,
+    def __init__(self, tokens: torch.Tensor, *, settings: AdaptiveSettings,
+                 exit_plan: torch.Tensor | DeferredPlan | None,
                  aux_decoders: nn.ModuleList, padding: torch.Tensor | None, keep_aux: bool,
                  paused_are_values: bool, on_record: Callable[[torch.Tensor], torch.Tensor] | None = None):
-        if (exit_plan is None) == (not settings.record_exits):
+        deferred = exit_plan if isinstance(exit_plan, DeferredPlan) else None
+        if deferred is not None:
+            if (deferred.decide is None) != bool(settings.record_exits):
+                raise ValueError("a deferred plan decides exits (no recorded exits) or records features "
+                                 "(decide=None, with recorded exits)")
+            if settings.record_exits and settings.record_exits[-1] < deferred.after:
+                raise ValueError(f"features after layer {deferred.after} need a recorded exit at or after it, "
+                                 f"got {list(settings.record_exits)}")
+            exit_plan = None
+        elif (exit_plan is None) == (not settings.record_exits):
             raise ValueError("an adaptive run needs either an exit plan or recorded exits")
+        self._deferred = deferred
         self.settings = settings
         self.keep_aux = keep_aux
         self._on_record = on_record
@@ -115,7 +136,10 @@ class AdaptiveRun:
         # The plan's one read to the host per forward: every later decision uses these values.
         known = None if exit_plan is None else _host_values(exit_plan)
         self._exit_list: list[int] = [] if exit_plan is None else known if known is not None else exit_plan.tolist()
-        self.last = settings.record_exits[-1] if settings.record_exits else max(self._exit_list)
+        if settings.record_exits:
+            self.last = settings.record_exits[-1]
+        else:  # a deferred plan: run up to its bound until it has decided
+            self.last = deferred.last if deferred is not None and deferred.decide is not None else max(self._exit_list)
         self._asm = pausing.PatchAssembler(tokens, values=paused_are_values)
         self._batch = b
         self.padding = padding  # (b, N) of the running images
@@ -166,7 +190,9 @@ class AdaptiveRun:
     def layers(self) -> Iterator[int]:
         """Layer numbers 1..last; the body must call :meth:`step` once per layer."""
         self._sources["__padding"] = self._views["__padding"] = self.padding
-        for layer_no in range(1, self.last + 1):
+        layer_no = 0
+        while layer_no < self.last:  # (a deferred plan may lower self.last when it decides)
+            layer_no += 1
             self.layer, self._stepped = layer_no, False
             yield layer_no
             if not self._stepped:
@@ -181,6 +207,8 @@ class AdaptiveRun:
         self._stepped = True
         self._asm.update(tokens)
         layer_no = self.layer
+        if self._deferred is not None and layer_no == self._deferred.after:
+            self._decide()
         if self.settings.record_exits:
             if layer_no in self.settings.record_exits:
                 recorded = self._asm.share()
@@ -199,6 +227,27 @@ class AdaptiveRun:
         return self._result
 
     # ------------------------------------------------------------------ internals
+
+    def _decide(self) -> None:
+        """The deferred plan's features of the full map (every image still running: none can
+        have left before the decision) and, with ``decide``, the exits: read to the host here,
+        the deferred run's one device-to-host read."""
+        plan = self._deferred
+        full = self._asm.full()
+        if self._on_record is not None:
+            full = self._on_record(full)
+        features = plan.features(full, self.padding)
+        self._result.features = features
+        if plan.decide is None:
+            return
+        exits = plan.decide(features).to(device=self.rows.device, dtype=torch.long)
+        values = exits.tolist()
+        if len(values) != self._batch or (values and not plan.after <= min(values) <= max(values) <= plan.last):
+            raise ValueError(f"a deferred plan must give {self._batch} exits in {plan.after}..{plan.last}, "
+                             f"got {values}")
+        self._exits, self._exit_list = exits, values
+        self._result.exit_plan = exits
+        self.last = max(values) if values else plan.after
 
     def _exit(self, layer_no: int) -> None:
         """The running images whose exit is ``layer_no`` leave (decided on the host)."""

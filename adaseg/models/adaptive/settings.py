@@ -71,6 +71,9 @@ class AdaptiveSettings:
             it paused labels it, and the main decoder reads only the tokens still active).
             ``"aux"`` needs a pause plan and one exit per image (not ``record_exits``); models
             whose decoder cannot run on a subset of tokens refuse it (``model.check_early_exit()``).
+        record_features: with ``record_exits``, also return the encoder's tokens after layer 2
+            pooled per level (``out.layer_features``, the exit-2 gate's input; Step B records
+            them). Models that cannot provide them refuse it (``model.exit2_refusal()``).
 
     Every field is checked here: a wrong type raises TypeError (an ``ArgumentTypeError``, also a
     ValueError), a value out of range ValueError, each naming the field. Numbers are not
@@ -88,6 +91,7 @@ class AdaptiveSettings:
     record_exits: tuple[int, ...] = ()
     keep_aux: bool | None = None
     pause_output: str = "decoder"
+    record_features: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.pause, str):
@@ -118,6 +122,10 @@ class AdaptiveSettings:
         object.__setattr__(self, "exits", _check_exits(self.exits))
         check_bool(self.keep_aux, "keep_aux", optional=True)
         check_choice(self.pause_output, "pause_output", PAUSE_OUTPUTS)
+        check_bool(self.record_features, "record_features")
+        if self.record_features and (not record or record[-1] < 2):
+            raise ValueError("record_features records the tokens after layer 2: it needs record_exits "
+                             f"reaching layer 2 or later, got {list(record)}")
         if self.pause_output == "aux":
             if self.pause is None:
                 raise ValueError("pause_output='aux' labels paused tokens by their auxiliary decoder: "

@@ -135,6 +135,12 @@ class Mask2Former(AdaptiveModelBase):
         return self.pixel_decoder.conv_dim
 
     @property
+    def exit2_channels(self) -> int:
+        """F of the exit-2 gate's input: every encoder kind keeps one (B, S, C) map of the
+        levels concatenated (``token_shapes``), pooled per level: levels x C."""
+        return len(self.pixel_decoder.input_proj) * self.pixel_decoder.conv_dim
+
+    @property
     def task(self) -> str:
         """Mask2Former predicts panoptic segmentation (and, from it, semantic and instance)."""
         return "panoptic"
