@@ -85,8 +85,15 @@ def _import_hf_detr(hf_dir: str, out: str) -> None:
         model, info = from_hf_detr(hf_dir, return_info=True)
     except (HFConfigError, HFWeightsError) as exc:
         raise click.ClickException(str(exc)) from None
+    from pathlib import Path
+
+    from adaseg.models.hf.described import describe
+
     extra = {"source": "huggingface", "source_path": os.path.abspath(hf_dir), "class_names": info.class_names,
-             "dropped": info.dropped, "initialised": info.initialised}
+             "dropped": info.dropped, "initialised": info.initialised,
+             # categories (every class has boxes), untrained parts and resize travel with the file
+             **describe(class_names=info.class_names, thing_ids=range(len(info.class_names)),
+                        initialised=info.initialised, directory=Path(info.weights_file).parent)}
     try:
         meta = save_checkpoint(out, model.state_dict(), kind=DETR_KIND, config=info.config, extra=extra)
     except CheckpointError as exc:

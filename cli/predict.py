@@ -1,6 +1,7 @@
 """``adaseg predict``: the run's parent on the user's images (files, folders, or a ``--data``
 split), written to ``--out`` as COCO-panoptic PNGs + ``predictions.json``, semantic label PNGs,
-colour overlays, pictures of where the compute went, and a contact sheet."""
+colour overlays (a detection model: its boxes, ``detections.json``), pictures of where the
+compute went, and a contact sheet."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 
 import click
 
-from adaseg.cli.numbers import seed_type
+from adaseg.cli.numbers import FiniteFloat, seed_type
 from adaseg.cli.options import DEFAULT_RUN, PauseSpec, device_option, pause_output_option, quiet_option
 from adaseg.cli.recipe_options import set_threads, threads_option
 from adaseg.choices import PAUSE_MODES, SPLITS, TASKS
@@ -26,6 +27,8 @@ class NothingPredicted(click.ClickException):
               type=click.Path(dir_okay=True, file_okay=True),
               help="Run directory, or a model checkpoint file (a parent, an imported model: its recorded categories, "
                    "else --data's).")
+@click.option("--parent", "parent", default=None, metavar="CHECKPOINT", type=click.Path(dir_okay=False),
+              help="A model checkpoint to predict with (as --run CHECKPOINT; exclusive with --run).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=True, file_okay=False), metavar="DIR",
               help="Output folder (refused if it holds files, unless --overwrite).")
 @click.option("--overwrite", is_flag=True, default=False,
@@ -46,6 +49,9 @@ class NothingPredicted(click.ClickException):
 @click.option("--seed", default=0, show_default=True, type=seed_type(), help="Seed of random pausing.")
 @click.option("--task", type=click.Choice(TASKS), default=None,
               help="What to predict [default: the model's task].")
+@click.option("--score-threshold", "score_threshold", type=FiniteFloat(min=0, max=1), default=None,
+              help="Detection models: the boxes drawn on the pictures score at least this [default: 0.5]; "
+                   "detections.json holds every box.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Images per forward pass (a batch pads its images to one size; 1 keeps images independent).")
 @click.option("--sheet", type=click.IntRange(min=0), default=8, show_default=True,
@@ -53,8 +59,8 @@ class NothingPredicted(click.ClickException):
 @device_option
 @threads_option
 @quiet_option
-def predict(inputs, run, out, overwrite, data, split, limit, gate, exit_, pause, pause_mode, pause_output, seed, task,
-            batch_size, sheet, device, threads, quiet):
+def predict(inputs, run, parent, out, overwrite, data, split, limit, gate, exit_, pause, pause_mode, pause_output, seed,
+            task, score_threshold, batch_size, sheet, device, threads, quiet):
     """Predict images and draw where the compute went.
 
     \b
@@ -62,22 +68,39 @@ def predict(inputs, run, out, overwrite, data, split, limit, gate, exit_, pause,
     Unreadable files are named and skipped; exit code 2 when no image was predicted.
     """
     set_threads(threads)
+    run = _parent_as_run(run, parent)
     _refuse_idle_options(inputs, data, split, pause, pause_mode, run)
     _check_out(out, overwrite)
     with _holding_out(out):
         _check_out(out, overwrite)  # again, now that no other predict can write it
         _predict(inputs, run, out, data, split, limit, gate, exit_, pause, pause_mode, pause_output, seed, task,
-                 batch_size, sheet, device, quiet, overwrite)
+                 batch_size, sheet, device, quiet, overwrite, score_threshold)
+
+
+def _parent_as_run(run: str, parent: str | None) -> str:
+    """``--parent CHECKPOINT`` is ``--run CHECKPOINT`` (as eval and sweep spell it); both at once are refused."""
+    from pathlib import Path
+
+    from adaseg.cli.options import given_on_command_line
+
+    if parent is None:
+        return run
+    if given_on_command_line(click.get_current_context(), "run"):
+        raise click.UsageError("--parent and --run are exclusive: predict with a checkpoint, or with a run")
+    if not Path(parent).is_file():
+        raise click.BadParameter(f"{parent}: no such checkpoint file", param_hint="'--parent'")
+    return parent
 
 
 def _predict(inputs, run, out, data, split, limit, gate, exit_, pause, pause_mode, pause_output, seed, task,
-             batch_size, sheet, device, quiet, overwrite):
+             batch_size, sheet, device, quiet, overwrite, score_threshold=None):
     from adaseg.predict.images import ImageError, find_images
     from adaseg.predict.predictor import PredictError, Predictor
 
     try:
         predictor = Predictor(run, data=data, gate=gate, exit=exit_, pause=pause, pause_mode=pause_mode, seed=seed,
-                              pause_output=pause_output, task=task, device=device, batch_size=batch_size)
+                              pause_output=pause_output, task=task, device=device, batch_size=batch_size,
+                              score_threshold=score_threshold)
         if not inputs:
             dataset = predictor.dataset(split or "val")
             jobs = list(range(len(dataset) if limit is None else min(limit, len(dataset))))
@@ -101,6 +124,8 @@ def _predict(inputs, run, out, data, split, limit, gate, exit_, pause, pause_mod
                 "exit": exit_, "pause": None if pause is None else str(pause), "pause_mode": pause_mode,
                 "pause_output": pause_output, "seed": seed, "task": predictor.task, "batch_size": batch_size, "data": data,
                 "split": None if inputs else (split or "val"), "inputs": list(inputs), "device": str(device)}
+    if predictor.task == "detection":
+        settings["score_threshold"] = predictor.score_threshold
     predicted, skipped = _run(predictor, dataset, jobs, out, settings, sheet=sheet, quiet=quiet, overwrite=overwrite)
     if not quiet:
         click.echo(f"predict: {predicted} image{'s' * (predicted != 1)} predicted, {len(skipped)} skipped; wrote {out}",

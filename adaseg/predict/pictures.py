@@ -3,40 +3,21 @@ present, the compute map (PAUMER Fig. 1: how many encoder layers each token ran 
 paused or its image exited, per token level), and a contact sheet of several images.
 
 Images whose shorter side is under :data:`MIN_SIDE` pixels are enlarged by a whole factor
-(nearest neighbour) so that tokens and text stay legible; larger ones keep their size.
+(nearest neighbour, :mod:`adaseg.predict.drawing`) so that tokens and text stay legible.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from adaseg.predict.drawing import MIN_SIDE, enlarge, font, summary_line, upscale_factor, with_legend  # noqa: F401
 from adaseg.predict.result import Prediction
 
-MIN_SIDE = 256
 # Layers run -> colour: few layers (cheap) light yellow, all layers (expensive) dark purple
 # (the viridis end points and stops, sampled by hand: no matplotlib needed).
 _RAMP = np.array([[253, 231, 37], [94, 201, 98], [33, 145, 140], [59, 82, 139], [68, 1, 84]], dtype=np.float64)
 _PAD_GREY = (60, 60, 60)
-
-
-def font(size: int):
-    """Pillow's built-in font at ``size`` px (FreeType's scalable one when Pillow has it)."""
-    from PIL import features
-
-    if features.check("freetype2"):
-        return ImageFont.load_default(size=max(8, int(size)))
-    return ImageFont.load_default()
-
-
-def upscale_factor(h: int, w: int) -> int:
-    return max(1, math.ceil(MIN_SIDE / max(1, min(h, w))))
-
-
-def enlarge(img: Image.Image, k: int) -> Image.Image:
-    return img if k == 1 else img.resize((img.width * k, img.height * k), Image.NEAREST)
 
 
 def layer_colour(layers_run: int, depth: int) -> tuple[int, int, int]:
@@ -107,7 +88,12 @@ def label_colours(p: Prediction, categories) -> tuple[np.ndarray, np.ndarray, li
 def overlay(p: Prediction, categories, *, legend: bool = True) -> Image.Image:
     """The image with its predicted segments tinted in their class colours (things of one class
     in shades of it), pixels of no segment in dark grey, segment boundaries in white, and
-    (``legend``) a strip below naming each class present with its share of the image."""
+    (``legend``) a strip below naming each class present with its share of the image.
+    A detection model's prediction is drawn as boxes instead (:func:`adaseg.predict.boxes.box_overlay`)."""
+    if p.detections is not None:
+        from adaseg.predict.boxes import box_overlay
+
+        return box_overlay(p, categories, legend=legend)
     rgb = p.image.astype(np.float64)
     colours, labelled, present = label_colours(p, categories)
     # pixels no segment claims (void): the image in dark grey with diagonal hatching, so they
@@ -128,34 +114,7 @@ def overlay(p: Prediction, categories, *, legend: bool = True) -> Image.Image:
     void = 1.0 - float(labelled.mean())
     if void > 0:
         entries.append(((64, 64, 64), f"void, hatched (no segment) {100 * void:.0f}%"))
-    return _with_legend(img, entries)
-
-
-def _with_legend(img: Image.Image, entries: list[tuple[tuple[int, int, int], str]]) -> Image.Image:
-    size = max(12, img.width // 28)
-    f = font(size)
-    pad, sw = size // 2, size
-    draw0 = ImageDraw.Draw(img)
-    rows, x, row = [[]], pad, 0
-    for colour, text in entries:
-        tw = int(draw0.textlength(text, font=f))
-        need = sw + pad // 2 + tw + pad
-        if x + need > img.width and rows[row]:
-            rows.append([])
-            row += 1
-            x = pad
-        rows[row].append((x, colour, text))
-        x += need
-    line = size + pad
-    out = Image.new("RGB", (img.width, img.height + len(rows) * line + pad), (255, 255, 255))
-    out.paste(img, (0, 0))
-    draw = ImageDraw.Draw(out)
-    for r, items in enumerate(rows):
-        y = img.height + pad + r * line
-        for x0, colour, text in items:
-            draw.rectangle([x0, y, x0 + sw, y + sw], fill=tuple(colour), outline=(0, 0, 0))
-            draw.text((x0 + sw + pad // 2, y), text, fill=(0, 0, 0), font=f)
-    return out
+    return with_legend(img, entries)
 
 
 def layers_run_grids(p: Prediction) -> list[np.ndarray]:
@@ -213,15 +172,6 @@ def level_name(p: Prediction, level: int) -> str:
     stride = round(p.input_size[0] / th)
     r, c = p.valid_cells(level)
     return f"1/{stride} tokens ({r}x{c})"
-
-
-def summary_line(p: Prediction) -> str:
-    """``exit 4 of 6 (gate) | 0.84 GFLOPs (encoder 0.31)``."""
-    how = {"gate": "gate", "fixed": "fixed", "full": "full depth"}[p.exit_source]
-    text = f"exit {p.exit} of {p.depth} ({how})"
-    if p.gflops is not None:
-        text += f" | {p.gflops['total']:.3f} GFLOPs (encoder {p.gflops['encoder']:.3f})"
-    return text
 
 
 def pause_line(p: Prediction) -> str:
@@ -293,9 +243,7 @@ def contact_sheet(preds: list[Prediction], categories, *, title: str, row_height
         image = Image.fromarray(p.image).resize((w, row_height), Image.NEAREST if h0 < row_height else Image.BILINEAR)
         over = overlay(p, categories, legend=False).resize((w, row_height), Image.NEAREST)
         comp = compute_panel(p, levels_fine_first(p)[0]).resize((w, row_height), Image.NEAREST)
-        _, _, present = label_colours(p, categories)
-        text = [p.name, summary_line(p).replace(" | ", "\n"), pause_line(p),
-                ", ".join(f"{names[c]} {100 * a:.0f}%" for c, a in present[:4]) or "nothing predicted"]
+        text = [p.name, summary_line(p).replace(" | ", "\n"), pause_line(p), _classes_line(p, categories, names)]
         cells.append(([image, over, comp], "\n".join(text)))
     text_w = 26 * size
     width = max((sum(x.width for x in ims) + pad * 4 + text_w for ims, _ in cells), default=400)
@@ -316,6 +264,16 @@ def contact_sheet(preds: list[Prediction], categories, *, title: str, row_height
             x += im.width + pad
         draw.multiline_text((x, y), _wrap(text, f, text_w, draw), fill=(0, 0, 0), font=f, spacing=2)
     return out
+
+
+def _classes_line(p: Prediction, categories, names: dict) -> str:
+    """The largest classes (share of the image), or for boxes the classes with most boxes drawn."""
+    if p.detections is not None:
+        from adaseg.predict.boxes import present as boxes_present
+
+        return ", ".join(f"{names[c]} x{n}" for c, n in boxes_present(p)[:4]) or "no box above the threshold"
+    _, _, present = label_colours(p, categories)
+    return ", ".join(f"{names[c]} {100 * a:.0f}%" for c, a in present[:4]) or "nothing predicted"
 
 
 def _wrap(text: str, f, width: int, draw: ImageDraw.ImageDraw) -> str:

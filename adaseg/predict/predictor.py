@@ -60,7 +60,12 @@ class Predictor:
         pause_output: ``"decoder"`` or ``"aux"`` (PAUMER's early exit: a paused token is
             labelled by the auxiliary decoder of its pause layer; needs ``pause`` and a model
             with an early-exit output, e.g. Segmenter).
-        task: ``"panoptic"``, ``"semantic"`` or ``"instance"`` (default: the model's task).
+        task: ``"panoptic"``, ``"semantic"`` or ``"instance"`` (default: the model's task; a
+            detection model predicts boxes, ``task`` is then refused).
+        score_threshold: a detection model's boxes drawn on the pictures score at least this
+            (default 0.5: transformers' ``post_process_object_detection`` default and the
+            confidence Step B's box F1 counts); every box is still returned and written.
+            Refused for segmentation models.
         device: where the model runs; ``batch_size``: images per forward pass (images of a
             batch are padded to a common size, as in ``adaseg eval``; 1 keeps each image's
             prediction independent of its neighbours).
@@ -83,7 +88,8 @@ class Predictor:
     def __init__(self, run_or_checkpoint: str | os.PathLike = "runs/default", *, data: str | None = None,
                  gate: str = "auto", exit: int | None = None, pause=None, pause_mode: str = "entropy",
                  seed: int = 0, task: str | None = None, device: str | torch.device = "cpu", batch_size: int = 1,
-                 flops: bool = True, pause_output: str = "decoder", cuda_graph: bool = False):
+                 flops: bool = True, pause_output: str = "decoder", cuda_graph: bool = False,
+                 score_threshold: float | None = None):
         from adaseg.models.adaptive.settings import AdaptiveSettings
 
         run_or_checkpoint, data, gate, exit, pause, pause_mode, seed, task, self.device, batch_size, flops = \
@@ -91,13 +97,24 @@ class Predictor:
                              seed=seed, task=task, device=device, batch_size=batch_size, flops=flops)
         _check_pause_output(pause_output, pause)
         _check_cuda_graph(cuda_graph, self.device, flops)
+        score_threshold = _check_score_threshold(score_threshold)
         self.batch_size = batch_size
         self.flops = flops
         self.model, self.meta, self.transform, self.gate_path, gate_exits, parent_path = _load(
             run_or_checkpoint, data=data, gate=gate, exit=exit, device=self.device)
         self._source, self._data = Path(run_or_checkpoint), data
+        if self.model.task == "detection":
+            if task is not None:
+                raise PredictError(f"--task {task}: this model predicts boxes (detection) only; leave --task out",
+                                   "task")
+        elif score_threshold is not None:
+            raise PredictError(f"--score-threshold {score_threshold:g} picks the boxes drawn by a detection model; "
+                               f"this model predicts {self.model.task} segmentation", "score-threshold")
+        from adaseg.predict.boxes import DEFAULT_SCORE_THRESHOLD
+
+        self.score_threshold = DEFAULT_SCORE_THRESHOLD if score_threshold is None else score_threshold
         self.task = task or self.model.task
-        if self.task != "semantic" and self.model.task != "panoptic":
+        if self.task not in ("semantic", "detection") and self.model.task != "panoptic":
             raise PredictError(f"--task {self.task}: this model predicts {self.model.task} segmentation only", "task")
         _check_exit_and_pause(self.model, exit, pause, gate_exits)
         if pause_output == "aux":
@@ -125,6 +142,7 @@ class Predictor:
             except ValueError as exc:
                 raise PredictError(str(exc), "cuda-graph") from None
         self._lut = np.array([c.id for c in self.meta.categories], dtype=np.int64)
+        self._things = {c.id for c in self.meta.categories if c.isthing}
 
     # ------------------------------------------------------------------ inputs
     def load(self, image: Any, *, name: str | None = None) -> LoadedImage:
@@ -216,6 +234,7 @@ class Predictor:
                 if hit.numel():
                     paused.append(PausedStage(rec.layer, rec.positions[int(hit[0])].cpu().numpy().astype(np.int64)))
             p = Prediction(name=item.name, size=tuple(orig[j]), task=self.task, exit=int(plan[j]),
+                           score_threshold=self.score_threshold,
                            depth=int(self.model.depth), exit_source=self.exit_source, token_shapes=shapes,
                            input_size=tuple(out.input_size), valid_size=tuple(sizes[j]), paused=paused,
                            early_exit=bool(out.early_exit),
@@ -230,6 +249,8 @@ class Predictor:
     def _postprocess(self, out, sizes, orig) -> dict[str, list]:
         post = self.model.postprocess
         res: dict[str, list] = {}
+        if self.task == "detection":  # boxes at the original size, as adaseg eval scores them
+            return {"detection": post(out, sizes, task="detection", output_sizes=orig)}
         if self.task == "panoptic":
             res["panoptic"] = post(out, sizes, task="panoptic", output_sizes=orig)
         elif self.task == "instance":
@@ -240,6 +261,14 @@ class Predictor:
     def _fill(self, p: Prediction, results: dict[str, list], j: int) -> None:
         from adaseg.data.dataset import segment_info
 
+        if "detection" in results:
+            r = results["detection"][j]
+            cats = [int(self._lut[int(c)]) for c in r["labels"].tolist()]
+            # as adaseg eval: boxes of classes that are not things (a panoptic set's stuff) are left out
+            p.detections = [{"category_id": c, "score": float(sc), "box": [float(v) for v in b]}
+                            for c, sc, b in zip(cats, r["scores"].tolist(), r["boxes"].tolist())
+                            if c in self._things]
+            return
         p.semantic = results["semantic"][j].cpu().numpy().astype(np.int64)
         if "panoptic" in results:
             id_map, segments = results["panoptic"][j]
@@ -378,7 +407,17 @@ def _load(source, *, data: str | None, gate: str, exit: int | None, device: torc
                 raise PredictError(f"{gate_path}: {exc}", "gate") from None
     except (MissingStepError, RunDirError, CheckpointError, DataError) as exc:
         raise PredictError(str(exc), None) from None
-    return model, meta, transform, gate_path, gate_exits, parent_path
+    return model, meta, _image_transform(transform), gate_path, gate_exits, parent_path
+
+
+def _image_transform(transform):
+    """The dataset's eval resize as the plain image transform :meth:`Predictor.sample` calls
+    (a detection dataset's transform moves boxes, not a label map)."""
+    from adaseg.data.transforms import EvalTransform
+
+    if transform is None or type(transform) is EvalTransform or not isinstance(transform, EvalTransform):
+        return transform
+    return EvalTransform(short=transform.short, max_size=transform.max_size)
 
 
 def _check_arguments(source, *, data, gate, exit, pause, pause_mode, seed, task, device, batch_size, flops):
@@ -434,6 +473,21 @@ def _check_arguments(source, *, data, gate, exit, pause, pause_mode, seed, task,
         raise PredictError("seed seeds random pausing only: it needs pause=... and pause_mode='random'", "seed")
     return (source, data, gate, values["exit"], pause, pause_mode, values["seed"], task, values["device"],
             values["batch_size"], values["flops"])
+
+
+def _check_score_threshold(value) -> float | None:
+    """``score_threshold``: None or a finite number in [0, 1] (never a bool or a string)."""
+    import math
+
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PredictTypeError(f"score_threshold must be a number in [0, 1] or None, got {type(value).__name__}",
+                               "score-threshold")
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise PredictError(f"score_threshold must be in [0, 1] (a class probability), got {value!r}",
+                           "score-threshold")
+    return float(value)
 
 
 def _check_cuda_graph(cuda_graph, device: torch.device, flops: bool) -> None:

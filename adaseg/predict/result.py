@@ -26,16 +26,21 @@ class Prediction:
         name: the stem of its output files; ``source``: the file it was read from (or "").
         size: (H0, W0); ``note``: what was converted on reading (grayscale, alpha, 16-bit,
             EXIF orientation), or None.
-        task: ``"panoptic"``, ``"semantic"`` or ``"instance"``.
+        task: ``"panoptic"``, ``"semantic"``, ``"instance"`` or ``"detection"``.
         panoptic: (H0, W0) int32 segment ids (0 = void) for the panoptic task, else None.
         segments: the panoptic segments, COCO ``segments_info`` entries with the dataset's
             category ids (``id``, ``category_id``, ``iscrowd``, ``area``, ``bbox``) plus
             ``isthing`` and the query's ``score``.
         semantic: (H0, W0) int64 class index (position in the dataset's categories sorted by
-            id: ``predictor.meta.categories[k]``), every task (a panoptic model's semantic
+            id: ``predictor.meta.categories[k]``), every segmentation task (a panoptic model's semantic
             inference).
         instances: instance task: dicts with ``category_id`` (dataset id), ``score`` and
             ``mask`` (H0, W0) bool, else None.
+        detections: detection task (a DETR): one dict per query whose class is a thing of the
+            dataset, ``category_id`` (dataset id), ``score`` and ``box`` [x0, y0, x1, y1]
+            float pixel edges at (H0, W0) (COCO's ``bbox`` is x0, y0, x1 - x0, y1 - y0), else None.
+        score_threshold: the score from which a detection is drawn on the pictures (every
+            detection is in ``detections`` and the results file).
         exit: the encoder layer the image left at (the gate's choice with a gate);
             ``depth``: the encoder's layers K; ``exit_source``: ``"gate"``, ``"fixed"`` or
             ``"full"``.
@@ -63,6 +68,8 @@ class Prediction:
     segments: list[dict[str, Any]] = field(default_factory=list)
     semantic: np.ndarray | None = None
     instances: list[dict[str, Any]] | None = None
+    detections: list[dict[str, Any]] | None = None
+    score_threshold: float = 0.5
     gflops: dict[str, float] | None = None
     note: str | None = None
     source: str = ""

@@ -8,6 +8,8 @@ Layout of ``--out DIR``::
     panoptic/NAME.png       segment ids as R + 256 G + 256^2 B (COCO panoptic PNG)
     semantic/NAME.png       class index per pixel (0..K-1, uint8; what `adaseg score semantic` reads)
     instances.json          COCO results, RLE masks, dataset category ids (instance task)
+    detections.json         COCO results, boxes (image_id, category_id, bbox x y w h, score),
+                            dataset category ids: every box (detection models)
     overlay/NAME.png        the image tinted by class, with a legend of the classes present
     compute/NAME.png        where the compute went (exit, GFLOPs, layers each token ran)
     compute/NAME.json       the exit, GFLOPs and the paused token positions per stage
@@ -81,6 +83,7 @@ class PredictionWriter:
         self.images: list[dict] = []
         self.annotations: list[dict] = []
         self.instance_results: list[dict] = []
+        self.detection_results: list[dict] = []
         self.records: list[dict] = []
         self._sheet_preds: list[Prediction] = []
         self._next_id = 1
@@ -130,6 +133,8 @@ class PredictionWriter:
                 masks = np.stack([r["mask"] for r in p.instances])
                 self.instance_results.extend(masks_to_results(image_id, masks, [r["score"] for r in p.instances],
                                                               [r["category_id"] for r in p.instances]))
+        if p.detections is not None:
+            self.detection_results.extend(detection_results(image_id, p.detections))
         record = {"name": p.name, "image_id": image_id, "source": p.source, "size": [int(h), int(w)],
                   "note": p.note, "files": files, **compute}
         self.records.append(record)
@@ -155,6 +160,9 @@ class PredictionWriter:
         if self.task == "instance":
             data = atomic_write_json(self.root / "instances.json", self.instance_results).read_bytes()
             files["instances"] = self._record("instances.json", data)
+        if self.task == "detection":
+            data = atomic_write_json(self.root / "detections.json", self.detection_results).read_bytes()
+            files["detections"] = self._record("detections.json", data)
         if self._sheet_preds:
             data = png_bytes(contact_sheet(self._sheet_preds, self.meta.categories, title=title))
             atomic_write_bytes(self.root / "contact_sheet.png", data)
@@ -165,6 +173,17 @@ class PredictionWriter:
             "settings": settings, "files": files, "images": self.records, "skipped": skipped,
             "counts": {"predicted": len(self.records), "skipped": len(skipped)},
             MANIFEST_KEY: dict(sorted(self.manifest.items()))}))
+
+
+def detection_results(image_id, detections: list[dict]) -> list[dict]:
+    """A prediction's detections (``box`` xyxy pixel edges) as COCO results: ``{"image_id",
+    "category_id", "bbox": [x, y, w, h], "score"}``, what pycocotools' ``loadRes`` reads."""
+    from adaseg.eval.box_ap import boxes_to_results
+
+    if not detections:
+        return []
+    return boxes_to_results(image_id, [d["box"] for d in detections], [d["score"] for d in detections],
+                            [d["category_id"] for d in detections])
 
 
 # ---------------------------------------------------------------------- the user's --out

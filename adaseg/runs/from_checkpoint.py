@@ -54,12 +54,12 @@ def untrained_parts(kind: str, extra: dict[str, Any], _depth: int = 0) -> list[s
     decoders either: train-parent records the mark it inherits from its ``--init`` checkpoint;
     a parent written before it did is traced through its ``--init`` file, when that file is
     still there to read."""
-    from adaseg.runs.parent import IMPORTED_KIND, PARENT_KIND
+    from adaseg.runs.parent import IMPORTED_NAMES, PARENT_KIND
     from adaseg.storage.checkpoint import CheckpointError
 
     if "untrained" in extra:
         return [str(p) for p in extra["untrained"]]
-    if kind == IMPORTED_KIND and extra.get("initialised"):
+    if kind in IMPORTED_NAMES and extra.get("initialised"):
         return [UNTRAINED_AUX]
     recipe = str((extra.get("settings") or {}).get("recipe", ""))
     init = extra.get("init")
@@ -86,12 +86,15 @@ def check_pause(path: str | os.PathLike, pause, pause_mode: str) -> None:
 
 def check_pause_loaded(info: dict, pause, pause_mode: str, path) -> None:
     """:func:`check_pause` on a loaded checkpoint's info (``load_parent``'s: ``kind``, ``extra``)."""
+    from adaseg.runs.parent import IMPORTED_MODEL, IMPORTED_NAMES
+
     if pause is None or pause_mode != "entropy":
         return
     if UNTRAINED_AUX in untrained_parts(info.get("kind", ""), info["extra"]):
+        model = IMPORTED_NAMES.get(info.get("kind", ""), info.get("model") or IMPORTED_MODEL)
         raise UntrainedError(
             f"{path}: its auxiliary decoders are untrained (imported without them), so entropy pausing would rank "
-            f"tokens by noise: train them with `adaseg train-parent --model hf-mask2former --init {path} "
+            f"tokens by noise: train them with `adaseg train-parent --model {model} --init {path} "
             f"--recipe wsd+pause --data SPEC --run R` (or use --pause-mode random)")
 
 
@@ -102,8 +105,12 @@ def recorded_meta(info: dict, *, task: str):
     :class:`~adaseg.data.meta.DatasetMeta` named after the checkpoint's source, or None when
     it records none (then a dataset must name them)."""
     from adaseg.data.meta import DatasetMeta
+    from adaseg.runs.parent import DETR_KIND
 
     cats = info["extra"].get("categories")
+    if not cats and info.get("kind") == DETR_KIND and info["extra"].get("class_names"):
+        # a DETR imported before categories were recorded: every class has boxes, ids 0..K-1
+        cats = [{"id": i, "name": str(n), "isthing": True} for i, n in enumerate(info["extra"]["class_names"])]
     if not cats:
         return None
     return DatasetMeta.from_categories_json(name=str(info["extra"].get("source", "checkpoint")),
@@ -122,12 +129,21 @@ def recorded_transform(info: dict):
 def check_data_fits(model, meta, *, spec: str, path) -> None:
     """Refuse (RunDirError, one line) a dataset whose classes are not the loaded checkpoint's
     ``model``'s: the number of classes and (for models that tell things from stuff) which
-    contiguous ids are things. (Names are not compared: a transformers ``id2label`` and a
-    dataset's JSON may spell one class differently.)"""
+    contiguous ids are things (a detector: the data's things must be among its box classes).
+    (Names are not compared: a transformers ``id2label`` and a dataset's JSON may spell one
+    class differently.)"""
     n = int(model.num_classes)
     if meta.num_classes != n:
         raise RunDirError(f"--data {spec!r} has {meta.num_classes} categories; the checkpoint {path} predicts {n}")
     things = getattr(model, "thing_ids", None)
+    if things is not None and model.task == "detection":
+        # a detector's things are the classes it has boxes for: the data's boxes must be among them
+        # (an imported DETR gives every class boxes; a panoptic set's stuff classes have none)
+        missing = sorted(set(int(t) for t in meta.thing_ids) - set(int(t) for t in things))
+        if missing:
+            raise RunDirError(f"--data {spec!r} has boxes of classes {missing} the checkpoint {path} never predicts "
+                              f"(its box classes: {sorted(int(t) for t in things)})")
+        return
     if things is not None and sorted(meta.thing_ids) != sorted(int(t) for t in things):
         raise RunDirError(f"--data {spec!r} has thing classes {meta.thing_ids}; the checkpoint {path} has "
                           f"{sorted(int(t) for t in things)} "
