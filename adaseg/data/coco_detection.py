@@ -95,7 +95,10 @@ def load_detection_split(layout: DetectionLayout, *, name: str) -> tuple[Dataset
     if not os.path.isdir(layout.image_dir):
         raise DataError(f"{layout.image_dir}: folder not found (expected by {path})")
     cats = [{"id": c["id"], "name": c["name"], "isthing": 1} for c in data["categories"]]
-    meta = DatasetMeta.from_categories_json(name=name, task="detection", categories=cats)
+    try:
+        meta = DatasetMeta.from_categories_json(name=name, task="detection", categories=cats)
+    except ValueError as exc:  # e.g. more categories than fit below the ignore label
+        raise DataError(f"{path}: unusable categories ({exc})") from None
     per_image: dict = {img["id"]: [] for img in data["images"]}
     for ann in data["annotations"]:
         # only what box evaluation reads: COCO's polygons would multiply the records' memory
@@ -131,8 +134,8 @@ def check_instances_json(data: dict, path: str) -> None:
         cat_ids.add(c["id"])
     sizes = {}
     for img in data["images"]:
-        if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
-            raise DataError(f"{path}: image entry {_short(img)} needs 'id' and 'file_name'")
+        if not isinstance(img, dict) or not _is_id(img.get("id")) or not isinstance(img.get("file_name"), str):
+            raise DataError(f"{path}: image entry {_short(img)} needs an integer or string 'id' and a 'file_name'")
         if not (_is_int(img.get("height")) and _is_int(img.get("width")) and img["height"] > 0 and img["width"] > 0):
             raise DataError(f"{path}: image {img['id']!r} needs positive integer 'height' and 'width'")
         if img["id"] in sizes:
@@ -145,6 +148,9 @@ def check_instances_json(data: dict, path: str) -> None:
         missing = [k for k in ANNOTATION_KEYS if k not in ann]
         if missing:
             raise DataError(f"{path}: annotation {ann.get('id', _short(ann))!r} lacks {', '.join(missing)}")
+        if not all(_is_id(ann[k]) for k in ("id", "image_id", "category_id")):
+            raise DataError(f"{path}: annotation {_short(ann)}: id, image_id and category_id must be integers or "
+                            "strings")
         where = f"{path}: annotation {ann['id']!r} (image {ann['image_id']!r})"
         if ann["id"] in ann_ids:
             raise DataError(f"{path}: annotation id {ann['id']!r} appears twice")
@@ -194,6 +200,10 @@ def instances_from_panoptic(panoptic: dict) -> dict:
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_id(v) -> bool:
+    return isinstance(v, str) or _is_int(v)
 
 
 def _is_finite(v) -> bool:

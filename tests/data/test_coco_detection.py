@@ -233,6 +233,7 @@ def test_synthetic_instances_json_matches_its_panoptic_pngs(synth_root):
     ("no_images", "no images"),
     ("missing_file", "missing on disk"),
     ("not_list", "missing or non-list 'annotations'"),
+    ("id_type", "must be integers or strings"),
 ])
 def test_bad_input_is_one_line(tmp_path, case, expect):
     data = instances()
@@ -255,6 +256,8 @@ def test_bad_input_is_one_line(tmp_path, case, expect):
         data["images"], data["annotations"] = [], []
     elif case == "missing_file":
         skip = ("b.jpg",)
+    elif case == "id_type":
+        data["annotations"][0]["image_id"] = [1]
     elif case == "not_list":
         data["annotations"] = {"id": 1}
     root = write_det(tmp_path, data, skip_files=skip)
