@@ -145,3 +145,32 @@ def test_segmentation_checkpoint_made_a_run_on_detection_data_is_refused(tmp_pat
     refused(run, "init-run", "--from", ckpt, "--data", f"coco-det:{folder}", "--run", run,
             expect="a panoptic model cannot be trained or scored on detection data")
     assert not run.exists()
+
+
+def test_interrupted_training_on_detection_data_resumes_to_the_same_weights(tmp_path, det_run):
+    """Box augmentation is a function of the seed and the iteration (the dataset's generator is
+    reseeded every iteration, as for segmentation): stopped after iteration 2 and resumed, a
+    DETR on coco-det ends with the weights of an uninterrupted run."""
+    from adaseg.engine.train_parent import TrainSettings, train_parent
+    from adaseg.storage.checkpoint import read_checkpoint_meta
+
+    _, folder = det_run
+    settings = TrainSettings(model="detr_tiny", data=f"coco-det:{folder}", init="none", iters=4, batch_size=2,
+                             ckpt_every=2)
+    stopped = RunDir(tmp_path / "stopped")
+
+    def stop(done, _losses):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    torch.set_num_threads(1)
+    with pytest.raises(KeyboardInterrupt):
+        train_parent(stopped, settings, device=torch.device("cpu"), on_iteration=stop)
+    assert stopped.last_path.is_file() and not stopped.parent_path.exists()
+    out = invoke_json("train-parent", "--resume", "--run", stopped.root, "--threads", "1")
+    assert out["resumed_from"] == 2
+    straight = tmp_path / "straight"
+    invoke_json("train-parent", "--model", "detr_tiny", "--data", f"coco-det:{folder}", "--init", "none",
+                "--iters", "4", "--batch-size", "2", "--ckpt-every", "2", "--threads", "1", "--run", straight)
+    assert (read_checkpoint_meta(stopped.parent_path).fingerprint
+            == read_checkpoint_meta(RunDir(straight).parent_path).fingerprint)
