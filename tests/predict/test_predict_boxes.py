@@ -198,3 +198,40 @@ def test_python_api_validates_the_threshold(detr, folder):
     p = Predictor(detr, data=folder, score_threshold=0.25)([np.zeros((40, 50, 3), dtype=np.uint8)])[0]
     assert p.task == "detection" and p.score_threshold == 0.25 and p.size == (40, 50)
     assert all(len(d["box"]) == 4 for d in p.detections)
+
+
+def test_coco_detection_data_scores_with_its_own_instances_file(folder, tmp_path):
+    """On ``coco-det:`` data the results file's image and category ids are the instances JSON's:
+    pycocotools scores it against that file as it is (a random model: the AP is not the point)."""
+    import contextlib
+    import io
+    import sys
+    from pathlib import Path
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
+    from test_detr_hf_parity import _hf_model
+
+    spec = dict(backbone=dict(embedding_size=8, hidden_sizes=[8, 16, 16, 24], depths=[1, 1, 2, 1],
+                              layer_type="basic"),
+                d_model=16, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+                encoder_ffn_dim=24, decoder_ffn_dim=24, num_queries=6, labels=5)  # the set's 5 box classes
+    _hf_model(spec, seed=2).save_pretrained(tmp_path / "hf")
+    ckpt = tmp_path / "detr5.safetensors"
+    assert invoke("import-weights", "--hf", tmp_path / "hf", "--out", ckpt).exit_code == 0
+    out = tmp_path / "p"
+    res = invoke("predict", "--parent", ckpt, "--data", f"coco-det:{folder}", "--out", out, "--threads", "1")
+    assert res.exit_code == 0, res.output
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(Path(folder) / "annotations" / "instances_val.json"))
+        results = json.loads((out / "detections.json").read_text())
+        assert {d["image_id"] for d in results} == set(gt.getImgIds())
+        assert {d["category_id"] for d in results} <= set(gt.getCatIds())
+        e = COCOeval(gt, gt.loadRes(results), "bbox")
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    assert len(results) == 6 * len(gt.getImgIds())  # every query of every image: all 5 classes have boxes
+    assert 0.0 <= e.stats[0] <= 1.0
