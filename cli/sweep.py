@@ -36,6 +36,10 @@ BUDGET_UNMET = 3
 @click.option("--modes", default="entropy,random", show_default=True, metavar="entropy,random",
               help="Pause modes every pause plan is evaluated in.")
 @pause_output_option
+@click.option("--oracle", is_flag=True, default=False,
+              help="Also the oracle gate at each of --betas (as `adaseg eval --gate oracle --beta B`: each val "
+                   "image at its best exit under beta by derived_val.safetensors, from `adaseg derive --split "
+                   "val`): a bound on any gate of this parent, plotted, never on the front, never a gate point.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N val images.")
 @click.option("--flops-images", type=click.IntRange(min=1), default=None,
               help="Count FLOPs on the first N val images of each point [default: all evaluated].")
@@ -62,7 +66,7 @@ BUDGET_UNMET = 3
               help="With --parent: where the reports and the sweep go (DIR/reports/, DIR/sweeps/NAME/).")
 @quiet_option
 @json_option
-def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stages, modes, pause_output, limit,
+def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stages, modes, pause_output, oracle, limit,
           flops_images, n_boot, level, seed, target_gflops, target_ips, name, data, device, threads, run, parent, out, quiet,
           as_json):
     """Operating points of one parent: Pareto front, adaptive advantage, budgets, plots."""
@@ -87,13 +91,16 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
 
     run_dir = open_target(run, parent, data, out, out_required=True)
     if parent is not None:
+        if oracle:
+            raise click.UsageError("--oracle reads a run's val Step B (`adaseg derive --split val`): use --run, "
+                                   "not --parent")
         if given_on_command_line(click.get_current_context(), "betas") and _betas(betas):
             raise click.BadParameter(_no_gates(run_dir), param_hint="'--betas'")
         betas, data = "none", None  # a checkpoint has no gates; its "own" dataset is --data
     settings = sw.SweepSettings(exits=exits, betas=_betas(betas), pauses=tuple(str(p) for p in pauses),
                                 pause_grid=pause_grid, grid_layers=grid_layers, grid_ratios=tuple(grid_ratios),
                                 grid_stages=grid_stages, modes=_modes(modes), limit=limit, seed=seed, data=data,
-                                flops_images=flops_images, pause_output=pause_output)
+                                flops_images=flops_images, pause_output=pause_output, oracle=oracle)
     failures = (BootstrapMemoryError, CheckpointError, DataError, DerivedDatasetError, MissingStepError, PartsError,
                 RunDirError)
     try:
@@ -106,6 +113,7 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
         sw.require_derived_for(run_dir, sw.missing_gates(run_dir, settings.betas, parent.depth))
         sw.check_combinations(run_dir, settings, parent)
         sw.check_image_counts(run_dir, settings)
+        sw.check_oracle(run_dir, settings, device=device)
     except sw.SweepError as exc:
         raise _param_error(exc) from None
     except failures as exc:

@@ -60,13 +60,14 @@ class SweepSettings:
     data: str | None = None  # another dataset's val split, as eval --data
     flops_images: int | None = None  # FLOPs counted on the first N images, as eval --flops-images
     pause_output: str = "decoder"  # every pause point's, as eval --pause-output (aux: PAUMER's early exit)
+    oracle: bool = False  # also the oracle gate at every beta (eval --gate oracle --beta B), a bound
 
     def to_json(self) -> dict[str, Any]:
         return {"exits": self.exits, "betas": list(self.betas), "pauses": list(self.pauses),
                 "pause_grid": self.pause_grid, "grid_layers": None if self.grid_layers is None else list(self.grid_layers),
                 "grid_ratios": list(self.grid_ratios), "grid_stages": self.grid_stages, "modes": list(self.modes),
                 "limit": self.limit, "seed": self.seed, "data": self.data, "flops_images": self.flops_images,
-                "pause_output": self.pause_output}
+                "pause_output": self.pause_output, "oracle": self.oracle}
 
 
 @dataclass
@@ -163,7 +164,27 @@ def check_settings(settings: SweepSettings, parent: Parent) -> list[int]:
             raise SweepError("pause-output", parent.early_exit_refusal)
     if (settings.pauses or settings.pause_grid) and not settings.modes:
         raise SweepError("modes", "--modes is empty: name at least one of entropy,random")
+    if settings.oracle and not settings.betas:
+        raise SweepError("oracle", "--oracle evaluates the oracle gate at each of --betas: give --betas B,...")
     return exits
+
+
+def check_oracle(run: RunDir, settings: SweepSettings, *, device: torch.device) -> None:
+    """With ``--oracle``, refuse before any work what ``adaseg eval --gate oracle`` would refuse
+    (no val Step B, one of another parent, dataset or images): the first oracle point is
+    prepared (parent, dataset and the oracle's exits loaded and checked) and dropped."""
+    from adaseg.engine.evaluate import prepare
+
+    if not settings.oracle:
+        return
+    spec = PointSpec(beta=settings.betas[0], oracle=True, origin="oracle")
+    try:
+        prepare(run, eval_settings(spec, None, limit=settings.limit, seed=settings.seed, data=settings.data,
+                                   flops_images=settings.flops_images), device=device)
+    except EvalSettingError as exc:
+        raise SweepError("oracle", f"--oracle: {exc}") from None
+    except RunDirError as exc:
+        raise SweepError("oracle", f"--oracle: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------
@@ -261,6 +282,8 @@ def eval_settings(spec: PointSpec, gate: Path | None, *, limit: int | None, seed
     from adaseg.models.adaptive.plan import PausePlan
 
     random = spec.pause is not None and spec.mode == "random"
+    if spec.oracle:  # the oracle gate: no gate file, no exit, no pausing
+        return EvalSettings(oracle_beta=float(spec.beta), limit=limit, data=data, flops_images=flops_images)
     return EvalSettings(gate=None if gate is None else str(gate), exit=spec.exit,
                         pause=PausePlan.parse(spec.pause) if spec.pause else None,
                         pause_mode=spec.mode if spec.pause else "entropy", limit=limit,
@@ -270,8 +293,13 @@ def eval_settings(spec: PointSpec, gate: Path | None, *, limit: int | None, seed
 
 def eval_command(run: RunDir, settings: EvalSettings) -> str:
     """The ``adaseg eval`` command line that writes this point's report."""
+    from adaseg.exact import exact_float
+
     parts = ["adaseg eval", f"--run {run.root}"]
-    parts.append(f"--gate {settings.gate}" if settings.gate else ("--gate none" if settings.exit is None else ""))
+    if settings.oracle_beta is not None:
+        parts.append(f"--gate oracle --beta {exact_float(settings.oracle_beta)}")
+    else:
+        parts.append(f"--gate {settings.gate}" if settings.gate else ("--gate none" if settings.exit is None else ""))
     if settings.exit is not None:
         parts.append(f"--exit {settings.exit}")
     if settings.pause is not None:
@@ -403,7 +431,7 @@ class PointRunner:
         return self._images
 
     def settings_of(self, spec: PointSpec) -> EvalSettings:
-        gate = self.gates[spec.beta] if spec.beta is not None else None
+        gate = self.gates[spec.beta] if spec.beta is not None and not spec.oracle else None
         return eval_settings(spec, gate, limit=self.limit, seed=self.seed, data=self.data,
                              flops_images=self.flops_images, pause_output=self.pause_output)
 
@@ -434,7 +462,7 @@ class PointRunner:
     def __call__(self, spec: PointSpec) -> SweepPoint:
         if spec.key() in self.points:
             return self.points[spec.key()]
-        gate = self.gates[spec.beta] if spec.beta is not None else None
+        gate = self.gates[spec.beta] if spec.beta is not None and not spec.oracle else None
         settings = self.settings_of(spec)
         name = settings.name()
         path = self.run.report_path(name)
@@ -479,7 +507,8 @@ def run_sweep(run: RunDir, settings: SweepSettings, parent: Parent, *, device: t
     runner = PointRunner(run, parent, gates, limit=settings.limit, seed=settings.seed, device=device,
                          reporter=reporter, evaluate_fn=evaluate_fn, need_parts=need_parts, data=settings.data,
                          flops_images=settings.flops_images, pause_output=settings.pause_output)
-    base = base_points(exits, settings.betas, settings.pauses, settings.modes, depth=parent.depth)
+    base = base_points(exits, settings.betas, settings.pauses, settings.modes, depth=parent.depth,
+                       oracle=settings.oracle)
     runner.verify_existing(base)  # a damaged report or gate is refused before anything is written
     missing = missing_gates(run, settings.betas, parent.depth)
     fitted = fit_missing_gates(run, missing, reporter=reporter)

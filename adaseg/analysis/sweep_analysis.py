@@ -42,8 +42,11 @@ def _q(rows: Sequence[dict]) -> np.ndarray:
 
 
 def mark_fronts(rows: list[dict]) -> None:
-    """``on_front_gflops`` (quality vs encoder GFLOPs) and ``on_front_ips`` (vs images/s)."""
+    """``on_front_gflops`` (quality vs encoder GFLOPs) and ``on_front_ips`` (vs images/s). The
+    oracle's points are bounds, not operating points: never on a front (their quality left
+    out of it)."""
     q = _q(rows)
+    q[[j for j, r in enumerate(rows) if r["kind"] == "oracle"]] = np.nan
     g = pareto_front([r["gflops_encoder_mean"] for r in rows], q)
     i = pareto_front([r["images_per_s"] for r in rows], q, cost_lower_is_better=False)
     for r, a, b in zip(rows, g, i):

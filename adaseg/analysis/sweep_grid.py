@@ -32,18 +32,23 @@ DEFAULT_GRID_STAGES = 2  # "one pause layer x ratios, then a second layer"
 @dataclass(frozen=True)
 class PointSpec:
     """One operating point: a fixed ``exit`` (None: full depth) or a gate for ``beta``, with an
-    optional pause plan (its exact spec text) in ``mode``. ``origin`` says why the sweep has it
-    (``exits``, ``betas``, ``pause``, ``grid``, ``combination``)."""
+    optional pause plan (its exact spec text) in ``mode``; or, with ``oracle``, the oracle gate
+    at ``beta`` (each val image at its best exit under beta by the run's val Step B: a bound,
+    not a gate). ``origin`` says why the sweep has it (``exits``, ``betas``, ``pause``,
+    ``grid``, ``combination``, ``oracle``)."""
 
     exit: int | None = None
     beta: float | None = None
     pause: str | None = None
     mode: str = "entropy"
     origin: str = "exits"
+    oracle: bool = False
 
     @property
     def kind(self) -> str:
-        """``full``, ``exit``, ``gate``, ``pause``, ``gate+pause``."""
+        """``full``, ``exit``, ``gate``, ``pause``, ``gate+pause``, ``oracle``."""
+        if self.oracle:
+            return "oracle"
         if self.beta is not None:
             return "gate+pause" if self.pause else "gate"
         if self.pause:
@@ -54,6 +59,8 @@ class PointSpec:
         """Short human name, e.g. ``exit 4``, ``gate beta=0.0005 + pause 3:0.4 (random)``."""
         from adaseg.exact import exact_float
 
+        if self.oracle:
+            return f"oracle beta={exact_float(self.beta)}"
         what = f"gate beta={exact_float(self.beta)}" if self.beta is not None else (
             f"exit {self.exit}" if self.exit is not None else "full depth")
         if self.pause:
@@ -62,7 +69,7 @@ class PointSpec:
 
     def key(self) -> tuple:
         """Identity of the setting (origin aside): two specs with one key are one point."""
-        return (self.exit, self.beta, self.pause, self.mode if self.pause else None)
+        return (self.exit, self.beta, self.pause, self.mode if self.pause else None, self.oracle)
 
 
 def parse_exits(text: str, depth: int) -> list[int]:
@@ -85,13 +92,16 @@ def parse_exits(text: str, depth: int) -> list[int]:
 
 
 def base_points(exits: Sequence[int], betas: Sequence[float], pauses: Sequence[str], modes: Sequence[str],
-                *, depth: int) -> list[PointSpec]:
+                *, depth: int, oracle: bool = False) -> list[PointSpec]:
     """The fixed grid: exits (full depth as ``exit=None``, the report ``adaseg eval`` writes
-    with no option), gates, listed pause plans in every mode, and gate x pause in every mode."""
+    with no option), gates, listed pause plans in every mode, and gate x pause in every mode;
+    with ``oracle``, the oracle gate at every beta."""
     points = [PointSpec(exit=None if e == depth else e, origin="exits") for e in exits]
     points += [PointSpec(beta=b, origin="betas") for b in betas]
     points += [PointSpec(pause=p, mode=m, origin="pause") for p in pauses for m in modes]
     points += [PointSpec(beta=b, pause=p, mode=m, origin="combination") for b in betas for p in pauses for m in modes]
+    if oracle:
+        points += [PointSpec(beta=b, oracle=True, origin="oracle") for b in betas]
     return dedupe(points)
 
 

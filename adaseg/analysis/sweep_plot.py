@@ -4,8 +4,8 @@ and the gate's exits per beta (ECO-M2F Fig. 2 style). Each figure is built from 
 
 Series (line labels, which tests read back): ``fixed exits`` (the static curve, joined),
 ``gate``, ``pause (entropy)`` / ``pause (random)`` (each mode joined along its Pareto front),
-``gate + pause``, ``Pareto front`` (hollow rings around the front's points) and ``full depth``
-(a star). Quality is in percent; a point with a bootstrap interval has a vertical bar.
+``gate + pause``, ``oracle gate (bound)`` (``sweep --oracle``, joined), ``Pareto front``
+(hollow rings around the front's points) and ``full depth`` (a star). Quality is in percent; a point with a bootstrap interval has a vertical bar.
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ def quality_figure(rows: Sequence[dict], axis: str, *, title: str = ""):
         _series(ax, [r for r, f in zip(pts, on) if f], x_key, f"pause ({mode})", joined=True, marker="s", color=color)
         off = [r for r, f in zip(pts, on) if not f]
         _series(ax, off, x_key, f"pause ({mode}), off its front", joined=False, marker="s", color=color, alpha=0.35)
+    oracle = [r for r in rows if r["kind"] == "oracle"]
+    _series(ax, oracle, x_key, "oracle gate (bound)", joined=True, marker="P", color="tab:orange")
     combos = [r for r in rows if r["kind"] == "gate+pause"]
     _series(ax, combos, x_key, "gate + pause", joined=False, marker="^", color="tab:purple")
     front = sorted((r for r in rows if r[front_key]), key=lambda r: r[x_key])
