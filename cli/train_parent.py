@@ -21,7 +21,8 @@ from adaseg.choices import RECIPES
 @data_option
 @click.option("--init", "init", default="auto", show_default=True, metavar="CKPT|auto|none",
               help="Start from this adaseg checkpoint (parent or training state of the same model, an "
-                   "imported HF Mask2Former, or a backbone from `import-weights --timm-backbone`); "
+                   "imported HF Mask2Former (--model hf-mask2former) or DETR (--model hf-detr, or detr_r50 for a "
+                   "ResNet-50 DETR), or a backbone from `import-weights --timm-backbone`); "
                    "auto: the base shipped in adaseg/assets for (model, data) if any, else random.")
 @click.option("--recipe", type=click.Choice(RECIPES), default="wsd+pause", show_default=True,
               help="wsd: sum_k alpha_k L_k over exits; pause: PAUMER random pausing; standard: full depth only.")
