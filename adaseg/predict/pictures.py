@@ -2,8 +2,8 @@
 present, the compute map (PAUMER Fig. 1: how many encoder layers each token ran before it
 paused or its image exited, per token level), and a contact sheet of several images.
 
-Images whose shorter side is under :data:`MIN_SIDE` pixels are enlarged by a whole factor
-(nearest neighbour, :mod:`adaseg.predict.drawing`) so that tokens and text stay legible.
+Small images are enlarged by a whole factor (nearest neighbour, :mod:`adaseg.predict.drawing`)
+so that tokens and text stay legible.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from adaseg.predict.drawing import MIN_SIDE, enlarge, font, summary_line, upscale_factor, with_legend  # noqa: F401
+from adaseg.predict.drawing import enlarge, font, summary_line, upscale_factor, with_legend
 from adaseg.predict.result import Prediction
 
 # Layers run -> colour: few layers (cheap) light yellow, all layers (expensive) dark purple

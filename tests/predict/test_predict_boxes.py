@@ -23,7 +23,7 @@ from recipe_testing import invoke, invoke_json
 
 from adaseg.data.meta import Category
 from adaseg.predict.boxes import box_overlay, draw_boxes, outline_width
-from adaseg.predict.pictures import upscale_factor
+from adaseg.predict.drawing import upscale_factor
 from adaseg.predict.result import Prediction
 
 RED, BLUE = (220, 20, 60), (0, 0, 230)
