@@ -15,6 +15,10 @@ from adaseg.cli.recipe_options import FloatList, IntList, Range01, set_threads, 
 from adaseg.cli.run_guard import writing_run
 from adaseg.choices import RECIPES
 
+# mirrors adaseg.models.mask2former.encoder_kinds.ENCODER_KINDS (torch-free here: the CLI imports
+# this module before any command runs); the engine checks the value against the registry again
+ENCODER_KINDS = ("deform", "lite", "rt")
+
 
 @click.command(name="train-parent")
 @click.option("--model", default="m2f_tiny", show_default=True, help="Registered model name (adaseg.models.registry).")
@@ -24,6 +28,10 @@ from adaseg.choices import RECIPES
                    "imported HF Mask2Former (--model hf-mask2former) or DETR (--model hf-detr, or detr_r50 for a "
                    "ResNet-50 DETR), or a backbone from `import-weights --timm-backbone`); "
                    "auto: the base shipped in adaseg/assets for (model, data) if any, else random.")
+@click.option("--init-encoder", "init_encoder", type=click.Choice(ENCODER_KINDS), default=None, metavar="KIND",
+              help="The --init checkpoint is a Mask2Former whose encoder is KIND (deform|lite|rt), not the "
+                   "model's: map it (deform <-> lite: layer i onto layer i; to or from rt: all but the encoder, "
+                   "which stays fresh). Without it such a checkpoint is refused.")
 @click.option("--recipe", type=click.Choice(RECIPES), default="wsd+pause", show_default=True,
               help="wsd: sum_k alpha_k L_k over exits; pause: PAUMER random pausing; standard: full depth only.")
 @click.option("--exits", type=IntList(), default=None, help="Exits trained with wsd, e.g. 2..6 [default: the model's exits, 2..K for Mask2Former; 3,5 for m2f_rt_*].")
@@ -64,7 +72,7 @@ from adaseg.choices import RECIPES
 @quiet_option
 @json_option
 @click.pass_context
-def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pause_range, aux_weight, distill,
+def train_parent(ctx, model, data, init, init_encoder, recipe, exits, alphas, pause_layers, pause_range, aux_weight, distill,
                  distill_temperature, iters,
                  epochs, batch_size, lr, weight_decay, backbone_lr_mult, clip, ckpt_every, amp, resume, device, seed,
                  threads, run, quiet, as_json):
@@ -82,7 +90,7 @@ def train_parent(ctx, model, data, init, recipe, exits, alphas, pause_layers, pa
     set_threads(threads)
     run_dir = RunDir(run)
     given = tp.TrainSettings(
-        model=model, data=data, init=init, recipe=recipe, exits=exits, alphas=alphas, pause_layers=pause_layers,
+        model=model, data=data, init=init, init_encoder=init_encoder, recipe=recipe, exits=exits, alphas=alphas, pause_layers=pause_layers,
         pause_range=pause_range, aux_weight=aux_weight, distill=distill, distill_temperature=distill_temperature,
         iters=iters, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult, clip=clip, amp=amp, seed=seed,

@@ -43,6 +43,10 @@ Hugging Face Mask2Former (``--model hf-mask2former``; the paper starts Step A fr
 Mask2Former weights), or a backbone-only checkpoint from ``adaseg import-weights
 --timm-backbone`` (e.g. ImageNet Swin-T for ``m2f_swin_t``; the rest of the model starts
 from its initialisation -- the way to train the plain Mask2Former with ``--recipe standard``).
+A Mask2Former checkpoint of another encoder kind is refused unless ``--init-encoder KIND``
+(its kind) asks for the mapping of :mod:`adaseg.engine.init_encoder` (deform <-> lite layer by
+layer; to or from rt the encoder stays fresh); what was mapped is recorded in config.json's
+``init_encoder``.
 """
 
 from __future__ import annotations
@@ -142,6 +146,8 @@ class TrainSettings:
     model: str = "m2f_tiny"
     data: str = "synthetic"
     init: str = "auto"
+    # the encoder kind of the --init checkpoint, when it is not the model's: opt-in mapping
+    init_encoder: str | None = None
     recipe: str = "wsd+pause"
     exits: tuple[int, ...] | None = None
     alphas: tuple[float, ...] | None = None
@@ -198,6 +204,7 @@ def check_settings(s: TrainSettings) -> None:
     """Checks that need no model; raise :class:`TrainSettingError` naming the option."""
     if s.recipe not in RECIPES:
         raise TrainSettingError("recipe", f"--recipe must be one of {', '.join(RECIPES)}, got {s.recipe!r}")
+    _check_init_encoder(s)
     lo, hi = s.pause_range
     if not (0.0 < lo <= hi < 1.0):
         raise TrainSettingError("pause-range", f"--pause-range {lo:g}:{hi:g} must satisfy 0 < lo <= hi < 1")
@@ -439,7 +446,7 @@ def train_parent(
     _check_data_task(model, dataset)
     res = resolve(s, model.depth, tuple(model.exits))
     task = model.task
-    start, state_tensors, init = _load_start(run, s, model, resume=resume)
+    start, state_tensors, init, mapping = _load_start(run, s, model, resume=resume)
     untrained = _still_untrained(s, init)
     run_id = _resumed_run_id(run) if resume else uuid.uuid4().hex
     model.to(device).train()
@@ -454,9 +461,12 @@ def train_parent(
 
     if rank == 0 and not resume:
         run.write_config({"model": s.model, "model_options": options, "data": s.data, "task": task,
-                          "train": s.to_json(), "init": init, RUN_ID_KEY: run_id})
+                          "train": s.to_json(), "init": init, RUN_ID_KEY: run_id,
+                          **({"init_encoder": mapping.summary()} if mapping is not None else {})})
     config = parent_config(s.model, options)
     _announce(reporter, s, res, len(dataset), start, init)
+    if mapping is not None and reporter is not None:
+        reporter.info(f"train-parent: --init-encoder {mapping.line()}")
     states = _TrainingStates(run, s, model, optimizer, config=config, init=init, rank=rank,
                              last_saved=start if resume else None, run_id=run_id)
     t0 = time.perf_counter()
@@ -523,7 +533,8 @@ def _build_model(run: RunDir, s: TrainSettings, dataset, *, resume: bool) -> tup
 
 def _load_start(run: RunDir, s: TrainSettings, model: nn.Module, *, resume: bool):
     """Load the starting weights into ``model``: the training state on ``resume``, else
-    --init. Returns (first iteration, the state's tensors or None, the init recorded)."""
+    --init (mapped across encoder kinds with --init-encoder). Returns (first iteration, the
+    state's tensors or None, the init recorded, the :class:`EncoderMapping` or None)."""
     if resume:
         tensors, meta = load_checkpoint(run.last_path, hint=recreate_hint(run.last_path))
         if meta.kind != TRAIN_STATE_KIND:
@@ -532,15 +543,39 @@ def _load_start(run: RunDir, s: TrainSettings, model: nn.Module, *, resume: bool
         load_model_weights(model, run.last_path, expect_model=s.model)
         start = int(meta.extra["iteration"])
         check_resume_iters(run, s, start)
-        return start, tensors, meta.extra.get("init")
+        return start, tensors, meta.extra.get("init"), None
     init = resolve_init(s)
+    if init is not None and s.init_encoder is not None:
+        from adaseg.engine.init_encoder import load_across_encoders
+
+        return 0, None, init, load_across_encoders(model, init, s.model, s.init_encoder)
     if init is not None:
-        check_init(init, s.model)
+        try:
+            check_init(init, s.model)
+        except CheckpointError as exc:  # another encoder kind: name its keys and --init-encoder
+            from adaseg.engine.init_encoder import other_encoder_refusal
+
+            raise other_encoder_refusal(init, model, s.model, exc) from None
         if init_is_backbone(init):
             load_backbone_weights(model, init)
         else:
             load_model_weights(model, init, expect_model=s.model)
-    return 0, None, init
+    return 0, None, init, None
+
+
+def _check_init_encoder(s: TrainSettings) -> None:
+    """--init-encoder names the kind of an --init checkpoint file: one of the encoder kinds,
+    and only with --init CKPT (not auto or none)."""
+    if s.init_encoder is None:
+        return
+    from adaseg.models.mask2former.encoder_kinds import ENCODER_KINDS
+
+    if s.init_encoder not in ENCODER_KINDS:
+        raise TrainSettingError("init-encoder", f"--init-encoder must be one of {', '.join(ENCODER_KINDS)}, "
+                                                f"got {s.init_encoder!r}")
+    if s.init in ("auto", "none"):
+        raise TrainSettingError("init-encoder", f"--init-encoder {s.init_encoder} maps the encoder of an --init "
+                                                f"checkpoint file; --init {s.init} names none")
 
 
 def _announce(reporter, s: TrainSettings, res: Resolved, images: int, start: int, init: str | None) -> None:

@@ -17,11 +17,12 @@ from typing import Callable, Collection
 
 from adaseg.engine import train_parent as tp
 from adaseg.runs.run_dir import RunDir
+from adaseg.storage.checkpoint import CheckpointError
 
 # Flag spellings of the settings whose field name differs from the option name.
 _FLAGS = {"batch_size": "batch-size", "pause_layers": "pause-layers", "pause_range": "pause-range",
           "aux_weight": "aux-weight", "weight_decay": "weight-decay", "backbone_lr_mult": "backbone-lr-mult",
-          "ckpt_every": "ckpt-every", "distill_temperature": "distill-temperature"}
+          "ckpt_every": "ckpt-every", "distill_temperature": "distill-temperature", "init_encoder": "init-encoder"}
 
 
 class TrainUsageError(ValueError):
@@ -116,6 +117,14 @@ def run_settings(run_dir: RunDir, given: tp.TrainSettings, given_names: Collecti
     if resume:
         tp.check_resume_iters(run_dir, settings, tp.resumed_iteration(run_dir))
     init_path = None if resume else tp.resolve_init(settings)
-    if init_path is not None:
-        tp.check_init(init_path, settings.model)
+    if init_path is not None and settings.init_encoder is None:  # --init-encoder: checked when mapped
+        try:
+            tp.check_init(init_path, settings.model)
+        except CheckpointError:
+            from adaseg.engine.init_encoder import may_be_other_encoder
+
+            if not may_be_other_encoder(init_path, settings.model):
+                raise
+            # a Mask2Former of another encoder kind: refused once the model is built, naming the
+            # first mismatched keys (still before anything is written)
     return settings
