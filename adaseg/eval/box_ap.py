@@ -1,5 +1,7 @@
 """Box detection metrics: COCO box AP by pycocotools (iouType='bbox') and the per-image
-quality of Step B for detection (per-class F1 at IoU 0.5).
+quality of Step B for detection (:func:`image_ap_parts`, the image's AP at IoU 0.5 over its
+own boxes; :func:`image_f1_parts`, F1 at IoU 0.5 over detections scoring >= 0.5, is the
+alternative it was chosen over, kept for that comparison).
 
 Ground truth is a COCO *instances* dict (``images`` with height/width, ``annotations`` with
 ``bbox`` [x, y, w, h], ``area``, ``iscrowd``; ``categories``); results are COCO result dicts

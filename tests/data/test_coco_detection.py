@@ -141,7 +141,7 @@ def _evaluate(ds, predictions):
     from adaseg.eval.scoring import Scorer
     from adaseg.eval.tasks.detection import DETECTION
 
-    scorer = Scorer(ds, metric="box_f1")
+    scorer = Scorer(ds, metric="box_ap50")
     records = [DETECTION.score(scorer, None, 0, i, predictions[i]) for i in range(len(ds))]
     return DETECTION.summarize(scorer, records).figures
 
@@ -276,7 +276,7 @@ def test_empty_annotations_are_allowed(tmp_path):
 def test_suite_refuses_pairs_nothing_can_score():
     from adaseg.eval.tasks.registry import suite_for
 
-    assert suite_for("detection", "detection").metric == "box_f1"
+    assert suite_for("detection", "detection").metric == "box_ap50"
     with pytest.raises(DataError, match="cannot be trained or scored on detection data"):
         suite_for("panoptic", "detection")
     with pytest.raises(DataError, match="semantic data has no instances"):

@@ -29,13 +29,13 @@ def det_run(tmp_path_factory):
     return RunDir(root), folder
 
 
-def test_derive_scores_box_f1_on_detection_data(det_run):
+def test_derive_scores_box_ap50_on_detection_data(det_run):
     from adaseg.runs.derived import DerivedDataset
 
     rd, _ = det_run
     out = invoke_json("derive", "--run", rd.root, "--threads", "1")
     derived = DerivedDataset.load(rd.derived_path)
-    assert derived.metric == "box_f1" and derived.num_images == 8, out
+    assert derived.metric == "box_ap50" and derived.num_images == 8, out
 
 
 def test_eval_box_ap_equals_cocoeval_on_the_instances_json(det_run, tmp_path):
@@ -46,7 +46,7 @@ def test_eval_box_ap_equals_cocoeval_on_the_instances_json(det_run, tmp_path):
     report = invoke_json("eval", "--run", rd.root, "--exit", "4", "--batch-size", "2", "--warmup", "0",
                          "--timed", "1", "--threads", "1", "--gate", "none")
     m = report["metrics"]
-    assert report["info"]["metric"] == "box_f1"
+    assert report["info"]["metric"] == "box_ap50"
     model, _ = load_parent(rd.parent_path)
     dataset = build_dataset(f"coco-det:{folder}", "val")
     results = []

@@ -1,5 +1,6 @@
 """Box AP and the detection evaluator against pycocotools run on JSON files written here, and
-Step B's per-image box F1 against hand-counted cases."""
+Step B's per-image box F1 against hand-counted cases and the evaluator's per-image box AP50
+by hand."""
 
 from __future__ import annotations
 
@@ -107,11 +108,19 @@ def test_detection_evaluator_quality_and_figures():
     assert anns == [{"image_id": 5, "category_id": 1, "area": 24.0, "iscrowd": 0, "bbox": [3.0, 2.0, 6.0, 4.0]}]
     assert [r["category_id"] for r in results] == [1, 3]  # the stuff-class box is not a detection
     q, parts = DETECTION.image_quality(scorer, None, 0, 0, pred)
-    # class a: tp 1 -> F1 1; class b: fp 1 -> F1 0; mean 0.5
-    assert q == pytest.approx(0.5) and parts == [(0, (1.0, 0.0, 0.0)), (1, (0.0, 1.0, 0.0))]
-    index = torch.tensor([[0, 0, 0], [0, 0, 1]])
-    values = torch.tensor([p for _, p in parts], dtype=torch.float64)
-    assert float(DETECTION.quality_from_parts(index, values, 1, 1, "f1")[0, 0]) == pytest.approx(q)
+    # class a: its one box found by its one detection -> AP50 1; class b has no box: left out
+    assert q == pytest.approx(1.0) and parts == [(0, (pytest.approx(1.0),))]
+    # a higher-scoring miss of class a ahead of the hit: precision 1/2 at recall 1 -> AP50 0.5
+    pred2 = {"boxes": torch.cat([pred["boxes"], torch.tensor([[12.0, 12.0, 18.0, 16.0]])]),
+             "scores": torch.tensor([0.9, 0.95, 0.8, 0.99]), "labels": torch.tensor([0, 2, 1, 0])}
+    q2, parts2 = DETECTION.image_quality(scorer, None, 0, 0, pred2)
+    assert q2 == pytest.approx(0.5)
+    index = torch.tensor([[0, 0, 0], [0, 1, 0]])
+    values = torch.tensor([parts[0][1], parts2[0][1]], dtype=torch.float64)
+    got = DETECTION.quality_from_parts(index, values, 1, 2, "ap50")
+    assert got[0].tolist() == pytest.approx([q, q2])
+    with pytest.raises(ValueError, match="not ap50"):
+        DETECTION.quality_from_parts(index, values, 1, 2, "f1")
     summary = DETECTION.summarize(scorer, [(image, anns, results)])
     assert summary.figures["AP_box"] == pytest.approx(1.0) and summary.figures["APl_box"] is None
     parts_view = SimpleNamespace(num_images=1, id_rank=np.arange(1))

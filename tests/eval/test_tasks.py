@@ -58,15 +58,15 @@ def test_figure_order_of_reports_parts_sweeps_and_compare():
     assert pq.primaries == ("PQ", "mIoU", "AP")
     assert suite_named("miou").figure_names == ("mIoU", "pixel_acc")
     assert suite_named("miou").primaries == ("mIoU",)
-    assert suite_named("box_f1").figure_names == ("AP_box", "AP50_box", "AP75_box")
-    assert suite_named("box_f1").primaries == ("AP_box",)
+    assert suite_named("box_ap50").figure_names == ("AP_box", "AP50_box", "AP75_box")
+    assert suite_named("box_ap50").primaries == ("AP_box",)
     assert sweep_keys() == ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mIoU", "AP", "AP_box")
-    assert QUALITY == {"pq": PANOPTIC, "miou": SEMANTIC, "box_f1": DETECTION}
+    assert QUALITY == {"pq": PANOPTIC, "miou": SEMANTIC, "box_ap50": DETECTION}
     assert PANOPTIC.part_names == ("tp", "fp", "fn", "iou_sum") and SEMANTIC.part_names == ("intersection", "union")
 
 
 def test_unknown_suite_and_a_suite_without_quality_are_refused():
-    with pytest.raises(ValueError, match="metric must be one of 'pq', 'box_f1', 'miou'"):
+    with pytest.raises(ValueError, match="metric must be one of 'pq', 'box_ap50', 'miou'"):
         suite_named("box_ap")
     with pytest.raises(ValueError, match="no per-image quality"):
         Suite(evaluators=(INSTANCE,), quality=INSTANCE)

@@ -1,5 +1,5 @@
 """The four commands with ECO-DETR (``detr_tiny``, a detection model) on a tiny synthetic
-folder: derive records each image's box F1 of single-exit forwards (checked by an independent
+folder: derive records each image's box AP50 of single-exit forwards (checked by an independent
 implementation here), eval's box AP equals pycocotools on JSON files (ground truth from the
 panoptic files by :func:`adaseg.eval.ap.instances_from_panoptic`, results from forwards here)."""
 
@@ -39,23 +39,26 @@ def _iou(a, b) -> float:
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
-def _f1_by_hand(gt: list[tuple[int, list]], dets: list[tuple[int, list, float]]) -> float:
-    """Mean over classes of 2tp / (2tp + fp + fn): detections >= 0.5 by score, each taking the
-    free box of its class with the highest IoU >= 0.5 (the synthetic set has no crowd)."""
-    f1 = []
-    for c in sorted({g[0] for g in gt} | {d[0] for d in dets if d[2] >= 0.5}):
+def _ap50_by_hand(gt: list[tuple[int, list]], dets: list[tuple[int, list, float]]) -> float:
+    """Mean over the classes with boxes of the image's AP at IoU 0.5: detections by score (stable),
+    each taking the free box of its class with the highest IoU >= 0.5 (the synthetic set has no
+    crowd); precision made non-increasing from the right, read at COCOeval's recalls 0, 0.01, ..., 1."""
+    aps = []
+    for c in sorted({g[0] for g in gt}):
         boxes = [g[1] for g in gt if g[0] == c]
         free = [True] * len(boxes)
-        tp = fp = 0
-        for _, box, _ in sorted((d for d in dets if d[0] == c and d[2] >= 0.5), key=lambda d: -d[2]):
+        hits = []
+        for _, box, _ in sorted((d for d in dets if d[0] == c), key=lambda d: -d[2]):
             cands = [(_iou(box, b), j) for j, b in enumerate(boxes) if free[j] and _iou(box, b) >= 0.5]
             if cands:
                 free[max(cands)[1]] = False
-                tp += 1
-            else:
-                fp += 1
-        f1.append(2 * tp / (2 * tp + fp + (len(boxes) - tp)))
-    return sum(f1) / len(f1) if f1 else math.nan
+            hits.append(bool(cands))
+        recall = [sum(hits[:i + 1]) / len(boxes) for i in range(len(hits))]
+        precision = [sum(hits[:i + 1]) / (i + 1) for i in range(len(hits))]
+        best = [max(precision[i:]) for i in range(len(precision))]
+        aps.append(sum(next((best[i] for i in range(len(hits)) if recall[i] >= t), 0.0)
+                       for t in np.linspace(0.0, 1.0, 101)) / 101)  # COCOeval's recall thresholds
+    return sum(aps) / len(aps) if aps else math.nan
 
 
 def _gt_boxes(dataset, i) -> list[tuple[int, list]]:
@@ -91,19 +94,19 @@ def _dataset(run, split):
     return build_dataset(json.loads(run.config_path.read_text())["data"], split, train=False)
 
 
-def test_derive_records_box_f1_of_single_exit_forwards(run):
+def test_derive_records_box_ap50_of_single_exit_forwards(run):
     from adaseg.runs.derived import DerivedDataset
     from adaseg.runs.parent import load_parent
 
     rd, _ = run
     derived = DerivedDataset.load(rd.derived_path)
-    assert derived.metric == "box_f1" and derived.exit_list == [2, 3, 4, 5, 6]
+    assert derived.metric == "box_ap50" and derived.exit_list == [2, 3, 4, 5, 6]
     model, _ = load_parent(rd.parent_path)
     dataset = _dataset(rd, "train")
     for i in range(len(dataset)):
         gt = _gt_boxes(dataset, i)
         for col, k in enumerate(derived.exit_list):
-            want = _f1_by_hand(gt, _detections(model, dataset, i, k))
+            want = _ap50_by_hand(gt, _detections(model, dataset, i, k))
             got = float(derived.quality[i, col])
             assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, abs=1e-9)
 

@@ -23,7 +23,7 @@ is :mod:`adaseg.eval.tasks.registry`'s table.
 
 **Detection (box AP)** was added as this outline says: one module ``detection.py`` plus its lines
 in the registry (it reports AP_S/M/L too, without per-image recomputation, and its Step B
-quality is ``box_f1``, per-class F1 at IoU 0.5, see its ``image_quality``):
+quality is ``box_ap50``, the image's AP at IoU 0.5 over its own boxes, see its ``image_quality``):
 
 * ``task = "detection"``, ``record = part = "box"`` (its record key and ImageParts keyword),
   ``figures = ("AP_box", "AP50_box", "AP75_box")`` (new names: a panoptic report keeps ``AP`` for

@@ -11,7 +11,7 @@
 * part ``box``: that run's per-image matching (:class:`~adaseg.eval.ap_matches.ApMatches`,
   stored as ``box_<field>`` tensors), from which any resample's AP is accumulated (compare,
   sweep intervals);
-* Step B: ``box_f1``, see :meth:`DetectionEvaluator.image_quality`.
+* Step B: ``box_ap50``, see :meth:`DetectionEvaluator.image_quality`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import math
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from adaseg.eval.ap_matches import ApMatches
-from adaseg.eval.box_ap import boxes_to_results, box_ap, image_f1_parts
+from adaseg.eval.box_ap import boxes_to_results, box_ap, image_ap_parts
 from adaseg.eval.tasks.base import Evaluator, Summary, mean_by_cell
 
 BOX_KEYS = ("AP_box", "AP50_box", "AP75_box")
@@ -39,10 +40,10 @@ class DetectionEvaluator(Evaluator):
     figures = BOX_KEYS
     primary = "AP_box"
     sweep_keys = ("AP_box",)
-    metric = "box_f1"
-    part_names = ("tp", "fp", "fn")
-    utilities = ("f1",)
-    quality_label = "box F1 (IoU 0.5, score >= 0.5)"
+    metric = "box_ap50"
+    part_names = ("ap",)
+    utilities = ("ap50",)
+    quality_label = "box AP50 of the image"
 
     # ------------------------------------------------------------------ evaluation
     def score(self, scorer, batch, j, index, prediction) -> tuple[dict, list[dict], list[dict]]:
@@ -80,32 +81,31 @@ class DetectionEvaluator(Evaluator):
 
     # ------------------------------------------------------------------ Step B
     def image_quality(self, scorer, batch, j, index, prediction) -> tuple[float, list]:
-        """The image's box F1 at IoU 0.5: per class, detections scoring >= 0.5 matched one to one
-        to its boxes (:func:`~adaseg.eval.box_ap.image_f1_parts`), F1 = 2 tp / (2 tp + fp + fn),
-        averaged over the classes with tp + fp + fn > 0; NaN when there are none (no boxes and
-        no confident detection).
+        """The image's box AP at IoU 0.5 over its own boxes: per class with a (non-crowd) box,
+        COCOeval's AP50 of the image's detections of that class against them
+        (:func:`~adaseg.eval.box_ap.image_ap_parts`), averaged over those classes; NaN on an
+        image without boxes (undefined, as PQ on an image with nothing to segment: derive and
+        fit-gate leave such cells out).
 
-        Why not per-image AP: AP ranks detections against each other across images; on one
-        image with one or two boxes it jumps between a few values with the rank of a single
-        low-scoring false positive, and it is undefined on every image without boxes. F1 at
-        IoU 0.5 depends only on the image's own boxes and confident detections, is defined
-        whenever either exists (a spurious detection on an empty image scores 0), and is
-        panoptic RQ's formula (RQ = tp / (tp + fp/2 + fn/2)), the recognition half of the
-        segmentation recipe's PQ."""
+        Why AP50 of the image and not F1 at a score threshold: F1 counts only detections that
+        score >= 0.5, so on a DETR whose scores have not passed the threshold (any early
+        training; the CPU runs in the README) it is 0 on every image at every exit and the gate
+        learns nothing; AP needs no threshold, ranks the image's own detections by score and is
+        the dataset figure's own arithmetic (COCOeval's matching and 101-point precision), so an
+        exit that ranks better boxes higher scores higher on the image and in AP_box. IoU 0.5
+        rather than 0.5:0.95 keeps the image's value from being mostly 0 on small boxes.
+        The README shows dataset AP and the mean of both per-image qualities per exit."""
         image_entry, anns = detection_gt(scorer, index)
-        parts = image_f1_parts(anns, detection_results(scorer, index, prediction))
+        parts = image_ap_parts(anns, detection_results(scorer, index, prediction))
         if not parts:
             return math.nan, []
-        f1 = [2 * tp / (2 * tp + fp + fn) for tp, fp, fn in parts.values()]
-        rows = [(scorer.meta.to_contiguous(c), tuple(float(v) for v in p)) for c, p in sorted(parts.items())]
-        return sum(f1) / len(f1), rows
+        rows = [(scorer.meta.to_contiguous(c), (float(ap),)) for c, ap in sorted(parts.items())]
+        return sum(parts.values()) / len(parts), rows
 
     def quality_from_parts(self, index, values, n, e, utility):
-        if utility != "f1":
-            raise ValueError(f"utility {utility!r} is not f1 for box F1 parts")
-        tp, fp, fn = (values[:, k] for k in range(3))
-        valid = (tp + fp + fn) > 0
-        return mean_by_cell(index, valid, 2 * tp / (2 * tp + fp + fn).clamp_min(1e-12), n, e)
+        if utility != "ap50":
+            raise ValueError(f"utility {utility!r} is not ap50 for box AP50 parts")
+        return mean_by_cell(index, torch.ones(len(index), dtype=torch.bool), values[:, 0].double(), n, e)
 
 
 def detection_gt(scorer, index: int) -> tuple[dict, list[dict]]:
