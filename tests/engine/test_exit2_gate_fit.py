@@ -84,6 +84,15 @@ def test_exit2_gate_is_fitted_named_and_used_by_eval(run):
     assert report["settings"]["gate_settings"]["features"] == "exit2"
     assert sum(report["exits"]["histogram"].values()) == 2
     assert all(int(k) >= 2 for k in report["exits"]["histogram"])
+    # the Predictor runs what the gate file says too: each image's exit is the eval's
+    import adaseg
+    from adaseg.eval.image_parts import load_parts
+    from adaseg.runs.run_data import build_run_dataset
+
+    evaluated = load_parts(run.report_path(report["settings"]["name"])).exits.tolist()
+    dataset, _ = build_run_dataset(run.read_config(), None, "val")
+    preds = adaseg.Predictor(str(run.root), gate=str(path)).predict_dataset(dataset, indices=[0, 1])
+    assert [p.exit for p in preds] == evaluated
 
 
 def test_older_derived_file_is_refused_with_the_command_to_run(make_run):
