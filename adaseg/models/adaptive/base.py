@@ -136,7 +136,10 @@ class AdaptiveModelBase(nn.Module, ABC):
     @abstractmethod
     def encode(self, prep: EncoderInput, *, settings: AdaptiveSettings, exit_plan: torch.Tensor | None,
                keep_aux: bool) -> RunResult:
-        """Run the adaptive encoder (an :class:`~adaseg.models.adaptive.run.AdaptiveRun` loop)."""
+        """Run the adaptive encoder (an :class:`~adaseg.models.adaptive.run.AdaptiveRun` loop).
+        ``exit_plan`` is passed on to the run as it is: a (B,) tensor, None (recorded exits) or
+        a :class:`~adaseg.models.adaptive.deferred.DeferredPlan` (exits decided, or features
+        recorded, after layer 2 inside the loop); the run's result carries what it decided."""
         ...
 
     @abstractmethod
