@@ -49,11 +49,19 @@ def high_level_count(positions: torch.Tensor, n_high: int) -> tuple[int, torch.T
         tokens whose update is discarded), or None when no image has fewer.
     """
     counts = (positions < n_high).sum(1)
-    # ONE host read per change of the active set (a pause stage), never per layer: the query
-    # count is a shape, and it is what makes paused high-level tokens cost nothing
+    # ONE host read per pause stage, never per layer: the query count is a shape, and it is
+    # what makes paused high-level tokens cost nothing
     fewest, m = torch.stack((counts.min(), counts.max())).tolist()
     valid = torch.arange(m, device=positions.device)[None] < counts[:, None]
     return m, (None if fewest == m else valid)
+
+
+def high_level_valid(positions: torch.Tensor, n_high: int, m: int) -> torch.Tensor:
+    """(b, m) bool, as :func:`high_level_count`'s ``valid`` for a known bound ``m``, without a
+    host read: used when only images left the run (exits), whose remaining images' active
+    sets, and so their high-level counts (each <= m), did not change."""
+    counts = (positions < n_high).sum(1)
+    return torch.arange(m, device=positions.device)[None] < counts[:, None]
 
 
 class LiteDeformableEncoder(nn.Module):
@@ -106,7 +114,7 @@ class LiteDeformableEncoder(nn.Module):
         run = AdaptiveRun(src, settings=settings, exit_plan=exit_plan, aux_decoders=self.aux_decoders,
                           padding=padding_mask, keep_aux=keep_aux, paused_are_values=True)
         run.track(pos=pos, ref=reference_points)
-        m, valid, counted_for = n_high, None, None
+        m, valid, counted_for, counted_n = n_high, None, None, None
         for layer_no in run.layers():
             tokens = run.tokens
             args = (run.full_map(), spatial_shapes, level_start_index, run.padding)
@@ -114,8 +122,13 @@ class LiteDeformableEncoder(nn.Module):
                 run.step(self.all_layer(tokens, run.tracked("pos"), run.tracked("ref"), *args))
                 continue
             if run.positions is not None and run.positions is not counted_for:
-                # tokens paused or images exited: count each image's active high-level tokens again
-                (m, valid), counted_for = high_level_count(run.positions, n_high), run.positions
+                if run.positions.shape[1] == counted_n:
+                    # as many active tokens as at the last count: no token paused since, only
+                    # images exited; m still bounds every remaining image (no host read)
+                    valid = None if valid is None else high_level_valid(run.positions, n_high, m)
+                else:  # tokens paused: count each image's active high-level tokens again
+                    m, valid = high_level_count(run.positions, n_high)
+                counted_for, counted_n = run.positions, run.positions.shape[1]
             if m == 0:  # every high-level token of every running image is paused: nothing to update
                 run.step(tokens)
                 continue
