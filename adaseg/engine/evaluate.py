@@ -299,6 +299,13 @@ def prepare(run: RunDir, settings: EvalSettings, *, device: torch.device) -> Pre
     gate_info = _apply_settings(model, info, settings, device)
     dataset, data_spec = build_run_dataset(config, settings.data, "val")
     suite = suite_for(model.task, dataset.meta.task)
+    if model.task == "detection":
+        # a detector's classes matched to the data's by name (e.g. the 91 COCO-id-indexed labels
+        # of facebook/detr-resnet-50 onto coco-det's 80): its boxes are labelled in the data's
+        # classes, or the pair is refused (adaseg.runs.class_match)
+        from adaseg.runs.from_checkpoint import check_data_fits
+
+        check_data_fits(model, dataset.meta, spec=data_spec, path=run.parent_path)
     n, n_flops = check_counts(settings, len(dataset), data_spec)
     image_exits = None if settings.oracle_beta is None else _oracle_exits(run, settings, dataset, data_spec, n)
     from adaseg.runs.run_data import sizes_differ

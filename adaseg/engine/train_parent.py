@@ -410,7 +410,9 @@ def imported_options(s: TrainSettings, path, meta) -> dict[str, Any]:
         )
     _, options, _ = read_model_config(path)
     model_cfg = dict(options["model"])
-    if int(model_cfg["num_classes"]) != meta.num_classes:
+    if _init_rows(s, path, meta) is not None:  # a detector's classes matched by name: its head is remapped
+        model_cfg["num_classes"] = meta.num_classes
+    elif int(model_cfg["num_classes"]) != meta.num_classes:
         raise TrainSettingError(
             "init", f"--init {path} predicts {model_cfg['num_classes']} classes but --data {s.data} has "
             f"{meta.num_classes}"
@@ -420,6 +422,19 @@ def imported_options(s: TrainSettings, path, meta) -> dict[str, Any]:
     if s.model == IMPORTED_DETR:  # boxes for the dataset's things only (an import gives every class boxes)
         model_cfg["thing_ids"] = [int(t) for t in meta.thing_ids]
     return {**options, "model": model_cfg}
+
+
+def _init_rows(s: TrainSettings, path, meta) -> list[int] | None:
+    """The --init checkpoint's class-head rows for the data's classes when it is a detector whose
+    classes differ from the data's but match them by name (:func:`adaseg.runs.class_match.head_rows`:
+    each data category's row, then no-object); None otherwise. A failed match is an --init error."""
+    from adaseg.runs.class_match import head_rows
+    from adaseg.runs.run_dir import RunDirError
+
+    try:
+        return head_rows(path, meta, what=f"--init {path} vs --data {s.data!r}")
+    except RunDirError as exc:
+        raise TrainSettingError("init", str(exc)) from None
 
 
 def train_parent(
@@ -446,7 +461,7 @@ def train_parent(
     _check_data_task(model, dataset)
     res = resolve(s, model.depth, tuple(model.exits))
     task = model.task
-    start, state_tensors, init, mapping = _load_start(run, s, model, resume=resume)
+    start, state_tensors, init, mapping = _load_start(run, s, model, resume=resume, meta=dataset.meta)
     untrained = _still_untrained(s, init)
     run_id = _resumed_run_id(run) if resume else uuid.uuid4().hex
     model.to(device).train()
@@ -531,7 +546,7 @@ def _build_model(run: RunDir, s: TrainSettings, dataset, *, resume: bool) -> tup
     return build_model(s.model, options), options
 
 
-def _load_start(run: RunDir, s: TrainSettings, model: nn.Module, *, resume: bool):
+def _load_start(run: RunDir, s: TrainSettings, model: nn.Module, *, resume: bool, meta=None):
     """Load the starting weights into ``model``: the training state on ``resume``, else
     --init (mapped across encoder kinds with --init-encoder). Returns (first iteration, the
     state's tensors or None, the init recorded, the :class:`EncoderMapping` or None)."""
@@ -559,7 +574,8 @@ def _load_start(run: RunDir, s: TrainSettings, model: nn.Module, *, resume: bool
         if init_is_backbone(init):
             load_backbone_weights(model, init)
         else:
-            load_model_weights(model, init, expect_model=s.model)
+            rows = None if meta is None else _init_rows(s, init, meta)
+            load_model_weights(model, init, expect_model=s.model, class_rows=rows)
     return 0, None, init, None
 
 

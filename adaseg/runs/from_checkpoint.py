@@ -113,6 +113,12 @@ def recorded_meta(info: dict, *, task: str):
         cats = [{"id": i, "name": str(n), "isthing": True} for i, n in enumerate(info["extra"]["class_names"])]
     if not cats:
         return None
+    if task == "detection":
+        from adaseg.runs.class_match import PLACEHOLDER, normalise
+
+        # an 'N/A' slot of a head indexed by COCO category id is no class: its boxes are not
+        # drawn or written (predict keeps the boxes of thing classes only)
+        cats = [dict(c, isthing=False) if normalise(c["name"]) == PLACEHOLDER else c for c in cats]
     return DatasetMeta.from_categories_json(name=str(info["extra"].get("source", "checkpoint")),
                                             task="semantic" if task == "semantic" else "panoptic",
                                             categories=[dict(c) for c in cats])
@@ -131,7 +137,20 @@ def check_data_fits(model, meta, *, spec: str, path) -> None:
     ``model``'s: the number of classes and (for models that tell things from stuff) which
     contiguous ids are things (a detector: the data's things must be among its box classes).
     (Names are not compared: a transformers ``id2label`` and a dataset's JSON may spell one
-    class differently.)"""
+    class differently.)
+
+    A detection model whose checkpoint records its classes is first matched to the data's
+    categories by name (:mod:`adaseg.runs.class_match`: the 91 COCO-id-indexed labels of
+    facebook/detr-resnet-50 onto coco-det's 80): when they differ in count or order the model
+    gets the class map (:meth:`~adaseg.models.detr.DETR.set_class_map`), so its detections are
+    labelled in the data's classes; a missing or ambiguous match is refused."""
+    if model.task == "detection" and hasattr(model, "set_class_map"):
+        from adaseg.runs.class_match import checkpoint_class_map
+
+        class_map = checkpoint_class_map(model, meta, spec=spec, path=path, extra=_header(path).extra)
+        model.set_class_map(class_map)
+        if class_map is not None:
+            return  # every data category is one of the model's box classes (the match says so)
     n = int(model.num_classes)
     if meta.num_classes != n:
         raise RunDirError(f"--data {spec!r} has {meta.num_classes} categories; the checkpoint {path} predicts {n}")
@@ -248,6 +267,15 @@ def init_run(run: RunDir, checkpoint: str | os.PathLike, data: str) -> dict[str,
               "content_sha256": meta.content_hash}
     extra = {"task": task, "data": data, "init": str(source.resolve()), "iterations": 0, "depth": int(model.depth),
              "untrained": untrained, "categories": dataset.meta.categories_json(), INIT_RUN_KEY: origin}
+    class_map = getattr(model, "class_map", None)
+    if class_map is not None:
+        # a detector whose classes were matched by name (check_data_fits): the parent keeps the
+        # map (load_parent installs it, so derive / eval / predict label boxes in the data's
+        # classes) and the model's own classes, from which a later match starts again
+        from adaseg.runs.class_match import model_classes
+
+        extra["class_map"] = [int(j) for j in class_map.tolist()]
+        extra["model_categories"] = model_classes(meta.extra)
     save_checkpoint(run.parent_path, tensors, kind=PARENT_KIND, config=parent_config(info["model"], info["options"]),
                     extra=extra)
     config = {"model": info["model"], "model_options": info["options"], "data": data, "task": task,

@@ -39,6 +39,9 @@ IMPORTED_NAMES = {IMPORTED_KIND: IMPORTED_MODEL, DETR_KIND: IMPORTED_DETR}
 _MODEL_PREFIX = {PARENT_KIND: "", TRAIN_STATE_KIND: "model.", IMPORTED_KIND: "", DETR_KIND: ""}
 # kinds that hold a whole model ready to run: usable wherever a parent is read
 MODEL_KINDS = (PARENT_KIND, IMPORTED_KIND, DETR_KIND)
+# a DETR's tensors whose rows are its classes, the last row "no object" (the class head and the
+# auxiliary decoders): what load_model_weights(class_rows=...) picks rows of
+CLASS_HEAD_PREFIXES = ("class_embed.", "encoder.aux_decoders.")
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
@@ -141,8 +144,14 @@ def check_weights_fit(path, name: str, model_name: str) -> None:
 _FAMILY_NAMES = {"detr": "DETR", "mask2former": "Mask2Former", "segmenter": "Segmenter", "setr": "SETR"}
 
 
-def load_model_weights(model: AdaptiveModel, path: str | os.PathLike, *, expect_model: str):
+def load_model_weights(model: AdaptiveModel, path: str | os.PathLike, *, expect_model: str,
+                       class_rows: list[int] | None = None):
     """Load the model weights stored in ``path`` (parent or train state) into ``model``.
+
+    ``class_rows``: a DETR checkpoint's class-head rows to keep, in the new model's class order
+    (``train-parent --init`` of a checkpoint whose classes were matched to the data's by name,
+    :func:`adaseg.runs.class_match.head_rows`): applied to the class head and the auxiliary
+    decoders' class rows before the strict shape check.
 
     Raises :class:`CheckpointError` with one line when the checkpoint is for another model
     (another registry name -- except an imported DETR into a registered DETR,
@@ -154,6 +163,13 @@ def load_model_weights(model: AdaptiveModel, path: str | os.PathLike, *, expect_
     tensors, meta = load_checkpoint(path, hint=recreate_hint(path))
     prefix = _MODEL_PREFIX[kind]
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if class_rows is not None:
+        rows = torch.as_tensor(class_rows, dtype=torch.long)
+        bad = [k for k, v in state.items() if k.startswith(CLASS_HEAD_PREFIXES) and v.shape[0] != class_rows[-1] + 1]
+        if bad:
+            raise CheckpointError(f"{path}: {bad[0]} has {state[bad[0]].shape[0]} rows, not the "
+                                  f"{class_rows[-1]} classes + no object its categories record")
+        state = {k: (v[rows] if k.startswith(CLASS_HEAD_PREFIXES) else v) for k, v in state.items()}
     check_state_dict(model.state_dict(), state, source=f"checkpoint {path}")
     model.load_state_dict(state, strict=True)
     return meta
@@ -192,6 +208,10 @@ def load_parent(path: str | os.PathLike, *, device: str | torch.device = "cpu") 
                               "(pass the run directory, or its checkpoints/parent.safetensors)")
     model = build_model(name, options)
     meta = load_model_weights(model, path, expect_model=name)
+    if meta.extra.get("class_map") is not None and hasattr(model, "set_class_map"):
+        # a parent init-run made of a detector whose classes were matched to its data's by name
+        # (adaseg.runs.class_match): its boxes are labelled in the data's classes
+        model.set_class_map(meta.extra["class_map"])
     # inference only: no parameter needs a gradient (FLOP counting's module tracker also
     # requires that tensors which need gradients have a graph, which no_grad does not build)
     model.requires_grad_(False)

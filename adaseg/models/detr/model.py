@@ -100,6 +100,7 @@ class DETR(AdaptiveModelBase):
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = BoxHead(dim=hidden_dim)
+        self.class_map: torch.Tensor | None = None  # set_class_map: labels in a dataset's classes
         # DETR's transformer init: Xavier-uniform matrices in the encoder and decoder
         for p in [*self.encoder.layers.parameters(), *self.decoder.parameters()]:
             if p.dim() > 1:
@@ -168,11 +169,36 @@ class DETR(AdaptiveModelBase):
     def postprocess(self, out: AdaptiveOutput, image_sizes, *, task: str = "detection", output_sizes=None) -> list:
         """Per image ``{"boxes" (Q, 4) xyxy, "scores" (Q,), "labels" (Q,) contiguous}`` in the
         pixels of ``output_sizes`` (B x (h', w'), e.g. the original sizes) or else of
-        ``image_sizes`` (B x (h, w), the real part of the padded input)."""
+        ``image_sizes`` (B x (h, w), the real part of the padded input). With a class map
+        (:meth:`set_class_map`) labels are the mapped classes and Q counts the queries kept."""
         if task != "detection":
             raise ValueError(f"DETR predicts boxes only (task='detection'), got task={task!r}")
         heads = out.single_heads()
         sizes = image_sizes if output_sizes is None else output_sizes
         if len(image_sizes) != heads["pred_logits"].shape[0]:
             raise ValueError(f"{len(image_sizes)} image sizes for a batch of {heads['pred_logits'].shape[0]}")
-        return scored_boxes(heads["pred_logits"], heads["pred_boxes"], [(int(h), int(w)) for h, w in sizes])
+        results = scored_boxes(heads["pred_logits"], heads["pred_boxes"], [(int(h), int(w)) for h, w in sizes])
+        return results if self.class_map is None else [_mapped(r, self.class_map) for r in results]
+
+    def set_class_map(self, class_map) -> None:
+        """Label detections in another class set (a dataset's, :mod:`adaseg.runs.class_match`):
+        ``class_map[k]`` is the class of this model's class ``k`` there, -1 for none (an
+        ``N/A`` slot of a head indexed by COCO category id): :meth:`postprocess` relabels each
+        query's most likely class (softmax over all K classes, as without a map) and drops the
+        queries whose class maps to -1. ``None``: the model's own classes. Not a weight: the
+        state dict and its fingerprint are unchanged."""
+        if class_map is None:
+            self.class_map = None
+            return
+        t = torch.as_tensor([int(j) for j in class_map], dtype=torch.long)
+        if t.numel() != self.num_classes or bool((t < -1).any()):
+            raise ValueError(f"class_map must give one class >= -1 for each of the {self.num_classes} classes, "
+                             f"got {t.numel()} values")
+        self.class_map = t
+
+
+def _mapped(result: dict, class_map: torch.Tensor) -> dict:
+    """One image's scored boxes with labels mapped by ``class_map``; queries mapped to -1 dropped."""
+    labels = class_map.to(result["labels"].device)[result["labels"]]
+    keep = labels >= 0
+    return {"boxes": result["boxes"][keep], "scores": result["scores"][keep], "labels": labels[keep]}
