@@ -30,33 +30,37 @@ def _model_state(path: str) -> tuple[str, dict]:
     return name, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def may_be_other_encoder(path: str, model_name: str) -> bool:
-    """True when ``--init path`` (refused by name for ``model_name``) is a registered
-    Mask2Former's checkpoint and ``model_name`` a registered Mask2Former: its encoder may be
-    another kind than the model's, which only the built model tells
-    (:func:`other_encoder_refusal` then words the refusal)."""
-    try:
-        name, _, _ = read_model_config(path)
-        return model_family(name) == model_family(model_name) == "mask2former" and name != model_name
-    except (CheckpointError, ValueError):
-        return False
-
-
-def other_encoder_refusal(path: str, model: nn.Module, model_name: str, name_error: CheckpointError) -> CheckpointError:
+def other_encoder_refusal(path: str, model_name: str, name_error: CheckpointError) -> CheckpointError:
     """The refusal of ``--init path`` without ``--init-encoder`` (``name_error``: the name-based
     one of :func:`~adaseg.runs.parent.check_weights_fit`), extended, when the file is a
-    Mask2Former of another encoder kind, by the first mismatched keys and the option that maps
-    it. Any other mismatch keeps ``name_error`` as it is."""
+    registered Mask2Former of another encoder kind than ``model_name``'s, by the first mismatched
+    keys and the option that maps it. Needs no data and writes nothing: the file's key names are
+    read from its header, the model's from a build on the meta device (default options: the keys
+    do not depend on the class count). Any other mismatch keeps ``name_error`` as it is."""
+    import torch
+    from safetensors import safe_open
+
+    from adaseg.runs.parent import IMPORTED_NAMES, build_model
+
     try:
-        name, state = _model_state(path)
-        same_family = model_family(name) == model_family(model_name) == "mask2former"
-    except (CheckpointError, ValueError):
+        name, _, kind = read_model_config(path)
+        if name in IMPORTED_NAMES.values() or model_name in IMPORTED_NAMES.values():
+            return name_error
+        if not model_family(name) == model_family(model_name) == "mask2former":
+            return name_error
+        prefix = "model." if kind == TRAIN_STATE_KIND else ""
+        with safe_open(str(path), framework="pt") as f:
+            keys = [k[len(prefix):] for k in f.keys() if k.startswith(prefix)]
+        with torch.device("meta"):
+            target = build_model(model_name, {}).state_dict()
+    except (CheckpointError, ValueError, OSError):
         return name_error
-    have, want = encoder_kind_of(state), encoder_kind_of(model.state_dict())
-    if not same_family or have is None or want is None or have == want:
+    have, want = encoder_kind_of(keys), encoder_kind_of(target)
+    if have is None or want is None or have == want:
         return name_error
-    try:
-        check_state_dict(model.state_dict(), state, source=f"checkpoint {path}")
+    empty = torch.empty(0, device="meta")
+    try:  # key names only: a tensor the two share counts as fitting here
+        check_state_dict(target, {k: target.get(k, empty) for k in keys}, source=f"checkpoint {path}")
     except CheckpointError as keys_error:
         return CheckpointError(f"{name_error} (encoder {have!r}, the model's {want!r}): {keys_error}; pass "
                                f"--init-encoder {have} to map its encoder onto the model's")

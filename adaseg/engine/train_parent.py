@@ -570,7 +570,7 @@ def _load_start(run: RunDir, s: TrainSettings, model: nn.Module, *, resume: bool
         except CheckpointError as exc:  # another encoder kind: name its keys and --init-encoder
             from adaseg.engine.init_encoder import other_encoder_refusal
 
-            raise other_encoder_refusal(init, model, s.model, exc) from None
+            raise other_encoder_refusal(init, s.model, exc) from None
         if init_is_backbone(init):
             load_backbone_weights(model, init)
         else:

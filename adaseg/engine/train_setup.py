@@ -120,11 +120,8 @@ def run_settings(run_dir: RunDir, given: tp.TrainSettings, given_names: Collecti
     if init_path is not None and settings.init_encoder is None:  # --init-encoder: checked when mapped
         try:
             tp.check_init(init_path, settings.model)
-        except CheckpointError:
-            from adaseg.engine.init_encoder import may_be_other_encoder
+        except CheckpointError as exc:  # another encoder kind: its first mismatched keys, --init-encoder
+            from adaseg.engine.init_encoder import other_encoder_refusal
 
-            if not may_be_other_encoder(init_path, settings.model):
-                raise
-            # a Mask2Former of another encoder kind: refused once the model is built, naming the
-            # first mismatched keys (still before anything is written)
+            raise other_encoder_refusal(init_path, settings.model, exc) from None
     return settings
