@@ -23,8 +23,11 @@ MIN_BOOTSTRAP = 100
               help="Coverage of the intervals.")
 @click.option("--metrics", default=None, metavar="A,B,...",
               help="Figures to compare [default: PQ,mIoU,AP, or mIoU for semantic models]; encoder GFLOPs always.")
+@click.option("--across-parents", is_flag=True,
+              help="Pair reports of different parents scored on the same images (e.g. two training recipes); "
+                   "without it only settings of one parent are compared.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-def compare(reports, vs, n_boot, seed, level, metrics, as_json):
+def compare(reports, vs, n_boot, seed, level, metrics, across_parents, as_json):
     """Compare eval reports on the same images with a paired bootstrap."""
     import json
 
@@ -33,7 +36,8 @@ def compare(reports, vs, n_boot, seed, level, metrics, as_json):
     from adaseg.analysis.compare import CompareError, compare as run_compare
 
     try:
-        result = run_compare(reports, vs=vs, n_boot=n_boot, seed=seed, level=level, metrics=metrics)
+        result = run_compare(reports, vs=vs, n_boot=n_boot, seed=seed, level=level, metrics=metrics,
+                             across_parents=across_parents)
     except CompareError as exc:
         if exc.param:
             raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None

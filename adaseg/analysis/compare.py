@@ -84,12 +84,14 @@ def parse_metrics(spec: str | None) -> list[str] | None:
 
 
 def compare(paths: Sequence[str | Path], *, vs: str | Path | None, n_boot: int, seed: int, level: float,
-            metrics: str | None) -> Comparison:
+            metrics: str | None, across_parents: bool = False) -> Comparison:
     """Load every report's parts and compare them with the baseline (``vs``, else the first of
     ``paths``) on ``metrics`` (comma-separated keys of
     :meth:`adaseg.eval.image_parts.ImageParts.metrics`; default: each evaluator's headline
     figure, e.g. PQ,mIoU,AP or mIoU) plus the
-    encoder GFLOPs. Raises :class:`CompareError` with one line for anything unusable."""
+    encoder GFLOPs. Reports of another parent are refused unless ``across_parents`` (two
+    parents scored on the same images, e.g. two training recipes). Raises
+    :class:`CompareError` with one line for anything unusable."""
     paths = [Path(p) for p in paths]
     if vs is not None:
         baseline_path, others = Path(vs), paths
@@ -117,7 +119,7 @@ def compare(paths: Sequence[str | Path], *, vs: str | Path | None, n_boot: int, 
         raise CompareError(str(exc), param="bootstrap") from None
     try:
         rows = compare_reports(baseline, parts, metrics=keys, n_boot=n_boot, seed=seed, level=level,
-                               names=[str(p) for p in others])
+                               names=[str(p) for p in others], across_parents=across_parents)
     except IncomparableError as exc:
         raise CompareError(f"{exc} (baseline {baseline_path})") from None
     return Comparison(baseline=baseline_path, reports=others, images=baseline.num_images, n_boot=n_boot, seed=seed,

@@ -152,11 +152,14 @@ class ComparisonRow:
 
 
 def check_comparable(baseline: ImageParts, other: ImageParts, *, name: str = "a report",
-                     baseline_name: str = "the baseline") -> None:
-    """Refuse a pair that cannot be compared image by image: :class:`IncomparableError`."""
-    if other.parent_fingerprint != baseline.parent_fingerprint:
+                     baseline_name: str = "the baseline", across_parents: bool = False) -> None:
+    """Refuse a pair that cannot be compared image by image: :class:`IncomparableError`.
+    Two parents are paired only with ``across_parents`` (e.g. two training recipes scored on
+    the same images: the pairing by image holds, the difference then includes training)."""
+    if other.parent_fingerprint != baseline.parent_fingerprint and not across_parents:
         raise IncomparableError(f"{name} evaluates parent {other.parent_fingerprint[:12]}, {baseline_name} parent "
-                                f"{baseline.parent_fingerprint[:12]}: only settings of one parent are compared")
+                                f"{baseline.parent_fingerprint[:12]}: only settings of one parent are compared "
+                                "(--across-parents pairs two parents' reports on the same images)")
     if other.metric != baseline.metric:
         raise IncomparableError(f"{name} is scored by {other.metric}, {baseline_name} by {baseline.metric}")
     if other.image_ids.shape != baseline.image_ids.shape or not np.array_equal(other.image_ids, baseline.image_ids):
@@ -168,14 +171,16 @@ def check_comparable(baseline: ImageParts, other: ImageParts, *, name: str = "a 
 
 
 def compare_reports(baseline: ImageParts, others: list[ImageParts], *, metrics: Sequence[str], n_boot: int,
-                    seed: int, level: float = 0.90, names: Sequence[str] | None = None) -> list[ComparisonRow]:
+                    seed: int, level: float = 0.90, names: Sequence[str] | None = None,
+                    across_parents: bool = False) -> list[ComparisonRow]:
     """Each of ``others`` minus ``baseline`` on every figure in ``metrics``, with a paired
     bootstrap interval (all reports and figures on the same resamples). Rows are ordered by
     report, then by ``metrics``. Raises :class:`IncomparableError` for parts on other images
-    or of another parent; KeyError for a figure these reports do not have."""
+    or of another parent (unless ``across_parents``); KeyError for a figure these reports do
+    not have."""
     names = list(names) if names is not None else [f"report {i + 1}" for i in range(len(others))]
     for other, name in zip(others, names):
-        check_comparable(baseline, other, name=name)
+        check_comparable(baseline, other, name=name, across_parents=across_parents)
     keys = tuple(metrics)
     for k in keys:
         if k not in baseline.metric_names:

@@ -131,6 +131,10 @@ def test_compare_refuses_bad_input(run, tmp_path):
 
     foreign.write_text(json.dumps(seal_json(report)))  # as adaseg writes a report: with its content hash
     refused(run.root, "compare", full, foreign, expect="only settings of one parent are compared")
+    # --across-parents pairs them: the same per-image parts differ by exactly 0 on every figure
+    across = invoke_json("compare", full, foreign, "--across-parents", "--bootstrap", "100", "--metrics", "PQ,mIoU")
+    assert [r["metric"] for r in across["rows"]] == ["PQ", "mIoU", "gflops_encoder_mean"]
+    assert all(r["difference"]["lo"] == r["difference"]["hi"] == 0.0 for r in across["rows"])
 
 
 def test_eval_bootstrap_below_100_is_refused(run):
