@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw
 from adaseg.predict.drawing import enlarge, font, summary_line, upscale_factor, with_legend
 from adaseg.predict.result import Prediction
 
-# What the overlay draws by default: transformers' post_process_object_detection threshold and the
-# confidence at which Step B's box F1 counts a detection (adaseg.eval.box_ap.image_f1_parts).
+# What the overlay draws by default: transformers' post_process_object_detection threshold (Step B's
+# per-image box AP50 needs no threshold: it ranks every detection).
 DEFAULT_SCORE_THRESHOLD = 0.5
 
 

@@ -63,8 +63,8 @@ class Predictor:
         task: ``"panoptic"``, ``"semantic"`` or ``"instance"`` (default: the model's task; a
             detection model predicts boxes, ``task`` is then refused).
         score_threshold: a detection model's boxes drawn on the pictures score at least this
-            (default 0.5: transformers' ``post_process_object_detection`` default and the
-            confidence Step B's box F1 counts); every box is still returned and written.
+            (default 0.5: transformers' ``post_process_object_detection`` default); every box
+            is still returned and written.
             Refused for segmentation models.
         device: where the model runs; ``batch_size``: images per forward pass (images of a
             batch are padded to a common size, as in ``adaseg eval``; 1 keeps each image's
