@@ -13,8 +13,8 @@
 # The full benchmark (4000 synthetic val images; what README "ECO-M2F's trade-off as curves"
 # reports, on /work/runs24/default):
 #   adaseg data synth --out val4k --n-train 0 --n-val 4000
-#   RUN=runs/default DATA=val4k FLOPS=200 EXITS=2,3,4,5 SWEEP_BOOT=200 METRICS=PQ,mIoU \
-#     BETAS=0,0.0005,0.002,0.005,0.01,0.05 tools/gate_tradeoff.sh
+#   RUN=runs/default DATA=val4k LIMIT=2000 FLOPS=100 EXITS=2,3,4,5 SWEEP_BOOT=100 METRICS=PQ,mIoU \
+#     NAME=val4k-tradeoff tools/gate_tradeoff.sh
 # Small scale:
 #   RUN=/tmp/i24 LIMIT=48 BOOT=200 tools/gate_tradeoff.sh
 #
