@@ -10,8 +10,8 @@
 # input, never used to fit), sweep (fixed exits + gates; missing gates are fitted from Step B,
 # reports reused when unchanged), eval --gate oracle --beta B, compare.
 #
-# The full benchmark (4000 synthetic val images; what README "ECO-M2F's trade-off as curves"
-# reports, on /work/runs24/default):
+# The benchmark README "ECO-M2F's trade-off as curves" reports (the 4000-image synthetic val
+# set, its first 2000 images for CPU time; leave LIMIT out for all 4000):
 #   adaseg data synth --out val4k --n-train 0 --n-val 4000
 #   RUN=runs/default DATA=val4k LIMIT=2000 FLOPS=100 EXITS=2,3,4,5 SWEEP_BOOT=100 METRICS=PQ,mIoU \
 #     NAME=val4k-tradeoff tools/gate_tradeoff.sh
