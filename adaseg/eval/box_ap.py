@@ -68,23 +68,32 @@ def image_f1_parts(gt: list[dict], results: list[dict], *, iou: float = 0.5,
         dets = sorted(by_class_dt[c], key=lambda r: -float(r["score"]))
         crowd = [int(a.get("iscrowd", 0)) for a in anns]
         n_real = len(anns) - sum(crowd)
-        tp = fp = 0
-        if dets and anns:
-            ious = np.asarray(mask_utils.iou([d["bbox"] for d in dets], [a["bbox"] for a in anns], crowd))
-            used = np.zeros(len(anns), dtype=bool)
-            for i in range(len(dets)):
-                free = [(ious[i, j], j) for j in range(len(anns)) if not crowd[j] and not used[j] and ious[i, j] >= iou]
-                if free:
-                    used[max(free)[1]] = True
-                    tp += 1
-                elif not any(crowd[j] and ious[i, j] >= iou for j in range(len(anns))):
-                    fp += 1
-        else:
-            fp = len(dets)
+        outcome = _match(dets, anns, crowd, iou)
+        tp, fp = outcome.count(True), outcome.count(False)
         fn = n_real - tp
         if tp + fp + fn:
             parts[c] = (tp, fp, fn)
     return parts
+
+
+def _match(dets: list[dict], anns: list[dict], crowd: list[int], iou: float) -> list[bool | None]:
+    """Greedy matching of one class in one image, as COCOeval: ``dets`` in score order, each
+    taking the unmatched non-crowd box of highest IoU >= ``iou`` (True: a true positive); one
+    that takes none but covers a crowd box (pycocotools' crowd IoU: intersection / detection
+    area >= ``iou``) is ignored (None); the others are false positives (False)."""
+    if not dets or not anns:
+        return [False] * len(dets)
+    ious = np.asarray(mask_utils.iou([d["bbox"] for d in dets], [a["bbox"] for a in anns], crowd))
+    used = np.zeros(len(anns), dtype=bool)
+    outcome: list[bool | None] = []
+    for i in range(len(dets)):
+        free = [(ious[i, j], j) for j in range(len(anns)) if not crowd[j] and not used[j] and ious[i, j] >= iou]
+        if free:
+            used[max(free)[1]] = True
+            outcome.append(True)
+        else:
+            outcome.append(None if any(crowd[j] and ious[i, j] >= iou for j in range(len(anns))) else False)
+    return outcome
 
 
 def _ap_101(tp: np.ndarray, fp: np.ndarray, npos: int) -> float:
@@ -135,16 +144,6 @@ def image_ap_parts(gt: list[dict], results: list[dict], *, iou: float = 0.5, max
             continue
         # by descending score, stable (COCOeval's mergesort), its max_dets best per image and class
         dets = sorted(by_class_dt[c], key=lambda r: -float(r["score"]))[:max_dets]
-        tp, fp = [], []
-        if dets:
-            ious = np.asarray(mask_utils.iou([d["bbox"] for d in dets], [a["bbox"] for a in anns], crowd))
-            used = np.zeros(len(anns), dtype=bool)
-            for i in range(len(dets)):
-                free = [(ious[i, j], j) for j in range(len(anns)) if not crowd[j] and not used[j] and ious[i, j] >= iou]
-                if free:
-                    used[max(free)[1]] = True
-                    tp.append(1), fp.append(0)
-                elif not any(crowd[j] and ious[i, j] >= iou for j in range(len(anns))):
-                    tp.append(0), fp.append(1)
-        out[c] = _ap_101(np.asarray(tp), np.asarray(fp), npos)
+        kept = np.asarray([o for o in _match(dets, anns, crowd, iou) if o is not None], dtype=np.float64)
+        out[c] = _ap_101(kept, 1.0 - kept, npos)
     return out
