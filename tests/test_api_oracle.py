@@ -6,28 +6,15 @@ must be those."""
 from __future__ import annotations
 
 import pytest
-import torch
-from recipe_testing import invoke_json
+from recipe_testing import hand_val_table, invoke_json
 
 import adaseg
-from adaseg.runs.derived import DerivedDataset, load_val_derived, val_derived_path
-
-
-def _send_to(run, wanted):
-    real = load_val_derived(run)
-    cols = real.exit_list
-    q = torch.zeros(real.num_images, len(cols), dtype=torch.float64)
-    for i, e in enumerate(wanted):
-        q[i, cols.index(e)] = 1.0
-    DerivedDataset(exits=real.exits, quality=q, features=real.features, metric=real.metric, depth=real.depth,
-                   parent_fingerprint=real.parent_fingerprint, image_ids=real.image_ids, info=dict(real.info),
-                   exit2_features=real.exit2_features).save(val_derived_path(run))
 
 
 def test_evaluate_oracle_sends_each_image_to_its_table_exit(run):
     invoke_json("derive", "--split", "val", "--run", run.root, "--threads", "1")
     wanted = [3, 6, 2, 2]
-    _send_to(run, wanted)
+    hand_val_table(run, wanted)
     before = sorted(run.root.rglob("*"))
     report = adaseg.evaluate(run.root, gate="oracle", beta=0.0, warmup=0, timed=1, batch_size=4)
     assert sorted(run.root.rglob("*")) == before  # the API writes nothing

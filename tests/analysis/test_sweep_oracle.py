@@ -7,23 +7,10 @@ from __future__ import annotations
 
 import json
 
-import torch
-from recipe_testing import invoke, invoke_json, refused
+from recipe_testing import hand_val_table, invoke, invoke_json, refused
 
-from adaseg.runs.derived import DerivedDataset, load_val_derived, val_derived_path
 
 GRID = ["--exits", "2", "--betas", "0", "--limit", "4", "--bootstrap", "0", "--threads", "1"]
-
-
-def _send_to(run, wanted):
-    real = load_val_derived(run)
-    cols = real.exit_list
-    q = torch.zeros(real.num_images, len(cols), dtype=torch.float64)
-    for i, e in enumerate(wanted):
-        q[i, cols.index(e)] = 1.0
-    DerivedDataset(exits=real.exits, quality=q, features=real.features, metric=real.metric, depth=real.depth,
-                   parent_fingerprint=real.parent_fingerprint, image_ids=real.image_ids, info=dict(real.info),
-                   exit2_features=real.exit2_features).save(val_derived_path(run))
 
 
 def _rows(run):
@@ -33,7 +20,7 @@ def _rows(run):
 def test_oracle_points_are_the_tables_exits_and_never_a_gate_point(run):
     invoke_json("derive", "--split", "val", "--run", run.root, "--threads", "1")
     wanted = [6, 2, 3, 2]
-    _send_to(run, wanted)
+    hand_val_table(run, wanted)
     result = invoke("sweep", *GRID, "--oracle", "--run", run.root)
     assert result.exit_code == 0, result.output + repr(result.exception)
     rows = _rows(run)

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from recipe_testing import invoke, invoke_json
+from recipe_testing import hand_val_table, invoke, invoke_json
 
 from adaseg.engine.gate_targets import oracle_exits
 from adaseg.eval.image_parts import load_parts
-from adaseg.runs.derived import DerivedDataset, load_val_derived, val_derived_path
+from adaseg.runs.derived import DerivedDataset, val_derived_path
 
 NAN = math.nan
 EXITS = torch.tensor([2, 3, 4, 5, 6])
@@ -49,19 +49,6 @@ def test_oracle_exits_refuse_a_bad_beta():
             oracle_exits(TABLE, EXITS, beta)
 
 
-def _hand_val_table(run, exits_wanted):
-    """Overwrite the run's val Step B with a table sending image i to ``exits_wanted[i]`` at
-    beta 0 (quality 1 there, 0 elsewhere), keeping its parent, ids and features."""
-    real = load_val_derived(run)
-    cols = real.exit_list
-    q = torch.zeros(real.num_images, len(cols), dtype=torch.float64)
-    for i, e in enumerate(exits_wanted):
-        q[i, cols.index(e)] = 1.0
-    DerivedDataset(exits=real.exits, quality=q, features=real.features, metric=real.metric, depth=real.depth,
-                   parent_fingerprint=real.parent_fingerprint, image_ids=real.image_ids,
-                   info=dict(real.info)).save(val_derived_path(run))
-
-
 FAST = ("--threads", "1", "--warmup", "0", "--timed", "1", "--batch-size", "4")
 
 
@@ -71,7 +58,7 @@ def test_derive_val_and_oracle_eval_equal_forced_exits(run):
     assert summary["num_images"] == 4 and summary["info"]["split"] == "val"
     assert run.derived_path.read_bytes() == before  # the training Step B is untouched
     wanted = [6, 2, 4, 2]
-    _hand_val_table(run, wanted)
+    hand_val_table(run, wanted)
     report = invoke_json("eval", "--gate", "oracle", "--beta", "0", "--run", run.root, *FAST)
     assert report["settings"]["oracle_beta"] == 0.0 and report["settings"]["gate"] is None
     assert report["exits"]["histogram"] == {"2": 2, "4": 1, "6": 1}

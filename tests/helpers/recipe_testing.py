@@ -100,3 +100,21 @@ def torchrun(*args: str, cwd: Path, nproc: int = 2, timeout: float = 600) -> sub
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "adaseg.cli.main"]
     return subprocess.run([*launch, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def hand_val_table(run, exits_wanted) -> None:
+    """Overwrite the run's val Step B (derived_val.safetensors) with a hand-made table sending
+    image i to ``exits_wanted[i]`` at beta 0 (quality 1 there, 0 elsewhere), keeping its
+    parent, ids and features: the oracle gate's independent input in the oracle tests."""
+    import torch
+
+    from adaseg.runs.derived import DerivedDataset, load_val_derived, val_derived_path
+
+    real = load_val_derived(run)
+    cols = real.exit_list
+    q = torch.zeros(real.num_images, len(cols), dtype=torch.float64)
+    for i, e in enumerate(exits_wanted):
+        q[i, cols.index(e)] = 1.0
+    DerivedDataset(exits=real.exits, quality=q, features=real.features, metric=real.metric, depth=real.depth,
+                   parent_fingerprint=real.parent_fingerprint, image_ids=real.image_ids, info=dict(real.info),
+                   exit2_features=real.exit2_features).save(val_derived_path(run))
