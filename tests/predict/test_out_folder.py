@@ -175,7 +175,10 @@ def _interrupt(tmp_path: Path, run, images: Path, out: Path, sig: int, *extra: s
     cmd = [sys.executable, "-m", "adaseg", "predict", "--run", str(run), str(images), "--out", str(out),
            "--gate", "none", "--threads", "1", "--sheet", "0", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # SIGINT must reach Python's default handler (a child inherits SIG_IGN from a shell that ran
+    # pytest in the background, and then predicts to the end, ignoring the signal)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not any(p.name.startswith(".tmp-out.") for p in out.parent.iterdir()):
         assert proc.poll() is None and time.monotonic() < deadline, "predict ended before it could be interrupted"
