@@ -12,6 +12,7 @@ from adaseg.cli.options import (PauseSpec, device_option, json_option, pause_out
                                 run_data_option, run_option)
 from adaseg.cli.recipe_options import FloatList, IntList, set_threads, threads_option
 from adaseg.cli.eval import MIN_BOOTSTRAP
+from adaseg.cli.fit_gate import FEATURE_CHOICES
 from adaseg.cli.run_guard import writing_run
 
 # Exit status when the sweep is written but no measured point meets --target-gflops/--target-ips.
@@ -40,6 +41,9 @@ BUDGET_UNMET = 3
               help="Also the oracle gate at each of --betas (as `adaseg eval --gate oracle --beta B`: each val "
                    "image at its best exit under beta by derived_val.safetensors, from `adaseg derive --split "
                    "val`): a bound on any gate of this parent, plotted, never on the front, never a gate point.")
+@click.option("--features", type=click.Choice(FEATURE_CHOICES), default="backbone", show_default=True,
+              help="The gates' input, as `adaseg fit-gate --features`: backbone (the paper's) or exit2 (decided "
+                   "after layer 2; gate files ..._exit2, fitted from Step B when missing).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N val images.")
 @click.option("--flops-images", type=click.IntRange(min=1), default=None,
               help="Count FLOPs on the first N val images of each point [default: all evaluated].")
@@ -66,7 +70,8 @@ BUDGET_UNMET = 3
               help="With --parent: where the reports and the sweep go (DIR/reports/, DIR/sweeps/NAME/).")
 @quiet_option
 @json_option
-def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stages, modes, pause_output, oracle, limit,
+def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stages, modes, pause_output, oracle, features,
+          limit,
           flops_images, n_boot, level, seed, target_gflops, target_ips, name, data, device, threads, run, parent, out, quiet,
           as_json):
     """Operating points of one parent: Pareto front, adaptive advantage, budgets, plots."""
@@ -100,7 +105,8 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
     settings = sw.SweepSettings(exits=exits, betas=_betas(betas), pauses=tuple(str(p) for p in pauses),
                                 pause_grid=pause_grid, grid_layers=grid_layers, grid_ratios=tuple(grid_ratios),
                                 grid_stages=grid_stages, modes=_modes(modes), limit=limit, seed=seed, data=data,
-                                flops_images=flops_images, pause_output=pause_output, oracle=oracle)
+                                flops_images=flops_images, pause_output=pause_output, oracle=oracle,
+                                features=features)
     failures = (BootstrapMemoryError, CheckpointError, DataError, DerivedDatasetError, MissingStepError, PartsError,
                 RunDirError)
     try:
@@ -110,7 +116,8 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
         parent = sw.read_parent(run_dir)
         sw.check_settings(settings, parent)
         out_dir = sw.check_name(run_dir, name)
-        sw.require_derived_for(run_dir, sw.missing_gates(run_dir, settings.betas, parent.depth))
+        sw.require_derived_for(run_dir, sw.missing_gates(run_dir, settings.betas, parent.depth, settings.features),
+                               settings.features)
         sw.check_combinations(run_dir, settings, parent)
         sw.check_image_counts(run_dir, settings)
         sw.check_oracle(run_dir, settings, device=device)

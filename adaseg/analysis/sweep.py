@@ -27,6 +27,7 @@ from adaseg.runs.run_dir import recreate_hint
 from adaseg.engine.evaluate import EvalSettingError, EvalSettings, evaluate
 from adaseg.eval.tasks.registry import suite_named, sweep_keys
 from adaseg.runs.derived import load_run_derived
+from adaseg.models.adaptive.deferred import GATE_FEATURES
 from adaseg.runs.run_dir import RunDir, RunDirError
 from adaseg.analysis.sweep_grid import (DEFAULT_GRID_RATIOS, DEFAULT_GRID_STAGES, PointSpec, base_points, dedupe,
                                        greedy_pause_search)
@@ -61,13 +62,14 @@ class SweepSettings:
     flops_images: int | None = None  # FLOPs counted on the first N images, as eval --flops-images
     pause_output: str = "decoder"  # every pause point's, as eval --pause-output (aux: PAUMER's early exit)
     oracle: bool = False  # also the oracle gate at every beta (eval --gate oracle --beta B), a bound
+    features: str = "backbone"  # the gates' input, as fit-gate --features (exit2: decided after layer 2)
 
     def to_json(self) -> dict[str, Any]:
         return {"exits": self.exits, "betas": list(self.betas), "pauses": list(self.pauses),
                 "pause_grid": self.pause_grid, "grid_layers": None if self.grid_layers is None else list(self.grid_layers),
                 "grid_ratios": list(self.grid_ratios), "grid_stages": self.grid_stages, "modes": list(self.modes),
                 "limit": self.limit, "seed": self.seed, "data": self.data, "flops_images": self.flops_images,
-                "pause_output": self.pause_output, "oracle": self.oracle}
+                "pause_output": self.pause_output, "oracle": self.oracle, "features": self.features}
 
 
 @dataclass
@@ -102,7 +104,9 @@ class Parent:
     depth: int
     fingerprint: str
     content_hash: str | None
+    pause_refusal: str | None = None  # why the model cannot pause tokens (every --pause refused), or None
     early_exit_refusal: str | None = None  # why the model has no --pause-output aux, or None
+    exit2_refusal: str | None = None  # why the model cannot give an exit-2 gate its input, or None
 
 
 def read_parent(run: RunDir) -> Parent:
@@ -117,7 +121,17 @@ def read_parent(run: RunDir) -> Parent:
     except ValueError as exc:
         refusal = str(exc)
     return Parent(depth=int(model.depth), fingerprint=info["fingerprint"], content_hash=info["content_hash"],
-                  early_exit_refusal=refusal)
+                  early_exit_refusal=refusal, exit2_refusal=model.exit2_refusal(),
+                  pause_refusal=_refusal(model.check_pausing))
+
+
+def _refusal(check) -> str | None:
+    """``check()``'s ValueError message (a model's one-line refusal), or None when it passes."""
+    try:
+        check()
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def check_settings(settings: SweepSettings, parent: Parent) -> list[int]:
@@ -136,6 +150,9 @@ def check_settings(settings: SweepSettings, parent: Parent) -> list[int]:
     for m in settings.modes:
         if m not in PAUSE_MODES:
             raise SweepError("modes", f"--modes: {m!r} is not one of {', '.join(PAUSE_MODES)}")
+    if parent.pause_refusal is not None and (settings.pauses or settings.pause_grid):
+        option = f"--pause {settings.pauses[0]}" if settings.pauses else "--pause-grid"
+        raise SweepError("pause-grid" if not settings.pauses else "pause", f"{option}: {parent.pause_refusal}")
     for spec in settings.pauses:
         try:
             PausePlan.parse(spec).check_depth(parent.depth)
@@ -166,6 +183,13 @@ def check_settings(settings: SweepSettings, parent: Parent) -> list[int]:
         raise SweepError("modes", "--modes is empty: name at least one of entropy,random")
     if settings.oracle and not settings.betas:
         raise SweepError("oracle", "--oracle evaluates the oracle gate at each of --betas: give --betas B,...")
+    if settings.features not in GATE_FEATURES:
+        raise SweepError("features", f"--features: {settings.features!r} is not one of {', '.join(GATE_FEATURES)}")
+    if settings.features != "backbone":
+        if not settings.betas:
+            raise SweepError("features", f"--features {settings.features} chooses the gates' input: it needs --betas B,...")
+        if parent.exit2_refusal is not None:
+            raise SweepError("features", f"--features {settings.features}: {parent.exit2_refusal}")
     return exits
 
 
@@ -192,24 +216,32 @@ def check_oracle(run: RunDir, settings: SweepSettings, *, device: torch.device) 
 # --------------------------------------------------------------------------------------
 
 
-def gate_for_beta(run: RunDir, beta: float, depth: int) -> Path:
-    """Where the sweep's gate for ``beta`` lives: ``adaseg fit-gate --beta B``'s file
-    (K = full depth, hard-ce)."""
-    return run.gate_path(beta=beta, K=depth, loss="hard-ce")
+def gate_for_beta(run: RunDir, beta: float, depth: int, features: str = "backbone") -> Path:
+    """Where the sweep's gate for ``beta`` lives: ``adaseg fit-gate --beta B [--features F]``'s
+    file (K = full depth, hard-ce; ``..._exit2`` for exit-2 features)."""
+    return run.gate_path(beta=beta, K=depth, loss="hard-ce", features=features)
 
 
-def missing_gates(run: RunDir, betas: Sequence[float], depth: int) -> list[float]:
-    return [b for b in betas if not gate_for_beta(run, b, depth).is_file()]
+def missing_gates(run: RunDir, betas: Sequence[float], depth: int, features: str = "backbone") -> list[float]:
+    return [b for b in betas if not gate_for_beta(run, b, depth, features).is_file()]
 
 
-def require_derived_for(run: RunDir, missing: Sequence[float]) -> None:
-    """A missing gate is fitted from Step B's data: refuse before any work when there is none."""
+def require_derived_for(run: RunDir, missing: Sequence[float], features: str = "backbone") -> None:
+    """A missing gate is fitted from Step B's data: refuse before any work when there is none,
+    or when it lacks the gate input ``features`` (an exit-2 gate from a derived file written
+    before exit-2 features, or from a parent that cannot provide them)."""
     from adaseg.exact import exact_float
+    from adaseg.runs.derived import DerivedDatasetError, gate_inputs
 
     if missing and not run.has("derived"):
         betas = ",".join(exact_float(b) for b in missing)
         raise SweepError(None, f"no gate for beta {betas} in {run.gates_dir} and {run.root} has no derived dataset "
                                   f"to fit one from: run `adaseg derive --run {run.root}` first")
+    if missing and features != "backbone":
+        try:
+            gate_inputs(load_run_derived(run, check_parent=True), features, run_hint=f"adaseg derive --run {run.root}")
+        except DerivedDatasetError as exc:
+            raise SweepError("features", str(exc)) from None
 
 
 def check_combinations(run: RunDir, settings: SweepSettings, parent: Parent) -> None:
@@ -223,7 +255,7 @@ def check_combinations(run: RunDir, settings: SweepSettings, parent: Parent) -> 
         return
     derived_exits = None
     for b in settings.betas:
-        path = gate_for_beta(run, b, parent.depth)
+        path = gate_for_beta(run, b, parent.depth, settings.features)
         if path.is_file():
             exits = [int(e) for e in read_checkpoint_meta(path, hint=recreate_hint(path)).config["exits"]]
         else:
@@ -253,8 +285,10 @@ def check_image_counts(run: RunDir, settings: SweepSettings) -> None:
         raise SweepError(exc.param, str(exc)) from None
 
 
-def fit_missing_gates(run: RunDir, missing: Sequence[float], *, reporter=None) -> list[Path]:
-    """Fit and save the gates for ``missing`` betas with ``adaseg fit-gate``'s defaults."""
+def fit_missing_gates(run: RunDir, missing: Sequence[float], *, features: str = "backbone",
+                      reporter=None) -> list[Path]:
+    """Fit and save the gates for ``missing`` betas with ``adaseg fit-gate``'s defaults (and
+    ``--features features``)."""
     from adaseg.engine.fit_gate import fit_gate, save_gate
 
     if not missing:
@@ -262,7 +296,7 @@ def fit_missing_gates(run: RunDir, missing: Sequence[float], *, reporter=None) -
     derived = load_run_derived(run, check_parent=True)
     paths = []
     for b in missing:
-        path = save_gate(run, fit_gate(derived, beta=b), derived)
+        path = save_gate(run, fit_gate(derived, beta=b, features=features), derived)
         if reporter is not None:
             reporter.info(f"sweep: fitted the missing gate for beta {b} from {run.derived_path}: {path}")
         paths.append(path)
@@ -503,15 +537,15 @@ def run_sweep(run: RunDir, settings: SweepSettings, parent: Parent, *, device: t
     Call :func:`check_settings` and :func:`require_derived_for` before (they refuse bad input
     while nothing is written yet)."""
     exits = check_settings(settings, parent)
-    gates = {b: gate_for_beta(run, b, parent.depth) for b in settings.betas}
+    gates = {b: gate_for_beta(run, b, parent.depth, settings.features) for b in settings.betas}
     runner = PointRunner(run, parent, gates, limit=settings.limit, seed=settings.seed, device=device,
                          reporter=reporter, evaluate_fn=evaluate_fn, need_parts=need_parts, data=settings.data,
                          flops_images=settings.flops_images, pause_output=settings.pause_output)
     base = base_points(exits, settings.betas, settings.pauses, settings.modes, depth=parent.depth,
                        oracle=settings.oracle)
     runner.verify_existing(base)  # a damaged report or gate is refused before anything is written
-    missing = missing_gates(run, settings.betas, parent.depth)
-    fitted = fit_missing_gates(run, missing, reporter=reporter)
+    missing = missing_gates(run, settings.betas, parent.depth, settings.features)
+    fitted = fit_missing_gates(run, missing, features=settings.features, reporter=reporter)
     order: list[PointSpec] = []
 
     def take(spec: PointSpec) -> SweepPoint:
