@@ -100,6 +100,7 @@ def train_parent(ctx, model, data, init, init_encoder, recipe, exits, alphas, pa
         try:  # settings alone: refused before the run directory is touched
             tp.check_settings(given)
             refuse_idle_options(given, _given_names(ctx))
+            tp.check_recipe_pauses(given)  # e.g. the default wsd+pause on m2f_rt_*: refused, naming why
         except tp.TrainSettingError as exc:
             raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
     # From here on the run directory is locked: the checks below see what no other writer can change.

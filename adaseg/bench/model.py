@@ -117,6 +117,13 @@ def run(*, model_name: str, size: int, batches: tuple[int, ...], pause: str, exi
     arms = tuple(a for a in arms if on_cuda or a not in _GRAPH_ARMS)
     torch.manual_seed(seed)
     model = create_model(model_name).eval()
+    pausing_arms = [a for a in arms if a in ("reference", "lean", "graph")]
+    if pausing_arms:  # a model that cannot pause (rt) has no pause plan to time: refused before any work
+        try:
+            model.check_pausing()
+        except ValueError as exc:
+            raise ValueError(f"the pausing arms ({', '.join(pausing_arms)}) time a pause plan: {exc}; "
+                             "time it with --arm exits") from None
     mix = exit_mix or tuple(sorted({max(1, model.depth // 3), max(1, 2 * model.depth // 3), model.depth}))
     if any(not 1 <= e <= model.depth for e in mix):
         raise ValueError(f"exit mix {list(mix)} must be layers in 1..{model.depth}")

@@ -403,6 +403,10 @@ def _apply_settings(model, info: dict, settings: EvalSettings, device: torch.dev
     if settings.pause is not None:
         from adaseg.runs.from_checkpoint import UntrainedError, check_pause_loaded
 
+        try:  # a model whose encoder cannot pause (rt) refuses every pause plan
+            model.check_pausing()
+        except ValueError as exc:
+            raise EvalSettingError("pause", f"--pause {settings.pause}: {exc}") from None
         try:  # entropy pausing needs trained auxiliary decoders (an imported model has none)
             check_pause_loaded(info, settings.pause, settings.pause_mode, info.get("path", "the parent"))
         except UntrainedError as exc:

@@ -235,6 +235,28 @@ def check_settings(s: TrainSettings) -> None:
                                           f"got {','.join(map(repr, s.alphas))}")
 
 
+def check_recipe_pauses(s: TrainSettings, model: nn.Module | None = None) -> None:
+    """A recipe that pauses tokens (``pause``, ``wsd+pause``, the default) on a model that cannot
+    pause (its ``pause_refusal``, e.g. RT-M2F's) raises :class:`TrainSettingError` for
+    ``--recipe``, naming why. ``model``: the built model; None reads a registered model's refusal
+    without building its weights (:func:`~adaseg.models.registry.pause_refusal`), so the CLI
+    refuses before the run directory is touched. An imported model (built from ``--init``) or an
+    unknown name is left to the check on the built model."""
+    from adaseg.models.registry import list_models, pause_refusal
+
+    if not s.uses_pause:
+        return
+    if model is not None:
+        refusal = getattr(model, "pause_refusal", None)
+    elif s.model in list_models():
+        refusal = pause_refusal(s.model)
+    else:
+        return
+    if refusal is not None:
+        raise TrainSettingError("recipe", f"--recipe {s.recipe} trains with pausing (PAUMER), but {s.model} cannot "
+                                          f"pause tokens: {refusal}; train it with --recipe standard or wsd")
+
+
 def resolve(s: TrainSettings, depth: int, model_exits: tuple[int, ...] | None = None) -> Resolved:
     """Concrete exits / alphas / pause layers for an encoder of ``depth`` layers; without
     ``--exits`` the model's potential exits (``model_exits``; 2..depth when None)."""
@@ -457,6 +479,7 @@ def train_parent(
     _check_world_size(s, world_size)
     dataset = build_dataset(s.data, "train", train=True)
     model, options = _build_model(run, s, dataset, resume=resume)
+    check_recipe_pauses(s, model)
     _check_distill(s, model)
     _check_data_task(model, dataset)
     res = resolve(s, model.depth, tuple(model.exits))

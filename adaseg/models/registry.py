@@ -72,3 +72,14 @@ def create_model(name: str, **overrides):
             f"model {name!r} has no option(s) {', '.join(unknown)}; accepted: {', '.join(sorted(accepted))}"
         )
     return builder(**overrides)
+
+
+def pause_refusal(name: str) -> str | None:
+    """Why model ``name`` cannot pause tokens (PAUMER), or None: its ``pause_refusal``, read from
+    the model built with its defaults on the meta device (no weights allocated or initialised),
+    so that a command refuses a pausing recipe before it builds anything or writes a file."""
+    import torch
+
+    with torch.device("meta"):
+        model = create_model(name)
+    return getattr(model, "pause_refusal", None)

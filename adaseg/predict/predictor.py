@@ -537,6 +537,10 @@ def _check_exit_and_pause(model, exit: int | None, pause, gate_exits) -> None:
         raise PredictError(f"--exit {exit} is outside the parent's layers 1..{model.depth}", "exit")
     if pause is None:
         return
+    try:  # a model whose encoder cannot pause (rt) refuses every pause plan
+        model.check_pausing()
+    except ValueError as exc:
+        raise PredictError(f"--pause {pause}: {exc}", "pause") from None
     try:
         pause.check_depth(model.depth)
     except ValueError as exc:

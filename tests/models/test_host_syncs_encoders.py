@@ -10,18 +10,18 @@ The reads an ``m2f_lite_tiny`` / ``m2f_rt_tiny`` forward makes, counted by hand 
   query count, a shape): a pause after layer l <= K-2. Images leaving the run at their exits
   add none (the remaining images' active sets do not change, so the last count still bounds
   them and the per-image validity is recomputed on the device);
-* ``rt``: 1 per forward (the level shapes, to cut the token map into maps); pausing adds none
-  (the convolutions and AIFI run on dense maps).
+* ``rt``: 1 per forward (the level shapes, to cut the token map into maps). It refuses pause
+  plans (``pause_refusal``: its layers after AIFI are dense convolutions) before any read.
 
 None of them is per layer: the same model at a shallow and the full exit, with pause stages
-after every layer, and with mixed exits, gives the counts above.
+after every layer (lite), and with mixed exits, gives the counts above.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from test_host_syncs import _model, _reads
+from test_host_syncs import _model, _reads, counted_reads
 
 from adaseg.models.adaptive.settings import AdaptiveSettings
 
@@ -63,9 +63,8 @@ def test_lite_reads_once_per_forward_and_once_per_pause_stage():
 
 @pytest.mark.parametrize("settings", [
     AdaptiveSettings(exits=5),
-    AdaptiveSettings(exits=3, pause="1:0.3"),
-    AdaptiveSettings(exits=5, pause="1:0.3,2:0.3,3:0.3,4:0.3"),
-    AdaptiveSettings(exits=torch.tensor([3, 5, 1]), pause="1:0.3,2:0.3,3:0.3,4:0.3"),
+    AdaptiveSettings(exits=3),
+    AdaptiveSettings(exits=torch.tensor([3, 5, 1])),
 ])
 def test_rt_reads_once_per_forward(settings):
     model = _model("m2f_rt_tiny")
@@ -74,3 +73,12 @@ def test_rt_reads_once_per_forward(settings):
     assert len(seen) == BASE + 1, seen
     assert [site for _, site in seen if site.startswith("rt_encoder.py")] and \
         sum(site.startswith("rt_encoder.py") for _, site in seen) == 1, seen
+
+
+@pytest.mark.parametrize("pause", ["1:0.3", "1:0.3,2:0.3,3:0.3,4:0.3"])
+def test_rt_refuses_a_pause_plan_before_any_read(pause):
+    model = _model("m2f_rt_tiny")
+    with torch.inference_mode(), counted_reads() as seen:
+        with pytest.raises(ValueError, match="^Mask2Former cannot pause tokens: its encoder \\(rt: "):
+            model(_images(3), None, AdaptiveSettings(exits=5, pause=pause))
+    assert seen == []

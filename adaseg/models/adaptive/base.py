@@ -82,6 +82,11 @@ class AdaptiveModelBase(nn.Module, ABC):
     early_exit_refusal: str | None = ("early exit (pause_output='aux') needs a main decoder that labels "
                                       "single-scale patch tokens one by one and can run on the active ones alone")
 
+    #: why this model cannot pause tokens (PAUMER), or None when it can: a model whose encoder
+    #: would still compute every paused token (pausing would change results and save nothing)
+    #: names the reason here, and every pause plan is refused (:meth:`check_pausing`).
+    pause_refusal: str | None = None
+
     def __init__(self, *, depth: int, exits: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.exits = potential_exits(exits, depth)
@@ -112,6 +117,13 @@ class AdaptiveModelBase(nn.Module, ABC):
         if self.early_exit_refusal is not None:
             raise ValueError(f"{type(self).__name__} has no early-exit output (pause_output='aux'): "
                              f"{self.early_exit_refusal}")
+
+    def check_pausing(self) -> None:
+        """Raise ValueError (one line naming the model) unless this model can pause tokens
+        (PAUMER): ``pause_refusal`` is None."""
+        refusal = self.pause_refusal
+        if refusal is not None:
+            raise ValueError(f"{type(self).__name__} cannot pause tokens: {refusal}")
 
     # ------------------------------------------------------------------ what a model provides
 
@@ -198,6 +210,8 @@ class AdaptiveModelBase(nn.Module, ABC):
         if padding_mask is not None and tuple(padding_mask.shape) != (b, h, w):
             raise ValueError(f"padding_mask must be {(b, h, w)}, got {tuple(padding_mask.shape)}")
         settings.check_depth(self.depth)
+        if settings.pause is not None:
+            self.check_pausing()
         if settings.early_exit:
             self.check_early_exit()
         if settings.record_features:

@@ -134,6 +134,8 @@ class GraphedModel:
         device = next(model.parameters()).device
         check_graphable(settings, device)
         settings.check_depth(model.depth)
+        if settings.pause is not None:  # the graphs call model.encode, past forward's check
+            model.check_pausing()
         if settings.uses_gate and model.gate is None:
             raise ValueError("exits='gate' needs a gate: call model.set_gate(gate) first")
         if settings.uses_gate and getattr(model.gate, "features", "backbone") != "backbone":

@@ -10,7 +10,8 @@ the same for all of them.
 * ``lite``: Lite-DETR's interleaved encoder, "(5+1)x1": layers 1-5 update the stride-32/16
   tokens, layer 6 all (:mod:`~adaseg.models.mask2former.lite_encoder`).
 * ``rt``: RT-DETR's hybrid encoder, AIFI on stride 32 + CCFM convolutional fusion, as 5
-  adaptive layers (:mod:`~adaseg.models.mask2former.rt_encoder`).
+  adaptive layers (:mod:`~adaseg.models.mask2former.rt_encoder`). It refuses PAUMER's pausing
+  (:data:`PAUSE_REFUSALS`): every layer a paused token would skip is a dense convolution.
 """
 
 from __future__ import annotations
@@ -25,6 +26,17 @@ ENCODER_KINDS = ("deform", "lite", "rt")
 DEFORMABLE_KINDS = ("deform", "lite")  # the kinds with deformable attention (enc_points applies)
 # the layers each kind has in the paper configurations (rt: 2 x 3 levels - 1)
 PAPER_LAYERS = {"deform": 6, "lite": 6, "rt": 5}
+# why a kind cannot pause tokens (PAUMER), or None when it can (the model's ``pause_refusal``).
+# rt: a pause takes effect after layer 1 at the earliest, and layer 1 is its only attention
+# layer (AIFI); layers 2-5 are convolutions over whole maps, so a paused token is still computed
+# (only its new value is dropped): pausing would change results and save nothing.
+PAUSE_REFUSALS: dict[str, str | None] = {
+    "deform": None,
+    "lite": None,
+    "rt": ("its encoder (rt: RT-DETR's AIFI + CCFM) runs dense convolutions over whole maps after its one "
+           "attention layer (layer 1, which no pause precedes), so a paused token would save no compute, "
+           "only change results"),
+}
 
 
 def build_encoder(kind: str, *, d_model: int, d_ffn: int, num_layers: int, n_levels: int, n_heads: int,

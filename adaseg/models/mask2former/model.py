@@ -12,7 +12,7 @@ from adaseg.models.adaptive.output import AdaptiveOutput
 from adaseg.models.adaptive.run import RunResult
 from adaseg.models.adaptive.settings import AdaptiveSettings
 from adaseg.models.mask2former.criterion import SetCriterion
-from adaseg.models.mask2former.encoder_kinds import DEFORMABLE_KINDS
+from adaseg.models.mask2former.encoder_kinds import DEFORMABLE_KINDS, PAUSE_REFUSALS
 from adaseg.models.mask2former.matcher import HungarianMatcher
 from adaseg.models.mask2former.pixel_decoder import MSDeformAttnPixelDecoder, PixelDecoderInput
 from adaseg.models.mask2former.postprocess import postprocess as _postprocess
@@ -133,6 +133,12 @@ class Mask2Former(AdaptiveModelBase):
     def gate_channels(self) -> int:
         """C of ``gate_features`` (the encoder's token width)."""
         return self.pixel_decoder.conv_dim
+
+    @property
+    def pause_refusal(self) -> str | None:
+        """Why this model cannot pause tokens, or None: its encoder kind's
+        (:data:`~adaseg.models.mask2former.encoder_kinds.PAUSE_REFUSALS`; ``rt`` refuses)."""
+        return PAUSE_REFUSALS[self.pixel_decoder.encoder_kind]
 
     @property
     def exit2_channels(self) -> int:

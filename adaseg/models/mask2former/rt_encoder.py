@@ -25,10 +25,18 @@ L+1..  bottom-up: CSP(concat(3x3 stride-2 conv of  the coarser level
 
 The natural exit plan is therefore (L, 2L-1) = **(3, 5)**: after the top-down path (an FPN's
 output: every level fused from above) and after the full CCFM; exits 1, 2 and 4 are allowed
-(any layer is an exit) but hand the decoder half-fused maps. Pausing follows the run's
-contract (paused tokens are never rewritten and still feed the convolutions and AIFI's
-keys/values) but saves no compute: AIFI and the convolutions run on dense maps. So pausing
-on ``rt`` changes results, never FLOPs.
+(any layer is an exit) but hand the decoder half-fused maps.
+
+**No pausing.** A pause takes effect after layer 1 at the earliest, and layer 1 is the only
+attention layer (AIFI); layers 2-5 are convolutions over whole maps, which compute every
+paused token anyway (the run only drops its new value). Pausing would change results and save
+no compute, so a model with this encoder refuses every pause plan, naming why
+(``Mask2Former.pause_refusal`` from
+:data:`~adaseg.models.mask2former.encoder_kinds.PAUSE_REFUSALS`; ``forward``, ``eval``,
+``sweep``, ``predict`` and the pausing ``train-parent`` recipes refuse before any work). The
+loop below still follows the run's contract when :meth:`HybridEncoder.forward` is called
+directly with a pause plan (paused tokens never rewritten, still read by the convolutions and
+as AIFI's keys/values); nothing in adaseg calls it so.
 """
 
 from __future__ import annotations
