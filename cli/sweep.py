@@ -111,10 +111,10 @@ def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stage
                 RunDirError)
     try:
         run_dir.require("config", "parent")
+        parent = sw.read_parent(run_dir)
+        sw.check_settings(settings, parent)  # first: a model that cannot pause says so, not "untrained"
         for mode in (settings.modes if pauses or pause_grid else ()):
             refuse_untrained(run_dir, pauses[0] if pauses else "grid", mode)
-        parent = sw.read_parent(run_dir)
-        sw.check_settings(settings, parent)
         out_dir = sw.check_name(run_dir, name)
         sw.require_derived_for(run_dir, sw.missing_gates(run_dir, settings.betas, parent.depth, settings.features),
                                settings.features)
