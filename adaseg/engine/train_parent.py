@@ -261,20 +261,25 @@ def resolve(s: TrainSettings, depth: int, model_exits: tuple[int, ...] | None = 
     """Concrete exits / alphas / pause layers for an encoder of ``depth`` layers; without
     ``--exits`` the model's potential exits (``model_exits``; 2..depth when None)."""
     default = tuple(range(2, depth + 1)) if model_exits is None else tuple(model_exits)
+    # the model's deepest exit is its full model: depth, or for Lite-ECO-M2F the last exit
+    # before the kept all-scale layer (exit 5 + layer 6)
+    full = default[-1]
     exits = default if s.exits is None else tuple(s.exits)
     if not exits or list(exits) != sorted(set(exits)) or exits[0] < 1 or exits[-1] > depth:
         raise TrainSettingError("exits", f"--exits {','.join(map(str, exits))} must be increasing layers in 1..{depth}")
-    if s.uses_wsd and exits[-1] != depth:
-        raise TrainSettingError("exits", f"--exits must include the full depth {depth} (got {list(exits)})")
+    if s.uses_wsd and exits[-1] < full:
+        what = f"the full depth {depth}" if full == depth else f"the model's full exit {full}"
+        raise TrainSettingError("exits", f"--exits must include {what} (got {list(exits)})")
     if s.alphas is None:
-        alphas = {k: k / depth for k in exits}
+        alphas = {k: min(k / full, 1.0) for k in exits}
     else:
         if len(s.alphas) != len(exits):
             raise TrainSettingError(
                 "alphas", f"--alphas has {len(s.alphas)} values for {len(exits)} exits {list(exits)}"
             )
         alphas = dict(zip(exits, (float(a) for a in s.alphas)))
-    layers = tuple(range(2, depth)) if s.pause_layers is None else tuple(s.pause_layers)
+    # pause stages between the exits (a stage after the full exit would pause nothing)
+    layers = tuple(range(2, full)) if s.pause_layers is None else tuple(s.pause_layers)
     if s.uses_pause:
         bad = [l for l in layers if not 1 <= l < depth]
         if not layers or bad:

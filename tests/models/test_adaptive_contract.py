@@ -204,7 +204,9 @@ def test_paused_tokens_come_back_bit_for_bit(case, mode, monkeypatch):
         return
     out = model(images, None, settings)
     (_, result), = capture.runs
-    at_pause, final = result.per_exit[layer], result.per_exit[last]
+    # (a model whose exits run a kept last layer records the map after it; a paused token
+    # keeps the features layer `layer` left it)
+    at_pause, final = result.before_tail.get(layer, result.per_exit[layer]), result.per_exit[last]
     (record,) = out.paused
     assert record.layer == layer and record.rows.tolist() == list(range(images.shape[0]))
     n = at_pause.shape[1]

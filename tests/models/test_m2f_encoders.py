@@ -23,9 +23,12 @@ LEVEL_TOKENS = (4, 16, 64)
 C, HEADS, POINTS, FFN, LEVELS = 64, 4, 4, 256, 3  # the tiny configurations' encoder
 
 
-def _model(name: str):
+def _model(name: str, *, keep_last_layer: bool = True):
     torch.manual_seed(0)
-    return adaseg.create_model(name).eval()
+    model = adaseg.create_model(name).eval()
+    if not keep_last_layer:  # Lite: look at one layer at a time (no all-scale layer after an exit)
+        model.pixel_decoder.transformer.keep_last_layer = False
+    return model
 
 
 def _images(b: int = 2) -> torch.Tensor:
@@ -56,7 +59,7 @@ RT_SCHEDULE = {1: (0,), 2: (0, 1), 3: (1, 2), 4: (1,), 5: (0,)}
 @pytest.mark.parametrize("name, schedule", [("m2f_lite_tiny", LITE_SCHEDULE), ("m2f_rt_tiny", RT_SCHEDULE),
                                             ("m2f_tiny", {k: (0, 1, 2) for k in range(1, 7)})])
 def test_each_layer_updates_exactly_its_scales(name, schedule):
-    model = _model(name)
+    model = _model(name, keep_last_layer=False)
     maps, _ = _maps_after_each_layer(model, _images())
     assert maps[0].shape[1] == sum(LEVEL_TOKENS) and model.depth == len(schedule)
     for layer, levels in schedule.items():
@@ -69,7 +72,7 @@ def test_each_layer_updates_exactly_its_scales(name, schedule):
 
 
 def test_lite_pausing_updates_only_active_high_level_tokens():
-    model = _model("m2f_lite_tiny")
+    model = _model("m2f_lite_tiny", keep_last_layer=False)
     maps, paused = _maps_after_each_layer(model, _images(), pause="2:0.5")
     (record,) = paused
     for i in range(maps[0].shape[0]):
@@ -81,6 +84,40 @@ def test_lite_pausing_updates_only_active_high_level_tokens():
             changed = (maps[layer][i] != maps[layer - 1][i]).any(-1)
             levels = (0, 1, 2) if layer == 6 else (0, 1)
             assert torch.equal(changed, active & _level_rows(levels)), layer
+
+
+@pytest.mark.parametrize("pause", [None, "1:0.5"])
+@torch.no_grad()
+def test_lite_exits_run_the_kept_all_scale_layer_next(pause):
+    """Lite-ECO-M2F: an exit after high-level layer k < 6 hands the decoder the map that
+    layer 6 (all scales) makes of layer k's map; oracle: the map after layer k from a run
+    without the kept layer, put through ``all_layer`` by hand on the tokens still active
+    (paused ones keep their features)."""
+    images = _images()
+    plain = _model("m2f_lite_tiny", keep_last_layer=False)
+    maps, paused = _maps_after_each_layer(plain, images, pause=pause)
+    model = _model("m2f_lite_tiny")
+    assert model.exits == (2, 3, 4, 5)
+    enc = model.pixel_decoder.transformer
+    prep = model.prepare(images, None)
+    px = prep.pixel
+    n = sum(LEVEL_TOKENS)
+    active = torch.ones(images.shape[0], n, dtype=torch.bool)
+    for record in paused:
+        active[torch.arange(images.shape[0])[:, None], record.positions] = False
+    for k in (2, 3, 5):
+        got = model.encode(prep, settings=AdaptiveSettings(exits=k, pause=pause), exit_plan=torch.full((2,), k),
+                           keep_aux=False).tokens
+        for i in range(images.shape[0]):
+            rows = active[i].nonzero().squeeze(1)
+            want = maps[k][i].clone()
+            want[rows] = enc.all_layer(maps[k][i : i + 1, rows], px.pos[i : i + 1, rows], px.reference_points[i : i + 1, rows],
+                                       maps[k][i : i + 1], px.spatial_shapes, px.level_start_index, None)[0]
+            torch.testing.assert_close(got[i], want, rtol=1e-5, atol=1e-5)
+    # exit 5 (+ the kept layer) is the full model: the same computation as running all 6 layers
+    five = model.encode(prep, settings=AdaptiveSettings(exits=5), exit_plan=torch.full((2,), 5), keep_aux=False)
+    six = model.encode(prep, settings=AdaptiveSettings(exits=6), exit_plan=torch.full((2,), 6), keep_aux=False)
+    torch.testing.assert_close(five.tokens, six.tokens, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- FLOPs of one layer, by hand
@@ -119,10 +156,10 @@ def test_flops_of_one_layer_of_each_kind_match_hand_counts():
     deform = _model("m2f_tiny")
     assert _encoder_flops(deform, 1) == _deform_layer_flops(n, n)
     lite = _model("m2f_lite_tiny")
-    lite_1, lite_5, lite_6 = (_encoder_flops(lite, k) for k in (1, 5, 6))
-    assert lite_1 == _deform_layer_flops(n_high, n)  # high-level queries, all values
-    assert lite_5 == 5 * _deform_layer_flops(n_high, n)
-    assert lite_6 - lite_5 == _deform_layer_flops(n, n)  # layer 6: every token
+    lite_2, lite_5, lite_6 = (_encoder_flops(lite, k) for k in (2, 5, 6))
+    high, every = _deform_layer_flops(n_high, n), _deform_layer_flops(n, n)  # high-level queries / all tokens
+    assert lite_2 == 2 * high + every  # exit 2: two high-level layers, then the kept layer 6
+    assert lite_5 == 5 * high + every == lite_6  # exit 5 + the kept layer is the full model
     rt = _model("m2f_rt_tiny")
     n0, n1, n2 = LEVEL_TOKENS
     per_exit = [0] + [_encoder_flops(rt, k) for k in range(1, 6)]

@@ -24,7 +24,12 @@ Semantics (the contract of every adaptive encoder):
   image's active tokens with the lowest auxiliary-decoder entropy (or random ones) pause:
   they are no longer updated; padding tokens pause first;
 * with ``record_exits`` every image runs to the deepest recorded exit and the full map is
-  recorded after each recorded layer.
+  recorded after each recorded layer;
+* with a ``tail`` (a layer every image runs after its exit: Lite-ECO-M2F keeps Lite-M2F's
+  all-scale last layer K, ECO-M2F App.), an image leaving after a layer l < ``tail_layer``,
+  or a map recorded there, first goes through the tail: it updates the image's active tokens
+  (paused ones stay as they paused), reading the image's full map; after layer
+  ``tail_layer`` itself the loop ran that layer, so nothing more is applied.
 
 No device-to-host syncs in the loop: the exit plan is read to the host once, when the run is
 built (one ``tolist``; a :class:`~adaseg.models.adaptive.deferred.DeferredPlan` once, when it
@@ -74,9 +79,24 @@ def _host_values(exit_plan: torch.Tensor) -> list[int] | None:
 
 
 @dataclass
+class TailInput:
+    """What a run's ``tail`` reads for the b' images it finishes (leaving or recorded): their
+    ``tokens`` (b', n, C) active tokens, ``tracked`` {name: (b', n, ...)} per-token inputs at
+    them, ``full`` (b', N, C) their full maps (paused tokens included), ``padding`` (b', N)
+    bool or None. The tail returns the active tokens updated, (b', n, C)."""
+
+    tokens: torch.Tensor
+    tracked: dict[str, torch.Tensor | None]
+    full: torch.Tensor
+    padding: torch.Tensor | None
+
+
+@dataclass
 class RunResult:
     """``tokens``: (B, N, C) each image's full token map at its exit (None when exits were
-    recorded); ``per_exit``: {k: (B, N, C)} at each recorded exit; ``aux``: auxiliary-decoder
+    recorded); ``per_exit``: {k: (B, N, C)} at each recorded exit (after the run's tail where
+    one applies); ``before_tail``: {k: (B, N, C)} the recorded maps where a tail applied, as
+    layer k left them (what a token paused after layer k keeps); ``aux``: auxiliary-decoder
     records (``keep_aux``); ``paused``: one record per pause stage. With a
     :class:`~adaseg.models.adaptive.deferred.DeferredPlan`: ``features`` (B, F) what its
     ``features`` computed after its layer, and ``exit_plan`` (B,) the exits it decided (None
@@ -84,6 +104,7 @@ class RunResult:
 
     tokens: torch.Tensor | None
     per_exit: dict[int, torch.Tensor] = field(default_factory=dict)
+    before_tail: dict[int, torch.Tensor] = field(default_factory=dict)
     aux: list[AuxRecord] = field(default_factory=list)
     paused: list[PauseRecord] = field(default_factory=list)
     features: torch.Tensor | None = None
@@ -108,12 +129,19 @@ class AdaptiveRun:
             values: :meth:`full_map` every layer) rather than leaving them out (ViT).
         on_record: applied to each recorded map (b, N, C) when it is recorded (e.g. the
             encoder's final norm), or None.
+        tail: ``TailInput -> (b', n, C)``, a layer each image runs after an exit (or recorded
+            exit) before ``tail_layer``; None: none (every encoder but Lite's).
+        tail_layer: the encoder layer the tail is (its loop runs it as layer ``tail_layer``).
     """
 
     def __init__(self, tokens: torch.Tensor, *, settings: AdaptiveSettings,
                  exit_plan: torch.Tensor | DeferredPlan | None,
                  aux_decoders: nn.ModuleList, padding: torch.Tensor | None, keep_aux: bool,
-                 paused_are_values: bool, on_record: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 paused_are_values: bool, on_record: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 tail: Callable[[TailInput], torch.Tensor] | None = None, tail_layer: int | None = None):
+        if (tail is None) != (tail_layer is None):
+            raise ValueError("a run's tail needs its layer number (tail_layer), and tail_layer a tail")
+        self._tail, self._tail_layer = tail, tail_layer
         deferred = exit_plan if isinstance(exit_plan, DeferredPlan) else None
         if deferred is not None:
             if (deferred.decide is None) != bool(settings.record_exits):
@@ -211,7 +239,11 @@ class AdaptiveRun:
             self._decide()
         if self.settings.record_exits:
             if layer_no in self.settings.record_exits:
-                recorded = self._asm.share()
+                if self._tails(layer_no):
+                    self._result.before_tail[layer_no] = self._asm.full().clone()
+                    recorded = self._through_tail(None)
+                else:
+                    recorded = self._asm.share()
                 self._result.per_exit[layer_no] = recorded if self._on_record is None else self._on_record(recorded)
         elif layer_no in self._exit_list:
             self._exit(layer_no)
@@ -253,17 +285,18 @@ class AdaptiveRun:
         """The running images whose exit is ``layer_no`` leave (decided on the host)."""
         n_leave = self._exit_list.count(layer_no)
         n_stay = len(self._exit_list) - n_leave
+        tail = self._tails(layer_no)
         if n_stay == 0 and self._out is None:  # the whole batch leaves at once: no copy
-            self._out = self._asm.share()
+            self._out = self._asm.share() if not tail else self._through_tail(None)
         else:
             # A stable sort of the "leaves?" flags puts the staying images first and the leaving
             # ones after, each in batch order: both index sets without reading the device.
             order = torch.sort((self._exits == layer_no).to(torch.int32), stable=True).indices
             leave = order[n_stay:]
-            full = self._asm.full()
+            out = self._through_tail(leave) if tail else self._asm.full().index_select(0, leave)
             if self._out is None:
-                self._out = full.new_zeros((self._batch, *full.shape[1:]))
-            self._out.index_copy_(0, self.rows.index_select(0, leave), full.index_select(0, leave))
+                self._out = out.new_zeros((self._batch, *out.shape[1:]))
+            self._out.index_copy_(0, self.rows.index_select(0, leave), out)
         self._exit_list = [e for e in self._exit_list if e != layer_no]
         if n_stay == 0:
             self.rows, self._exits = self.rows[:0], self._exits[:0]
@@ -275,6 +308,25 @@ class AdaptiveRun:
         self._views = {k: None if v is None else v.index_select(0, keep) for k, v in self._views.items()}
         self.carry = {k: None if v is None else v.index_select(0, keep) for k, v in self.carry.items()}
         self.padding = self._sources["__padding"]
+
+    def _tails(self, layer_no: int) -> bool:
+        return self._tail is not None and layer_no < self._tail_layer
+
+    def _through_tail(self, rows: torch.Tensor | None) -> torch.Tensor:
+        """(b', N, C) the full maps of the running images ``rows`` (None: all) after the tail:
+        their active tokens updated, paused ones as they are. The run's state is unchanged."""
+        full, active, positions = self._asm.full(), self._asm.active, self._asm.positions
+        padding, views = self.padding, self._views
+        if rows is not None:
+            pick = lambda t: None if t is None else t.index_select(0, rows)  # noqa: E731
+            full, active, positions, padding = pick(full), pick(active), pick(positions), pick(padding)
+            views = {k: pick(v) for k, v in views.items()}
+        tracked = {k: v for k, v in views.items() if not k.startswith("__")}
+        updated = self._tail(TailInput(tokens=active, tracked=tracked, full=full, padding=padding))
+        if positions is None:  # every token active, in order: the update is the map
+            return updated
+        index = positions.unsqueeze(-1).expand(-1, -1, updated.shape[-1])
+        return full.clone().scatter(1, index, updated)
 
     def _pause(self, layer_no: int, ratio: float) -> None:
         s = self.settings

@@ -62,9 +62,10 @@ def m2f_swin_b(*, num_classes: int = COCO_CLASSES, thing_ids: tuple = COCO_THING
 
 # Lite-M2F / RT-M2F (ECO-M2F's Table 1 and Table T1): the paper configuration with another
 # encoder kind (adaseg/models/mask2former/encoder_kinds.py). Lite-M2F keeps 6 layers; ECO on it
-# (Lite-ECO-M2F) exits after layers 2..5 with the all-scale layer 6 kept. RT-M2F's encoder is
+# (Lite-ECO-M2F) exits after layers 2..5 with the all-scale layer 6 kept (run after the exit,
+# never an exit itself: exit 5 is the full model). RT-M2F's encoder is
 # 5 adaptive layers whose natural exits are 3 (after the top-down fusion) and 5 (after CCFM).
-LITE_EXITS = (2, 3, 4, 5, 6)
+LITE_EXITS = (2, 3, 4, 5)
 RT_EXITS = (3, 5)
 
 

@@ -15,9 +15,15 @@ gives **high = strides 32 and 16** (``s1``, ``s2``: the first two levels of the 
 lowest resolution first) and **low = stride 8** (``s3``, the last level) — "H2L1" in
 Lite-DETR's naming, the stride-64 scale Mask2Former does not have being the missing "H".
 
-Exits: after any layer 1..K (ECO-M2F's potential exits 2..K-1, then K). An exit before K
-hands the decoder stride-8 tokens that no layer updated (their input projection), which is
-what Lite-ECO-M2F's early exits are. Pausing: the run's active set holds tokens of every
+Exits (Lite-ECO-M2F, ECO-M2F's supplementary "Impact of backbone size on Lite-M2F"): the
+potential exits are layers 2..K-1 (2..5), **followed by the last layer K**, which is kept for
+every image and never an exit of its own ("it leverages features from all scales ... making it
+essential"): an image leaving after high-level layer k runs the all-scale layer next, then the
+decoder (the run's ``tail``, :class:`~adaseg.models.adaptive.run.AdaptiveRun`), so it costs k
+high-level layers + 1 all-scale layer, and exit K-1 is the full model. Any exit 1..K-1 is
+allowed; exit K is the plain loop through all K layers (the same computation as exit K-1).
+``keep_last_layer = False`` turns the tail off (an exit then hands the decoder stride-8
+tokens no layer updated): only for tests that look at one layer at a time. Pausing: the run's active set holds tokens of every
 scale; a high-level layer updates the active high-level tokens and leaves the active
 low-level ones as they are (so a paused token is one that no later layer updates); paused
 tokens of both kinds still serve as values. Parameter names differ from the deformable
@@ -80,6 +86,7 @@ class LiteDeformableEncoder(nn.Module):
         if not 1 <= low_levels < n_levels:
             raise ValueError(f"low_levels must be in 1..{n_levels - 1}, got {low_levels}")
         self.num_layers = num_layers
+        self.keep_last_layer = True  # Lite-ECO-M2F: every exit before K runs layer K next
         self.n_levels = n_levels
         self.low_levels = low_levels
         self.level_embed = nn.Parameter(torch.empty(n_levels, d_model))
@@ -111,8 +118,14 @@ class LiteDeformableEncoder(nn.Module):
         levels, lowest resolution first, -> the run's :class:`RunResult`)."""
         # one host read per forward (not per layer): where the low-level tokens start
         n_high = int(level_start_index[self.n_levels - self.low_levels])
+        def kept_last_layer(finished):  # the all-scale layer on images leaving before it
+            return self.all_layer(finished.tokens, finished.tracked["pos"], finished.tracked["ref"], finished.full,
+                                  spatial_shapes, level_start_index, finished.padding)
+
+        tail = kept_last_layer if self.keep_last_layer else None
         run = AdaptiveRun(src, settings=settings, exit_plan=exit_plan, aux_decoders=self.aux_decoders,
-                          padding=padding_mask, keep_aux=keep_aux, paused_are_values=True)
+                          padding=padding_mask, keep_aux=keep_aux, paused_are_values=True, tail=tail,
+                          tail_layer=None if tail is None else self.num_layers)
         run.track(pos=pos, ref=reference_points)
         m, valid, counted_for, counted_n = n_high, None, None, None
         for layer_no in run.layers():
