@@ -29,7 +29,10 @@
 # EXITS (sweep --exits, default all), BOOT (resamples of compare's paired differences, default
 # 1000), SWEEP_BOOT (resamples of the sweep's point intervals and adaptive advantages, default
 # BOOT; the point intervals recompute AP, which dominates the cost at thousands of images),
-# METRICS (compare --metrics, default PQ), NAME (sweep name, default tradeoff), THREADS
+# METRICS (compare --metrics, default PQ), NAME (sweep name, default tradeoff), FEATURES (the
+# gates' inputs, comma list of backbone,exit2, default both: the exit-2 gates are a second
+# sweep NAME-exit2 whose fixed exits are the first's reports, compared with full depth and,
+# at equal encoder GFLOPs, with the backbone gate curve by tools/gate_vs_gate.py), THREADS
 # (default 1), ADASEG (the adaseg command), STEPS (comma list of derive,sweep,oracle,compare,
 # plot; default all, in that order: e.g. STEPS=sweep and STEPS=derive,oracle in two shells,
 # then STEPS=compare,plot; without the oracle step the oracle reports of these betas and
@@ -48,6 +51,7 @@ BOOT=${BOOT:-1000}
 SWEEP_BOOT=${SWEEP_BOOT:-$BOOT}
 METRICS=${METRICS:-PQ}
 NAME=${NAME:-tradeoff}
+FEATURES=${FEATURES:-backbone,exit2}
 THREADS=${THREADS:-1}
 ADASEG=${ADASEG:-adaseg}
 PYTHON=${PYTHON:-python3}
@@ -59,6 +63,13 @@ for s in ${STEPS//,/ }; do
   esac
 done
 step() { [[ ",$STEPS," == *",$1,"* ]]; }
+for f in ${FEATURES//,/ }; do
+  case "$f" in backbone|exit2) ;;
+    *) echo "Error: FEATURES: unknown gate input '$f' (backbone, exit2)" >&2; exit 2 ;;
+  esac
+done
+feature() { [[ ",$FEATURES," == *",$1,"* ]]; }
+exit2_name="$NAME-exit2"
 
 data_args=()
 [[ -n "$DATA" ]] && data_args+=(--data "$DATA")
@@ -79,10 +90,19 @@ if step derive; then
 fi
 
 if step sweep; then
-  # Fixed exits and the gate at every beta (gates fitted from the training Step B when missing).
-  $ADASEG sweep --run "$RUN" "${data_args[@]}" "${limit_args[@]}" "${flops_args[@]}" --exits "$EXITS" \
-    --betas "$BETAS" --bootstrap "$SWEEP_BOOT" --threads "$THREADS" --name "$NAME" --quiet
+  # Fixed exits and the gate at every beta (gates fitted from the training Step B when missing);
+  # the exit-2 gates' sweep reuses the fixed exits' reports (same images and settings).
+  if feature backbone; then
+    $ADASEG sweep --run "$RUN" "${data_args[@]}" "${limit_args[@]}" "${flops_args[@]}" --exits "$EXITS" \
+      --betas "$BETAS" --bootstrap "$SWEEP_BOOT" --threads "$THREADS" --name "$NAME" --quiet
+  fi
+  if feature exit2; then
+    $ADASEG sweep --run "$RUN" "${data_args[@]}" "${limit_args[@]}" "${flops_args[@]}" --exits "$EXITS" \
+      --betas "$BETAS" --features exit2 --bootstrap "$SWEEP_BOOT" --threads "$THREADS" --name "$exit2_name" --quiet
+  fi
 fi
+feature backbone || sweep_json="$RUN/sweeps/$exit2_name/sweep.json"
+exit2_json="$RUN/sweeps/$exit2_name/sweep.json"
 
 # The oracle at the same betas: evaluated (step oracle) or looked up.
 oracles=()
@@ -123,22 +143,33 @@ fi
 if step compare; then
   # Full depth, the fixed exits and the gates from the sweep, then every point against full
   # depth, paired.
-  mapfile -t swept < <($PYTHON - "$sweep_json" "$RUN" <<'EOF'
+  more=()
+  feature exit2 && feature backbone && more=("$exit2_json")
+  mapfile -t swept < <($PYTHON - "$RUN" "$sweep_json" "${more[@]}" <<'EOF'
 import json, sys
-rows = json.load(open(sys.argv[1]))["rows"]
+root = sys.argv[1]
+rows = json.load(open(sys.argv[2]))["rows"]
 full = [r["report"] for r in rows if r["kind"] == "full"]
 gates = [r["report"] for r in rows if r["kind"] == "gate"]
-root = sys.argv[2]
 exits = [r["report"] for r in rows if r["kind"] == "exit"]
+for other in sys.argv[3:]:  # the exit-2 gates' sweep: its gates only (its fixed exits are the same reports)
+    gates += [r["report"] for r in json.load(open(other))["rows"] if r["kind"] == "gate"]
 print("\n".join(f"{root}/{p}" for p in full + exits + gates))
 EOF
 )
   $ADASEG compare --bootstrap "$BOOT" "${swept[@]}" "${oracles[@]}" --metrics "$METRICS" \
-    | tee "$RUN/sweeps/$NAME/compare_vs_full.txt"
+    | tee "$(dirname "$sweep_json")/compare_vs_full.txt"
+  if feature exit2 && feature backbone; then
+    # the exit-2 gates against the backbone gates' curve at equal encoder GFLOPs, paired
+    $PYTHON "$(dirname "$0")/gate_vs_gate.py" "$sweep_json" "$exit2_json" --bootstrap "$BOOT" \
+      | tee "$(dirname "$exit2_json")/gate_vs_gate.txt"
+  fi
 fi
 
 if step plot; then
-  $PYTHON "$(dirname "$0")/gate_tradeoff_plot.py" "$sweep_json" "${oracles[@]}" \
-    --out "$RUN/sweeps/$NAME/gate_oracle.png"
+  extra=()
+  feature exit2 && feature backbone && extra=(--exit2-sweep "$exit2_json")
+  $PYTHON "$(dirname "$0")/gate_tradeoff_plot.py" "$sweep_json" "${oracles[@]}" "${extra[@]}" \
+    --out "$(dirname "$sweep_json")/gate_oracle.png"
 fi
-echo "sweep (plots, fronts, the gates' advantage over the fixed-exit curve): $RUN/sweeps/$NAME/"
+echo "sweep (plots, fronts, the gates' advantage over the fixed-exit curve): $(dirname "$sweep_json")/"

@@ -1,9 +1,11 @@
 """Issue 24's plot: quality vs encoder GFLOPs of the fixed exits, the gates and the oracle gate
 of one parent on the same val images (tools/gate_tradeoff.sh calls it last).
 
-    python tools/gate_tradeoff_plot.py RUN/sweeps/NAME/sweep.json ORACLE_REPORT.json ... --out FILE.png
+    python tools/gate_tradeoff_plot.py RUN/sweeps/NAME/sweep.json ORACLE_REPORT.json ... --out FILE.png \
+        [--exit2-sweep RUN/sweeps/NAME-exit2/sweep.json]
 
-Reads only the sweep's rows (fixed exits, full depth, gates; their 90% intervals) and the
+Reads only the sweep's rows (fixed exits, full depth, gates; their 90% intervals), the gate
+rows of an exit-2 gates' sweep of the same images (``adaseg sweep --features exit2``) and the
 oracle eval reports (``adaseg eval --gate oracle --beta B``); prints the points as a table and
 writes the figure. The oracle bounds what any gate on this parent can reach; the gap between
 the gates and the oracle is the gate's prediction, the gap between the oracle and full depth
@@ -25,10 +27,18 @@ import sys
 from pathlib import Path
 
 
-def _points(sweep: dict, oracle_paths: list[str]) -> dict[str, list[tuple]]:
+def _points(sweep: dict, oracle_paths: list[str], exit2_sweep: dict | None = None) -> dict[str, list[tuple]]:
     """{curve: [(label, encoder GFLOPs, quality, lo, hi, mean exit over all images)]} sorted by
     GFLOPs."""
-    curves: dict[str, list[tuple]] = {"fixed exits": [], "gate": [], "oracle": []}
+    curves: dict[str, list[tuple]] = {"fixed exits": [], "gate": [], "exit-2 gate": [], "oracle": []}
+    if exit2_sweep is not None:
+        full = [r["report"] for r in sweep["rows"] if r["kind"] == "full"]
+        if full != [r["report"] for r in exit2_sweep["rows"] if r["kind"] == "full"]:
+            sys.exit("Error: --exit2-sweep must share the sweep's full-depth report (one parent, the same images)")
+        for r in exit2_sweep["rows"]:
+            if r["kind"] == "gate":
+                curves["exit-2 gate"].append((f"beta {r['beta']}", r["gflops_encoder_mean"], r["quality"],
+                                              r["quality_lo"], r["quality_hi"], r["exit_mean"]))
     for r in sweep["rows"]:
         if r["kind"] in ("exit", "full"):
             label = f"exit {r['exit']}" if r["kind"] == "exit" else "full"
@@ -53,9 +63,11 @@ def main() -> None:
     parser.add_argument("sweep")
     parser.add_argument("oracles", nargs="*")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--exit2-sweep", default=None, help="sweep.json of the exit-2 gates (same images)")
     args = parser.parse_args()
     sweep = json.loads(Path(args.sweep).read_text())
-    curves, metric = _points(sweep, args.oracles)
+    exit2 = None if args.exit2_sweep is None else json.loads(Path(args.exit2_sweep).read_text())
+    curves, metric = _points(sweep, args.oracles, exit2)
     full = [p for p in curves["fixed exits"] if p[0] == "full"][0]
     depth = full[5]
     per_layer = full[1] / depth
@@ -78,7 +90,8 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    style = {"fixed exits": ("o-", "tab:gray"), "gate": ("s-", "tab:blue"), "oracle": ("^--", "tab:green")}
+    style = {"fixed exits": ("o-", "tab:gray"), "gate": ("s-", "tab:blue"), "exit-2 gate": ("D-", "tab:orange"),
+             "oracle": ("^--", "tab:green")}
     for name, pts in curves.items():
         if not pts:
             continue
@@ -90,7 +103,7 @@ def main() -> None:
                 ax.plot([g, g], [100 * lo, 100 * hi], "-", color=colour, alpha=0.5)
     ax.set_xlabel("encoder GFLOPs / image (FLOP-counted images)")
     ax.set_ylabel(f"{metric} (%)")
-    ax.set_title("Fixed exits, gate and oracle gate (same val images)")
+    ax.set_title("Fixed exits, gates and oracle gate (same val images)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
