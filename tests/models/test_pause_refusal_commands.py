@@ -11,18 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from recipe_testing import TRAIN_FAST, invoke, invoke_json, refused, write_folder
+from recipe_testing import TRAIN_FAST, invoke, invoke_json, refused
 
 import adaseg
 from adaseg.runs.run_dir import RunDir
 
 # the reason, as the user reads it (the model's pause_refusal names the rt encoder)
 WHY = "cannot pause tokens: its encoder (rt: RT-DETR's AIFI + CCFM) runs dense convolutions"
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_folder(tmp_path_factory.mktemp("data") / "synth")
 
 
 @pytest.fixture(scope="module")
