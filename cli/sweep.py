@@ -71,8 +71,7 @@ BUDGET_UNMET = 3
 @quiet_option
 @json_option
 def sweep(exits, betas, pauses, pause_grid, grid_layers, grid_ratios, grid_stages, modes, pause_output, oracle, features,
-          limit,
-          flops_images, n_boot, level, seed, target_gflops, target_ips, name, data, device, threads, run, parent, out, quiet,
+          limit, flops_images, n_boot, level, seed, target_gflops, target_ips, name, data, device, threads, run, parent, out, quiet,
           as_json):
     """Operating points of one parent: Pareto front, adaptive advantage, budgets, plots."""
     import json

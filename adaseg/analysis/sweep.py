@@ -115,13 +115,8 @@ def read_parent(run: RunDir) -> Parent:
     from adaseg.runs.parent import load_parent
 
     model, info = load_parent(run.parent_path, device="cpu")
-    try:
-        model.check_early_exit()
-        refusal = None
-    except ValueError as exc:
-        refusal = str(exc)
     return Parent(depth=int(model.depth), fingerprint=info["fingerprint"], content_hash=info["content_hash"],
-                  early_exit_refusal=refusal, exit2_refusal=model.exit2_refusal(),
+                  early_exit_refusal=_refusal(model.check_early_exit), exit2_refusal=model.exit2_refusal(),
                   pause_refusal=_refusal(model.check_pausing))
 
 

@@ -23,10 +23,11 @@ decoder (the run's ``tail``, :class:`~adaseg.models.adaptive.run.AdaptiveRun`), 
 high-level layers + 1 all-scale layer, and exit K-1 is the full model. Any exit 1..K-1 is
 allowed; exit K is the plain loop through all K layers (the same computation as exit K-1).
 ``keep_last_layer = False`` turns the tail off (an exit then hands the decoder stride-8
-tokens no layer updated): only for tests that look at one layer at a time. Pausing: the run's active set holds tokens of every
-scale; a high-level layer updates the active high-level tokens and leaves the active
-low-level ones as they are (so a paused token is one that no later layer updates); paused
-tokens of both kinds still serve as values. Parameter names differ from the deformable
+tokens no layer updated): only for tests that look at one layer at a time.
+
+Pausing: the run's active set holds tokens of every scale; a high-level layer updates the
+active high-level tokens and leaves the active low-level ones as they are (so a paused token
+is one that no later layer updates); paused tokens of both kinds still serve as values. Parameter names differ from the deformable
 encoder's (``high_layers``/``all_layer`` instead of ``encoder.layers``) so that a checkpoint of
 one kind never loads silently into the other.
 """
@@ -118,6 +119,7 @@ class LiteDeformableEncoder(nn.Module):
         levels, lowest resolution first, -> the run's :class:`RunResult`)."""
         # one host read per forward (not per layer): where the low-level tokens start
         n_high = int(level_start_index[self.n_levels - self.low_levels])
+
         def kept_last_layer(finished):  # the all-scale layer on images leaving before it
             return self.all_layer(finished.tokens, finished.tracked["pos"], finished.tracked["ref"], finished.full,
                                   spatial_shapes, level_start_index, finished.padding)
