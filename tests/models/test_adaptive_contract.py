@@ -6,8 +6,8 @@ pause layer (paused tokens come back bit for bit), and the padding mask itself (
 tokens pause before any real token). A model that cannot pause (``pause_refusal`` set, e.g.
 RT-M2F) must instead refuse every pause plan in one line naming the model and its reason,
 before any work, and passes the tests that need no pausing. A model added to the registry is
-covered here with no new test code; its own behaviour (attention over paused tokens, padding invariance of its
-backbone, ...) is tested in its own module.
+covered here with no new test code; its own behaviour (attention over paused tokens, padding
+invariance of its backbone, ...) is tested in its own module.
 """
 
 from __future__ import annotations
