@@ -242,7 +242,9 @@ def require_derived_for(run: RunDir, missing: Sequence[float], features: str = "
 def check_combinations(run: RunDir, settings: SweepSettings, parent: Parent) -> None:
     """Refuse, before any work, a gate x pause combination no image could pause in: a pause
     layer at or after the gate's last exit (the gate file's exits, or for a gate still to be
-    fitted the derived dataset's), as ``adaseg eval`` would refuse it."""
+    fitted the derived dataset's), and, for exit-2 gates, a pause before their decision after
+    layer 2, as ``adaseg eval`` would refuse them."""
+    from adaseg.models.adaptive.deferred import EXIT2_LAYER, gate_pause_refusal
     from adaseg.models.adaptive.plan import PausePlan
     from adaseg.storage.checkpoint import read_checkpoint_meta
 
@@ -262,6 +264,9 @@ def check_combinations(run: RunDir, settings: SweepSettings, parent: Parent) -> 
             if late:
                 raise SweepError("pause", f"{spec}: pause layer {late[0]} is not below the last exit {max(exits)} "
                                           f"of the gate for beta {b} (exits {exits}): no image would pause there")
+            early = [layer for layer, _ in PausePlan.parse(spec).stages if layer < EXIT2_LAYER]
+            if settings.features == "exit2" and early:
+                raise SweepError("pause", f"{spec}: {gate_pause_refusal(early[0], EXIT2_LAYER)}")
 
 
 def check_image_counts(run: RunDir, settings: SweepSettings) -> None:

@@ -420,6 +420,10 @@ def _apply_settings(model, info: dict, settings: EvalSettings, device: torch.dev
         elif gate_info is not None:
             exits = [int(e) for e in gate_info["config"]["exits"]]
             check_pause_reachable(settings.pause, max(exits), f"the gate's last exit {max(exits)} (exits {exits})")
+            try:
+                model.check_gate_pause(AdaptiveSettings(exits="gate", pause=settings.pause))
+            except ValueError as exc:
+                raise EvalSettingError("pause", f"--pause {settings.pause}: {exc}") from None
     _check_pause_output(model, settings)
     if settings.pause_mode not in PAUSE_MODES:
         raise EvalSettingError("pause-mode", f"--pause-mode must be one of {', '.join(PAUSE_MODES)}, "

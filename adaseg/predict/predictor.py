@@ -550,3 +550,10 @@ def _check_exit_and_pause(model, exit: int | None, pause, gate_exits) -> None:
     if late:
         raise PredictError(f"{pause}: pause layer {late[0]} is not below the last exit {last}: no image runs past "
                            f"layer {last}, so this pause would never happen", "pause")
+    if exit is None and gate_exits:
+        from adaseg.models.adaptive.settings import AdaptiveSettings
+
+        try:  # an exit-2 gate decides after layer 2 on tokens that never paused in Step B
+            model.check_gate_pause(AdaptiveSettings(exits="gate", pause=pause))
+        except ValueError as exc:
+            raise PredictError(f"--pause {pause}: {exc}", "pause") from None

@@ -6,6 +6,7 @@ refused in one line with nothing written."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from recipe_testing import invoke_json, refused
 
@@ -93,6 +94,27 @@ def test_exit2_gate_is_fitted_named_and_used_by_eval(run):
     dataset, _ = build_run_dataset(run.read_config(), None, "val")
     preds = adaseg.Predictor(str(run.root), gate=str(path)).predict_dataset(dataset, indices=[0, 1])
     assert [p.exit for p in preds] == evaluated
+
+    # a pause after layer 2 leaves the map the gate reads as it was: the same exits
+    paused = invoke_json("eval", "--gate", str(path), "--pause", "2:0.5", "--limit", "2", "--flops-images", "1",
+                         "--timed", "1", "--warmup", "0", "--threads", "1", "--run", run.root)
+    assert load_parts(run.report_path(paused["settings"]["name"])).exits.tolist() == evaluated
+    # a pause after layer 1 would hand it tokens Step B never paused: refused everywhere, nothing written
+    expect = "pause layer 1 comes before the exit-2 gate's decision after layer 2"
+    refused(run.root, "eval", "--gate", str(path), "--pause", "1:0.5", "--limit", "2", "--run", str(run.root),
+            expect=expect)
+    refused(run.root, "sweep", "--betas", "0.0005", "--features", "exit2", "--pause", "1:0.5", "--limit", "2",
+            "--run", str(run.root), expect=expect)
+    from adaseg.predict.predictor import PredictError
+
+    with pytest.raises(PredictError, match=expect):
+        adaseg.Predictor(str(run.root), gate=str(path), pause="1:0.5")
+    from adaseg.models.adaptive.settings import AdaptiveSettings
+
+    model.set_gate(gate)
+    with pytest.raises(ValueError, match=expect):
+        model(torch.zeros(1, 3, 64, 64), None, AdaptiveSettings(exits="gate", pause="1:0.5"))
+    model(torch.zeros(1, 3, 64, 64), None, AdaptiveSettings(exits="gate", pause="2:0.5"))
 
 
 def test_older_derived_file_is_refused_with_the_command_to_run(make_run):

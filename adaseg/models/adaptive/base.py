@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adaseg.models.adaptive.deferred import EXIT2_LAYER, DeferredPlan, pool_levels
+from adaseg.models.adaptive.deferred import EXIT2_LAYER, DeferredPlan, gate_pause_refusal, pool_levels
 from adaseg.models.adaptive.gate import Gate, check_gate_fits
 from adaseg.models.adaptive.losses import aux_decoder_loss, weighted_exit_loss
 from adaseg.models.adaptive.output import AdaptiveOutput
@@ -212,6 +212,7 @@ class AdaptiveModelBase(nn.Module, ABC):
         settings.check_depth(self.depth)
         if settings.pause is not None:
             self.check_pausing()
+            self.check_gate_pause(settings)
         if settings.early_exit:
             self.check_early_exit()
         if settings.record_features:
@@ -238,6 +239,18 @@ class AdaptiveModelBase(nn.Module, ABC):
             token_shapes=prep.token_shapes, input_size=(h, w), padding_mask=padding_mask,
             early_exit=settings.early_exit, layer_features=enc.features,
         )
+
+    def check_gate_pause(self, settings: AdaptiveSettings) -> None:
+        """Raise ValueError (one line) for a gate deciding inside the encoder (the exit-2 gate)
+        with a pause stage before its decision: Step B recorded its features without pausing,
+        so a token paused after layer 1 would hand the gate a map it never saw in fitting
+        (a pause after layer 2 or later leaves the features it reads unchanged)."""
+        gate = self.gate
+        if not settings.uses_gate or gate is None or settings.pause is None or gate.decide_after == 0:
+            return
+        early = [layer for layer, _ in settings.pause.stages if layer < gate.decide_after]
+        if early:
+            raise ValueError(gate_pause_refusal(early[0], gate.decide_after))
 
     def _deferred_plan(self, settings: AdaptiveSettings, prep: EncoderInput) -> DeferredPlan | None:
         """The plan decided (exit-2 gate) or features recorded (``record_features``) after

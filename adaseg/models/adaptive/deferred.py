@@ -34,6 +34,14 @@ EXIT2_LAYER = 2
 GATE_FEATURES = ("backbone", "exit2")
 
 
+def gate_pause_refusal(pause_layer: int, decide_after: int) -> str:
+    """The one line refusing a pause after ``pause_layer`` with a gate that decides after
+    layer ``decide_after > pause_layer`` (the exit-2 gate)."""
+    return (f"pause layer {pause_layer} comes before the exit-2 gate's decision after layer {decide_after}: "
+            "the gate was fitted on tokens that never paused (Step B does not pause), so it would read "
+            f"a map it never saw; pause after layer {decide_after} or later, or use a backbone gate")
+
+
 @dataclass(frozen=True)
 class DeferredPlan:
     """Exits decided after layer ``after`` from the tokens it left.
