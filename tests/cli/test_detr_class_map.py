@@ -21,7 +21,6 @@ Skipped without transformers.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -63,7 +63,7 @@ def test_eval_data_same_spec_and_same_classes_give_the_same_metrics(run, folder,
 
 def test_derive_data_with_the_runs_classes_is_accepted(run, folder, tmp_path):
     twin = _copy(folder, tmp_path / "twin")
-    out = invoke_json("derive", "--data", twin, "--run", run.root, "--threads", "1")
+    invoke_json("derive", "--data", twin, "--run", run.root, "--threads", "1")
     from adaseg.runs.derived import DerivedDataset
 
     assert DerivedDataset.load(run.derived_path).info["data"] == twin

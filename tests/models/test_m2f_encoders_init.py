@@ -20,7 +20,7 @@ from recipe_testing import invoke, snapshot, write_folder
 import adaseg
 from adaseg.engine.init_encoder import load_across_encoders
 from adaseg.models.mask2former.encoder import DeformableEncoderLayer
-from adaseg.storage.checkpoint import CheckpointError, save_checkpoint
+from adaseg.storage.checkpoint import save_checkpoint
 
 ENC = "pixel_decoder.transformer."
 DEPTH = 6  # m2f_tiny / m2f_lite_tiny encoder layers
@@ -93,7 +93,7 @@ def test_without_the_flag_the_refusal_names_the_first_mismatched_keys(deform_ckp
                     "--threads", "1", "--run", run)
     assert result.exit_code != 0 and "Traceback" not in result.output
     line = [x for x in result.output.splitlines() if x.strip()][-1]
-    assert line.startswith("Error:") and f"is a checkpoint for model 'm2f_tiny', not 'm2f_lite_tiny'" in line
+    assert line.startswith("Error:") and "is a checkpoint for model 'm2f_tiny', not 'm2f_lite_tiny'" in line
     target = list(_model("m2f_lite_tiny", seed=1).state_dict())
     missing = line.split("missing from checkpoint: ")[1].split(" (+")[0].split(", ")
     extra = line.split("not in the model: ")[1].split(" (+")[0].split(", ")

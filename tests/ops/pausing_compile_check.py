@@ -6,7 +6,7 @@ decorated for the interpreter or the compiler when first imported). Prints "ALL 
 
     python tests/ops/pausing_compile_check.py
 """
-import os, sys
+import os
 os.environ.pop("TRITON_INTERPRET", None)
 import triton, triton.language as tl
 from triton.compiler import ASTSource

@@ -49,7 +49,7 @@ _ATTN = {"q_proj": "q_proj", "k_proj": "k_proj", "v_proj": "v_proj", "o_proj": "
 
 # (pattern on the 5.x key, function of the match groups -> adaseg name)
 _RULES = (
-    (rf"^model\.backbone\.model\.embedder\.embedder\.convolution\.weight$", lambda g: "backbone.conv1.weight"),
+    (r"^model\.backbone\.model\.embedder\.embedder\.convolution\.weight$", lambda g: "backbone.conv1.weight"),
     (rf"^model\.backbone\.model\.embedder\.embedder\.normalization\.{_BN}$", lambda g: f"backbone.bn1.{g[0]}"),
     (_STAGE + r"shortcut\.convolution\.weight$",
      lambda g: f"backbone.layer{int(g[0]) + 1}.{g[1]}.downsample.0.weight"),
