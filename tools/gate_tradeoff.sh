@@ -10,11 +10,11 @@
 # input, never used to fit), sweep (fixed exits + gates; missing gates are fitted from Step B,
 # reports reused when unchanged), eval --gate oracle --beta B, compare.
 #
-# The benchmark README "ECO-M2F's trade-off as curves" reports (the 4000-image synthetic val
-# set, its first 2000 images for CPU time; leave LIMIT out for all 4000):
+# The benchmark README "ECO-M2F's trade-off as curves" reports (all 4000 images of the synthetic
+# val set; LIMIT=2000 gave its earlier, first-2000-images run):
 #   adaseg data synth --out val4k --n-train 0 --n-val 4000
-#   RUN=runs/default DATA=val4k LIMIT=2000 FLOPS=100 EXITS=2,3,4,5 SWEEP_BOOT=100 METRICS=PQ,mIoU \
-#     NAME=val4k-tradeoff tools/gate_tradeoff.sh
+#   RUN=runs/default DATA=val4k FLOPS=100 EXITS=2,3,4,5 SWEEP_BOOT=100 METRICS=PQ,mIoU \
+#     NAME=val4k-tradeoff-4000 tools/gate_tradeoff.sh
 # Small scale:
 #   RUN=/tmp/i24 LIMIT=48 BOOT=200 tools/gate_tradeoff.sh
 #
