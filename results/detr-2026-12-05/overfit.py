@@ -9,6 +9,7 @@ p.add_argument("--n", type=int, default=16); p.add_argument("--iters", type=int,
 p.add_argument("--lr", type=float, default=1e-4); p.add_argument("--clip", type=float, default=0.1)
 p.add_argument("--bs", type=int, default=8); p.add_argument("--aug", type=int, default=0)
 p.add_argument("--queries", type=int, default=20); p.add_argument("--every", type=int, default=50)
+p.add_argument("--eval-n", type=int, default=None)  # AP on the first N of the --n images (default all)
 a = p.parse_args()
 torch.set_num_threads(1); torch.manual_seed(0)
 ds = build_dataset("synthetic", "train", train=bool(a.aug))
@@ -30,4 +31,4 @@ for it in range(a.iters):
     if (it + 1) % 10 == 0:
         print(f"it {it+1} loss {parts['loss'].item():.3f} ce {parts['loss_ce'].item():.3f} l1 {parts['loss_bbox'].item():.3f} giou {parts['loss_giou'].item():.3f} gn {gn:.2f} t {time.time()-t0:.0f}s", flush=True)
     if (it + 1) % a.every == 0:
-        print("AP train-subset", ap(model, ds_eval, idx), flush=True)
+        print("AP train-subset", ap(model, ds_eval, idx[:a.eval_n]), flush=True)
