@@ -108,7 +108,7 @@ def test_exit2_gate_reads_its_decision_once_after_layer_2():
     gate = Gate(in_channels=model.exit2_channels, exits=model.exits, features="exit2")
     model.set_gate(gate)
     images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    seen = _reads(model, images, AdaptiveSettings(exits="gate", pause="1:0.3,3:0.3"))
+    seen = _reads(model, images, AdaptiveSettings(exits="gate", pause="2:0.3,3:0.3"))
     assert sum(site.startswith("run.py") for _, site in seen) == 1, seen
     assert len(seen) == 3, seen  # the decision's read + the pixel decoder's 2 after the encoder
 
