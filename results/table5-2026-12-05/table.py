@@ -4,15 +4,17 @@ Reads ``compare_wsd_vs_pause_<exit>.json`` (baseline: the pause parent, other: w
 ``compare_distill_vs_wsd_<exit>.json`` (baseline: wsd+pause, other: wsd+pause --distill) for
 exits 2..5 and full depth (an exit without them is printed as not measured), and prints a Markdown table: PQ (%) of each parent at each exit,
 encoder GFLOPs/image, and the paired differences with their 90% bootstrap intervals.
-Usage: ``python table.py > table.md`` in this folder.
+Usage: ``python table.py [FOLDER] > table.md`` (FOLDER: where the compare outputs are; default
+this folder; ``results/table5-500it-2026-12-05`` uses it too).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else Path(__file__).resolve().parent
 EXITS = ["2", "3", "4", "5", "full"]
 
 
