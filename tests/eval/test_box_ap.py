@@ -71,6 +71,34 @@ def test_box_ap_equals_pycocotools_on_files(seed, tmp_path):
         assert again[name] == pytest.approx(got[name], abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_box_ap_by_size_on_a_resample_equals_pycocotools(seed, tmp_path):
+    """AP, AP50, AP75 and AP_S/M/L of a bootstrap resample (repeats, an image left out) from
+    the kept matching == pycocotools on files holding the resampled copies as new images."""
+    gt, dets = _case(seed)
+    for j, a in enumerate(gt["annotations"]):  # spread areas over the three COCO ranges
+        a["area"] = float([20.0, 400.0, 700.0, 2000.0, 9000.0][j % 5])
+    got = box_ap(gt, dets, keep_matches=True)["matches"]
+    assert got.has_sizes
+    ids = [img["id"] for img in gt["images"]]
+    idx = np.random.default_rng(seed).integers(0, len(ids), size=len(ids) + 3)
+    order = np.argsort(idx, kind="stable")  # copies take new ids in the order COCOeval pooled them
+    new_id = np.empty(len(idx), dtype=np.int64)
+    new_id[order] = np.arange(len(idx)) + 1
+    images, anns, res = [], [], []
+    for j, i in enumerate(idx):
+        images.append(dict(gt["images"][i], id=int(new_id[j])))
+        anns += [dict(a, id=len(anns) + 1 + k, image_id=int(new_id[j]))
+                 for k, a in enumerate(a for a in gt["annotations"] if a["image_id"] == ids[i])]
+        res += [dict(d, image_id=int(new_id[j])) for d in dets if d["image_id"] == ids[i]]
+    want = _pycocotools({"images": images, "annotations": anns, "categories": _CATS}, res, tmp_path)
+    weights = np.bincount(idx, minlength=len(ids))
+    again = got.accumulate(weights, np.arange(len(ids)), sizes=True)
+    for name, w in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), want):
+        assert again[name] == (None if w < 0 else pytest.approx(float(w), abs=1e-12)), name
+    assert sum(w >= 0 for w in want[3:]) >= 2  # the case reaches the size ranges
+
+
 def test_boxes_to_results_writes_xywh():
     (r,) = boxes_to_results(7, torch.tensor([[10.0, 20.0, 40.0, 25.0]]), torch.tensor([0.5]), [3])
     assert r == {"image_id": 7, "category_id": 3, "bbox": [10.0, 20.0, 30.0, 5.0], "score": 0.5}

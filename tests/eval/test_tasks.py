@@ -58,7 +58,7 @@ def test_figure_order_of_reports_parts_sweeps_and_compare():
     assert pq.primaries == ("PQ", "mIoU", "AP")
     assert suite_named("miou").figure_names == ("mIoU", "pixel_acc")
     assert suite_named("miou").primaries == ("mIoU",)
-    assert suite_named("box_ap50").figure_names == ("AP_box", "AP50_box", "AP75_box")
+    assert suite_named("box_ap50").figure_names == ("AP_box", "AP50_box", "AP75_box", "APs_box", "APm_box", "APl_box")
     assert suite_named("box_ap50").primaries == ("AP_box",)
     assert sweep_keys() == ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mIoU", "AP", "AP_box")
     assert QUALITY == {"pq": PANOPTIC, "miou": SEMANTIC, "box_ap50": DETECTION}

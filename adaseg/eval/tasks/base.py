@@ -22,7 +22,7 @@ Which evaluators score a (model task, data task) pair, and which of them gives S
 is :mod:`adaseg.eval.tasks.registry`'s table.
 
 **Detection (box AP)** was added as this outline says: one module ``detection.py`` plus its lines
-in the registry (it reports AP_S/M/L too, without per-image recomputation, and its Step B
+in the registry (it reports AP_S/M/L too, recomputed per resample like AP, and its Step B
 quality is ``box_ap50``, the image's AP at IoU 0.5 over its own boxes, see its ``image_quality``):
 
 * ``task = "detection"``, ``record = part = "box"`` (its record key and ImageParts keyword),

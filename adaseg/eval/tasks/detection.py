@@ -6,11 +6,12 @@
   figures are COCOeval(bbox) on the user's file (over the images evaluated); on panoptic data
   the thing segments as boxes (crowd kept as iscrowd=1, area = the segment's pixel area as
   COCO's instances files have it);
-* report: ``AP_box``, ``AP50_box``, ``AP75_box`` (recomputable from the part) and
-  ``APs_box``, ``APm_box``, ``APl_box`` of one COCOeval run over all images;
-* part ``box``: that run's per-image matching (:class:`~adaseg.eval.ap_matches.ApMatches`,
-  stored as ``box_<field>`` tensors), from which any resample's AP is accumulated (compare,
-  sweep intervals);
+* report: ``AP_box``, ``AP50_box``, ``AP75_box``, ``APs_box``, ``APm_box``, ``APl_box`` of
+  one COCOeval run over all images, each recomputable from the part;
+* part ``box``: that run's per-image matching over the area ranges all / small / medium /
+  large (:class:`~adaseg.eval.ap_matches.ApMatches`, stored as ``box_<field>`` tensors), from
+  which any resample's AP and AP_S/M/L are accumulated (compare, sweep intervals); a parts file
+  written before the ranges were kept gives None for AP_S/M/L;
 * Step B: ``box_ap50``, see :meth:`DetectionEvaluator.image_quality`.
 """
 
@@ -29,6 +30,7 @@ from adaseg.eval.tasks.base import Evaluator, Summary, mean_by_cell
 BOX_KEYS = ("AP_box", "AP50_box", "AP75_box")
 SIZE_KEYS = ("APs_box", "APm_box", "APl_box")
 _FIELDS = ("category_ids", "gt_count", "det_image", "det_category", "det_score", "det_tp", "det_fp")
+_SIZE_FIELDS = ("size_gt_count", "size_det_tp", "size_det_fp")  # optional: older parts lack them
 
 
 class DetectionEvaluator(Evaluator):
@@ -37,7 +39,7 @@ class DetectionEvaluator(Evaluator):
     part = "box"
     postprocess = "detection"
     at_original_size = True
-    figures = BOX_KEYS
+    figures = (*BOX_KEYS, *SIZE_KEYS)
     primary = "AP_box"
     sweep_keys = ("AP_box",)
     metric = "box_ap50"
@@ -65,18 +67,20 @@ class DetectionEvaluator(Evaluator):
             raise ValueError(f"ImageParts: box AP matching of {part.num_images} images, expected {n}")
 
     def part_tensors(self, part) -> dict[str, np.ndarray]:
-        return {f"box_{f}": getattr(part, f) for f in _FIELDS}
+        fields = (*_FIELDS, *_SIZE_FIELDS) if part.has_sizes else _FIELDS
+        return {f"box_{f}": getattr(part, f) for f in fields}
 
     def part_from_tensors(self, tensors):
         if "box_det_score" not in tensors:
             return None
-        return ApMatches(**{f: tensors[f"box_{f}"] for f in _FIELDS})
+        return ApMatches(**{f: tensors[f"box_{f}"] for f in _FIELDS},
+                         **{f: tensors[f"box_{f}"] for f in _SIZE_FIELDS if f"box_{f}" in tensors})
 
     def figures_of(self, part, parts, idx, weight, want) -> dict:
-        if not want & set(BOX_KEYS):
+        if not want & set(self.figures):
             return {}
         ones = np.ones(parts.num_images, dtype=np.int64)
-        ap = part.accumulate(ones if weight is None else weight, parts.id_rank)
+        ap = part.accumulate(ones if weight is None else weight, parts.id_rank, sizes=bool(want & set(SIZE_KEYS)))
         return {f"{k}_box": v for k, v in ap.items()}
 
     # ------------------------------------------------------------------ Step B
