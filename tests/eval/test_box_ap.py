@@ -99,6 +99,23 @@ def test_box_ap_by_size_on_a_resample_equals_pycocotools(seed, tmp_path):
     assert sum(w >= 0 for w in want[3:]) >= 2  # the case reaches the size ranges
 
 
+def test_matching_kept_without_size_ranges_gives_no_size_figures():
+    """A parts file written before the area ranges were kept: AP as before, AP_S/M/L None."""
+    from adaseg.eval.ap_matches import ApMatches
+
+    gt, dets = _case(0)
+    full = box_ap(gt, dets, keep_matches=True)["matches"]
+    old = ApMatches(**{f: getattr(full, f) for f in ("category_ids", "gt_count", "det_image", "det_category",
+                                                      "det_score", "det_tp", "det_fp")})
+    ones, ranks = np.ones(len(gt["images"]), dtype=np.int64), np.arange(len(gt["images"]))
+    got, want = old.accumulate(ones, ranks, sizes=True), full.accumulate(ones, ranks, sizes=True)
+    assert [got[k] for k in ("AP", "AP50", "AP75")] == [want[k] for k in ("AP", "AP50", "AP75")]
+    assert got["APs"] is got["APm"] is got["APl"] is None
+    with pytest.raises(ValueError, match="partly given"):
+        ApMatches(**{f: getattr(full, f) for f in ("category_ids", "gt_count", "det_image", "det_category",
+                                                    "det_score", "det_tp", "det_fp", "size_gt_count")})
+
+
 def test_boxes_to_results_writes_xywh():
     (r,) = boxes_to_results(7, torch.tensor([[10.0, 20.0, 40.0, 25.0]]), torch.tensor([0.5]), [3])
     assert r == {"image_id": 7, "category_id": 3, "bbox": [10.0, 20.0, 30.0, 5.0], "score": 0.5}
