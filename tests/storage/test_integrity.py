@@ -165,3 +165,21 @@ def test_split_refuses_truncated_headers(tmp_path):
         split_safetensors((10**6).to_bytes(8, "little") + b"{}", path="x")
     with pytest.raises(IntegrityError, match="not a readable safetensors file"):
         split_safetensors(b"abc", path="x")
+
+
+def test_shipped_detr_base_is_verified_and_what_init_auto_picks():
+    """The shipped detr_tiny base (a standard-trained DETR, see README "ECO-DETR") carries a
+    verified hash over its tensors, loads into detr_tiny, and `--init auto` picks it for the
+    built-in set only."""
+    from adaseg.engine.train_parent import TrainSettings, resolve_init
+    from adaseg.models.registry import create_model
+    from adaseg.runs.parent import load_model_weights
+
+    path = ASSETS / "detr_tiny_synthetic_base.safetensors"
+    tensors, meta = load_checkpoint(path)
+    assert meta.content_hash is not None and tensor_fingerprint(tensors) == meta.fingerprint
+    assert json.loads(sidecar_path(path).read_text())[HASH_KEY] == meta.content_hash
+    assert meta.config["model"] == "detr_tiny"
+    load_model_weights(create_model("detr_tiny"), path, expect_model="detr_tiny")
+    assert resolve_init(TrainSettings(model="detr_tiny", data="synthetic")) == str(path)
+    assert resolve_init(TrainSettings(model="detr_tiny", data="coco-det:/d")) is None
