@@ -2,7 +2,8 @@
 
 Triton kernels run on CPU tensors under the interpreter; the variable must be set before
 triton is first imported, hence here at conftest import time. Shared test helpers live in
-tests/helpers/ (importable by name: recipe_testing, m2f_testing, panoptic_cases, parts_cases).
+tests/helpers/ (importable by name: recipe_testing, m2f_testing, panoptic_cases, parts_cases, det_testing,
+detr_import_testing).
 """
 
 from __future__ import annotations

@@ -123,24 +123,13 @@ def test_registered_detr_r50_starts_from_an_imported_resnet50_detr(tmp_path):
     """transformers' default DetrConfig (ResNet-50, d 256, 6 + 6 layers, 100 queries) imported:
     ``detr_r50`` (train-parent --model detr_r50 --init) loads it and computes the same heads."""
     from adaseg.engine.train_parent import check_init
-    from adaseg.models.hf.detr_config import translate_detr
-    from adaseg.models.hf.detr_import import DETR_KIND, build_detr
     from adaseg.models.registry import create_model
     from adaseg.runs.parent import load_model_weights, load_parent
-    from adaseg.storage.checkpoint import CheckpointError, save_checkpoint
+    from adaseg.storage.checkpoint import CheckpointError
+    from detr_import_testing import write_resnet50_detr
 
-    cfg = transformers.DetrConfig(use_timm_backbone=False, use_pretrained_backbone=False,
-                                  backbone_config=transformers.ResNetConfig(out_features=["stage4"]),
-                                  id2label={i: f"c{i}" for i in range(9)})
-    config = translate_detr(cfg.to_dict(), where="test")
-    torch.manual_seed(0)
-    source = build_detr(config)
-    with torch.no_grad():  # every tensor perturbed: no zero or one init hides a mapping error
-        for name, t in [*source.named_parameters(), *source.named_buffers()]:
-            if t.is_floating_point():
-                t.copy_(torch.rand_like(t) + 0.5 if name.endswith("running_var") else t + 0.05 * torch.randn_like(t))
     path = tmp_path / "detr50.safetensors"
-    save_checkpoint(path, source.state_dict(), kind=DETR_KIND, config=config, extra={"class_names": config["class_names"]})
+    write_resnet50_detr(path, {i: f"c{i}" for i in range(9)})
     check_init(str(path), "detr_r50")
     with pytest.raises(CheckpointError, match="a DETR's weights do not fit a Mask2Former"):
         check_init(str(path), "m2f_r50")

@@ -214,21 +214,30 @@ def test_train_parent_init_picks_the_class_rows(setup, tmp_path):
     """lr 1e-30 (weight decay 0): one iteration leaves every weight as it started, so the parent
     holds the --init tensors with the class rows picked by hand: person, car, boat, stop sign
     (model classes 1, 3, 9, 13), then no-object (row 14)."""
-    from adaseg.storage.checkpoint import load_checkpoint
-
     ckpt, spec, _, _ = setup
     run = tmp_path / "tp"
     invoke_json("train-parent", "--model", "hf-detr", "--init", ckpt, "--data", spec, "--iters", "1", "--batch-size", "1",
                 "--lr", "1e-30", "--weight-decay", "0", "--recipe", "standard", "--threads", "1", "--run", run)
+    meta = _assert_class_rows_picked(ckpt, run, _SPEC["encoder_layers"])
+    assert meta.config["options"]["model"]["num_classes"] == 4
+
+
+def _assert_class_rows_picked(ckpt: Path, run: Path, encoder_layers: int):
+    """The parent of ``run`` holds ``ckpt``'s tensors, the class head's and the auxiliary
+    decoders' with the rows picked by hand: person, car, boat, stop sign (model classes 1, 3, 9,
+    13), then no-object (row 14). Returns the parent's metadata."""
+    from adaseg.storage.checkpoint import load_checkpoint
+
     src, _ = load_checkpoint(ckpt)
     got, meta = load_checkpoint(run / "checkpoints" / "parent.safetensors")
-    assert meta.config["options"]["model"]["num_classes"] == 4
     rows = [1, 3, 9, 13, 14]
     heads = [k for k in src if k.startswith(("class_embed.", "encoder.aux_decoders."))]
-    assert len(heads) == 2 + 2 * (_SPEC["encoder_layers"] - 1)
+    assert len(heads) == 2 + 2 * (encoder_layers - 1)
+    assert set(got) == set(src)
     for k in src:
         want = src[k][rows] if k in heads else src[k]
         assert torch.equal(got[k], want), k
+    return meta
 
 
 def test_train_parent_detr_r50_init_picks_the_class_rows(setup, tmp_path):
@@ -236,33 +245,13 @@ def test_train_parent_detr_r50_init_picks_the_class_rows(setup, tmp_path):
     indexed by COCO id (:data:`ID2LABEL`, d 256, 6 + 6 layers, 100 queries, every tensor
     perturbed): as with ``--model hf-detr``, one iteration at lr 1e-30 leaves the parent with
     the --init tensors and the class rows of the dataset's categories picked by hand."""
-    from adaseg.models.hf.detr_config import translate_detr
-    from adaseg.models.hf.detr_import import DETR_KIND, build_detr
-    from adaseg.storage.checkpoint import load_checkpoint, save_checkpoint
+    from detr_import_testing import write_resnet50_detr
 
     _, spec, _, _ = setup
-    cfg = transformers.DetrConfig(use_timm_backbone=False, use_pretrained_backbone=False,
-                                  backbone_config=transformers.ResNetConfig(out_features=["stage4"]),
-                                  id2label=dict(ID2LABEL))
-    config = translate_detr(cfg.to_dict(), where="test")
-    torch.manual_seed(0)
-    source = build_detr(config)
-    with torch.no_grad():
-        for name, t in [*source.named_parameters(), *source.named_buffers()]:
-            if t.is_floating_point():
-                t.copy_(torch.rand_like(t) + 0.5 if name.endswith("running_var") else t + 0.05 * torch.randn_like(t))
     ckpt = tmp_path / "detr50_coco_ids.safetensors"
-    save_checkpoint(ckpt, source.state_dict(), kind=DETR_KIND, config=config, extra={"class_names": config["class_names"]})
+    write_resnet50_detr(ckpt, ID2LABEL)
     run = tmp_path / "tp50"
     invoke_json("train-parent", "--model", "detr_r50", "--init", ckpt, "--data", spec, "--iters", "1", "--batch-size",
                 "1", "--lr", "1e-30", "--weight-decay", "0", "--recipe", "standard", "--threads", "1", "--run", run)
-    src, _ = load_checkpoint(ckpt)
-    got, meta = load_checkpoint(run / "checkpoints" / "parent.safetensors")
+    meta = _assert_class_rows_picked(ckpt, run, 6)
     assert meta.config["model"] == "detr_r50" and meta.config["options"]["num_classes"] == 4
-    rows = [1, 3, 9, 13, 14]
-    heads = [k for k in src if k.startswith(("class_embed.", "encoder.aux_decoders."))]
-    assert len(heads) == 2 + 2 * (6 - 1)
-    assert set(got) == set(src)
-    for k in src:
-        want = src[k][rows] if k in heads else src[k]
-        assert torch.equal(got[k], want), k
